@@ -1,0 +1,69 @@
+"""Every tunable default of client and daemon, each a named constant with an environment override.
+
+One place to look: a value read here is read nowhere else. Settings are read when a transport or a
+daemon starts (not at import), so a test or a launcher can set the environment first.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, fields
+
+#: Directory holding the daemon's socket, lock and log; created 0700 and checked on use.
+ENV_RUNTIME_DIR = "LOGGER_RUNTIME_DIR"
+
+
+def _default_runtime_dir() -> str:
+    """A per-user directory: under $XDG_RUNTIME_DIR when the session has one, else under /tmp."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return os.path.join(base, f"tb-logger-{os.getuid()}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Defaults for client and daemon; `Settings.from_env()` applies `LOGGER_<NAME>` overrides."""
+
+    runtime_dir: str = ""
+    #: Small records per message; a full batch is sent at once, a partial one after `linger_s`.
+    batch_records: int = 4096
+    #: Longest a record waits in the client before it is sent (visibility within 2 s by default).
+    linger_s: float = 0.25
+    #: Upper bound of array bytes the client holds unacknowledged before it drops (and counts).
+    max_buffer_bytes: int = 256 * 2**20
+    #: Upper bound of small records waiting in the client before it drops (and counts).
+    max_pending_records: int = 1_000_000
+    #: How long `flush()` waits for the daemon's acknowledgement.
+    flush_timeout_s: float = 60.0
+    #: How long `close()` waits for the daemon to write everything, whatever the daemon's state.
+    close_timeout_s: float = 10.0
+    #: How long a client waits for a daemon it started (or found) to answer.
+    connect_timeout_s: float = 20.0
+    #: A client with nothing to send says it is alive this often.
+    heartbeat_s: float = 1.0
+    #: The daemon forgets a client silent for this long (process killed without a goodbye).
+    client_timeout_s: float = 15.0
+    #: A daemon started by a client exits after this long with no client (0: never).
+    idle_timeout_s: float = 120.0
+    #: The daemon fsyncs every open event file this often, besides on flush() and close.
+    fsync_interval_s: float = 30.0
+    #: Array bytes the daemon queues between receiving and writing before it stops reading.
+    daemon_queue_bytes: int = 1024 * 2**20
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        """Defaults overridden by `LOGGER_RUNTIME_DIR`, `LOGGER_BATCH_RECORDS`, `LOGGER_LINGER_S`, ..."""
+        values = {}
+        for field in fields(cls):
+            raw = os.environ.get("LOGGER_" + field.name.upper())
+            if raw is None or raw == "":
+                continue
+            kind = type(field.default)
+            try:
+                values[field.name] = kind(raw)
+            except ValueError:
+                raise ValueError(f"LOGGER_{field.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
+        settings = cls(**values)
+        if not settings.runtime_dir:
+            settings = cls(**{**values, "runtime_dir": _default_runtime_dir()})
+        return settings

@@ -1,0 +1,94 @@
+"""Turning user arguments (Python numbers, numpy, torch or JAX values) into plain values and arrays.
+
+Torch and JAX are recognised by duck typing so that importing this client never imports them.
+Errors name the argument that was wrong, at the call that passed it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._wire import ALLOWED_DTYPES
+
+
+def _is_torch_tensor(value: Any) -> bool:
+    return hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numel")
+
+
+def to_float(value: Any, name: str) -> float:
+    """A single number as a float: Python numbers, numpy scalars and one-element arrays or tensors."""
+    if isinstance(value, (float, int)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (bool, np.bool_)):
+        return float(value)
+    if isinstance(value, np.generic):
+        if value.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must be a real number, got numpy {value.dtype}")
+        return float(value)
+    if _is_torch_tensor(value):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must hold exactly one element, got a tensor of shape {tuple(value.shape)}")
+        if value.is_complex():
+            raise TypeError(f"{name} must be a real number, got a complex tensor")
+        return float(value.item())
+    if hasattr(value, "__array__") or isinstance(value, (list, tuple)):
+        array = np.asarray(value)
+        if array.size != 1:
+            raise ValueError(f"{name} must hold exactly one element, got shape {array.shape}")
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must be a real number, got an array of {array.dtype}")
+        return float(array.reshape(()))
+    raise TypeError(f"{name} must be a number, numpy scalar or one-element array/tensor, got {type(value).__name__}")
+
+
+def to_step(value: Any, name: str = "global_step") -> int:
+    """A step as an int, the way tensorboardX stores it (`int(step)`); None is step 0."""
+    if value is None:
+        return 0
+    if isinstance(value, str) or isinstance(value, bytes):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if _is_torch_tensor(value) or isinstance(value, np.ndarray):
+        value = to_float(value, name)
+    try:
+        step = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+    if not -(1 << 63) <= step < (1 << 63):
+        raise ValueError(f"{name} must fit in 64 bits, got {step}")
+    return step
+
+
+def to_walltime(value: Any) -> float:
+    """An explicit walltime (seconds since the epoch) as a float."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"walltime must be a number of seconds, got {type(value).__name__}") from None
+
+
+def to_owned_array(value: Any, name: str) -> np.ndarray:
+    """A C-contiguous numpy array that this client owns: the one copy the training thread pays.
+
+    The caller may change its tensor right after the call returns, so the bytes are copied now;
+    a GPU tensor's transfer to host memory is that copy.
+    """
+    if _is_torch_tensor(value):
+        tensor = value.detach()
+        on_host = tensor.device.type == "cpu"
+        if not on_host:
+            tensor = tensor.cpu()
+        if tensor.dtype.is_floating_point and tensor.element_size() == 2 and str(tensor.dtype) == "torch.bfloat16":
+            tensor, on_host = tensor.float(), False  # numpy has no bfloat16; .float() is the copy
+        array = tensor.numpy()
+        array = np.array(array, order="C", copy=True) if on_host else np.ascontiguousarray(array)
+    elif isinstance(value, np.ndarray):
+        array = np.array(value, order="C", copy=True)
+    elif hasattr(value, "__array__") or isinstance(value, (list, tuple, int, float, np.generic)):
+        array = np.array(value, order="C", copy=True)
+    else:
+        raise TypeError(f"{name} must be a numpy array, a torch tensor or array-like, got {type(value).__name__}")
+    if array.dtype.name not in ALLOWED_DTYPES:
+        raise TypeError(f"{name} has dtype {array.dtype}, which cannot be logged; use a real numeric dtype")
+    return array

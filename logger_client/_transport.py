@@ -1,0 +1,407 @@
+"""Moving records from training threads to the daemon: batching, sequence numbers, acks, bounds.
+
+The training thread only appends a tuple to `Transport.queue` (a deque: appends and pops are
+atomic, so producers take no lock). One background I/O thread per process owns the ZeroMQ socket:
+it drains the queue, packs batches into messages, numbers them, sends without blocking, reads the
+daemon's acknowledgements and answers `flush()`. It wakes when a batch fills, when an array or a
+flush arrives, and every `linger_s` otherwise, so a lone record is on its way within `linger_s`.
+
+Memory is bounded while the daemon is slow or gone: at most `max_buffer_bytes` of array data and
+`max_pending_records` small records wait here; what does not fit is dropped and counted by reason.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+import weakref
+from collections import Counter, deque
+from typing import Any, Protocol
+
+import zmq
+
+from . import _wire
+from ._config import Settings
+from ._discovery import find_or_start_daemon
+from ._wire import MessageKind, RecordKind
+
+log = logging.getLogger("logger_client")
+
+#: Queue items whose first element is this are control markers, not records.
+_FLUSH_MARKER = -1
+_ARRAY_KINDS = tuple(int(kind) for kind in _wire.ARRAY_KINDS)
+
+
+class Transport(Protocol):
+    """What a SummaryWriter needs from the thing that carries its records."""
+
+    queue: deque
+    batch_records: int
+
+    def open_stream(self, options: dict[str, Any]) -> int: ...
+    def close_stream(self, stream: int, timeout_s: float) -> bool: ...
+    def submit_array(self, record: tuple) -> None: ...
+    def on_backlog(self, length: int) -> None: ...
+    def flush(self, timeout_s: float) -> bool: ...
+    def stats(self) -> dict[str, Any]: ...
+
+
+class _Flush:
+    """A pending flush(): done once the daemon acknowledges `seq`."""
+
+    __slots__ = ("event", "seq")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.seq: int | None = None
+
+
+class ZmqTransport:
+    """The process's connection to its daemon. Shared by every SummaryWriter of the process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.batch_records = settings.batch_records
+        self.queue: deque = deque()
+        self._lock = threading.Lock()  # guards the counters and maps below, not the queue
+        self._streams: dict[int, dict[str, Any]] = {}
+        self._next_stream = 1
+        self._array_bytes_held = 0  # arrays queued or unacknowledged
+        self._dropped: Counter[str] = Counter()
+        self._sent_records = 0
+        self._acked_records = 0
+        self._error: str | None = None
+        self._start()
+
+    # -- producer side: any thread -------------------------------------------------------------
+
+    def open_stream(self, options: dict[str, Any]) -> int:
+        """Registers a writer's log directory; the daemon opens it before the writer's records."""
+        with self._lock:
+            stream = self._next_stream
+            self._next_stream += 1
+            self._streams[stream] = options
+        self.queue.append((int(RecordKind.OPEN), stream, "", "", 0, time.time(), options))
+        return stream
+
+    def close_stream(self, stream: int, timeout_s: float) -> bool:
+        """Sends a writer's close and waits until the daemon has written all it sent."""
+        with self._lock:
+            self._streams.pop(stream, None)
+        self.queue.append((int(RecordKind.CLOSE), stream, "", "", 0, time.time(), None))
+        return self.flush(timeout_s)
+
+    def submit_array(self, record: tuple) -> None:
+        """Queues a record carrying an array (in its value slot), within the byte bound."""
+        nbytes = record[6].nbytes
+        with self._lock:
+            if self._array_bytes_held + nbytes > self.settings.max_buffer_bytes:
+                self._dropped["client_buffer_full"] += 1
+                return
+            self._array_bytes_held += nbytes
+        self.queue.append(record)
+        self._wake()
+
+    def on_backlog(self, length: int) -> None:
+        """Called by a producer whose append made the queue `length` long (>= batch_records)."""
+        if length > self.settings.max_pending_records:
+            try:
+                self.queue.pop()  # the record just appended: newest is dropped, order is kept
+            except IndexError:
+                return
+            with self._lock:
+                self._dropped["client_queue_full"] += 1
+        elif length % self.batch_records == 0:
+            self._wake()
+
+    def flush(self, timeout_s: float) -> bool:
+        """Blocks until everything queued before this call is written by the daemon, or timeout."""
+        if not self._thread.is_alive():
+            return False  # nothing will ever acknowledge it
+        marker = _Flush()
+        self.queue.append((_FLUSH_MARKER, marker))
+        self._wake()
+        return marker.event.wait(timeout_s)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts since this process connected: records sent, written (acknowledged), dropped."""
+        with self._lock:
+            return {
+                "records_sent": self._sent_records,
+                "records_written": self._acked_records,
+                "records_dropped": dict(self._dropped),
+                "array_bytes_held": self._array_bytes_held,
+                "queued": len(self.queue),
+                "error": self._error,
+            }
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self._pid = os.getpid()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._stopping = threading.Event()
+        self._welcomed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="logger-client-io", daemon=True)
+        self._thread.start()
+
+    def wait_connected(self) -> None:
+        """Waits for the daemon's welcome; raises if none comes within `connect_timeout_s`."""
+        if not self._welcomed.wait(self.settings.connect_timeout_s):
+            raise ConnectionError(self._error or f"the daemon did not answer within {self.settings.connect_timeout_s}s")
+        if self._error:
+            raise ConnectionError(self._error)
+
+    def shutdown(self, timeout_s: float) -> bool:
+        """Flushes within `timeout_s`, says goodbye and stops the I/O thread. Never blocks longer."""
+        deadline = time.monotonic() + timeout_s
+        flushed = self.flush(timeout_s) if self._thread.is_alive() else False
+        self._stopping.set()
+        self._wake()
+        self._thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
+        return flushed
+
+    def after_fork_in_child(self) -> None:
+        """A forked child gets its own connection: the parent's socket and thread are not used."""
+        self.queue.clear()  # the parent sends what it queued
+        self._lock = threading.Lock()
+        self._array_bytes_held = 0
+        self._dropped = Counter()
+        self._sent_records = self._acked_records = 0
+        self._start()
+
+    # -- the I/O thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        context = zmq.Context()
+        sock = None
+        try:
+            sock = self._connect(context)
+            self._serve(sock)
+        except Exception as exc:  # the thread must record why it stopped, never die silently
+            self._error = self._error or f"logger_client I/O thread failed: {exc!r}"
+            log.error("%s", self._error)
+            self._welcomed.set()
+        finally:
+            if sock is not None:
+                sock.close(linger=0)
+            context.term()
+            self._release_flushes()
+
+    def _connect(self, context: zmq.Context) -> zmq.Socket:
+        sock = context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 10_000)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        self._cid = uuid.uuid4().bytes
+        sock.setsockopt(zmq.IDENTITY, self._cid)
+        sock.connect(find_or_start_daemon(self.settings))
+        self._seq = 0
+        self._inflight: deque[tuple[int, int, int]] = deque()  # (seq, records, array bytes)
+        self._flushes: list[_Flush] = []
+        self._unsent: deque[tuple[list, int, int, int]] = deque()  # (frames, seq, records, bytes)
+        self._send(sock, MessageKind.HELLO, {"pid": os.getpid(), "host": socket.gethostname()}, records=0)
+        # Writers opened before a fork or a reconnect are announced again, first.
+        for stream, options in list(self._streams.items()):
+            self.queue.appendleft((int(RecordKind.OPEN), stream, "", "", 0, time.time(), options))
+        return sock
+
+    def _serve(self, sock: zmq.Socket) -> None:
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        settings = self.settings
+        last_sent = time.monotonic()
+        while True:
+            events = dict(poller.poll(settings.linger_s * 1000))
+            if self._wake_r in events:
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+            if sock in events:
+                self._receive(sock)
+            if self._drain(sock):
+                last_sent = time.monotonic()
+            self._retry_unsent(sock)
+            if time.monotonic() - last_sent > settings.heartbeat_s:
+                self._control(sock, MessageKind.HEARTBEAT)
+                last_sent = time.monotonic()
+            if self._stopping.is_set() and not self.queue:
+                self._control(sock, MessageKind.BYE)
+                return
+
+    def _drain(self, sock: zmq.Socket) -> bool:
+        """Sends everything queued, a batch per message. Returns whether anything was sent."""
+        if self._unsent_bytes() > self.settings.max_buffer_bytes:
+            return False  # the daemon is behind: leave records queued, where the bound applies
+        queue, batch_records = self.queue, self.batch_records
+        records: list = []
+        arrays: list = []
+        sent = False
+        while True:
+            try:
+                item = queue.popleft()
+            except IndexError:
+                break
+            kind = item[0]
+            if kind == _FLUSH_MARKER:
+                self._send_records(sock, records, arrays)
+                records, arrays = [], []
+                item[1].seq = self._send(sock, MessageKind.FLUSH, {}, records=0)
+                self._flushes.append(item[1])
+                sent = True
+                continue
+            if kind in _ARRAY_KINDS:
+                arrays.append(item[6])
+                item = (*item[:6], len(arrays) - 1, *item[7:])
+            records.append(item)
+            if len(records) >= batch_records or len(arrays) >= _wire.MAX_ARRAYS_PER_MESSAGE:
+                self._send_records(sock, records, arrays)
+                records, arrays = [], []
+                sent = True
+        if records:
+            self._send_records(sock, records, arrays)
+            sent = True
+        return sent
+
+    def _send_records(self, sock: zmq.Socket, records: list, arrays: list) -> None:
+        if records:
+            array_bytes = sum(array.nbytes for array in arrays)
+            self._send(sock, MessageKind.RECORDS, {"records": records}, arrays, len(records), array_bytes)
+            self._sent_records += len(records)
+
+    def _send(self, sock: zmq.Socket, kind: MessageKind, header: dict, arrays: list = (),
+              records: int = 0, array_bytes: int = 0) -> int:
+        """Numbers and sends a message (or parks it while the daemon's queue is full); its seq."""
+        self._seq += 1
+        header["cid"] = self._cid
+        header["seq"] = self._seq
+        frames = _wire.encode(kind, header, arrays)
+        self._inflight.append((self._seq, records, array_bytes))
+        if self._unsent or not self._try_send(sock, frames):
+            self._unsent.append((frames, self._seq, records, array_bytes))
+        return self._seq
+
+    @staticmethod
+    def _try_send(sock: zmq.Socket, frames: list) -> bool:
+        try:
+            sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            return False
+
+    def _retry_unsent(self, sock: zmq.Socket) -> None:
+        while self._unsent and self._try_send(sock, self._unsent[0][0]):
+            self._unsent.popleft()
+
+    def _unsent_bytes(self) -> int:
+        return sum(entry[3] for entry in self._unsent)
+
+    def _control(self, sock: zmq.Socket, kind: MessageKind) -> None:
+        """Unnumbered control messages (heartbeat, goodbye): dropped, not parked, when the pipe is full."""
+        self._try_send(sock, _wire.encode(kind, {"cid": self._cid}))
+
+    def _receive(self, sock: zmq.Socket) -> None:
+        while True:
+            try:
+                frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                message = _wire.decode(frames)
+            except _wire.ProtocolError as exc:
+                self._fail(f"the daemon's message was refused: {exc.detail}")
+                continue
+            if message.kind == MessageKind.ACK:
+                self._on_ack(int(message.header.get("acked", 0)))
+            elif message.kind == MessageKind.WELCOME:
+                self._welcomed.set()
+            elif message.kind == MessageKind.REFUSED:
+                self._fail(f"the daemon refused this client: {message.header.get('detail')}")
+
+    def _fail(self, error: str) -> None:
+        if self._error is None:
+            log.error("%s", error)
+        self._error = error
+        self._welcomed.set()
+
+    def _on_ack(self, acked: int) -> None:
+        released_records = released_bytes = 0
+        inflight = self._inflight
+        while inflight and inflight[0][0] <= acked:
+            _, records, array_bytes = inflight.popleft()
+            released_records += records
+            released_bytes += array_bytes
+        with self._lock:
+            self._acked_records += released_records
+            self._array_bytes_held -= released_bytes
+        done = [f for f in self._flushes if f.seq is not None and f.seq <= acked]
+        for flush in done:
+            self._flushes.remove(flush)
+            flush.event.set()
+        if not self._welcomed.is_set():
+            self._welcomed.set()
+
+    def _release_flushes(self) -> None:
+        """The thread is ending: what is still unacknowledged is counted as lost with the daemon."""
+        lost = sum(records for _, records, _ in getattr(self, "_inflight", ()))
+        lost += sum(1 for item in self.queue if item[0] != _FLUSH_MARKER)
+        if lost:
+            with self._lock:
+                self._dropped["daemon_unreachable"] += lost
+            log.warning("logger_client: %d record(s) were not confirmed written by the daemon", lost)
+
+
+_transport: ZmqTransport | None = None
+_transport_lock = threading.Lock()
+_transports: "weakref.WeakSet[ZmqTransport]" = weakref.WeakSet()
+
+
+def get_transport(settings: Settings | None = None) -> ZmqTransport:
+    """The process's transport, connecting (and starting a daemon) on first use."""
+    global _transport
+    with _transport_lock:
+        if _transport is None:
+            transport = ZmqTransport(settings or Settings.from_env())
+            transport.wait_connected()
+            _transport = transport
+            _transports.add(transport)
+        return _transport
+
+
+def shutdown_transport(timeout_s: float | None = None) -> bool:
+    """Flushes and disconnects the process's transport; the next writer connects afresh.
+
+    Returns whether everything was confirmed written. Runs at interpreter exit; tests call it to
+    move between daemons.
+    """
+    global _transport
+    with _transport_lock:
+        transport, _transport = _transport, None
+    if transport is None or transport._pid != os.getpid():
+        return True
+    return transport.shutdown(transport.settings.close_timeout_s if timeout_s is None else timeout_s)
+
+
+def _after_fork_in_child() -> None:
+    for transport in list(_transports):
+        transport.after_fork_in_child()
+
+
+atexit.register(shutdown_transport)
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,217 @@
+"""The protocol between training processes and the daemon: the one module that defines it.
+
+A message is a list of ZeroMQ frames:
+
+* frame 0: fixed header ``magic(4s) version(u16) kind(u8) reserved(u8)``;
+* frame 1: a msgpack map (the *header*);
+* frames 2..: raw array buffers, described in ``header["arrays"]`` as ``[dtype, shape]`` pairs.
+
+Records travel batched in ``header["records"]``; each is a list
+``[kind, stream, run, tag, step, wall_time, value]`` with an optional eighth element, a map of
+options. For array kinds ``value`` is the index of the array in ``header["arrays"]``.
+
+Compatibility rules: fields are only ever added, with defaults; kind codes never change.
+Nothing here ever unpickles: msgpack and raw buffers only.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, NamedTuple, Sequence
+
+import msgpack
+import numpy as np
+
+MAGIC = b"TBLG"
+PROTOCOL_VERSION = 1
+_FIXED = struct.Struct("<4sHBB")
+
+#: Largest message the daemon accepts, all frames together.
+MAX_MESSAGE_BYTES = 1 << 30
+#: Most records in one message and most arrays in one message.
+MAX_RECORDS_PER_MESSAGE = 1 << 20
+MAX_ARRAYS_PER_MESSAGE = 4096
+#: Longest tag or run name, in characters.
+MAX_NAME_CHARS = 4096
+#: Array element types that may cross the wire (no object, no void, no pointers).
+ALLOWED_DTYPES = frozenset(
+    ["bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
+     "float16", "float32", "float64"]
+)
+
+
+class MessageKind(IntEnum):
+    """What a message is; the code in the fixed header."""
+
+    HELLO = 1  # client -> daemon: {cid, pid, host}
+    WELCOME = 2  # daemon -> client: {daemon_pid}
+    RECORDS = 3  # client -> daemon: {cid, seq, records, arrays}
+    FLUSH = 4  # client -> daemon: {cid, seq}; acknowledged once written and fsynced
+    ACK = 5  # daemon -> client: {acked}: every seq up to it is written
+    BYE = 6  # client -> daemon: {cid}
+    HEARTBEAT = 7  # client -> daemon: {cid}
+    STATUS = 8  # anyone -> daemon: {}
+    STATUS_REPLY = 9  # daemon -> asker: the status map
+    STOP = 10  # anyone -> daemon: write everything, then exit
+    STOP_REPLY = 11
+    REFUSED = 12  # daemon -> client: {reason, detail}
+
+
+class RecordKind(IntEnum):
+    """What a record asks the daemon to write."""
+
+    OPEN = 1  # value: {logdir, purge_step, filename_suffix, flush_secs}
+    CLOSE = 2  # the stream's writer is closed
+    SCALAR = 3  # value: float
+    HISTOGRAM = 4  # value: array index; options: bins, max_bins
+    IMAGE = 5  # value: array index; options: dataformats
+    IMAGES = 6  # value: array index; options: dataformats
+    TEXT = 7  # value: str
+
+
+ARRAY_KINDS = frozenset([RecordKind.HISTOGRAM, RecordKind.IMAGE, RecordKind.IMAGES])
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow this protocol; `reason` is the counter it is filed under."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class Message:
+    """A decoded message: its kind, its msgpack header, and its arrays (views on the frames)."""
+
+    kind: MessageKind
+    header: dict[str, Any]
+    arrays: list[np.ndarray]
+
+
+def encode(kind: MessageKind, header: dict[str, Any], arrays: Sequence[np.ndarray] = ()) -> list[Any]:
+    """Frames for a message; arrays are passed through as buffers, not copied."""
+    frames: list[Any] = [_FIXED.pack(MAGIC, PROTOCOL_VERSION, int(kind), 0)]
+    if arrays:
+        header["arrays"] = [[array.dtype.name, list(array.shape)] for array in arrays]
+    frames.append(msgpack.packb(header, use_bin_type=True))
+    frames.extend(arrays)
+    return frames
+
+
+def _buffer_length(frame: Any) -> int:
+    return frame.nbytes if isinstance(frame, memoryview) else len(frame)
+
+
+def decode(frames: Sequence[Any]) -> Message:
+    """Checks and decodes frames (bytes, memoryviews or zmq Frames). Raises ProtocolError."""
+    if len(frames) < 2:
+        raise ProtocolError("malformed_message", f"{len(frames)} frame(s), at least 2 expected")
+    fixed = bytes(frames[0].buffer if hasattr(frames[0], "buffer") else frames[0])
+    if len(fixed) != _FIXED.size:
+        raise ProtocolError("malformed_message", f"fixed header of {len(fixed)} bytes, {_FIXED.size} expected")
+    magic, version, kind, _ = _FIXED.unpack(fixed)
+    if magic != MAGIC:
+        raise ProtocolError("malformed_message", f"bad magic {magic!r}")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            "version_mismatch",
+            f"peer speaks protocol version {version}, this side speaks version {PROTOCOL_VERSION}",
+        )
+    try:
+        kind = MessageKind(kind)
+    except ValueError:
+        raise ProtocolError("malformed_message", f"unknown message kind {kind}") from None
+    buffers = [f.buffer if hasattr(f, "buffer") else memoryview(f) for f in frames[1:]]
+    total = sum(_buffer_length(b) for b in buffers) + _FIXED.size
+    if total > MAX_MESSAGE_BYTES:
+        raise ProtocolError("message_too_large", f"{total} bytes, limit {MAX_MESSAGE_BYTES}")
+    try:
+        header = msgpack.unpackb(
+            buffers[0], raw=False, strict_map_key=True, use_list=True,
+            max_array_len=MAX_RECORDS_PER_MESSAGE, max_map_len=1 << 16,
+        )
+    except Exception as exc:  # msgpack raises several unrelated types for bad bytes
+        raise ProtocolError("malformed_message", f"header is not msgpack: {exc}") from None
+    if not isinstance(header, dict):
+        raise ProtocolError("malformed_message", "header is not a map")
+    arrays = _decode_arrays(header.get("arrays", []), buffers[1:])
+    return Message(kind, header, arrays)
+
+
+def _decode_arrays(descriptions: Any, buffers: Sequence[memoryview]) -> list[np.ndarray]:
+    if not isinstance(descriptions, list) or len(descriptions) != len(buffers):
+        raise ProtocolError("malformed_message", "array descriptions do not match the frames")
+    if len(buffers) > MAX_ARRAYS_PER_MESSAGE:
+        raise ProtocolError("malformed_message", f"{len(buffers)} arrays, limit {MAX_ARRAYS_PER_MESSAGE}")
+    arrays = []
+    for index, (description, buffer) in enumerate(zip(descriptions, buffers)):
+        if not (isinstance(description, list) and len(description) == 2):
+            raise ProtocolError("malformed_message", f"array {index}: description is not [dtype, shape]")
+        dtype_name, shape = description
+        if dtype_name not in ALLOWED_DTYPES:
+            raise ProtocolError("bad_array", f"array {index}: dtype {dtype_name!r} is not allowed")
+        if not (isinstance(shape, list) and len(shape) <= 32
+                and all(type(n) is int and 0 <= n < 1 << 40 for n in shape)):
+            raise ProtocolError("bad_array", f"array {index}: bad shape {shape!r}")
+        dtype = np.dtype(dtype_name)
+        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if expected != _buffer_length(buffer):
+            raise ProtocolError(
+                "bad_array", f"array {index}: shape {shape} of {dtype_name} needs {expected} bytes, "
+                f"frame has {_buffer_length(buffer)}",
+            )
+        arrays.append(np.frombuffer(buffer, dtype=dtype).reshape(shape))
+    return arrays
+
+
+class Record(NamedTuple):
+    """One checked record, as the daemon handles it."""
+
+    kind: RecordKind
+    stream: int
+    run: str
+    tag: str
+    step: int
+    wall_time: float
+    value: Any
+    options: dict[str, Any]
+
+
+_NO_OPTIONS: dict[str, Any] = {}
+_VALUE_TYPES: dict[RecordKind, tuple[type, ...]] = {
+    RecordKind.OPEN: (dict,),
+    RecordKind.CLOSE: (type(None),),
+    RecordKind.SCALAR: (float, int),
+    RecordKind.HISTOGRAM: (int,),
+    RecordKind.IMAGE: (int,),
+    RecordKind.IMAGES: (int,),
+    RecordKind.TEXT: (str,),
+}
+_INT64 = 1 << 63
+
+
+def parse_record(raw: Any, array_count: int) -> Record:
+    """Checks one raw record from a RECORDS message; raises ProtocolError("malformed_record")."""
+    if not isinstance(raw, list) or len(raw) not in (7, 8):
+        raise ProtocolError("malformed_record", "a record is a list of 7 or 8 items")
+    kind, stream, run, tag, step, wall_time, value = raw[:7]
+    options = raw[7] if len(raw) == 8 else _NO_OPTIONS
+    try:
+        kind = RecordKind(kind)
+    except ValueError:
+        raise ProtocolError("malformed_record", f"unknown record kind {kind!r}") from None
+    if type(stream) is not int or type(step) is not int or not -_INT64 <= step < _INT64:
+        raise ProtocolError("malformed_record", "stream and step must be 64-bit ints")
+    if type(run) is not str or type(tag) is not str or len(run) > MAX_NAME_CHARS or len(tag) > MAX_NAME_CHARS:
+        raise ProtocolError("malformed_record", f"run and tag must be str of at most {MAX_NAME_CHARS} chars")
+    if type(wall_time) not in (float, int) or not isinstance(options, dict):
+        raise ProtocolError("malformed_record", "wall_time must be a number and options a map")
+    if type(value) not in _VALUE_TYPES[kind]:
+        raise ProtocolError("malformed_record", f"{kind.name} record with a {type(value).__name__} value")
+    if kind in ARRAY_KINDS and not 0 <= value < array_count:
+        raise ProtocolError("malformed_record", f"array index {value} out of range")
+    return Record(kind, stream, run, tag, step, float(wall_time), value, options)

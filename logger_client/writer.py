@@ -1,0 +1,403 @@
+"""`SummaryWriter`: tensorboardX's writer API, with the work moved out of the training process.
+
+Each `add_*` call checks its arguments, turns them into a record (a tuple; arrays copied once into
+memory this client owns) and appends it to the process's transport queue. Encoding, histogramming,
+protobuf and disk I/O all happen in the daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import socket
+from datetime import datetime
+from time import time
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from ._config import Settings
+from ._convert import to_float, to_owned_array, to_step, to_walltime
+from ._transport import Transport, get_transport
+from ._wire import RecordKind
+
+__all__ = ["SummaryWriter"]
+
+_SCALAR = int(RecordKind.SCALAR)
+_HISTOGRAM = int(RecordKind.HISTOGRAM)
+_IMAGE = int(RecordKind.IMAGE)
+_IMAGES = int(RecordKind.IMAGES)
+_TEXT = int(RecordKind.TEXT)
+
+#: `bins` names numpy.histogram understands, plus tensorboardX's own exponential 'tensorflow' bins.
+HISTOGRAM_BIN_NAMES = frozenset(
+    ["tensorflow", "auto", "fd", "doane", "scott", "stone", "rice", "sturges", "sqrt"]
+)
+_IMAGE_AXES = frozenset("NCHW")
+
+Number = Union[int, float]
+
+
+def _check_tag(tag: Any, name: str = "tag") -> str:
+    if type(tag) is not str:
+        raise TypeError(f"{name} must be a str, got {type(tag).__name__}")
+    return tag
+
+
+def _check_dataformats(dataformats: Any, ndim: int, allowed_ndims: Sequence[int]) -> str:
+    if not isinstance(dataformats, str):
+        raise TypeError(f"dataformats must be a str such as 'CHW', got {type(dataformats).__name__}")
+    layout = dataformats.upper()
+    if not layout or set(layout) - _IMAGE_AXES or len(set(layout)) != len(layout):
+        raise ValueError(f"dataformats must use each of the letters N, C, H, W at most once, got {dataformats!r}")
+    if len(layout) not in allowed_ndims:
+        raise ValueError(f"dataformats {dataformats!r} has {len(layout)} axes; this call takes {allowed_ndims}")
+    if "H" not in layout or "W" not in layout:
+        raise ValueError(f"dataformats {dataformats!r} must name both H and W")
+    if len(layout) != ndim:
+        raise ValueError(f"img_tensor has {ndim} dimensions but dataformats {dataformats!r} names {len(layout)}")
+    return layout
+
+
+def _check_image(array: np.ndarray, layout: str) -> None:
+    if array.size == 0:
+        raise ValueError(f"img_tensor is empty (shape {array.shape})")
+    # As tensorboardX: gray, gray+alpha (single images only), RGB, RGBA.
+    channels = (1, 3, 4) if "N" in layout else (1, 2, 3, 4)
+    if "C" in layout and array.shape[layout.index("C")] not in channels:
+        raise ValueError(
+            f"img_tensor has {array.shape[layout.index('C')]} channels on axis C of {layout!r}; expected {channels}"
+        )
+
+
+def _check_bins(bins: Any) -> Union[str, int, list]:
+    if isinstance(bins, str):
+        if bins not in HISTOGRAM_BIN_NAMES:
+            raise ValueError(f"bins must be one of {sorted(HISTOGRAM_BIN_NAMES)}, an int or a sequence of edges; got {bins!r}")
+        return bins
+    if isinstance(bins, (int, np.integer)) and not isinstance(bins, bool):
+        if bins < 1:
+            raise ValueError(f"bins must be a positive number of buckets, got {bins}")
+        return int(bins)
+    edges = np.asarray(bins, dtype=np.float64) if not hasattr(bins, "detach") else to_owned_array(bins, "bins")
+    edges = np.asarray(edges, dtype=np.float64)
+    if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) < 0):
+        raise ValueError("bins given as edges must be a 1-D increasing sequence of at least 2 numbers")
+    return edges.tolist()
+
+
+def _check_run(main_tag: str, key: Any) -> str:
+    """The sub-run of `add_scalars`, laid out as tensorboardX does: `<logdir>/<main_tag>/<key>`."""
+    if type(key) is not str:
+        raise TypeError(f"tag_scalar_dict keys must be str, got {type(key).__name__}")
+    run = posixpath.normpath(posixpath.join(main_tag, key))
+    if posixpath.isabs(run) or run == ".." or run.startswith("../") or run == ".":
+        raise ValueError(f"main_tag {main_tag!r} with key {key!r} would leave the log directory")
+    return run
+
+
+class SummaryWriter:
+    """Writes TensorBoard event files through the node's logging daemon.
+
+    A drop-in for `tensorboardX.SummaryWriter` (and `torch.utils.tensorboard.SummaryWriter`):
+    same constructor and methods, same defaults. Calls return after queueing the record; the
+    daemon writes it. `flush()` waits until the daemon has written everything logged before it.
+
+    Args:
+        logdir: Directory of the run. Default `runs/<Mon-DD_HH-MM-SS>_<hostname><comment>`.
+        comment: Suffix of the default logdir; ignored when `logdir` is given.
+        purge_step: On resuming at step T, hide the earlier run's events at steps >= T.
+        max_queue: Accepted for compatibility; batching is the transport's (see README).
+        flush_secs: Longest delay before logged data is on disk; capped at 2 seconds.
+        filename_suffix: Suffix of the event file names in `logdir`.
+        write_to_disk: If False, calls are checked and discarded.
+        log_dir: Alias of `logdir` (torch.utils.tensorboard's name).
+        comet_config: Accepted for compatibility with tensorboardX; Comet is not used.
+    """
+
+    def __init__(
+        self,
+        logdir: Optional[str] = None,
+        comment: Optional[str] = "",
+        purge_step: Optional[int] = None,
+        max_queue: Optional[int] = 10,
+        flush_secs: Optional[Number] = 120,
+        filename_suffix: Optional[str] = "",
+        write_to_disk: Optional[bool] = True,
+        log_dir: Optional[str] = None,
+        comet_config: Optional[dict] = None,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs:
+            raise TypeError(f"SummaryWriter got unexpected keyword arguments: {sorted(kwargs)}")
+        if log_dir is not None and logdir is None:
+            logdir = log_dir
+        if not logdir:
+            stamp = datetime.now().strftime("%b%d_%H-%M-%S")
+            logdir = os.path.join("runs", stamp + "_" + socket.gethostname() + (comment or ""))
+        if not isinstance(logdir, (str, os.PathLike)):
+            raise TypeError(f"logdir must be a str or path, got {type(logdir).__name__}")
+        if purge_step is not None:
+            purge_step = to_step(purge_step, "purge_step")
+        if flush_secs is not None and not (isinstance(flush_secs, (int, float)) and flush_secs > 0):
+            raise ValueError(f"flush_secs must be a positive number of seconds, got {flush_secs!r}")
+        if not isinstance(filename_suffix, str):
+            raise TypeError(f"filename_suffix must be a str, got {type(filename_suffix).__name__}")
+        self.logdir = os.fspath(logdir)
+        self.purge_step = purge_step
+        self._max_queue = max_queue
+        self._flush_secs = flush_secs
+        self._filename_suffix = filename_suffix or ""
+        self._write_to_disk = bool(write_to_disk)
+        self._settings = Settings.from_env()
+        self._closed = True
+        self._open()
+
+    def _open(self) -> None:
+        if self._write_to_disk:
+            self._transport: Transport = get_transport(self._settings)
+        else:
+            self._transport = _DiscardingTransport()
+        self._queue = self._transport.queue
+        self._batch_records = self._transport.batch_records
+        self._stream = self._transport.open_stream({
+            "logdir": os.path.abspath(self.logdir),
+            "purge_step": self.purge_step,
+            "filename_suffix": self._filename_suffix,
+            "flush_secs": float(self._flush_secs or 120),
+        })
+        self._closed = False
+
+    def _ensure_open(self) -> None:
+        # tensorboardX reopens its file writer on use after close(); so do we.
+        if self._closed:
+            self._open()
+
+    # -- scalars -----------------------------------------------------------------------------
+
+    def add_scalar(
+        self,
+        tag: str,
+        scalar_value: Union[Number, Any],
+        global_step: Optional[int] = None,
+        walltime: Optional[float] = None,
+        display_name: Optional[str] = "",
+        summary_description: Optional[str] = "",
+        *,
+        new_style: bool = False,
+        double_precision: bool = False,
+    ) -> None:
+        """Logs one scalar. `new_style`/`double_precision` are torch.utils.tensorboard's options."""
+        if type(tag) is not str:
+            _check_tag(tag)
+        if type(scalar_value) is not float:
+            scalar_value = to_float(scalar_value, "scalar_value")
+        if type(global_step) is not int:
+            global_step = to_step(global_step)
+        walltime = time() if walltime is None else to_walltime(walltime)
+        if self._closed:
+            self._open()
+        queue = self._queue
+        if display_name or summary_description or new_style or double_precision:
+            queue.append((_SCALAR, self._stream, "", tag, global_step, walltime, scalar_value, {
+                "display_name": display_name or "", "summary_description": summary_description or "",
+                "new_style": bool(new_style), "double_precision": bool(double_precision),
+            }))
+        else:
+            queue.append((_SCALAR, self._stream, "", tag, global_step, walltime, scalar_value))
+        if len(queue) >= self._batch_records:
+            self._transport.on_backlog(len(queue))
+
+    def add_scalars(
+        self,
+        main_tag: str,
+        tag_scalar_dict: Mapping[str, Union[Number, Any]],
+        global_step: Optional[int] = None,
+        walltime: Optional[float] = None,
+    ) -> None:
+        """Logs several scalars under one chart: each key is a run `<logdir>/<main_tag>/<key>`."""
+        _check_tag(main_tag, "main_tag")
+        if not isinstance(tag_scalar_dict, Mapping):
+            raise TypeError(f"tag_scalar_dict must be a dict of name -> number, got {type(tag_scalar_dict).__name__}")
+        step = to_step(global_step)
+        walltime = time() if walltime is None else to_walltime(walltime)
+        records = [
+            (_SCALAR, self._stream, _check_run(main_tag, key), main_tag, step, walltime,
+             to_float(value, f"tag_scalar_dict[{key!r}]"))
+            for key, value in tag_scalar_dict.items()
+        ]
+        self._ensure_open()
+        queue = self._queue
+        queue.extend(records)
+        if len(queue) >= self._batch_records:
+            self._transport.on_backlog(len(queue))
+
+    # -- arrays ------------------------------------------------------------------------------
+
+    def add_histogram(
+        self,
+        tag: str,
+        values: Any,
+        global_step: Optional[int] = None,
+        bins: Union[str, int, Sequence[float]] = "tensorflow",
+        walltime: Optional[float] = None,
+        max_bins: Optional[int] = None,
+    ) -> None:
+        """Logs a histogram of `values`; the daemon computes it with tensorboardX's bucketing."""
+        _check_tag(tag)
+        bins = _check_bins(bins)
+        if max_bins is not None and not (isinstance(max_bins, (int, np.integer)) and max_bins > 0):
+            raise ValueError(f"max_bins must be a positive int or None, got {max_bins!r}")
+        step = to_step(global_step)
+        walltime = time() if walltime is None else to_walltime(walltime)
+        array = to_owned_array(values, "values")
+        if array.size == 0:
+            raise ValueError("values is empty: a histogram needs at least one value")
+        options = {"bins": bins, "max_bins": None if max_bins is None else int(max_bins)}
+        self._submit_array(_HISTOGRAM, tag, step, walltime, array, options)
+
+    def add_image(
+        self,
+        tag: str,
+        img_tensor: Any,
+        global_step: Optional[int] = None,
+        walltime: Optional[float] = None,
+        dataformats: str = "CHW",
+    ) -> None:
+        """Logs an image: uint8 in [0, 255] or float in [0, 1]; layout given by `dataformats`."""
+        _check_tag(tag)
+        step = to_step(global_step)
+        walltime = time() if walltime is None else to_walltime(walltime)
+        array = to_owned_array(img_tensor, "img_tensor")
+        layout = _check_dataformats(dataformats, array.ndim, (2, 3, 4))
+        _check_image(array, layout)
+        self._submit_array(_IMAGE, tag, step, walltime, array, {"dataformats": layout})
+
+    def add_images(
+        self,
+        tag: str,
+        img_tensor: Any,
+        global_step: Optional[int] = None,
+        walltime: Optional[float] = None,
+        dataformats: str = "NCHW",
+    ) -> None:
+        """Logs a batch of images as one grid (8 per row). A list of CHW or HWC images is stacked."""
+        _check_tag(tag)
+        step = to_step(global_step)
+        walltime = time() if walltime is None else to_walltime(walltime)
+        if isinstance(img_tensor, list):
+            if not isinstance(dataformats, str) or dataformats.upper() not in ("CHW", "HWC"):
+                raise ValueError(f"a list of images needs dataformats 'CHW' or 'HWC', got {dataformats!r}")
+            if not img_tensor:
+                raise ValueError("img_tensor is an empty list")
+            parts = [to_owned_array(image, "img_tensor") for image in img_tensor]
+            if len({part.shape for part in parts}) != 1:
+                raise ValueError("img_tensor: every image of the list must have the same shape")
+            array, dataformats = np.stack(parts), "N" + dataformats.upper()
+        else:
+            array = to_owned_array(img_tensor, "img_tensor")
+        layout = _check_dataformats(dataformats, array.ndim, (4,))
+        _check_image(array, layout)
+        self._submit_array(_IMAGES, tag, step, walltime, array, {"dataformats": layout})
+
+    def _submit_array(self, kind: int, tag: str, step: int, walltime: float, array: np.ndarray,
+                      options: dict) -> None:
+        self._ensure_open()
+        self._transport.submit_array((kind, self._stream, "", tag, step, walltime, array, options))
+
+    # -- text --------------------------------------------------------------------------------
+
+    def add_text(
+        self,
+        tag: str,
+        text_string: str,
+        global_step: Optional[int] = None,
+        walltime: Optional[float] = None,
+    ) -> None:
+        """Logs a string (markdown is rendered by TensorBoard's text plugin)."""
+        _check_tag(tag)
+        if not isinstance(text_string, str):
+            raise TypeError(f"text_string must be a str, got {type(text_string).__name__}")
+        step = to_step(global_step)
+        walltime = time() if walltime is None else to_walltime(walltime)
+        self._ensure_open()
+        self._queue.append((_TEXT, self._stream, "", tag, step, walltime, text_string))
+        if len(self._queue) >= self._batch_records:
+            self._transport.on_backlog(len(self._queue))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def get_logdir(self) -> str:
+        """The directory this writer's event file is in, as given to the constructor."""
+        return self.logdir
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Waits until the daemon has written and fsynced everything logged before this call.
+
+        Returns False if that did not happen within `timeout` seconds (default: flush_timeout_s).
+        """
+        if self._closed:
+            return True
+        return self._transport.flush(self._settings.flush_timeout_s if timeout is None else timeout)
+
+    def close(self, timeout: Optional[float] = None) -> bool:
+        """Flushes and closes this writer, waiting at most `timeout` (default close_timeout_s).
+
+        Returns whether the daemon confirmed everything written. Never blocks past the timeout,
+        even when the daemon is gone. Closing twice is harmless.
+        """
+        if self._closed:
+            return True
+        self._closed = True
+        return self._transport.close_stream(
+            self._stream, self._settings.close_timeout_s if timeout is None else timeout
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """The process's transport counts: records sent, written, dropped by reason."""
+        return self._transport.stats()
+
+    def __enter__(self) -> "SummaryWriter":
+        return self
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        self.close()
+
+
+class _DiscardingTransport:
+    """The transport of `write_to_disk=False`: checks happen, nothing is kept or sent."""
+
+    batch_records = 1 << 30
+
+    def __init__(self) -> None:
+        self.queue: Any = _NullQueue()
+
+    def open_stream(self, options: dict[str, Any]) -> int:
+        return 0
+
+    def close_stream(self, stream: int, timeout_s: float) -> bool:
+        return True
+
+    def submit_array(self, record: tuple) -> None:
+        pass
+
+    def on_backlog(self, length: int) -> None:
+        pass
+
+    def flush(self, timeout_s: float) -> bool:
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        return {"records_sent": 0, "records_written": 0, "records_dropped": {}, "array_bytes_held": 0,
+                "queued": 0, "error": None}
+
+
+class _NullQueue:
+    def append(self, item: Any) -> None:
+        pass
+
+    def extend(self, items: Any) -> None:
+        pass
+
+    def __len__(self) -> int:
+        return 0

@@ -1,0 +1,1 @@
+"""The sidecar daemon: receives records from training processes and writes TensorBoard event files."""

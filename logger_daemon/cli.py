@@ -1,0 +1,173 @@
+"""`logger-daemon run | status | stop`: the daemon's command line."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any, Sequence
+
+import zmq
+
+from logger_client import _wire
+from logger_client._config import Settings
+from logger_client._discovery import (
+    DAEMON_LOCK_NAME, LOG_NAME, PID_NAME, daemon_running, endpoint, ensure_runtime_dir,
+)
+from logger_client._wire import MessageKind
+
+log = logging.getLogger("logger_daemon")
+
+#: How long a starting daemon retries the lock: a client probing "is one running?" holds it briefly.
+_LOCK_RETRY_S = 1.0
+
+
+def _take_daemon_lock(runtime_dir: str) -> int | None:
+    """The lock's fd, held for the process's life; None if another daemon holds it."""
+    fd = os.open(os.path.join(runtime_dir, DAEMON_LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + _LOCK_RETRY_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.02)
+
+
+def _detach() -> None:
+    """Double fork: the daemon is reparented to init, in its own session, with no terminal."""
+    if os.fork() > 0:
+        os._exit(0)  # the launcher: the client waits for this exit
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serves until stopped: `logger-daemon stop`, SIGTERM/SIGINT, or `--idle-timeout` with no client."""
+    from logger_daemon.server import Server  # protobuf and friends load only for `run`
+
+    settings = Settings.from_env()
+    runtime_dir = ensure_runtime_dir(args.runtime_dir or settings.runtime_dir)
+    if args.detach:
+        _detach()
+        logging.basicConfig(filename=os.path.join(runtime_dir, LOG_NAME), level=args.log_level,
+                            format="%(asctime)s %(process)d %(levelname)s %(message)s")
+    else:
+        logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    lock_fd = _take_daemon_lock(runtime_dir)
+    if lock_fd is None:
+        log.info("a daemon already serves %s", runtime_dir)
+        return 0 if args.detach else 1
+    with open(os.path.join(runtime_dir, PID_NAME), "w") as pid_file:
+        pid_file.write(f"{os.getpid()}\n")
+    idle = settings.idle_timeout_s if args.idle_timeout is None else args.idle_timeout
+    server = Server(args.endpoint or endpoint(runtime_dir), settings, idle)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: server.request_stop())
+    try:
+        server.serve()
+    finally:
+        try:
+            os.unlink(os.path.join(runtime_dir, PID_NAME))
+        except FileNotFoundError:
+            pass
+        os.close(lock_fd)
+    return 0
+
+
+def request(runtime_dir: str, kind: MessageKind, timeout_s: float) -> dict[str, Any] | None:
+    """Sends one control message to the daemon of `runtime_dir`; its reply header, or None on timeout."""
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint(runtime_dir))
+        sock.send_multipart(_wire.encode(kind, {}))
+        if not sock.poll(timeout_s * 1000):
+            return None
+        return _wire.decode(sock.recv_multipart()).header
+    finally:
+        sock.close()
+        context.term()
+
+
+def status(args: argparse.Namespace) -> int:
+    """Prints the daemon's counters; exit 1 if no daemon runs."""
+    runtime_dir = args.runtime_dir or Settings.from_env().runtime_dir
+    if not daemon_running(runtime_dir):
+        print(f"no daemon is running for {runtime_dir}", file=sys.stderr)
+        return 1
+    reply = request(runtime_dir, MessageKind.STATUS, args.timeout)
+    if reply is None:
+        print(f"the daemon did not answer within {args.timeout}s", file=sys.stderr)
+        return 1
+    reply.pop("cid", None)
+    if args.json:
+        print(json.dumps(reply, indent=2, sort_keys=True))
+        return 0
+    print(f"daemon pid {reply['pid']} on {reply['endpoint']}, up {reply['uptime_s']:.0f}s")
+    print(f"clients: {len(reply['clients'])}")
+    for client in reply["clients"]:
+        print(f"  pid {client['pid']} on {client['host']}: {client['records']} records")
+    print(f"records received: {reply['records_received']}")
+    print(f"records written:  {reply['records_written']}")
+    dropped = reply["records_dropped"]
+    print(f"records dropped:  {sum(dropped.values())}" + "".join(f"\n  {k}: {v}" for k, v in sorted(dropped.items())))
+    print(f"queue depth:      {reply['queue_records']} records, {reply['queue_bytes']} array bytes")
+    print(f"bytes written:    {reply['bytes_written']} in {reply['open_files']} open file(s)")
+    return 0
+
+
+def stop(args: argparse.Namespace) -> int:
+    """Asks the daemon to write everything and exit; waits for it to be gone."""
+    runtime_dir = args.runtime_dir or Settings.from_env().runtime_dir
+    if not daemon_running(runtime_dir):
+        print(f"no daemon is running for {runtime_dir}", file=sys.stderr)
+        return 0
+    request(runtime_dir, MessageKind.STOP, args.timeout)
+    deadline = time.monotonic() + args.timeout
+    while daemon_running(runtime_dir):
+        if time.monotonic() > deadline:
+            print(f"the daemon is still running after {args.timeout}s", file=sys.stderr)
+            return 1
+        time.sleep(0.02)
+    print("daemon stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `logger-daemon` console script."""
+    parser = argparse.ArgumentParser(prog="logger-daemon", description=__doc__)
+    parser.add_argument("--runtime-dir", help="directory of the socket and lock (default: per-user, see README)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="serve in the foreground (or --detach)")
+    run_parser.add_argument("--runtime-dir", default=argparse.SUPPRESS)
+    run_parser.add_argument("--endpoint", help="ZeroMQ endpoint to bind instead of the runtime dir's ipc socket")
+    run_parser.add_argument("--idle-timeout", type=float, default=None,
+                            help="exit after this many seconds with no client (0: never; default never "
+                                 "for a daemon started by hand)")
+    run_parser.add_argument("--detach", action="store_true", help="fork into the background (clients use this)")
+    run_parser.add_argument("--log-level", default="INFO")
+    for name, helptext in (("status", "print clients and counters"), ("stop", "write everything, then exit")):
+        sub = commands.add_parser(name, help=helptext)
+        sub.add_argument("--runtime-dir", default=argparse.SUPPRESS)
+        sub.add_argument("--timeout", type=float, default=10.0)
+        if name == "status":
+            sub.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "run" and args.idle_timeout is None and not args.detach:
+        args.idle_timeout = 0.0
+    return {"run": run, "status": status, "stop": stop}[args.command](args)

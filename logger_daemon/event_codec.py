@@ -1,0 +1,75 @@
+"""Serialized `Event` messages, ready for framing.
+
+Scalars are by far the most frequent record, so their Event bytes are assembled directly
+(a few fields of fixed layout) instead of building three protobuf objects per value; a test
+checks that the bytes equal protobuf's own serialization. Everything else goes through protobuf.
+"""
+
+from __future__ import annotations
+
+import struct
+from functools import lru_cache
+
+from logger_daemon.protos.event_pb2 import Event, SessionLog
+from logger_daemon.protos.summary_pb2 import Summary
+
+FILE_VERSION = "brain.Event:2"
+
+# Field keys: (field number << 3) | wire type.
+_EVENT_WALL_TIME = 0x09  # 1, fixed64 (double)
+_EVENT_STEP = b"\x10"  # 2, varint
+_EVENT_SUMMARY = b"\x2a"  # 5, length-delimited
+_SUMMARY_VALUE = b"\x0a"  # Summary.value = 1, length-delimited
+_VALUE_TAG = b"\x0a"  # Summary.Value.tag = 1
+_VALUE_SIMPLE = b"\x15"  # Summary.Value.simple_value = 2, fixed32 (float)
+_WALL_TIME = struct.Struct("<Bd")
+_SMALL_VARINTS = [bytes((n,)) for n in range(0x80)]
+_FLOAT = struct.Struct("<f")
+
+
+def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _SMALL_VARINTS[value]
+    if 0 < value < 0x4000:
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
+    value &= 0xFFFFFFFFFFFFFFFF  # negative int64 are ten-byte two's complement varints
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+@lru_cache(maxsize=65536)
+def _scalar_summary_prefix(tag: str) -> bytes:
+    """`Event.summary` up to the float of a simple_value scalar: constant per tag."""
+    tag_bytes = tag.encode("utf-8")
+    value = _VALUE_TAG + _varint(len(tag_bytes)) + tag_bytes + _VALUE_SIMPLE
+    summary_value = _SUMMARY_VALUE + _varint(len(value) + 4)
+    summary_length = len(summary_value) + len(value) + 4
+    return _EVENT_SUMMARY + _varint(summary_length) + summary_value + value
+
+
+def scalar_event(wall_time: float, step: int, tag: str, value: float) -> bytes:
+    """Event(wall_time, step, summary=[Value(tag, simple_value=value)]), serialized."""
+    head = _WALL_TIME.pack(_EVENT_WALL_TIME, wall_time) if wall_time else b""
+    if step:
+        head += _EVENT_STEP + _varint(step)
+    return head + _scalar_summary_prefix(tag) + _FLOAT.pack(value)
+
+
+def summary_event(wall_time: float, step: int, summary: Summary) -> bytes:
+    """An Event carrying `summary`, serialized."""
+    return Event(wall_time=wall_time, step=step, summary=summary).SerializeToString()
+
+
+def file_version_event(wall_time: float) -> bytes:
+    """The first record of every event file."""
+    return Event(wall_time=wall_time, file_version=FILE_VERSION).SerializeToString()
+
+
+def session_start_event(wall_time: float, step: int) -> bytes:
+    """SessionLog START at `step`: TensorBoard hides the run's earlier events at steps >= `step`."""
+    return Event(wall_time=wall_time, step=step,
+                 session_log=SessionLog(status=SessionLog.START)).SerializeToString()

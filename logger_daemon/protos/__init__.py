@@ -1,0 +1,1 @@
+"""Generated protobuf modules for TensorBoard event files (see proto/regenerate.py)."""

@@ -1,0 +1,223 @@
+"""The daemon's network loop: receive, check, hand to the pipeline, acknowledge, answer status.
+
+One thread owns the ROUTER socket (ZeroMQ sockets are not thread-safe). The pipeline thread
+reports what it has written through a deque plus a wake-up pipe, and this loop sends the acks.
+Any bytes a peer sends are survived: what cannot be decoded is counted by reason and dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from logger_client import _wire
+from logger_client._config import Settings
+from logger_client._wire import MessageKind, ProtocolError, RecordKind
+from logger_daemon.pipeline import Pipeline, Work, array_nbytes
+from logger_daemon.stats import Stats
+
+log = logging.getLogger("logger_daemon")
+
+_POLL_MS = 200
+
+
+@dataclass
+class _Client:
+    pid: int
+    host: str
+    connected_at: float
+    last_seen: float
+    records: int = 0
+
+
+class Server:
+    """Serves one endpoint until stopped, idle for `idle_timeout_s`, or asked to stop."""
+
+    def __init__(self, endpoint: str, settings: Settings, idle_timeout_s: float) -> None:
+        self.endpoint = endpoint
+        self.settings = settings
+        self.idle_timeout_s = idle_timeout_s
+        self.stats = Stats()
+        self._clients: dict[bytes, _Client] = {}
+        self._acks: deque[dict[bytes, int]] = deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.pipeline = Pipeline(self.stats, settings.fsync_interval_s, self._on_written)
+        self._stop_requested = threading.Event()
+
+    def request_stop(self) -> None:
+        """Stops the loop after everything received is written (safe from any thread or signal)."""
+        self._stop_requested.set()
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass
+
+    def _on_written(self, acks: dict[bytes, int]) -> None:  # pipeline thread
+        self._acks.append(acks)
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass
+
+    def serve(self) -> None:
+        context = zmq.Context()
+        sock = context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 1000)
+        sock.setsockopt(zmq.RCVHWM, 10_000)
+        sock.bind(self.endpoint)
+        self.pipeline.start()
+        poller = zmq.Poller()
+        poller.register(self._wake_r, zmq.POLLIN)
+        reading = False
+        idle_since = time.monotonic()
+        log.info("serving %s", self.endpoint)
+        try:
+            while not self._stop_requested.is_set():
+                # Stop reading while the pipeline is behind: ZeroMQ's queues then fill and the
+                # clients' bounded buffers take over, instead of this process growing.
+                behind = self.pipeline.queued()[1] > self.settings.daemon_queue_bytes
+                if behind == reading:
+                    if behind:
+                        poller.unregister(sock)
+                    else:
+                        poller.register(sock, zmq.POLLIN)
+                    reading = not behind
+                events = dict(poller.poll(_POLL_MS))
+                if self._wake_r in events:
+                    self._drain_wake_pipe()
+                if sock in events:
+                    self._receive(sock)
+                self._send_acks(sock)
+                now = time.monotonic()
+                self._forget_silent_clients(now)
+                if self._clients or self.pipeline.queued()[0]:
+                    idle_since = now
+                elif self.idle_timeout_s > 0 and now - idle_since > self.idle_timeout_s:
+                    log.info("no client for %.0fs: exiting", self.idle_timeout_s)
+                    break
+        finally:
+            self.pipeline.stop()
+            self._send_acks(sock)
+            sock.close()
+            context.term()
+            log.info("stopped: %s", self.stats.snapshot())
+
+    def _drain_wake_pipe(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _receive(self, sock: zmq.Socket) -> None:
+        for _ in range(1000):  # bounded, so acks and status keep flowing under load
+            try:
+                frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            identity, body = frames[0].bytes, frames[1:]
+            try:
+                message = _wire.decode(body)
+            except ProtocolError as exc:
+                self.stats.drop(exc.reason)
+                log.warning("refused a message: %s", exc)
+                self._reply(sock, identity, MessageKind.REFUSED, {"reason": exc.reason, "detail": exc.detail})
+                continue
+            try:
+                self._dispatch(sock, identity, message)
+            except ProtocolError as exc:
+                self.stats.drop(exc.reason)
+                log.warning("refused a message: %s", exc)
+
+    def _dispatch(self, sock: zmq.Socket, identity: bytes, message: _wire.Message) -> None:
+        kind, header = message.kind, message.header
+        now = time.monotonic()
+        client = self._clients.get(identity)
+        if client is not None:
+            client.last_seen = now
+        seq = header.get("seq")
+        if kind == MessageKind.RECORDS:
+            raws = header.get("records")
+            if not isinstance(raws, list) or type(seq) is not int:
+                raise ProtocolError("malformed_message", "RECORDS without a records list and an int seq")
+            records = []
+            for raw in raws:
+                try:
+                    record = _wire.parse_record(raw, len(message.arrays))
+                except ProtocolError as exc:
+                    self.stats.drop(exc.reason)
+                    continue
+                if record.kind in _wire.ARRAY_KINDS:
+                    record = record._replace(value=message.arrays[record.value])
+                records.append(record)
+            self.stats.add_received(sum(1 for r in records if r.kind not in _CONTROL_KINDS))
+            if client is not None:
+                client.records += len(records)
+            self.pipeline.put(Work(identity, seq, records, array_nbytes(records)))
+        elif kind == MessageKind.FLUSH and type(seq) is int:
+            self.pipeline.put(Work(identity, seq, flush=True))
+        elif kind == MessageKind.HELLO and type(seq) is int:
+            pid, host = header.get("pid"), header.get("host")
+            self._clients[identity] = _Client(pid if type(pid) is int else -1, str(host), time.time(), now)
+            self._reply(sock, identity, MessageKind.WELCOME, {"daemon_pid": os.getpid()})
+            self.pipeline.put(Work(identity, seq))
+        elif kind == MessageKind.BYE:
+            self._client_gone(identity)
+        elif kind == MessageKind.STATUS:
+            self._reply(sock, identity, MessageKind.STATUS_REPLY, self.status())
+        elif kind == MessageKind.STOP:
+            self._reply(sock, identity, MessageKind.STOP_REPLY, {"stopping": True})
+            self.request_stop()
+        elif kind != MessageKind.HEARTBEAT:
+            raise ProtocolError("malformed_message", f"unexpected {kind.name} message")
+
+    def _client_gone(self, identity: bytes) -> None:
+        if self._clients.pop(identity, None) is not None:
+            self.pipeline.put(Work(identity, 0, client_gone=True))
+
+    def _forget_silent_clients(self, now: float) -> None:
+        timeout = self.settings.client_timeout_s
+        for identity in [i for i, c in self._clients.items() if now - c.last_seen > timeout]:
+            log.info("client %s went silent: closing its writers", identity.hex())
+            self._client_gone(identity)
+
+    def _send_acks(self, sock: zmq.Socket) -> None:
+        while self._acks:
+            for identity, seq in self._acks.popleft().items():
+                if seq:
+                    self._reply(sock, identity, MessageKind.ACK, {"acked": seq})
+
+    @staticmethod
+    def _reply(sock: zmq.Socket, identity: bytes, kind: MessageKind, header: dict[str, Any]) -> None:
+        try:
+            sock.send_multipart([identity, *_wire.encode(kind, header)], flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # the peer is gone or not reading; it will not miss a reply it cannot take
+
+    def status(self) -> dict[str, Any]:
+        """Clients, records received / written / dropped by reason, queue depth, bytes written."""
+        queued_records, queued_bytes = self.pipeline.queued()
+        return {
+            **self.stats.snapshot(),
+            "endpoint": self.endpoint,
+            "queue_records": queued_records,
+            "queue_bytes": queued_bytes,
+            "open_files": self.pipeline.open_files(),
+            "clients": [
+                {"id": identity.hex(), "pid": c.pid, "host": c.host, "records": c.records,
+                 "connected_at": c.connected_at}
+                for identity, c in self._clients.items()
+            ],
+        }
+
+
+_CONTROL_KINDS = frozenset([RecordKind.OPEN, RecordKind.CLOSE])

@@ -1,0 +1,52 @@
+"""TFRecord framing, the container of event files: pure functions, no I/O.
+
+A record is ``u64le length | u32le masked_crc(length) | data | u32le masked_crc(data)`` where the
+CRC is CRC-32C, masked so that a CRC of bytes that themselves hold CRCs stays well distributed.
+"""
+
+from __future__ import annotations
+
+import struct
+from functools import lru_cache
+
+import crc32c
+
+_MASK_DELTA = 0xA282EAD8
+_LENGTH = struct.Struct("<Q")
+_CRC = struct.Struct("<I")
+
+
+def masked_crc32c(data: bytes) -> int:
+    """CRC-32C of `data`, rotated right by 15 bits and offset, as TFRecord stores it."""
+    crc = crc32c.crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+@lru_cache(maxsize=4096)
+def _length_header(length: int) -> bytes:
+    # Records of one tag mostly share a length: the header and its CRC are computed once.
+    header = _LENGTH.pack(length)
+    return header + _CRC.pack(masked_crc32c(header))
+
+
+def frame(data: bytes) -> bytes:
+    """One TFRecord holding `data`."""
+    return _length_header(len(data)) + data + _CRC.pack(masked_crc32c(data))
+
+
+def read_records(blob: bytes) -> list[bytes]:
+    """The payloads of the complete, valid records at the start of `blob` (stops at the first bad one)."""
+    records, offset = [], 0
+    while offset + 12 <= len(blob):
+        header = blob[offset:offset + 8]
+        (length,) = _LENGTH.unpack(header)
+        (header_crc,) = _CRC.unpack_from(blob, offset + 8)
+        end = offset + 12 + length + 4
+        if header_crc != masked_crc32c(header) or end > len(blob):
+            break
+        data = blob[offset + 12:end - 4]
+        if _CRC.unpack_from(blob, end - 4)[0] != masked_crc32c(data):
+            break
+        records.append(data)
+        offset = end
+    return records
