@@ -72,6 +72,8 @@ class ZmqTransport:
         self._streams: dict[int, dict[str, Any]] = {}
         self._next_stream = 1
         self._array_bytes_held = 0  # arrays queued or unacknowledged
+        self._specials_queued = 0  # arrays and flush markers appended (by producers, under the lock)
+        self._specials_taken = 0  # ... and taken off the queue (by the I/O thread)
         self._dropped: Counter[str] = Counter()
         self._sent_records = 0
         self._acked_records = 0
@@ -104,7 +106,8 @@ class ZmqTransport:
                 self._dropped["client_buffer_full"] += 1
                 return
             self._array_bytes_held += nbytes
-        self.queue.append(record)
+            self._specials_queued += 1
+            self.queue.append(record)
         self._wake()
 
     def on_backlog(self, length: int) -> None:
@@ -124,7 +127,9 @@ class ZmqTransport:
         if not self._thread.is_alive():
             return False  # nothing will ever acknowledge it
         marker = _Flush()
-        self.queue.append((_FLUSH_MARKER, marker))
+        with self._lock:
+            self._specials_queued += 1
+            self.queue.append((_FLUSH_MARKER, marker))
         self._wake()
         return marker.event.wait(timeout_s)
 
@@ -179,6 +184,7 @@ class ZmqTransport:
         self.queue.clear()  # the parent sends what it queued
         self._lock = threading.Lock()
         self._array_bytes_held = 0
+        self._specials_queued = self._specials_taken = 0
         self._dropped = Counter()
         self._sent_records = self._acked_records = 0
         self._start()
@@ -250,34 +256,45 @@ class ZmqTransport:
         if self._unsent_bytes() > self.settings.max_buffer_bytes:
             return False  # the daemon is behind: leave records queued, where the bound applies
         queue, batch_records = self.queue, self.batch_records
+        length = len(queue)
+        if not length:
+            return False
+        # Length first, then the count of special items (arrays, flushes) that producers announce
+        # before appending them: if none is new, the next `length` items are plain records and go
+        # out as they are, without a look at each. One pass per call, so acks keep being read.
+        if self._specials_queued == self._specials_taken:
+            popleft = queue.popleft
+            while length:
+                take = min(length, batch_records)
+                self._send_records(sock, [popleft() for _ in range(take)], [])
+                length -= take
+        else:
+            self._drain_mixed(sock, length)
+        return True
+
+    def _drain_mixed(self, sock: zmq.Socket, length: int) -> None:
+        """Sends the next `length` queued items, some of which carry arrays or are flush markers."""
         records: list = []
         arrays: list = []
-        sent = False
-        while True:
-            try:
-                item = queue.popleft()
-            except IndexError:
-                break
+        for _ in range(length):
+            item = self.queue.popleft()
             kind = item[0]
             if kind == _FLUSH_MARKER:
+                self._specials_taken += 1
                 self._send_records(sock, records, arrays)
                 records, arrays = [], []
-                item[1].seq = self._send(sock, MessageKind.FLUSH, {}, records=0)
+                item[1].seq = self._send(sock, MessageKind.FLUSH, {})
                 self._flushes.append(item[1])
-                sent = True
                 continue
             if kind in _ARRAY_KINDS:
+                self._specials_taken += 1
                 arrays.append(item[6])
                 item = (*item[:6], len(arrays) - 1, *item[7:])
             records.append(item)
-            if len(records) >= batch_records or len(arrays) >= _wire.MAX_ARRAYS_PER_MESSAGE:
+            if len(records) >= self.batch_records or len(arrays) >= _wire.MAX_ARRAYS_PER_MESSAGE:
                 self._send_records(sock, records, arrays)
                 records, arrays = [], []
-                sent = True
-        if records:
-            self._send_records(sock, records, arrays)
-            sent = True
-        return sent
+        self._send_records(sock, records, arrays)
 
     def _send_records(self, sock: zmq.Socket, records: list, arrays: list) -> None:
         if records:

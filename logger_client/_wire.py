@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import msgpack
 import numpy as np
@@ -168,50 +168,51 @@ def _decode_arrays(descriptions: Any, buffers: Sequence[memoryview]) -> list[np.
     return arrays
 
 
-class Record(NamedTuple):
-    """One checked record, as the daemon handles it."""
-
-    kind: RecordKind
-    stream: int
-    run: str
-    tag: str
-    step: int
-    wall_time: float
-    value: Any
-    options: dict[str, Any]
-
+#: A record is the list msgpack decoded, checked in place: cheaper than an object per record.
+Record = list
+#: Positions of a record's fields.
+KIND, STREAM, RUN, TAG, STEP, WALL_TIME, VALUE, OPTIONS = range(8)
 
 _NO_OPTIONS: dict[str, Any] = {}
-_VALUE_TYPES: dict[RecordKind, tuple[type, ...]] = {
-    RecordKind.OPEN: (dict,),
-    RecordKind.CLOSE: (type(None),),
-    RecordKind.SCALAR: (float, int),
-    RecordKind.HISTOGRAM: (int,),
-    RecordKind.IMAGE: (int,),
-    RecordKind.IMAGES: (int,),
-    RecordKind.TEXT: (str,),
+_VALUE_TYPES: dict[int, tuple[type, ...]] = {
+    RecordKind.OPEN.value: (dict,),
+    RecordKind.CLOSE.value: (type(None),),
+    RecordKind.SCALAR.value: (float, int),
+    RecordKind.HISTOGRAM.value: (int,),
+    RecordKind.IMAGE.value: (int,),
+    RecordKind.IMAGES.value: (int,),
+    RecordKind.TEXT.value: (str,),
 }
+_ARRAY_KIND_CODES = frozenset(kind.value for kind in ARRAY_KINDS)
 _INT64 = 1 << 63
 
 
-def parse_record(raw: Any, array_count: int) -> Record:
-    """Checks one raw record from a RECORDS message; raises ProtocolError("malformed_record")."""
-    if not isinstance(raw, list) or len(raw) not in (7, 8):
+def check_record(raw: Any, array_count: int) -> Record:
+    """Checks one raw record of a RECORDS message and returns it; raises ProtocolError("malformed_record").
+
+    Runs once per record in the daemon, so it uses plain type tests (no Enum calls, no new object).
+    """
+    if type(raw) is not list or not 7 <= len(raw) <= 8:
         raise ProtocolError("malformed_record", "a record is a list of 7 or 8 items")
-    kind, stream, run, tag, step, wall_time, value = raw[:7]
-    options = raw[7] if len(raw) == 8 else _NO_OPTIONS
-    try:
-        kind = RecordKind(kind)
-    except ValueError:
-        raise ProtocolError("malformed_record", f"unknown record kind {kind!r}") from None
+    kind, stream, run, tag, step, wall_time, value = raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6]
+    value_types = _VALUE_TYPES.get(kind) if type(kind) is int else None
+    if value_types is None:
+        raise ProtocolError("malformed_record", f"unknown record kind {kind!r}")
     if type(stream) is not int or type(step) is not int or not -_INT64 <= step < _INT64:
         raise ProtocolError("malformed_record", "stream and step must be 64-bit ints")
     if type(run) is not str or type(tag) is not str or len(run) > MAX_NAME_CHARS or len(tag) > MAX_NAME_CHARS:
         raise ProtocolError("malformed_record", f"run and tag must be str of at most {MAX_NAME_CHARS} chars")
-    if type(wall_time) not in (float, int) or not isinstance(options, dict):
-        raise ProtocolError("malformed_record", "wall_time must be a number and options a map")
-    if type(value) not in _VALUE_TYPES[kind]:
-        raise ProtocolError("malformed_record", f"{kind.name} record with a {type(value).__name__} value")
-    if kind in ARRAY_KINDS and not 0 <= value < array_count:
+    if type(wall_time) is not float and type(wall_time) is not int:
+        raise ProtocolError("malformed_record", "wall_time must be a number")
+    if type(value) not in value_types:
+        raise ProtocolError("malformed_record", f"{RecordKind(kind).name} record with a {type(value).__name__} value")
+    if kind in _ARRAY_KIND_CODES and not 0 <= value < array_count:
         raise ProtocolError("malformed_record", f"array index {value} out of range")
-    return Record(kind, stream, run, tag, step, float(wall_time), value, options)
+    if len(raw) == 8 and type(raw[7]) is not dict:
+        raise ProtocolError("malformed_record", "options must be a map")
+    return raw
+
+
+def record_options(record: Record) -> dict[str, Any]:
+    """The options map of a checked record (empty when it has none)."""
+    return record[OPTIONS] if len(record) > OPTIONS else _NO_OPTIONS

@@ -43,9 +43,12 @@ class EventFile:
 
     def write(self, event: bytes) -> None:
         """Appends one serialized Event (framed here); visible to readers after `flush()`."""
-        record = frame(event)
-        self._file.write(record)
-        self.bytes_written += len(record)
+        self.write_framed(frame(event))
+
+    def write_framed(self, records: bytes) -> None:
+        """Appends records already framed as TFRecords."""
+        self._file.write(records)
+        self.bytes_written += len(records)
         self._unflushed = self._unsynced = True
 
     def flush(self) -> None:

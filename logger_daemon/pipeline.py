@@ -1,9 +1,14 @@
-"""The daemon's write path, on its own thread: reduce -> encode -> write, then flush, fsync, ack.
+"""The daemon's write path, on its own thread: check -> reduce -> encode -> write, then flush, fsync, ack.
 
-The server loop hands over checked work in arrival order. Each cycle takes everything waiting,
-groups data records by (run, tag), orders each group by step, encodes and appends them, flushes
-the files it touched (TensorBoard can read them from then on) and only then acknowledges the
-messages the cycle held. Slow encoding delays acknowledgements, never a training process.
+The server loop hands over each client message as it came. A cycle takes everything waiting,
+checks the records, groups data records by (run, tag), orders each group by step, encodes and
+appends them, flushes the files it touched (TensorBoard can read them from then on) and only then
+acknowledges the messages the cycle held. Slow encoding delays acknowledgements, never a training
+process.
+
+Records stay the lists msgpack decoded (see `logger_client._wire`): at a million scalars a second
+an object per record would be the bottleneck. Plain scalars of one (run, tag) are encoded on whole
+numpy columns.
 """
 
 from __future__ import annotations
@@ -18,26 +23,39 @@ from typing import Any, Callable
 
 import numpy as np
 
-from logger_client._wire import Record, RecordKind
+from logger_client._wire import (
+    ARRAY_KINDS, KIND, RUN, STEP, STREAM, TAG, VALUE, WALL_TIME, ProtocolError, Record, RecordKind,
+    check_record, record_options,
+)
 from logger_daemon import summaries
-from logger_daemon.event_codec import scalar_event, summary_event
+from logger_daemon.event_codec import scalar_event_rows, summary_event
 from logger_daemon.reduce import reduce_records
 from logger_daemon.runs import BadRunName, RunLog, resolve_run
 from logger_daemon.stats import Stats
+from logger_daemon.tfrecord import frame_rows
 
 log = logging.getLogger("logger_daemon")
+
+_SCALAR = RecordKind.SCALAR.value
+_OPEN = RecordKind.OPEN.value
+_CLOSE = RecordKind.CLOSE.value
+_ARRAY_KIND_CODES = frozenset(kind.value for kind in ARRAY_KINDS)
 
 
 @dataclass
 class Work:
-    """One client message's worth of checked records, or a flush or a goodbye."""
+    """One client message's raw records and arrays, or a flush or a goodbye."""
 
     client: bytes
     seq: int
-    records: list[Record] = field(default_factory=list)
-    nbytes: int = 0
+    records: list[Any] = field(default_factory=list)
+    arrays: list[np.ndarray] = field(default_factory=list)
     flush: bool = False
     client_gone: bool = False
+
+    @property
+    def nbytes(self) -> int:
+        return sum(array.nbytes for array in self.arrays)
 
 
 @dataclass
@@ -51,29 +69,29 @@ class _Stream:
 
 #: Options each record kind may carry to its summary function; anything else is ignored.
 _OPTION_NAMES = {
-    RecordKind.SCALAR: ("display_name", "summary_description", "new_style", "double_precision"),
-    RecordKind.HISTOGRAM: ("bins", "max_bins"),
-    RecordKind.IMAGE: ("dataformats",),
-    RecordKind.IMAGES: ("dataformats",),
-    RecordKind.TEXT: (),
+    RecordKind.SCALAR.value: ("display_name", "summary_description", "new_style", "double_precision"),
+    RecordKind.HISTOGRAM.value: ("bins", "max_bins"),
+    RecordKind.IMAGE.value: ("dataformats",),
+    RecordKind.IMAGES.value: ("dataformats",),
+    RecordKind.TEXT.value: (),
 }
-_SUMMARY_FUNCTIONS: dict[RecordKind, Callable[..., Any]] = {
-    RecordKind.SCALAR: summaries.scalar,
-    RecordKind.HISTOGRAM: summaries.histogram,
-    RecordKind.IMAGE: summaries.image,
-    RecordKind.IMAGES: summaries.images,
-    RecordKind.TEXT: summaries.text,
+_SUMMARY_FUNCTIONS: dict[int, Callable[..., Any]] = {
+    RecordKind.SCALAR.value: summaries.scalar,
+    RecordKind.HISTOGRAM.value: summaries.histogram,
+    RecordKind.IMAGE.value: summaries.image,
+    RecordKind.IMAGES.value: summaries.images,
+    RecordKind.TEXT.value: summaries.text,
 }
 _clean_tag = lru_cache(maxsize=65536)(summaries.clean_tag)
 
 
 def encode_record(record: Record) -> bytes:
-    """The serialized Event for a data record; raises ValueError/TypeError on values it cannot encode."""
-    if record.kind == RecordKind.SCALAR and not record.options:
-        return scalar_event(record.wall_time, record.step, _clean_tag(record.tag), float(record.value))
-    options = {name: record.options[name] for name in _OPTION_NAMES[record.kind] if name in record.options}
-    summary = _SUMMARY_FUNCTIONS[record.kind](record.tag, record.value, **options)
-    return summary_event(record.wall_time, record.step, summary)
+    """The serialized Event of one checked data record; raises ValueError/TypeError on bad values."""
+    kind = record[KIND]
+    options = record_options(record)
+    options = {name: options[name] for name in _OPTION_NAMES[kind] if name in options}
+    summary = _SUMMARY_FUNCTIONS[kind](record[TAG], record[VALUE], **options)
+    return summary_event(record[WALL_TIME], record[STEP], summary)
 
 
 class Pipeline:
@@ -141,26 +159,18 @@ class Pipeline:
 
     def _cycle(self, batch: list[Work]) -> None:
         groups: defaultdict[tuple[RunLog, str], list[Record]] = defaultdict(list)
+        mixed: set[tuple[RunLog, str]] = set()  # groups holding more than plain scalars
         acks: dict[bytes, int] = {}
         closing: list[tuple[bytes, int]] = []
         fsync = False
         for work in batch:
-            for record in work.records:
-                if record.kind == RecordKind.OPEN:
-                    self._write(groups)  # a purge must follow what came before it
-                    groups.clear()
-                    self._open_stream(work.client, record)
-                elif record.kind == RecordKind.CLOSE:
-                    closing.append((work.client, record.stream))
-                else:
-                    run = self._run_for(work.client, record)
-                    if run is not None:
-                        groups[(run, record.tag)].append(record)
+            self._collect(work, groups, mixed, closing)
             fsync |= work.flush
             if work.client_gone:
                 closing.extend(key for key in self._streams if key[0] == work.client)
-            acks[work.client] = work.seq
-        touched = self._write(groups)
+            if work.seq:
+                acks[work.client] = work.seq
+        touched = self._write(groups, mixed)
         for run in touched:
             run.file.flush()
         if fsync:
@@ -169,8 +179,64 @@ class Pipeline:
             self._close_stream(key)
         self._on_written(acks)
 
+    def _collect(self, work: Work, groups: defaultdict, mixed: set, closing: list) -> None:
+        """Checks a message's records and adds them to `groups`, keyed by (run, tag)."""
+        drop = self._stats.drop
+        received = 0
+        # Keyed by the raw (stream, run, tag) first: the run is looked up once per key, not per record.
+        by_key: defaultdict[tuple, list[Record]] = defaultdict(list)
+        not_plain: set[tuple] = set()
+        for record in work.records:
+            # Plain scalars, the bulk, are only shape-checked here; their fields are checked per
+            # group, on whole columns, when they are encoded.
+            if type(record) is list and len(record) == 7 and record[KIND] == _SCALAR:
+                received += 1
+                try:
+                    by_key[(record[STREAM], record[RUN], record[TAG])].append(record)
+                except TypeError:  # an unhashable stream, run or tag
+                    drop("malformed_record")
+                continue
+            try:
+                check_record(record, len(work.arrays))
+            except ProtocolError as exc:
+                drop(exc.reason)
+                received += 1
+                continue
+            kind = record[KIND]
+            if kind == _OPEN:
+                self._group(work.client, by_key, not_plain, groups, mixed)
+                self._write(groups, mixed)  # a purge must follow what came before it
+                groups.clear()
+                mixed.clear()
+                self._open_stream(work.client, record)
+            elif kind == _CLOSE:
+                closing.append((work.client, record[STREAM]))
+            else:
+                received += 1
+                if kind in _ARRAY_KIND_CODES:
+                    record[VALUE] = work.arrays[record[VALUE]]
+                key = (record[STREAM], record[RUN], record[TAG])
+                by_key[key].append(record)
+                not_plain.add(key)
+        self._group(work.client, by_key, not_plain, groups, mixed)
+        self._stats.add_received(received)
+
+    def _group(self, client: bytes, by_key: dict, not_plain: set, groups: defaultdict, mixed: set) -> None:
+        for key, records in by_key.items():
+            stream, run_name, tag = key
+            if type(stream) is not int or type(run_name) is not str or type(tag) is not str:
+                self._stats.drop("malformed_record", len(records))
+                continue
+            run = self._run_for(client, stream, run_name, len(records))
+            if run is not None:
+                groups[(run, tag)].extend(records)
+                if key in not_plain:
+                    mixed.add((run, tag))
+        by_key.clear()
+        not_plain.clear()
+
     def _open_stream(self, client: bytes, record: Record) -> None:
-        options = record.value
+        options = record[VALUE]
         logdir = options.get("logdir")
         suffix = options.get("filename_suffix") or ""
         try:
@@ -182,11 +248,11 @@ class Pipeline:
             self._stats.drop("bad_logdir")
             return
         stream = _Stream(logdir, suffix, {"": run})
-        self._streams[(client, record.stream)] = stream
-        run.users.add((client, record.stream))
+        self._streams[(client, record[STREAM])] = stream
+        run.users.add((client, record[STREAM]))
         purge_step = options.get("purge_step")
         if type(purge_step) is int:
-            run.purge_from(purge_step, record.wall_time)
+            run.purge_from(purge_step, float(record[WALL_TIME]))
 
     def _run_at(self, path: str, suffix: str) -> RunLog:
         run = self._runs.get(path)
@@ -194,53 +260,95 @@ class Pipeline:
             run = self._runs[path] = RunLog(path, suffix)
         return run
 
-    def _run_for(self, client: bytes, record: Record) -> RunLog | None:
-        stream = self._streams.get((client, record.stream))
+    def _run_for(self, client: bytes, stream_id: int, run_name: str, count: int) -> RunLog | None:
+        """The run a writer's records go to; None (and `count` records dropped) if there is none."""
+        stream = self._streams.get((client, stream_id))
         if stream is None:
-            self._stats.drop("unknown_stream")
+            self._stats.drop("unknown_stream", count)
             return None
-        run = stream.runs.get(record.run)
+        run = stream.runs.get(run_name)
         if run is None:
             try:
-                run = self._run_at(resolve_run(stream.logdir, record.run), stream.filename_suffix)
+                run = self._run_at(resolve_run(stream.logdir, run_name), stream.filename_suffix)
             except BadRunName as exc:
-                log.warning("dropping a record: %s", exc)
-                self._stats.drop("bad_run_name")
+                log.warning("dropping %d record(s): %s", count, exc)
+                self._stats.drop("bad_run_name", count)
                 return None
-            stream.runs[record.run] = run
-            run.users.add((client, record.stream))
+            stream.runs[run_name] = run
+            run.users.add((client, stream_id))
         return run
 
-    def _write(self, groups: dict[tuple[RunLog, str], list[Record]]) -> set[RunLog]:
+    def _write(self, groups: dict[tuple[RunLog, str], list[Record]], mixed: set) -> set[RunLog]:
         """Encodes and appends each group in step order; returns the runs written to."""
         touched: set[RunLog] = set()
         written = nbytes = 0
-        drop = self._stats.drop
         for (run, tag), records in reduce_records(groups).items():
-            records.sort(key=_step_of)  # stable: equal steps keep their arrival order
             try:
                 file = run.event_file()
             except OSError as exc:
                 log.error("cannot create an event file in %s: %s", run.path, exc)
-                drop("io_error", len(records))
+                self._stats.drop("io_error", len(records))
                 continue
             before = file.bytes_written
-            for record in records:
-                if not run.accepts(tag, record.step):
-                    drop("step_out_of_order")
-                    continue
-                try:
-                    event = encode_record(record)
-                except (ValueError, TypeError, OverflowError) as exc:
-                    log.warning("cannot encode %s %r at step %d: %s", record.kind.name, tag, record.step, exc)
-                    drop("encode_error")
-                    continue
-                file.write(event)
-                written += 1
+            if (run, tag) in mixed:
+                written += self._write_each(run, tag, records)
+            else:
+                written += self._write_scalars(run, tag, records)
             nbytes += file.bytes_written - before
             touched.add(run)
         self._stats.add_written(written, nbytes)
         return touched
+
+    def _write_scalars(self, run: RunLog, tag: str, records: list[Record]) -> int:
+        """Plain scalars of one (run, tag): checked, ordered and encoded on whole columns."""
+        steps = np.array([r[STEP] for r in records])
+        wall_times = np.array([r[WALL_TIME] for r in records])
+        values = np.array([r[VALUE] for r in records])
+        if steps.dtype != np.int64 or wall_times.dtype.kind not in "iuf" or values.dtype.kind not in "iuf":
+            return self._write_each(run, tag, records)  # something is not a number: check one by one
+        wall_times = wall_times.astype(np.float64, copy=False)
+        values = values.astype(np.float64, copy=False)
+        order = np.argsort(steps, kind="stable")  # equal steps keep their arrival order
+        steps, wall_times, values = steps[order], wall_times[order], values[order]
+        first = run.first_accepted(tag, steps)
+        if first:
+            self._stats.drop("step_out_of_order", first)
+        if first == len(steps):
+            return 0
+        file = run.event_file()
+        for rows in scalar_event_rows(_clean_tag(tag), wall_times[first:], steps[first:], values[first:]):
+            file.write_framed(frame_rows(rows))
+        return len(steps) - first
+
+    def _write_each(self, run: RunLog, tag: str, records: list[Record]) -> int:
+        """Any records of one (run, tag), one at a time, in step order."""
+        drop = self._stats.drop
+        checked = []
+        for record in records:
+            if len(record) == 7 and record[KIND] == _SCALAR:  # skipped the full check on the way in
+                try:
+                    check_record(record, 0)
+                except ProtocolError as exc:
+                    drop(exc.reason)
+                    continue
+            checked.append(record)
+        checked.sort(key=_step_of)  # stable: equal steps keep their arrival order
+        file = run.event_file()
+        written = 0
+        for record in checked:
+            if not run.accepts(tag, record[STEP]):
+                drop("step_out_of_order")
+                continue
+            try:
+                event = encode_record(record)
+            except (ValueError, TypeError, OverflowError) as exc:
+                log.warning("cannot encode a %s record %r at step %d: %s",
+                            RecordKind(record[KIND]).name, tag, record[STEP], exc)
+                drop("encode_error")
+                continue
+            file.write(event)
+            written += 1
+        return written
 
     def _fsync_all(self) -> None:
         for run in self._runs.values():
@@ -260,9 +368,4 @@ class Pipeline:
 
 
 def _step_of(record: Record) -> int:
-    return record.step
-
-
-def array_nbytes(records: list[Record]) -> int:
-    """Bytes of array data the records hold (the daemon's queue bound counts these)."""
-    return sum(r.value.nbytes for r in records if isinstance(r.value, np.ndarray))
+    return record[STEP]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from logger_daemon.event_codec import session_start_event
 from logger_daemon.event_file import EventFile
 
@@ -56,6 +58,14 @@ class RunLog:
             return False
         self.last_steps[tag] = step
         return True
+
+    def first_accepted(self, tag: str, sorted_steps: np.ndarray) -> int:
+        """How many of `tag`'s new steps (sorted) come before what it has; records the newest."""
+        last = self.last_steps.get(tag)
+        first = 0 if last is None else int(np.searchsorted(sorted_steps, last, side="left"))
+        if first < len(sorted_steps):
+            self.last_steps[tag] = int(sorted_steps[-1])
+        return first
 
     def purge_from(self, step: int, wall_time: float) -> None:
         """A writer resumed at `step`: TensorBoard hides later events of earlier sessions."""

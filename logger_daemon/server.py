@@ -19,8 +19,8 @@ import zmq
 
 from logger_client import _wire
 from logger_client._config import Settings
-from logger_client._wire import MessageKind, ProtocolError, RecordKind
-from logger_daemon.pipeline import Pipeline, Work, array_nbytes
+from logger_client._wire import MessageKind, ProtocolError
+from logger_daemon.pipeline import Pipeline, Work
 from logger_daemon.stats import Stats
 
 log = logging.getLogger("logger_daemon")
@@ -146,23 +146,12 @@ class Server:
             client.last_seen = now
         seq = header.get("seq")
         if kind == MessageKind.RECORDS:
-            raws = header.get("records")
-            if not isinstance(raws, list) or type(seq) is not int:
+            records = header.get("records")
+            if not isinstance(records, list) or type(seq) is not int:
                 raise ProtocolError("malformed_message", "RECORDS without a records list and an int seq")
-            records = []
-            for raw in raws:
-                try:
-                    record = _wire.parse_record(raw, len(message.arrays))
-                except ProtocolError as exc:
-                    self.stats.drop(exc.reason)
-                    continue
-                if record.kind in _wire.ARRAY_KINDS:
-                    record = record._replace(value=message.arrays[record.value])
-                records.append(record)
-            self.stats.add_received(sum(1 for r in records if r.kind not in _CONTROL_KINDS))
             if client is not None:
                 client.records += len(records)
-            self.pipeline.put(Work(identity, seq, records, array_nbytes(records)))
+            self.pipeline.put(Work(identity, seq, records, message.arrays))
         elif kind == MessageKind.FLUSH and type(seq) is int:
             self.pipeline.put(Work(identity, seq, flush=True))
         elif kind == MessageKind.HELLO and type(seq) is int:
@@ -219,5 +208,3 @@ class Server:
             ],
         }
 
-
-_CONTROL_KINDS = frozenset([RecordKind.OPEN, RecordKind.CLOSE])
