@@ -34,7 +34,11 @@ log = logging.getLogger("logger_client")
 
 #: Queue items whose first element is this are control markers, not records.
 _FLUSH_MARKER = -1
-_ARRAY_KINDS = tuple(int(kind) for kind in _wire.ARRAY_KINDS)
+_OPEN = RecordKind.OPEN.value
+_CLOSE = RecordKind.CLOSE.value
+_ARRAY_KINDS = frozenset(kind.value for kind in _wire.ARRAY_KINDS)
+#: Items producers announce in `_specials_queued`: the I/O thread looks at each of them.
+_SPECIAL_KINDS = _ARRAY_KINDS | {_FLUSH_MARKER, _OPEN, _CLOSE}
 
 
 class Transport(Protocol):
@@ -70,11 +74,16 @@ class ZmqTransport:
         self.queue: deque = deque()
         self._lock = threading.Lock()  # guards the counters and maps below, not the queue
         self._streams: dict[int, dict[str, Any]] = {}
+        self._linger_s = settings.linger_s
         self._next_stream = 1
         self._array_bytes_held = 0  # arrays queued or unacknowledged
-        self._specials_queued = 0  # arrays and flush markers appended (by producers, under the lock)
-        self._specials_taken = 0  # ... and taken off the queue (by the I/O thread)
+        # Items the I/O thread must look at (arrays, writers' opens and closes, flush markers),
+        # counted by producers under the lock as they append them, and by the I/O thread as it
+        # takes them: while the two are equal the queue holds plain records only.
+        self._specials_queued = 0
+        self._specials_taken = 0
         self._dropped: Counter[str] = Counter()
+        self._daemon_dropped: Counter[str] = Counter()
         self._sent_records = 0
         self._acked_records = 0
         self._error: str | None = None
@@ -88,14 +97,18 @@ class ZmqTransport:
             stream = self._next_stream
             self._next_stream += 1
             self._streams[stream] = options
-        self.queue.append((int(RecordKind.OPEN), stream, "", "", 0, time.time(), options))
+            # A writer asking for flush_secs below the default visibility gets records sent sooner.
+            self._linger_s = max(0.005, min(self._linger_s, options["flush_secs"] / 2))
+            self._specials_queued += 1
+            self.queue.append((_OPEN, stream, "", "", 0, time.time(), options))
         return stream
 
     def close_stream(self, stream: int, timeout_s: float) -> bool:
         """Sends a writer's close and waits until the daemon has written all it sent."""
         with self._lock:
             self._streams.pop(stream, None)
-        self.queue.append((int(RecordKind.CLOSE), stream, "", "", 0, time.time(), None))
+            self._specials_queued += 1
+            self.queue.append((_CLOSE, stream, "", "", 0, time.time(), None))
         return self.flush(timeout_s)
 
     def submit_array(self, record: tuple) -> None:
@@ -114,8 +127,11 @@ class ZmqTransport:
         """Called by a producer whose append made the queue `length` long (>= batch_records)."""
         if length > self.settings.max_pending_records:
             try:
-                self.queue.pop()  # the record just appended: newest is dropped, order is kept
+                newest = self.queue.pop()  # the newest is dropped, so what is kept stays in order
             except IndexError:
+                return
+            if newest[0] in _SPECIAL_KINDS:
+                self.queue.append(newest)  # another thread's flush, array or writer: not ours to drop
                 return
             with self._lock:
                 self._dropped["client_queue_full"] += 1
@@ -134,12 +150,18 @@ class ZmqTransport:
         return marker.event.wait(timeout_s)
 
     def stats(self) -> dict[str, Any]:
-        """Counts since this process connected: records sent, written (acknowledged), dropped."""
+        """Counts since this process connected.
+
+        `records_sent`: data records handed to the daemon; `records_written`: those it confirmed
+        written; `records_dropped`: by reason, both what this client could not keep and what the
+        daemon refused (whose reasons `logger-daemon status` shows too).
+        """
         with self._lock:
+            daemon_dropped = sum(self._daemon_dropped.values())
             return {
                 "records_sent": self._sent_records,
-                "records_written": self._acked_records,
-                "records_dropped": dict(self._dropped),
+                "records_written": self._acked_records - daemon_dropped,
+                "records_dropped": dict(self._dropped + self._daemon_dropped),
                 "array_bytes_held": self._array_bytes_held,
                 "queued": len(self.queue),
                 "error": self._error,
@@ -186,6 +208,7 @@ class ZmqTransport:
         self._array_bytes_held = 0
         self._specials_queued = self._specials_taken = 0
         self._dropped = Counter()
+        self._daemon_dropped = Counter()
         self._sent_records = self._acked_records = 0
         self._start()
 
@@ -221,8 +244,10 @@ class ZmqTransport:
         self._unsent: deque[tuple[list, int, int, int]] = deque()  # (frames, seq, records, bytes)
         self._send(sock, MessageKind.HELLO, {"pid": os.getpid(), "host": socket.gethostname()}, records=0)
         # Writers opened before a fork or a reconnect are announced again, first.
-        for stream, options in list(self._streams.items()):
-            self.queue.appendleft((int(RecordKind.OPEN), stream, "", "", 0, time.time(), options))
+        with self._lock:
+            for stream, options in list(self._streams.items()):
+                self._specials_queued += 1
+                self.queue.appendleft((_OPEN, stream, "", "", 0, time.time(), options))
         return sock
 
     def _serve(self, sock: zmq.Socket) -> None:
@@ -232,7 +257,7 @@ class ZmqTransport:
         settings = self.settings
         last_sent = time.monotonic()
         while True:
-            events = dict(poller.poll(settings.linger_s * 1000))
+            events = dict(poller.poll(self._linger_s * 1000))
             if self._wake_r in events:
                 try:
                     while os.read(self._wake_r, 4096):
@@ -273,34 +298,39 @@ class ZmqTransport:
         return True
 
     def _drain_mixed(self, sock: zmq.Socket, length: int) -> None:
-        """Sends the next `length` queued items, some of which carry arrays or are flush markers."""
+        """Sends the next `length` queued items, some of which are arrays, writers' opens and
+        closes, or flush markers."""
         records: list = []
         arrays: list = []
+        controls = 0  # opens and closes: records the daemon handles, not data
         for _ in range(length):
             item = self.queue.popleft()
             kind = item[0]
-            if kind == _FLUSH_MARKER:
+            if kind in _SPECIAL_KINDS:
                 self._specials_taken += 1
-                self._send_records(sock, records, arrays)
-                records, arrays = [], []
+            if kind == _FLUSH_MARKER:
+                self._send_records(sock, records, arrays, controls)
+                records, arrays, controls = [], [], 0
                 item[1].seq = self._send(sock, MessageKind.FLUSH, {})
                 self._flushes.append(item[1])
                 continue
             if kind in _ARRAY_KINDS:
-                self._specials_taken += 1
                 arrays.append(item[6])
                 item = (*item[:6], len(arrays) - 1, *item[7:])
+            elif kind == _OPEN or kind == _CLOSE:
+                controls += 1
             records.append(item)
             if len(records) >= self.batch_records or len(arrays) >= _wire.MAX_ARRAYS_PER_MESSAGE:
-                self._send_records(sock, records, arrays)
-                records, arrays = [], []
-        self._send_records(sock, records, arrays)
+                self._send_records(sock, records, arrays, controls)
+                records, arrays, controls = [], [], 0
+        self._send_records(sock, records, arrays, controls)
 
-    def _send_records(self, sock: zmq.Socket, records: list, arrays: list) -> None:
+    def _send_records(self, sock: zmq.Socket, records: list, arrays: list, controls: int = 0) -> None:
         if records:
+            data_records = len(records) - controls
             array_bytes = sum(array.nbytes for array in arrays)
-            self._send(sock, MessageKind.RECORDS, {"records": records}, arrays, len(records), array_bytes)
-            self._sent_records += len(records)
+            self._send(sock, MessageKind.RECORDS, {"records": records}, arrays, data_records, array_bytes)
+            self._sent_records += data_records
 
     def _send(self, sock: zmq.Socket, kind: MessageKind, header: dict, arrays: list = (),
               records: int = 0, array_bytes: int = 0) -> int:
@@ -345,7 +375,7 @@ class ZmqTransport:
                 self._fail(f"the daemon's message was refused: {exc.detail}")
                 continue
             if message.kind == MessageKind.ACK:
-                self._on_ack(int(message.header.get("acked", 0)))
+                self._on_ack(message.header)
             elif message.kind == MessageKind.WELCOME:
                 self._welcomed.set()
             elif message.kind == MessageKind.REFUSED:
@@ -357,7 +387,9 @@ class ZmqTransport:
         self._error = error
         self._welcomed.set()
 
-    def _on_ack(self, acked: int) -> None:
+    def _on_ack(self, header: dict[str, Any]) -> None:
+        acked = header.get("acked", 0)
+        dropped = header.get("dropped") or {}
         released_records = released_bytes = 0
         inflight = self._inflight
         while inflight and inflight[0][0] <= acked:
@@ -367,6 +399,8 @@ class ZmqTransport:
         with self._lock:
             self._acked_records += released_records
             self._array_bytes_held -= released_bytes
+            for reason, count in dropped.items():  # refused by the daemon: counted, not written
+                self._daemon_dropped[str(reason)] += int(count)
         done = [f for f in self._flushes if f.seq is not None and f.seq <= acked]
         for flush in done:
             self._flushes.remove(flush)
@@ -377,7 +411,7 @@ class ZmqTransport:
     def _release_flushes(self) -> None:
         """The thread is ending: what is still unacknowledged is counted as lost with the daemon."""
         lost = sum(records for _, records, _ in getattr(self, "_inflight", ()))
-        lost += sum(1 for item in self.queue if item[0] != _FLUSH_MARKER)
+        lost += sum(1 for item in self.queue if item[0] not in (_FLUSH_MARKER, _OPEN, _CLOSE))
         if lost:
             with self._lock:
                 self._dropped["daemon_unreachable"] += lost

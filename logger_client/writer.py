@@ -86,6 +86,18 @@ def _check_bins(bins: Any) -> Union[str, int, list]:
     return edges.tolist()
 
 
+def _check_binnable(values: np.ndarray, bins: Union[str, int, list]) -> None:
+    """What numpy would refuse in the daemon, refused here where the caller sees it (as tensorboardX).
+
+    Only for non-default bins: the default 'tensorflow' bins take any values, and a default call
+    pays for its one copy only.
+    """
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise ValueError(f"values holds NaN or infinity, which bins={bins!r} cannot bucket")
+    if isinstance(bins, list) and not ((values >= bins[0]) & (values <= bins[-1])).any():
+        raise ValueError(f"no element of values falls within the bins edges [{bins[0]}, {bins[-1]}]")
+
+
 def _check_run(main_tag: str, key: Any) -> str:
     """The sub-run of `add_scalars`, laid out as tensorboardX does: `<logdir>/<main_tag>/<key>`."""
     if type(key) is not str:
@@ -141,8 +153,10 @@ class SummaryWriter:
             purge_step = to_step(purge_step, "purge_step")
         if flush_secs is not None and not (isinstance(flush_secs, (int, float)) and flush_secs > 0):
             raise ValueError(f"flush_secs must be a positive number of seconds, got {flush_secs!r}")
-        if not isinstance(filename_suffix, str):
+        if not isinstance(filename_suffix or "", str):
             raise TypeError(f"filename_suffix must be a str, got {type(filename_suffix).__name__}")
+        if "/" in (filename_suffix or "") or "\0" in (filename_suffix or ""):
+            raise ValueError(f"filename_suffix must be a plain file name suffix, got {filename_suffix!r}")
         self.logdir = os.fspath(logdir)
         self.purge_step = purge_step
         self._max_queue = max_queue
@@ -155,6 +169,9 @@ class SummaryWriter:
 
     def _open(self) -> None:
         if self._write_to_disk:
+            # As tensorboardX: a log directory that cannot be made fails here, at construction,
+            # not later in the daemon where the caller would never see it.
+            os.makedirs(self.logdir, exist_ok=True)
             self._transport: Transport = get_transport(self._settings)
         else:
             self._transport = _DiscardingTransport()
@@ -253,6 +270,8 @@ class SummaryWriter:
         array = to_owned_array(values, "values")
         if array.size == 0:
             raise ValueError("values is empty: a histogram needs at least one value")
+        if bins != "tensorflow":
+            _check_binnable(array, bins)
         options = {"bins": bins, "max_bins": None if max_bins is None else int(max_bins)}
         self._submit_array(_HISTOGRAM, tag, step, walltime, array, options)
 

@@ -19,8 +19,13 @@ _file_counter = itertools.count()
 
 
 def event_file_name(wall_time: float, suffix: str = "") -> str:
-    """`events.out.tfevents.<10-digit seconds>.<host>.<pid>.<n>`: unique per daemon process."""
-    return f"events.out.tfevents.{int(wall_time):010d}.{socket.gethostname()}.{os.getpid()}.{next(_file_counter)}{suffix}"
+    """`events.out.tfevents.<10-digit seconds>.<host>.<pid>.<n>`: unique per daemon process.
+
+    TensorBoard reads a directory's files in name order, so `n` is zero-padded: files one
+    daemon opens in the same second sort in the order it opened them.
+    """
+    return (f"events.out.tfevents.{int(wall_time):010d}.{socket.gethostname()}.{os.getpid()}."
+            f"{next(_file_counter):08d}{suffix}")
 
 
 class EventFile:

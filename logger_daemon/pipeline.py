@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable
@@ -98,7 +98,7 @@ class Pipeline:
     """Owns every run directory and event file; fed by `put`, acknowledges through `on_written`."""
 
     def __init__(self, stats: Stats, fsync_interval_s: float,
-                 on_written: Callable[[dict[bytes, int]], None]) -> None:
+                 on_written: Callable[[dict[bytes, int], dict[bytes, Counter]], None]) -> None:
         self._stats = stats
         self._fsync_interval_s = fsync_interval_s
         self._on_written = on_written
@@ -110,6 +110,7 @@ class Pipeline:
         self._streams: dict[tuple[bytes, int], _Stream] = {}
         self._runs: dict[str, RunLog] = {}
         self._last_fsync = time.monotonic()
+        self._cycle_drops: defaultdict[bytes, Counter] = defaultdict(Counter)  # per client, this cycle
         self._thread = threading.Thread(target=self._run, name="logger-daemon-pipeline", daemon=True)
 
     def start(self) -> None:
@@ -157,31 +158,39 @@ class Pipeline:
 
     # -- one cycle ---------------------------------------------------------------------------
 
+    def _drop(self, reason: str, count: int, client: bytes) -> None:
+        """Counts refused records in the status and in the client's next acknowledgement."""
+        self._stats.drop(reason, count)
+        self._cycle_drops[client][reason] += count
+
     def _cycle(self, batch: list[Work]) -> None:
         groups: defaultdict[tuple[RunLog, str], list[Record]] = defaultdict(list)
+        owners: defaultdict[tuple[RunLog, str], list[tuple[bytes, int]]] = defaultdict(list)
         mixed: set[tuple[RunLog, str]] = set()  # groups holding more than plain scalars
         acks: dict[bytes, int] = {}
         closing: list[tuple[bytes, int]] = []
         fsync = False
         for work in batch:
-            self._collect(work, groups, mixed, closing)
+            self._collect(work, groups, owners, mixed, closing)
             fsync |= work.flush
             if work.client_gone:
                 closing.extend(key for key in self._streams if key[0] == work.client)
             if work.seq:
                 acks[work.client] = work.seq
-        touched = self._write(groups, mixed)
+        touched = self._write(groups, owners, mixed)
         for run in touched:
             run.file.flush()
         if fsync:
             self._fsync_all()
         for key in closing:
             self._close_stream(key)
-        self._on_written(acks)
+        drops, self._cycle_drops = self._cycle_drops, defaultdict(Counter)
+        self._on_written(acks, drops)
 
-    def _collect(self, work: Work, groups: defaultdict, mixed: set, closing: list) -> None:
+    def _collect(self, work: Work, groups: defaultdict, owners: defaultdict, mixed: set,
+                 closing: list) -> None:
         """Checks a message's records and adds them to `groups`, keyed by (run, tag)."""
-        drop = self._stats.drop
+        client = work.client
         received = 0
         # Keyed by the raw (stream, run, tag) first: the run is looked up once per key, not per record.
         by_key: defaultdict[tuple, list[Record]] = defaultdict(list)
@@ -194,23 +203,24 @@ class Pipeline:
                 try:
                     by_key[(record[STREAM], record[RUN], record[TAG])].append(record)
                 except TypeError:  # an unhashable stream, run or tag
-                    drop("malformed_record")
+                    self._drop("malformed_record", 1, client)
                 continue
             try:
                 check_record(record, len(work.arrays))
             except ProtocolError as exc:
-                drop(exc.reason)
+                self._drop(exc.reason, 1, client)
                 received += 1
                 continue
             kind = record[KIND]
             if kind == _OPEN:
-                self._group(work.client, by_key, not_plain, groups, mixed)
-                self._write(groups, mixed)  # a purge must follow what came before it
+                self._group(client, by_key, not_plain, groups, owners, mixed)
+                self._write(groups, owners, mixed)  # a purge must follow what came before it
                 groups.clear()
+                owners.clear()
                 mixed.clear()
-                self._open_stream(work.client, record)
+                self._open_stream(client, record)
             elif kind == _CLOSE:
-                closing.append((work.client, record[STREAM]))
+                closing.append((client, record[STREAM]))
             else:
                 received += 1
                 if kind in _ARRAY_KIND_CODES:
@@ -218,18 +228,20 @@ class Pipeline:
                 key = (record[STREAM], record[RUN], record[TAG])
                 by_key[key].append(record)
                 not_plain.add(key)
-        self._group(work.client, by_key, not_plain, groups, mixed)
+        self._group(client, by_key, not_plain, groups, owners, mixed)
         self._stats.add_received(received)
 
-    def _group(self, client: bytes, by_key: dict, not_plain: set, groups: defaultdict, mixed: set) -> None:
+    def _group(self, client: bytes, by_key: dict, not_plain: set, groups: defaultdict,
+               owners: defaultdict, mixed: set) -> None:
         for key, records in by_key.items():
             stream, run_name, tag = key
             if type(stream) is not int or type(run_name) is not str or type(tag) is not str:
-                self._stats.drop("malformed_record", len(records))
+                self._drop("malformed_record", len(records), client)
                 continue
             run = self._run_for(client, stream, run_name, len(records))
             if run is not None:
                 groups[(run, tag)].extend(records)
+                owners[(run, tag)].append((client, len(records)))
                 if key in not_plain:
                     mixed.add((run, tag))
         by_key.clear()
@@ -245,7 +257,7 @@ class Pipeline:
             run = self._run_at(resolve_run(logdir, ""), suffix)
         except (BadRunName, OSError) as exc:
             log.warning("refusing a writer: %s", exc)
-            self._stats.drop("bad_logdir")
+            self._drop("bad_logdir", 1, client)
             return
         stream = _Stream(logdir, suffix, {"": run})
         self._streams[(client, record[STREAM])] = stream
@@ -264,7 +276,7 @@ class Pipeline:
         """The run a writer's records go to; None (and `count` records dropped) if there is none."""
         stream = self._streams.get((client, stream_id))
         if stream is None:
-            self._stats.drop("unknown_stream", count)
+            self._drop("unknown_stream", count, client)
             return None
         run = stream.runs.get(run_name)
         if run is None:
@@ -272,13 +284,14 @@ class Pipeline:
                 run = self._run_at(resolve_run(stream.logdir, run_name), stream.filename_suffix)
             except BadRunName as exc:
                 log.warning("dropping %d record(s): %s", count, exc)
-                self._stats.drop("bad_run_name", count)
+                self._drop("bad_run_name", count, client)
                 return None
             stream.runs[run_name] = run
             run.users.add((client, stream_id))
         return run
 
-    def _write(self, groups: dict[tuple[RunLog, str], list[Record]], mixed: set) -> set[RunLog]:
+    def _write(self, groups: dict[tuple[RunLog, str], list[Record]],
+               owners: dict[tuple[RunLog, str], list[tuple[bytes, int]]], mixed: set) -> set[RunLog]:
         """Encodes and appends each group in step order; returns the runs written to."""
         touched: set[RunLog] = set()
         written = nbytes = 0
@@ -287,32 +300,38 @@ class Pipeline:
                 file = run.event_file()
             except OSError as exc:
                 log.error("cannot create an event file in %s: %s", run.path, exc)
-                self._stats.drop("io_error", len(records))
+                for client, count in owners[(run, tag)]:
+                    self._drop("io_error", count, client)
                 continue
             before = file.bytes_written
             if (run, tag) in mixed:
-                written += self._write_each(run, tag, records)
+                written += self._write_each(run, tag, records, owners[(run, tag)])
             else:
-                written += self._write_scalars(run, tag, records)
+                written += self._write_scalars(run, tag, records, owners[(run, tag)])
             nbytes += file.bytes_written - before
             touched.add(run)
         self._stats.add_written(written, nbytes)
         return touched
 
-    def _write_scalars(self, run: RunLog, tag: str, records: list[Record]) -> int:
+    def _write_scalars(self, run: RunLog, tag: str, records: list[Record],
+                       owners: list[tuple[bytes, int]]) -> int:
         """Plain scalars of one (run, tag): checked, ordered and encoded on whole columns."""
         steps = np.array([r[STEP] for r in records])
         wall_times = np.array([r[WALL_TIME] for r in records])
         values = np.array([r[VALUE] for r in records])
         if steps.dtype != np.int64 or wall_times.dtype.kind not in "iuf" or values.dtype.kind not in "iuf":
-            return self._write_each(run, tag, records)  # something is not a number: check one by one
+            return self._write_each(run, tag, records, owners)  # something is not a number: check one by one
         wall_times = wall_times.astype(np.float64, copy=False)
         values = values.astype(np.float64, copy=False)
         order = np.argsort(steps, kind="stable")  # equal steps keep their arrival order
         steps, wall_times, values = steps[order], wall_times[order], values[order]
         first = run.first_accepted(tag, steps)
         if first:
-            self._stats.drop("step_out_of_order", first)
+            owner_of = np.repeat(np.arange(len(owners)), [count for _, count in owners])
+            late = np.bincount(owner_of[order[:first]], minlength=len(owners))
+            for (client, _), count in zip(owners, late.tolist()):
+                if count:
+                    self._drop("step_out_of_order", count, client)
         if first == len(steps):
             return 0
         file = run.event_file()
@@ -320,31 +339,32 @@ class Pipeline:
             file.write_framed(frame_rows(rows))
         return len(steps) - first
 
-    def _write_each(self, run: RunLog, tag: str, records: list[Record]) -> int:
+    def _write_each(self, run: RunLog, tag: str, records: list[Record],
+                    owners: list[tuple[bytes, int]]) -> int:
         """Any records of one (run, tag), one at a time, in step order."""
-        drop = self._stats.drop
+        clients = [client for client, count in owners for _ in range(count)]
         checked = []
-        for record in records:
+        for client, record in zip(clients, records):
             if len(record) == 7 and record[KIND] == _SCALAR:  # skipped the full check on the way in
                 try:
                     check_record(record, 0)
                 except ProtocolError as exc:
-                    drop(exc.reason)
+                    self._drop(exc.reason, 1, client)
                     continue
-            checked.append(record)
-        checked.sort(key=_step_of)  # stable: equal steps keep their arrival order
+            checked.append((record[STEP], client, record))
+        checked.sort(key=_first)  # stable: equal steps keep their arrival order
         file = run.event_file()
         written = 0
-        for record in checked:
-            if not run.accepts(tag, record[STEP]):
-                drop("step_out_of_order")
+        for step, client, record in checked:
+            if not run.accepts(tag, step):
+                self._drop("step_out_of_order", 1, client)
                 continue
             try:
                 event = encode_record(record)
             except (ValueError, TypeError, OverflowError) as exc:
                 log.warning("cannot encode a %s record %r at step %d: %s",
-                            RecordKind(record[KIND]).name, tag, record[STEP], exc)
-                drop("encode_error")
+                            RecordKind(record[KIND]).name, tag, step, exc)
+                self._drop("encode_error", 1, client)
                 continue
             file.write(event)
             written += 1
@@ -367,5 +387,5 @@ class Pipeline:
                 self._runs.pop(run.path, None)
 
 
-def _step_of(record: Record) -> int:
-    return record[STEP]
+def _first(item: tuple) -> Any:
+    return item[0]

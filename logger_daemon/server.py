@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +46,7 @@ class Server:
         self.idle_timeout_s = idle_timeout_s
         self.stats = Stats()
         self._clients: dict[bytes, _Client] = {}
-        self._acks: deque[dict[bytes, int]] = deque()
+        self._acks: deque[tuple[dict[bytes, int], dict[bytes, Counter]]] = deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -61,8 +61,8 @@ class Server:
         except BlockingIOError:
             pass
 
-    def _on_written(self, acks: dict[bytes, int]) -> None:  # pipeline thread
-        self._acks.append(acks)
+    def _on_written(self, acks: dict[bytes, int], drops: dict[bytes, Counter]) -> None:  # pipeline thread
+        self._acks.append((acks, drops))
         try:
             os.write(self._wake_w, b"\0")
         except BlockingIOError:
@@ -181,9 +181,12 @@ class Server:
 
     def _send_acks(self, sock: zmq.Socket) -> None:
         while self._acks:
-            for identity, seq in self._acks.popleft().items():
-                if seq:
-                    self._reply(sock, identity, MessageKind.ACK, {"acked": seq})
+            acks, drops = self._acks.popleft()
+            for identity, seq in acks.items():
+                header: dict[str, Any] = {"acked": seq}
+                if identity in drops:
+                    header["dropped"] = dict(drops[identity])
+                self._reply(sock, identity, MessageKind.ACK, header)
 
     @staticmethod
     def _reply(sock: zmq.Socket, identity: bytes, kind: MessageKind, header: dict[str, Any]) -> None:
