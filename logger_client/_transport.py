@@ -19,7 +19,6 @@ import socket
 import threading
 import time
 import uuid
-import weakref
 from collections import Counter, deque
 from typing import Any, Protocol
 
@@ -34,6 +33,8 @@ log = logging.getLogger("logger_client")
 
 #: Queue items whose first element is this are control markers, not records.
 _FLUSH_MARKER = -1
+#: How long exiting waits for a daemon that already let a flush time out.
+_GRACE_AFTER_TIMEOUT_S = 0.5
 _OPEN = RecordKind.OPEN.value
 _CLOSE = RecordKind.CLOSE.value
 _ARRAY_KINDS = frozenset(kind.value for kind in _wire.ARRAY_KINDS)
@@ -86,7 +87,9 @@ class ZmqTransport:
         self._daemon_dropped: Counter[str] = Counter()
         self._sent_records = 0
         self._acked_records = 0
+        self._unacked_records = 0  # data records sent and not yet acknowledged (I/O thread writes)
         self._error: str | None = None
+        self._daemon_unresponsive = False
         self._start()
 
     # -- producer side: any thread -------------------------------------------------------------
@@ -147,7 +150,13 @@ class ZmqTransport:
             self._specials_queued += 1
             self.queue.append((_FLUSH_MARKER, marker))
         self._wake()
-        return marker.event.wait(timeout_s)
+        done = marker.event.wait(timeout_s)
+        if not done:
+            self._daemon_unresponsive = True  # until the next acknowledgement
+        return done
+
+    def _nothing_unacknowledged(self) -> bool:
+        return not self.queue and not self._unacked_records
 
     def stats(self) -> dict[str, Any]:
         """Counts since this process connected.
@@ -193,9 +202,21 @@ class ZmqTransport:
             raise ConnectionError(self._error)
 
     def shutdown(self, timeout_s: float) -> bool:
-        """Flushes within `timeout_s`, says goodbye and stops the I/O thread. Never blocks longer."""
+        """Flushes within `timeout_s`, says goodbye and stops the I/O thread. Never blocks longer.
+
+        With nothing unacknowledged there is nothing to wait for; after a flush that already
+        timed out (the daemon is presumed gone) only a short grace is given, so a process whose
+        daemon died exits promptly.
+        """
         deadline = time.monotonic() + timeout_s
-        flushed = self.flush(timeout_s) if self._thread.is_alive() else False
+        if self._daemon_unresponsive:
+            timeout_s = min(timeout_s, _GRACE_AFTER_TIMEOUT_S)
+        if not self._thread.is_alive():
+            flushed = False
+        elif self._nothing_unacknowledged():
+            flushed = True
+        else:
+            flushed = self.flush(timeout_s)
         self._stopping.set()
         self._wake()
         self._thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
@@ -209,7 +230,7 @@ class ZmqTransport:
         self._specials_queued = self._specials_taken = 0
         self._dropped = Counter()
         self._daemon_dropped = Counter()
-        self._sent_records = self._acked_records = 0
+        self._sent_records = self._acked_records = self._unacked_records = 0
         self._start()
 
     # -- the I/O thread ------------------------------------------------------------------------
@@ -340,6 +361,7 @@ class ZmqTransport:
         header["seq"] = self._seq
         frames = _wire.encode(kind, header, arrays)
         self._inflight.append((self._seq, records, array_bytes))
+        self._unacked_records += records
         if self._unsent or not self._try_send(sock, frames):
             self._unsent.append((frames, self._seq, records, array_bytes))
         return self._seq
@@ -396,6 +418,8 @@ class ZmqTransport:
             _, records, array_bytes = inflight.popleft()
             released_records += records
             released_bytes += array_bytes
+        self._daemon_unresponsive = False
+        self._unacked_records -= released_records
         with self._lock:
             self._acked_records += released_records
             self._array_bytes_held -= released_bytes
@@ -410,7 +434,7 @@ class ZmqTransport:
 
     def _release_flushes(self) -> None:
         """The thread is ending: what is still unacknowledged is counted as lost with the daemon."""
-        lost = sum(records for _, records, _ in getattr(self, "_inflight", ()))
+        lost = self._unacked_records
         lost += sum(1 for item in self.queue if item[0] not in (_FLUSH_MARKER, _OPEN, _CLOSE))
         if lost:
             with self._lock:
@@ -420,7 +444,6 @@ class ZmqTransport:
 
 _transport: ZmqTransport | None = None
 _transport_lock = threading.Lock()
-_transports: "weakref.WeakSet[ZmqTransport]" = weakref.WeakSet()
 
 
 def get_transport(settings: Settings | None = None) -> ZmqTransport:
@@ -429,9 +452,12 @@ def get_transport(settings: Settings | None = None) -> ZmqTransport:
     with _transport_lock:
         if _transport is None:
             transport = ZmqTransport(settings or Settings.from_env())
-            transport.wait_connected()
+            try:
+                transport.wait_connected()
+            except BaseException:
+                transport.shutdown(0.0)
+                raise
             _transport = transport
-            _transports.add(transport)
         return _transport
 
 
@@ -450,8 +476,10 @@ def shutdown_transport(timeout_s: float | None = None) -> bool:
 
 
 def _after_fork_in_child() -> None:
-    for transport in list(_transports):
-        transport.after_fork_in_child()
+    global _transport_lock
+    _transport_lock = threading.Lock()  # another thread may have held it at the fork
+    if _transport is not None:  # only the live transport: a shut-down one stays down
+        _transport.after_fork_in_child()
 
 
 atexit.register(shutdown_transport)

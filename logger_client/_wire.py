@@ -16,6 +16,7 @@ Nothing here ever unpickles: msgpack and raw buffers only.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -158,7 +159,7 @@ def _decode_arrays(descriptions: Any, buffers: Sequence[memoryview]) -> list[np.
                 and all(type(n) is int and 0 <= n < 1 << 40 for n in shape)):
             raise ProtocolError("bad_array", f"array {index}: bad shape {shape!r}")
         dtype = np.dtype(dtype_name)
-        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        expected = math.prod(shape) * dtype.itemsize  # Python ints: no wrap-around
         if expected != _buffer_length(buffer):
             raise ProtocolError(
                 "bad_array", f"array {index}: shape {shape} of {dtype_name} needs {expected} bytes, "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from functools import lru_cache
+from math import copysign, inf
 
 import numpy as np
 
@@ -47,7 +48,7 @@ def _varint(value: int) -> bytes:
 def _scalar_summary_prefix(tag: str) -> bytes:
     """`Event.summary` up to the float of a simple_value scalar: constant per tag."""
     tag_bytes = tag.encode("utf-8")
-    value = _VALUE_TAG + _varint(len(tag_bytes)) + tag_bytes + _VALUE_SIMPLE
+    value = (_VALUE_TAG + _varint(len(tag_bytes)) + tag_bytes if tag_bytes else b"") + _VALUE_SIMPLE
     summary_value = _SUMMARY_VALUE + _varint(len(value) + 4)
     summary_length = len(summary_value) + len(value) + 4
     return _EVENT_SUMMARY + _varint(summary_length) + summary_value + value
@@ -55,10 +56,15 @@ def _scalar_summary_prefix(tag: str) -> bytes:
 
 def scalar_event(wall_time: float, step: int, tag: str, value: float) -> bytes:
     """Event(wall_time, step, summary=[Value(tag, simple_value=value)]), serialized."""
-    head = _WALL_TIME.pack(_EVENT_WALL_TIME, wall_time) if wall_time else b""
+    # As protobuf: a field is left out when its bits are zero (so -0.0 is kept).
+    head = _WALL_TIME.pack(_EVENT_WALL_TIME, wall_time) if wall_time or copysign(1.0, wall_time) < 0 else b""
     if step:
         head += _EVENT_STEP + _varint(step)
-    return head + _scalar_summary_prefix(tag) + _FLOAT.pack(value)
+    try:
+        packed = _FLOAT.pack(value)
+    except OverflowError:  # beyond float32's range: protobuf stores infinity
+        packed = _FLOAT.pack(copysign(inf, value))
+    return head + _scalar_summary_prefix(tag) + packed
 
 
 def _varint_lengths(steps: np.ndarray) -> np.ndarray:

@@ -24,7 +24,8 @@ from typing import Any, Callable
 import numpy as np
 
 from logger_client._wire import (
-    ARRAY_KINDS, KIND, RUN, STEP, STREAM, TAG, VALUE, WALL_TIME, ProtocolError, Record, RecordKind,
+    ARRAY_KINDS, KIND, MAX_NAME_CHARS, RUN, STEP, STREAM, TAG, VALUE, WALL_TIME, ProtocolError, Record,
+    RecordKind,
     check_record, record_options,
 )
 from logger_daemon import summaries
@@ -40,6 +41,8 @@ _SCALAR = RecordKind.SCALAR.value
 _OPEN = RecordKind.OPEN.value
 _CLOSE = RecordKind.CLOSE.value
 _ARRAY_KIND_CODES = frozenset(kind.value for kind in ARRAY_KINDS)
+_INT_ONLY = {int}
+_NUMBER_TYPES = {int, float}
 
 
 @dataclass
@@ -147,7 +150,11 @@ class Pipeline:
                 self._inbox_bytes = self._inbox_records = 0
                 stopping = self._stopping
             if batch:
-                self._cycle(batch)
+                try:
+                    self._cycle(batch)
+                except Exception:  # never stop writing for everyone because of one batch
+                    log.exception("a write cycle failed")
+                    self._fail_cycle(batch)
             if time.monotonic() - self._last_fsync >= self._fsync_interval_s:
                 self._fsync_all()
             if stopping and not batch:
@@ -157,6 +164,16 @@ class Pipeline:
                 return
 
     # -- one cycle ---------------------------------------------------------------------------
+
+    def _fail_cycle(self, batch: list[Work]) -> None:
+        """Acknowledges a batch whose cycle failed, its records counted as `internal_error`."""
+        acks: dict[bytes, int] = {}
+        for work in batch:
+            self._drop("internal_error", len(work.records), work.client)
+            if work.seq:
+                acks[work.client] = work.seq
+        drops, self._cycle_drops = self._cycle_drops, defaultdict(Counter)
+        self._on_written(acks, drops)
 
     def _drop(self, reason: str, count: int, client: bytes) -> None:
         """Counts refused records in the status and in the client's next acknowledgement."""
@@ -177,9 +194,7 @@ class Pipeline:
                 closing.extend(key for key in self._streams if key[0] == work.client)
             if work.seq:
                 acks[work.client] = work.seq
-        touched = self._write(groups, owners, mixed)
-        for run in touched:
-            run.file.flush()
+        self._write(groups, owners, mixed)
         if fsync:
             self._fsync_all()
         for key in closing:
@@ -235,7 +250,8 @@ class Pipeline:
                owners: defaultdict, mixed: set) -> None:
         for key, records in by_key.items():
             stream, run_name, tag = key
-            if type(stream) is not int or type(run_name) is not str or type(tag) is not str:
+            if type(stream) is not int or type(run_name) is not str or type(tag) is not str \
+                    or len(run_name) > MAX_NAME_CHARS or len(tag) > MAX_NAME_CHARS:
                 self._drop("malformed_record", len(records), client)
                 continue
             run = self._run_for(client, stream, run_name, len(records))
@@ -252,19 +268,19 @@ class Pipeline:
         logdir = options.get("logdir")
         suffix = options.get("filename_suffix") or ""
         try:
-            if type(logdir) is not str or type(suffix) is not str or "/" in suffix:
+            if type(logdir) is not str or type(suffix) is not str or "/" in suffix or "\0" in suffix:
                 raise BadRunName(f"bad logdir {logdir!r} or filename_suffix {suffix!r}")
             run = self._run_at(resolve_run(logdir, ""), suffix)
-        except (BadRunName, OSError) as exc:
+            purge_step = options.get("purge_step")
+            if type(purge_step) is int:
+                run.purge_from(purge_step, float(record[WALL_TIME]))
+        except (BadRunName, OSError, ValueError) as exc:  # ValueError: e.g. a NUL in a path
             log.warning("refusing a writer: %s", exc)
             self._drop("bad_logdir", 1, client)
             return
         stream = _Stream(logdir, suffix, {"": run})
         self._streams[(client, record[STREAM])] = stream
         run.users.add((client, record[STREAM]))
-        purge_step = options.get("purge_step")
-        if type(purge_step) is int:
-            run.purge_from(purge_step, float(record[WALL_TIME]))
 
     def _run_at(self, path: str, suffix: str) -> RunLog:
         run = self._runs.get(path)
@@ -291,14 +307,14 @@ class Pipeline:
         return run
 
     def _write(self, groups: dict[tuple[RunLog, str], list[Record]],
-               owners: dict[tuple[RunLog, str], list[tuple[bytes, int]]], mixed: set) -> set[RunLog]:
-        """Encodes and appends each group in step order; returns the runs written to."""
+               owners: dict[tuple[RunLog, str], list[tuple[bytes, int]]], mixed: set) -> None:
+        """Encodes and appends each group in step order, then hands the files to the OS."""
         touched: set[RunLog] = set()
         written = nbytes = 0
         for (run, tag), records in reduce_records(groups).items():
             try:
                 file = run.event_file()
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 log.error("cannot create an event file in %s: %s", run.path, exc)
                 for client, count in owners[(run, tag)]:
                     self._drop("io_error", count, client)
@@ -310,17 +326,25 @@ class Pipeline:
                 written += self._write_scalars(run, tag, records, owners[(run, tag)])
             nbytes += file.bytes_written - before
             touched.add(run)
+        for run in touched:
+            run.file.flush()  # readable by TensorBoard from here on: what is acked is visible
         self._stats.add_written(written, nbytes)
-        return touched
 
     def _write_scalars(self, run: RunLog, tag: str, records: list[Record],
                        owners: list[tuple[bytes, int]]) -> int:
         """Plain scalars of one (run, tag): checked, ordered and encoded on whole columns."""
-        steps = np.array([r[STEP] for r in records])
-        wall_times = np.array([r[WALL_TIME] for r in records])
-        values = np.array([r[VALUE] for r in records])
-        if steps.dtype != np.int64 or wall_times.dtype.kind not in "iuf" or values.dtype.kind not in "iuf":
-            return self._write_each(run, tag, records, owners)  # something is not a number: check one by one
+        steps = [r[STEP] for r in records]
+        wall_times = [r[WALL_TIME] for r in records]
+        values = [r[VALUE] for r in records]
+        # One C-level pass per column: numpy would quietly take bools (and more) as numbers.
+        if set(map(type, steps)) != _INT_ONLY or not set(map(type, wall_times)) <= _NUMBER_TYPES \
+                or not set(map(type, values)) <= _NUMBER_TYPES:
+            return self._write_each(run, tag, records, owners)  # not all numbers: check one by one
+        steps = np.array(steps)
+        if steps.dtype != np.int64:  # beyond 64 bits
+            return self._write_each(run, tag, records, owners)
+        wall_times = np.array(wall_times, dtype=np.float64)
+        values = np.array(values, dtype=np.float64)
         wall_times = wall_times.astype(np.float64, copy=False)
         values = values.astype(np.float64, copy=False)
         order = np.argsort(steps, kind="stable")  # equal steps keep their arrival order
@@ -361,7 +385,7 @@ class Pipeline:
                 continue
             try:
                 event = encode_record(record)
-            except (ValueError, TypeError, OverflowError) as exc:
+            except Exception as exc:  # any value a peer sent that a summary function rejects
                 log.warning("cannot encode a %s record %r at step %d: %s",
                             RecordKind(record[KIND]).name, tag, step, exc)
                 self._drop("encode_error", 1, client)

@@ -132,11 +132,18 @@ class Server:
                 log.warning("refused a message: %s", exc)
                 self._reply(sock, identity, MessageKind.REFUSED, {"reason": exc.reason, "detail": exc.detail})
                 continue
+            except Exception:  # a peer's bytes must never stop the loop; a bug here is logged
+                self.stats.drop("malformed_message")
+                log.exception("could not decode a message")
+                continue
             try:
                 self._dispatch(sock, identity, message)
             except ProtocolError as exc:
                 self.stats.drop(exc.reason)
                 log.warning("refused a message: %s", exc)
+            except Exception:
+                self.stats.drop("malformed_message")
+                log.exception("could not handle a %s message", message.kind.name)
 
     def _dispatch(self, sock: zmq.Socket, identity: bytes, message: _wire.Message) -> None:
         kind, header = message.kind, message.header

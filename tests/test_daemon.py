@@ -1,0 +1,859 @@
+"""End to end: real training processes, real daemons, real event files read back by TensorBoard.
+
+Processes are started with `sys.executable` and scripts written to tmp_path; they inherit
+LOGGER_RUNTIME_DIR from the `runtime_dir` fixture. Every process a test starts is stopped by the
+`spawn` fixture, every daemon by the conftest fixtures. Processes meet at barrier files (written
+atomically) instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+import psutil
+import pytest
+import zmq
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+from tensorboard.compat.proto.event_pb2 import Event as TbEvent
+
+import logger_client
+from conftest import daemon_pid, stop_daemon, wait_for
+from logger_client import SummaryWriter, _wire
+from logger_client._discovery import LOG_NAME, PID_NAME, SOCKET_NAME, daemon_running, endpoint
+from logger_client._transport import shutdown_transport
+from logger_client._wire import MessageKind, RecordKind
+
+PRELUDE = '''
+import json, os, sys, time
+
+def wait_file(path, timeout=90):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {path}")
+        time.sleep(0.002)
+
+def touch(path, text=""):
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.rename(path + ".tmp", path)
+'''
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+class Spawned:
+    """A started script: its Popen and the files its output goes to."""
+
+    def __init__(self, process: subprocess.Popen, out_path: str) -> None:
+        self.process = process
+        self.out_path = out_path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        with open(self.out_path, errors="replace") as f:
+            return f.read()
+
+    def wait(self, timeout_s: float = 60.0) -> int:
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"process {self.pid} still running after {timeout_s}s:\n{self.output()}")
+
+    def assert_ok(self, timeout_s: float = 60.0) -> None:
+        assert self.wait(timeout_s) == 0, self.output()
+
+
+@pytest.fixture
+def spawn(tmp_path) -> Callable[..., Spawned]:
+    """Starts python scripts (PRELUDE + code) with args; kills whatever is left at teardown."""
+    started: list[Spawned] = []
+
+    def start(code: str, *args: object, env: dict[str, str] | None = None) -> Spawned:
+        index = len(started)
+        script = tmp_path / f"script{index}.py"
+        script.write_text(PRELUDE + code)
+        out_path = str(tmp_path / f"script{index}.out")
+        with open(out_path, "wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, str(script), *map(str, args)], stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=str(tmp_path),
+            )
+        spawned = Spawned(process, out_path)
+        started.append(spawned)
+        return spawned
+
+    try:
+        yield start
+    finally:
+        for spawned in started:
+            if spawned.process.poll() is None:
+                spawned.process.kill()
+            spawned.process.wait(10)
+
+
+def touch(path) -> None:
+    with open(str(path) + ".tmp", "w"):
+        pass
+    os.rename(str(path) + ".tmp", str(path))
+
+
+def cli(*args: str, timeout_s: float = 30.0) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "logger_daemon", *args], capture_output=True, text=True,
+                          timeout=timeout_s, stdin=subprocess.DEVNULL)
+
+
+def status_json() -> dict:
+    result = cli("status", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def event_files(logdir: str) -> list[str]:
+    return sorted(os.path.join(logdir, name) for name in os.listdir(logdir) if name.startswith("events.out.tfevents."))
+
+
+def accumulator(logdir: str) -> EventAccumulator:
+    acc = EventAccumulator(logdir, size_guidance={"scalars": 0, "histograms": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def scalars(logdir: str, tag: str) -> list[tuple[int, float]]:
+    if not os.path.isdir(logdir) or not event_files(logdir):
+        return []
+    acc = accumulator(logdir)
+    if tag not in acc.Tags()["scalars"]:
+        return []
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def file_order(path: str) -> list[tuple[str, int, float]]:
+    """(tag, step, value) of every scalar in the file, in file order, read by TensorBoard's raw loader."""
+    rows = []
+    for raw in RawEventFileLoader(path).Load():
+        event = TbEvent.FromString(raw)
+        for value in event.summary.value:
+            if value.WhichOneof("value") == "simple_value":
+                rows.append((value.tag, event.step, value.simple_value))
+    return rows
+
+
+def stays_true(condition: Callable[[], object], duration_s: float) -> bool:
+    """Whether `condition` holds throughout `duration_s` (the only way to check that nothing happens)."""
+    deadline = time.monotonic() + duration_s
+    while time.monotonic() < deadline:
+        if not condition():
+            return False
+        time.sleep(0.05)
+    return bool(condition())
+
+
+def daemon_processes(runtime_dir: str) -> list[psutil.Process]:
+    """Live `logger_daemon run` processes serving `runtime_dir`."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        cmdline = process.info["cmdline"] or []
+        if (process.info["status"] != psutil.STATUS_ZOMBIE and "logger_daemon" in cmdline and "run" in cmdline
+                and runtime_dir in cmdline):
+            found.append(process)
+    return found
+
+
+class RawPeer:
+    """A bare ZeroMQ DEALER speaking the protocol to the daemon of a runtime dir."""
+
+    def __init__(self, runtime_dir: str) -> None:
+        self.context = zmq.Context()
+        self.sock = self.context.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.cid = os.urandom(16)
+        self.sock.setsockopt(zmq.IDENTITY, self.cid)
+        self.sock.connect(endpoint(runtime_dir))
+        self.seq = 0
+
+    def send_message(self, kind: MessageKind, header: dict) -> int:
+        self.seq += 1
+        self.sock.send_multipart(_wire.encode(kind, {**header, "cid": self.cid, "seq": self.seq}))
+        return self.seq
+
+    def wait_for_reply(self, kind: MessageKind, timeout_s: float = 10.0, seq: int = 0) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.sock.poll(max(1, int((deadline - time.monotonic()) * 1000))):
+                message = _wire.decode(self.sock.recv_multipart())
+                if message.kind == kind and (kind != MessageKind.ACK or message.header["acked"] >= seq):
+                    return message.header
+        pytest.fail(f"no {kind.name} within {timeout_s}s")
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.context.term()
+
+
+# -- many processes, one directory ---------------------------------------------------------------
+
+RANK_WRITER = '''
+from logger_client import SummaryWriter
+logdir, index, sync, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+writer = SummaryWriter(logdir)
+assert writer.flush(timeout=60)  # the daemon has this writer's directory open
+touch(f"{sync}/ready-{index}")
+wait_file(f"{sync}/go")
+for step in range(count):
+    writer.add_scalar(f"rank{index}/loss", index * 100000 + step, step)
+assert writer.flush(timeout=60)
+assert writer.close(timeout=60)
+'''
+
+
+def test_four_processes_one_logdir_one_file(daemon, logdir, spawn, tmp_path):
+    count, ranks = 10_000, 4
+    procs = [spawn(RANK_WRITER, logdir, rank, tmp_path, count) for rank in range(ranks)]
+    wait_for(lambda: all(os.path.exists(tmp_path / f"ready-{r}") for r in range(ranks)), timeout_s=60,
+             message="every writer to be open")
+    touch(tmp_path / "go")
+    for proc in procs:
+        proc.assert_ok(timeout_s=90)
+
+    files = event_files(logdir)
+    assert len(files) == 1 and os.listdir(logdir) == [os.path.basename(files[0])]
+    acc = accumulator(logdir)
+    assert sorted(acc.Tags()["scalars"]) == [f"rank{r}/loss" for r in range(ranks)]
+    for rank in range(ranks):
+        events = acc.Scalars(f"rank{rank}/loss")
+        assert [e.step for e in events] == list(range(count))
+        assert [e.value for e in events] == [float(rank * 100000 + step) for step in range(count)]
+    in_file = file_order(files[0])
+    assert len(in_file) == ranks * count
+    for rank in range(ranks):
+        steps = [step for tag, step, _ in in_file if tag == f"rank{rank}/loss"]
+        assert steps == list(range(count))  # in step order in the file itself, not only once loaded
+    status = status_json()
+    assert status["records_written"] == ranks * count
+    assert status["records_dropped"] == {}
+
+
+SHARED_TAG_WRITER = '''
+from logger_client import SummaryWriter
+logdir, index, sync, procs, total = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+writer = SummaryWriter(logdir)
+assert writer.flush(timeout=60)
+touch(f"{sync}/ready-{index}")
+wait_file(f"{sync}/go")
+for n, step in enumerate(range(index, total, procs)):
+    writer.add_scalar("shared", step, step)
+    if n % 25 == 24:
+        assert writer.flush(timeout=60)  # small messages, so the processes' records interleave
+assert writer.close(timeout=60)
+'''
+
+
+def test_processes_writing_the_same_tag_never_go_back_in_steps(daemon, logdir, spawn, tmp_path):
+    procs_count, total = 3, 3000
+    procs = [spawn(SHARED_TAG_WRITER, logdir, i, tmp_path, procs_count, total) for i in range(procs_count)]
+    wait_for(lambda: all(os.path.exists(tmp_path / f"ready-{i}") for i in range(procs_count)), timeout_s=60,
+             message="every writer to be open")
+    touch(tmp_path / "go")
+    for proc in procs:
+        proc.assert_ok(timeout_s=90)
+
+    files = event_files(logdir)
+    assert len(files) == 1
+    in_file = file_order(files[0])
+    steps = [step for tag, step, _ in in_file if tag == "shared"]
+    assert steps == sorted(steps)
+    assert all(value == step for _, step, value in in_file)
+    assert len(set(steps)) == len(steps)
+    loaded = scalars(logdir, "shared")
+    assert [step for step, _ in loaded] == steps
+    status = status_json()
+    # Every record is accounted for: written, or dropped because an older step arrived late.
+    assert status["records_written"] == len(steps)
+    assert status["records_written"] + status["records_dropped"].get("step_out_of_order", 0) == total
+    assert set(status["records_dropped"]) <= {"step_out_of_order"}
+
+
+LATE_WRITER = '''
+from logger_client import SummaryWriter
+writer = SummaryWriter(sys.argv[1])
+writer.add_scalar("t", 2.0, 50)
+writer.add_scalar("t", 3.0, 150)
+assert writer.flush(timeout=30)
+touch(sys.argv[2], json.dumps(writer.stats()))
+assert writer.close(timeout=30)
+'''
+
+
+def test_an_older_step_from_another_process_is_dropped_and_counted(daemon, logdir, spawn, tmp_path):
+    writer = SummaryWriter(logdir)  # process A
+    writer.add_scalar("t", 1.0, 100)
+    assert writer.flush(timeout=20)
+    spawn(LATE_WRITER, logdir, tmp_path / "b-stats").assert_ok()  # process B: step 50 arrives after step 100
+    assert writer.flush(timeout=20)
+    assert scalars(logdir, "t") == [(100, 1.0), (150, 3.0)]
+    assert [step for _, step, _ in file_order(event_files(logdir)[0])] == [100, 150]
+    status = status_json()
+    assert status["records_dropped"] == {"step_out_of_order": 1}
+    assert status["records_written"] == 2
+    # ... and process B's own stats say so (the daemon reports drops with its acknowledgements).
+    assert json.loads((tmp_path / "b-stats").read_text())["records_dropped"] == {"step_out_of_order": 1}
+    writer.close(timeout=20)
+
+
+# -- flush and close -----------------------------------------------------------------------------
+
+def test_flush_returns_only_once_everything_before_it_is_readable(daemon, logdir):
+    writer = SummaryWriter(logdir)
+    rng = np.random.default_rng(0)
+    for round_ in range(4):
+        for step in range(round_ * 300, (round_ + 1) * 300):
+            writer.add_scalar("loss", step * 0.5, step)
+        writer.add_histogram("weights", rng.normal(size=1000), round_)
+        writer.add_image("picture", rng.integers(0, 255, (3, 8, 8), dtype=np.uint8), round_)
+        writer.add_text("note", f"round {round_}", round_)
+        assert writer.flush(timeout=20)
+        acc = accumulator(logdir)  # no waiting: everything is there the moment flush returns
+        loaded = acc.Scalars("loss")
+        assert [(e.step, e.value) for e in loaded] == [(s, s * 0.5) for s in range((round_ + 1) * 300)]
+        assert [e.step for e in acc.Histograms("weights")] == list(range(round_ + 1))
+        assert [e.step for e in acc.Images("picture")] == list(range(round_ + 1))
+        assert [e.step for e in acc.Tensors("note/text_summary")] == list(range(round_ + 1))
+    assert writer.stats()["records_written"] >= 4 * 303
+    assert writer.close(timeout=20)
+
+
+def test_records_become_readable_within_two_seconds_without_flush(daemon, logdir):
+    writer = SummaryWriter(logdir, flush_secs=120)  # flush_secs is capped at 2 s
+    for step in range(10):
+        writer.add_scalar("loss", float(step), step)
+    wait_for(lambda: len(scalars(logdir, "loss")) == 10, timeout_s=4, message="the scalars to be readable")
+    writer.close(timeout=10)
+
+
+def test_records_before_another_writer_opens_are_readable_without_flush(daemon, logdir):
+    first = SummaryWriter(os.path.join(logdir, "first"))
+    for step in range(10):
+        first.add_scalar("loss", float(step), step)
+    second = SummaryWriter(os.path.join(logdir, "second"))  # its OPEN goes out in the same message
+    try:
+        wait_for(lambda: len(scalars(os.path.join(logdir, "first"), "loss")) == 10, timeout_s=4,
+                 message="the first writer's scalars to be readable")
+    finally:
+        first.close(timeout=10)
+        second.close(timeout=10)
+
+
+AFTER_DAEMON_DIES = '''
+from logger_client import SummaryWriter
+logdir, sync = sys.argv[1], sys.argv[2]
+writer = SummaryWriter(logdir)
+writer.add_scalar("loss", 1.0, 0)
+assert writer.flush(timeout=30)
+touch(f"{sync}/ready")
+wait_file(f"{sync}/killed")
+writer.add_scalar("loss", 2.0, 1)
+start = time.monotonic()
+flushed = writer.flush(timeout=1)
+flush_s = time.monotonic() - start
+start = time.monotonic()
+closed = writer.close(timeout=2)
+close_s = time.monotonic() - start
+touch(f"{sync}/result", json.dumps({"flushed": flushed, "flush_s": flush_s, "closed": closed, "close_s": close_s}))
+'''
+
+
+def _kill_daemon_under_a_writer(runtime_dir, logdir, spawn, tmp_path, env) -> tuple[Spawned, dict, float]:
+    """Runs AFTER_DAEMON_DIES; returns the process, its flush/close result and when the result came."""
+    proc = spawn(AFTER_DAEMON_DIES, logdir, tmp_path, env=env)
+    wait_for(lambda: os.path.exists(tmp_path / "ready") or proc.process.poll() is not None, timeout_s=60,
+             message="the writer to be connected")
+    assert proc.process.poll() is None, proc.output()
+    os.kill(daemon_pid(runtime_dir), signal.SIGKILL)
+    wait_for(lambda: not daemon_running(runtime_dir), message="the daemon to die")
+    touch(tmp_path / "killed")
+    wait_for(lambda: os.path.exists(tmp_path / "result") or proc.process.poll() is not None, timeout_s=20,
+             message="flush and close to return")
+    result_at = time.monotonic()
+    assert os.path.exists(tmp_path / "result"), proc.output()
+    result = json.loads((tmp_path / "result").read_text())
+    assert result["flushed"] is False and 0.9 <= result["flush_s"] < 1.5
+    assert result["closed"] is False and 1.9 <= result["close_s"] < 2.5
+    return proc, result, result_at
+
+
+def test_flush_and_close_are_bounded_when_the_daemon_is_killed(daemon, runtime_dir, logdir, spawn, tmp_path):
+    close_timeout_s = 3.0
+    proc, _, result_at = _kill_daemon_under_a_writer(runtime_dir, logdir, spawn, tmp_path,
+                                                     {"LOGGER_CLOSE_TIMEOUT_S": str(close_timeout_s)})
+    # Interpreter exit waits at most close_timeout_s more for what is still unconfirmed.
+    proc.assert_ok(timeout_s=close_timeout_s + 5)
+    assert time.monotonic() - result_at < close_timeout_s + 2.5
+    assert scalars(logdir, "loss") == [(0, 1.0)]
+
+
+def test_the_process_exits_promptly_after_close_when_the_daemon_is_killed(daemon, runtime_dir, logdir, spawn,
+                                                                           tmp_path):
+    proc, _, _ = _kill_daemon_under_a_writer(runtime_dir, logdir, spawn, tmp_path, {})
+    assert proc.process.wait(timeout=3) == 0  # the spawn fixture kills it if it is still there
+
+
+# -- finding and starting the daemon -------------------------------------------------------------
+
+def test_a_writer_starts_a_detached_daemon(runtime_dir, logdir):
+    assert not daemon_running(runtime_dir)
+    writer = SummaryWriter(logdir)
+    assert daemon_running(runtime_dir)
+    pid = daemon_pid(runtime_dir)
+    assert pid is not None and pid != os.getpid()
+    daemon = psutil.Process(pid)
+    me = psutil.Process()
+    assert pid not in {child.pid for child in me.children(recursive=True)}
+    # Reparented to init or to a subreaper, which is necessarily one of our ancestors.
+    assert daemon.ppid() == 1 or daemon.ppid() in {p.pid for p in me.parents()}
+    assert os.getsid(pid) != os.getsid(0)  # its own session: no terminal, no signals of ours
+    for fd in (0, 1, 2):
+        assert os.readlink(f"/proc/{pid}/fd/{fd}") == "/dev/null"
+    assert "--detach" in daemon.cmdline()
+    assert os.path.exists(os.path.join(runtime_dir, LOG_NAME))
+    writer.add_scalar("loss", 1.0, 1)
+    assert writer.flush(timeout=20)
+    assert scalars(logdir, "loss") == [(1, 1.0)]
+    assert len(daemon_processes(runtime_dir)) == 1
+    writer.close(timeout=10)
+
+
+STARTING_TOGETHER = '''
+from logger_client import SummaryWriter
+logdir, index, sync = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+wait_file(f"{sync}/go")
+writer = SummaryWriter(os.path.join(logdir, f"rank{index}"))
+writer.add_scalar("loss", float(index), 0)
+assert writer.flush(timeout=60)
+touch(f"{sync}/ready-{index}", str(os.getpid()))
+wait_file(f"{sync}/release")
+assert writer.close(timeout=30)
+'''
+
+
+def test_processes_starting_at_once_share_one_daemon(runtime_dir, logdir, spawn, tmp_path):
+    assert not daemon_running(runtime_dir)
+    procs = [spawn(STARTING_TOGETHER, logdir, index, tmp_path) for index in range(4)]
+    time_limit = time.monotonic() + 60
+    touch(tmp_path / "go")  # the processes poll for this file every 2 ms: they start together
+    wait_for(lambda: all(os.path.exists(tmp_path / f"ready-{i}") for i in range(4))
+             or any(p.process.poll() is not None for p in procs), timeout_s=time_limit - time.monotonic(),
+             message="every process to be connected")
+    assert all(p.process.poll() is None for p in procs), [p.output() for p in procs]
+    pid = daemon_pid(runtime_dir)
+    running = daemon_processes(runtime_dir)
+    assert [p.pid for p in running] == [pid]
+    with open(os.path.join(runtime_dir, PID_NAME)) as f:
+        assert f.read().split() == [str(pid)]
+    status = status_json()
+    assert status["pid"] == pid
+    assert sorted(c["pid"] for c in status["clients"]) == sorted(p.pid for p in procs)
+    touch(tmp_path / "release")
+    for proc in procs:
+        proc.assert_ok()
+    for index in range(4):
+        assert scalars(os.path.join(logdir, f"rank{index}"), "loss") == [(0, float(index))]
+    # The daemon outlives the processes that started it (until its idle timeout).
+    assert daemon_running(runtime_dir) and daemon_pid(runtime_dir) == pid
+
+
+def test_an_auto_started_daemon_exits_after_its_idle_timeout(runtime_dir, logdir, monkeypatch):
+    monkeypatch.setenv("LOGGER_IDLE_TIMEOUT_S", "2")
+    writer = SummaryWriter(logdir)
+    writer.add_scalar("loss", 3.0, 7)
+    assert writer.flush(timeout=20)
+    pid = daemon_pid(runtime_dir)
+    # A connected client keeps it alive past the idle timeout (heartbeats while nothing is logged).
+    assert stays_true(lambda: daemon_running(runtime_dir), 3.0)
+    assert writer.close(timeout=10)
+    assert shutdown_transport(5.0) is True  # says goodbye: no client left
+    wait_for(lambda: not daemon_running(runtime_dir), timeout_s=15, message="the idle daemon to exit")
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+             timeout_s=10, message="the daemon process to end")
+    assert not os.path.exists(os.path.join(runtime_dir, PID_NAME))
+    assert scalars(logdir, "loss") == [(7, 3.0)]
+
+
+def test_a_daemon_started_by_hand_is_found_and_reports_status(daemon, runtime_dir, logdir):
+    writer = SummaryWriter(logdir)
+    assert daemon_pid(runtime_dir) == daemon.pid
+    assert [p.pid for p in daemon_processes(runtime_dir)] == [daemon.pid]  # no second daemon started
+    for step in range(25):
+        writer.add_scalar("loss", float(step), step)
+    assert writer.flush(timeout=20)
+    status = status_json()
+    assert [c["pid"] for c in status["clients"]] == [os.getpid()]
+    assert status["records_written"] == 25
+    size = os.path.getsize(event_files(logdir)[0])
+    result = cli("status")
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert f"daemon pid {daemon.pid}" in text
+    assert "clients: 1" in text and f"pid {os.getpid()}" in text
+    assert "records received: 25" in text
+    assert "records written:  25" in text
+    assert "records dropped:  0" in text
+    assert "queue depth:      0 records" in text
+    written = int(text.split("bytes written:")[1].split()[0])
+    assert 0 < written <= size  # the data records; the file also starts with its version record
+    assert writer.close(timeout=10)
+
+
+def test_logger_daemon_stop_writes_everything_and_stops(daemon, runtime_dir, logdir):
+    writer = SummaryWriter(logdir)
+    for step in range(500):
+        writer.add_scalar("loss", float(step), step)
+    # Received (the daemon counts it) but not flushed by the client.
+    wait_for(lambda: status_json()["records_received"] >= 500, timeout_s=10, message="the records to arrive")
+    result = cli("stop")
+    assert result.returncode == 0, result.stderr
+    assert "daemon stopped" in result.stdout
+    assert daemon.wait(10) == 0
+    assert not daemon_running(runtime_dir)
+    assert not os.path.exists(os.path.join(runtime_dir, PID_NAME))
+    assert scalars(logdir, "loss") == [(s, float(s)) for s in range(500)]
+    shutdown_transport(0.5)  # its daemon is gone; do not wait long for it
+    assert cli("status").returncode == 1
+
+
+def test_status_and_stop_without_a_daemon(runtime_dir):
+    result = cli("status")
+    assert result.returncode == 1 and "no daemon is running" in result.stderr
+    assert cli("stop").returncode == 0
+
+
+# -- the runtime directory -----------------------------------------------------------------------
+
+def test_the_runtime_dir_is_created_private(runtime_dir, logdir, monkeypatch):
+    fresh = os.path.join(runtime_dir, "fresh")
+    monkeypatch.setenv("LOGGER_RUNTIME_DIR", fresh)
+    try:
+        writer = SummaryWriter(logdir)
+        assert stat.S_IMODE(os.stat(fresh).st_mode) == 0o700
+        assert daemon_running(fresh)
+        assert os.path.exists(os.path.join(fresh, SOCKET_NAME))
+        writer.add_scalar("loss", 1.0, 0)
+        assert writer.flush(timeout=20)
+    finally:
+        shutdown_transport(5.0)
+        stop_daemon(fresh)
+    assert stat.S_IMODE(os.stat(runtime_dir).st_mode) == 0o700
+
+
+def test_a_runtime_dir_open_to_others_is_refused(runtime_dir, logdir):
+    os.chmod(runtime_dir, 0o755)
+    with pytest.raises(OSError) as info:
+        SummaryWriter(logdir)
+    message = str(info.value)
+    assert runtime_dir in message and "open to other users" in message and "0o755" in message
+    assert not daemon_running(runtime_dir)
+    assert not os.path.exists(os.path.join(runtime_dir, SOCKET_NAME))
+    result = cli("run", "--runtime-dir", runtime_dir, timeout_s=30)
+    assert result.returncode != 0 and "open to other users" in result.stderr
+    os.chmod(runtime_dir, 0o700)
+
+
+# -- run names -----------------------------------------------------------------------------------
+
+_ESCAPING = [("../x", "a"), ("/abs", "a"), ("a/../../x", "b"), ("ok", "../../x"), ("ok", "/etc"),
+             ("..", "a/../.."), (".", "."), ("a", "..")]
+
+
+def test_add_scalars_refuses_runs_that_leave_the_logdir(daemon, logdir):
+    writer = SummaryWriter(logdir)
+    for main_tag, key in _ESCAPING:
+        with pytest.raises(ValueError):
+            writer.add_scalars(main_tag, {"fine": 0.0, key: 1.0}, 0)  # nothing of the call is logged
+    writer.add_scalars("fine", {"train": 1.0, "test": 2.0}, 3)
+    assert writer.flush(timeout=20)
+    assert sorted(os.listdir(logdir)) == ["fine"]
+    assert sorted(os.listdir(os.path.join(logdir, "fine"))) == ["test", "train"]
+    assert scalars(os.path.join(logdir, "fine", "train"), "fine") == [(3, 1.0)]
+    assert scalars(os.path.join(logdir, "fine", "test"), "fine") == [(3, 2.0)]
+    status = status_json()
+    assert status["records_dropped"] == {} and status["records_written"] == 2
+    writer.close(timeout=10)
+
+
+def test_a_raw_client_cannot_write_outside_the_logdir(daemon, runtime_dir, tmp_path):
+    root = tmp_path / "root"
+    outside = tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    os.symlink(outside, root / "link")
+    os.symlink("../outside", root / "rel_link")
+    bad_runs = ["../evil", "a/../../evil", "/abs/evil", str(outside), "link", "link/deeper", "rel_link/x", "..",
+                "sub/../../evil"]
+    peer = RawPeer(runtime_dir)
+    try:
+        peer.send_message(MessageKind.HELLO, {"pid": os.getpid(), "host": "raw"})
+        peer.wait_for_reply(MessageKind.WELCOME)
+        records = [[int(RecordKind.OPEN), 1, "", "", 0, time.time(), {"logdir": str(root)}]]
+        records += [[int(RecordKind.SCALAR), 1, run, "evil", 1, 1.0, 66.0] for run in bad_runs]
+        records += [[int(RecordKind.SCALAR), 1, "good/run", "fine", 1, 1.0, 1.0]]
+        peer.send_message(MessageKind.RECORDS, {"records": records})
+        flush = peer.send_message(MessageKind.FLUSH, {})
+        peer.wait_for_reply(MessageKind.ACK, seq=flush)
+    finally:
+        peer.close()
+    assert os.listdir(outside) == []
+    assert sorted(os.listdir(tmp_path)) == ["outside", "root"]
+    assert sorted(os.listdir(root)) == ["good", "link", "rel_link"]
+    assert scalars(str(root / "good" / "run"), "fine") == [(1, 1.0)]
+    assert status_json()["records_dropped"] == {"bad_run_name": len(bad_runs)}
+
+
+# -- fork safety ---------------------------------------------------------------------------------
+
+# The fork happens in a fresh process, not in pytest's: see the stale-transport test below for why.
+FORKING_WRITER = '''
+from logger_client import SummaryWriter
+from logger_client._transport import shutdown_transport
+logdir, sync = sys.argv[1], sys.argv[2]
+writer = SummaryWriter(logdir)
+writer.add_scalar("parent", 0.0, 0)
+assert writer.flush(timeout=20)
+child = os.fork()
+if child == 0:  # the DataLoader-worker case: the child logs with the parent's writer object
+    code = 1
+    try:
+        for step in range(100):
+            writer.add_scalar("child", float(step), step)
+        code = 0 if writer.flush(timeout=20) else 2
+        touch(f"{sync}/child-ready", str(os.getpid()))
+        wait_file(f"{sync}/release")
+        shutdown_transport(5.0)
+    finally:
+        os._exit(code)
+for step in range(1, 100):
+    writer.add_scalar("parent", float(step), step)
+assert writer.flush(timeout=20)
+touch(f"{sync}/parent-ready")
+_, status = os.waitpid(child, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+assert writer.close(timeout=20)
+'''
+
+
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def test_a_forked_child_logs_through_its_own_connection(daemon, logdir, spawn, tmp_path):
+    proc = spawn(FORKING_WRITER, logdir, tmp_path)
+    ready = [tmp_path / "parent-ready", tmp_path / "child-ready"]
+    wait_for(lambda: all(p.exists() for p in ready) or proc.process.poll() is not None, timeout_s=60,
+             message="parent and child to log")
+    assert all(p.exists() for p in ready), proc.output()
+    child = int((tmp_path / "child-ready").read_text())
+    try:
+        clients = status_json()["clients"]
+        assert sorted(c["pid"] for c in clients) == sorted([proc.pid, child])
+        assert len({c["id"] for c in clients}) == 2
+        touch(tmp_path / "release")
+        proc.assert_ok(timeout_s=30)
+    finally:
+        _kill_quietly(child)
+    assert scalars(logdir, "child") == [(s, float(s)) for s in range(100)]
+    assert scalars(logdir, "parent") == [(s, float(s)) for s in range(100)]
+    assert len(event_files(logdir)) == 1
+
+
+STALE_TRANSPORT = '''
+import threading
+from logger_client import SummaryWriter
+from logger_client._transport import shutdown_transport
+logdir, sync = sys.argv[1], sys.argv[2]
+old = SummaryWriter(os.path.join(logdir, "old"))
+old.add_scalar("x", 1.0, 0)
+assert old.close(timeout=20)
+assert shutdown_transport(5.0)  # documented: the next writer connects afresh
+writer = SummaryWriter(os.path.join(logdir, "new"))
+assert writer.flush(timeout=20)
+child = os.fork()
+if child == 0:
+    code = 1
+    try:
+        io_threads = sum(1 for t in threading.enumerate() if t.name == "logger-client-io")
+        writer.add_scalar("child", 1.0, 0)
+        flushed = writer.flush(timeout=20)
+        touch(f"{sync}/child-ready", json.dumps({"pid": os.getpid(), "io_threads": io_threads, "flushed": flushed}))
+        wait_file(f"{sync}/release")
+        shutdown_transport(5.0)
+        code = 0
+    finally:
+        os._exit(code)
+touch(f"{sync}/parent-ready")
+os.waitpid(child, 0)
+writer.close(timeout=20)
+'''
+
+
+def test_a_forked_child_does_not_revive_a_shut_down_transport(daemon, logdir, spawn, tmp_path):
+    proc = spawn(STALE_TRANSPORT, logdir, tmp_path)
+    ready = [tmp_path / "parent-ready", tmp_path / "child-ready"]
+    wait_for(lambda: all(p.exists() for p in ready) or proc.process.poll() is not None, timeout_s=60,
+             message="parent and child to be connected")
+    assert all(p.exists() for p in ready), proc.output()
+    child = json.loads((tmp_path / "child-ready").read_text())
+    try:
+        assert child["flushed"] is True
+        clients = status_json()["clients"]
+        touch(tmp_path / "release")
+        proc.assert_ok(timeout_s=30)
+    finally:
+        _kill_quietly(child["pid"])
+    assert sorted(c["pid"] for c in clients) == sorted([proc.pid, child["pid"]])
+    assert child["io_threads"] == 1
+
+
+# -- bounded memory ------------------------------------------------------------------------------
+
+IMAGES_AFTER_DAEMON_DIES = '''
+import numpy as np, psutil
+from logger_client import SummaryWriter
+logdir, sync = sys.argv[1], sys.argv[2]
+writer = SummaryWriter(logdir)
+assert writer.flush(timeout=30)
+image = np.random.default_rng(0).integers(0, 255, (1, 1024, 1024), dtype=np.uint8)  # 1 MiB
+touch(f"{sync}/ready")
+wait_file(f"{sync}/killed")
+me = psutil.Process()
+rss_before = me.memory_info().rss
+times = []
+for step in range(300):
+    start = time.perf_counter()
+    writer.add_image("big", image, step)
+    times.append(time.perf_counter() - start)
+rss_after = me.memory_info().rss
+touch(f"{sync}/result", json.dumps({"stats": writer.stats(), "rss_before": rss_before, "rss_after": rss_after,
+                                    "max_call_s": max(times)}))
+writer.close(timeout=0.5)
+'''
+
+
+def test_client_memory_is_bounded_when_the_daemon_is_gone(daemon, runtime_dir, logdir, spawn, tmp_path):
+    bound = 64 * 2**20
+    proc = spawn(IMAGES_AFTER_DAEMON_DIES, logdir, tmp_path,
+                 env={"LOGGER_MAX_BUFFER_BYTES": str(bound), "LOGGER_CLOSE_TIMEOUT_S": "1"})
+    wait_for(lambda: os.path.exists(tmp_path / "ready") or proc.process.poll() is not None, timeout_s=60,
+             message="the writer to be connected")
+    assert proc.process.poll() is None, proc.output()
+    os.kill(daemon_pid(runtime_dir), signal.SIGKILL)
+    wait_for(lambda: not daemon_running(runtime_dir), message="the daemon to die")
+    touch(tmp_path / "killed")
+    wait_for(lambda: os.path.exists(tmp_path / "result") or proc.process.poll() is not None, timeout_s=60,
+             message="the images to be logged")
+    assert os.path.exists(tmp_path / "result"), proc.output()
+    result = json.loads((tmp_path / "result").read_text())
+    stats = result["stats"]
+    dropped = stats["records_dropped"].get("client_buffer_full", 0)
+    assert dropped > 0
+    assert stats["array_bytes_held"] <= bound
+    assert dropped + stats["array_bytes_held"] // 2**20 == 300  # each image kept or counted
+    assert result["rss_after"] - result["rss_before"] < bound + 48 * 2**20
+    assert result["max_call_s"] < 0.05
+    proc.assert_ok(timeout_s=15)
+
+
+# -- values and bad writer options ---------------------------------------------------------------
+
+def test_a_scalar_beyond_float32_range_is_written_as_infinity(daemon, logdir):
+    writer = SummaryWriter(logdir)
+    writer.add_scalar("diverged", 1e40, 1)  # tensorboardX stores float32(1e40) = inf
+    writer.add_scalar("diverged", -1e300, 2)
+    writer.add_scalar("diverged", 5.0, 3)
+    assert writer.flush(timeout=20)
+    assert scalars(logdir, "diverged") == [(1, float("inf")), (2, float("-inf")), (3, 5.0)]
+    assert status_json()["records_dropped"] == {}
+    writer.close(timeout=10)
+
+
+def test_a_bad_filename_suffix_or_logdir_is_refused_at_construction(daemon, logdir, tmp_path):
+    with pytest.raises(ValueError):
+        SummaryWriter(os.path.join(logdir, "bad"), filename_suffix="x\0y")
+    with pytest.raises(ValueError):
+        SummaryWriter(os.path.join(logdir, "bad"), filename_suffix="a/b")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.raises(OSError):
+        SummaryWriter(str(blocker / "run"), purge_step=5)
+    assert_other_writer_works(os.path.join(logdir, "good"))
+    assert status_json()["records_dropped"] == {}
+
+
+def _open_raw_writer(runtime_dir: str, options: dict) -> None:
+    """A raw client opens a writer with `options` and logs one scalar; returns once it is acknowledged."""
+    peer = RawPeer(runtime_dir)
+    try:
+        peer.send_message(MessageKind.HELLO, {"pid": os.getpid(), "host": "raw"})
+        peer.wait_for_reply(MessageKind.WELCOME)
+        records = [[int(RecordKind.OPEN), 1, "", "", 0, time.time(), options],
+                   [int(RecordKind.SCALAR), 1, "", "loss", 6, 1.0, 1.0]]
+        peer.send_message(MessageKind.RECORDS, {"records": records})
+        peer.wait_for_reply(MessageKind.ACK, timeout_s=5, seq=peer.send_message(MessageKind.FLUSH, {}))
+    finally:
+        peer.close()
+
+
+def test_the_daemon_survives_a_filename_suffix_with_a_nul_byte(daemon, runtime_dir, logdir):
+    _open_raw_writer(runtime_dir, {"logdir": os.path.join(logdir, "bad"), "filename_suffix": "x\0y"})
+    assert_other_writer_works(os.path.join(logdir, "good"))
+
+
+def test_the_daemon_survives_a_purge_step_in_a_logdir_it_cannot_create(daemon, runtime_dir, logdir, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    _open_raw_writer(runtime_dir, {"logdir": str(blocker / "run"), "purge_step": 5})
+    assert_other_writer_works(os.path.join(logdir, "good"))
+    assert set(status_json()["records_dropped"]) <= {"bad_logdir", "io_error", "unknown_stream"}
+
+
+def assert_other_writer_works(logdir: str) -> None:
+    writer = SummaryWriter(logdir)
+    writer.add_scalar("loss", 2.0, 1)
+    try:
+        assert writer.flush(timeout=5)
+        assert scalars(logdir, "loss") == [(1, 2.0)]
+    finally:
+        writer.close(timeout=1)
+
+
+# -- module hygiene ------------------------------------------------------------------------------
+
+def test_importing_the_client_imports_no_protobuf_torch_or_daemon():
+    code = ("import logger_client, sys; "
+            "leaked = {'google.protobuf', 'torch', 'logger_daemon', 'tensorboard', 'tensorboardX'} & set(sys.modules); "
+            "assert not leaked, leaked")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_public_surface_is_pinned():
+    assert logger_client.__all__ == ["SummaryWriter", "__version__"]
+    assert logger_client.SummaryWriter is SummaryWriter
+    assert isinstance(logger_client.__version__, str)
+    namespace: dict = {}
+    exec("from logger_client import *", namespace)
+    assert {name for name in namespace if not name.startswith("__")} | {"__version__"} == set(logger_client.__all__)
