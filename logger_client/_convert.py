@@ -6,7 +6,7 @@ Errors name the argument that was wrong, at the call that passed it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -68,27 +68,43 @@ def to_walltime(value: Any) -> float:
         raise TypeError(f"walltime must be a number of seconds, got {type(value).__name__}") from None
 
 
-def to_owned_array(value: Any, name: str) -> np.ndarray:
+EmptyArray = Callable[[tuple, np.dtype], np.ndarray]
+
+
+def _new_array(shape: tuple, dtype: np.dtype) -> np.ndarray:
+    return np.empty(shape, dtype)
+
+
+def to_owned_array(value: Any, name: str, empty: EmptyArray = _new_array) -> np.ndarray:
     """A C-contiguous numpy array that this client owns: the one copy the training thread pays.
 
-    The caller may change its tensor right after the call returns, so the bytes are copied now;
-    a GPU tensor's transfer to host memory is that copy.
+    The caller may change its tensor right after the call returns, so the bytes are copied now,
+    into memory from `empty` (the transport's pool of reused buffers). A GPU tensor's transfer
+    to host memory is that copy.
     """
     if _is_torch_tensor(value):
         tensor = value.detach()
         on_host = tensor.device.type == "cpu"
         if not on_host:
             tensor = tensor.cpu()
-        if tensor.dtype.is_floating_point and tensor.element_size() == 2 and str(tensor.dtype) == "torch.bfloat16":
+        if str(tensor.dtype) == "torch.bfloat16":
             tensor, on_host = tensor.float(), False  # numpy has no bfloat16; .float() is the copy
-        array = tensor.numpy()
-        array = np.array(array, order="C", copy=True) if on_host else np.ascontiguousarray(array)
+        source = tensor.numpy()
+        if not on_host:
+            return _checked(np.ascontiguousarray(source), name)
     elif isinstance(value, np.ndarray):
-        array = np.array(value, order="C", copy=True)
+        source = value
     elif hasattr(value, "__array__") or isinstance(value, (list, tuple, int, float, np.generic)):
-        array = np.array(value, order="C", copy=True)
+        return _checked(np.array(value, order="C"), name)  # a new array: already ours
     else:
         raise TypeError(f"{name} must be a numpy array, a torch tensor or array-like, got {type(value).__name__}")
+    _checked(source, name)
+    owned = empty(source.shape, source.dtype)
+    np.copyto(owned, source)
+    return owned
+
+
+def _checked(array: np.ndarray, name: str) -> np.ndarray:
     if array.dtype.name not in ALLOWED_DTYPES:
         raise TypeError(f"{name} has dtype {array.dtype}, which cannot be logged; use a real numeric dtype")
     return array

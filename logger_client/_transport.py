@@ -27,6 +27,7 @@ import zmq
 from . import _wire
 from ._config import Settings
 from ._discovery import find_or_start_daemon
+from ._pool import ArrayPool
 from ._wire import MessageKind, RecordKind
 
 log = logging.getLogger("logger_client")
@@ -51,6 +52,7 @@ class Transport(Protocol):
     def open_stream(self, options: dict[str, Any]) -> int: ...
     def close_stream(self, stream: int, timeout_s: float) -> bool: ...
     def submit_array(self, record: tuple) -> None: ...
+    def empty_array(self, shape: tuple, dtype: Any) -> Any: ...
     def on_backlog(self, length: int) -> None: ...
     def flush(self, timeout_s: float) -> bool: ...
     def stats(self) -> dict[str, Any]: ...
@@ -73,6 +75,8 @@ class ZmqTransport:
         self.settings = settings
         self.batch_records = settings.batch_records
         self.queue: deque = deque()
+        self._pool = ArrayPool(settings.array_pool_bytes)
+        self.empty_array = self._pool.empty
         self._lock = threading.Lock()  # guards the counters and maps below, not the queue
         self._streams: dict[int, dict[str, Any]] = {}
         self._linger_s = settings.linger_s
@@ -124,7 +128,7 @@ class ZmqTransport:
             self._array_bytes_held += nbytes
             self._specials_queued += 1
             self.queue.append(record)
-        self._wake()
+        self._wake()  # sent at once: its memory comes back to the pool sooner
 
     def on_backlog(self, length: int) -> None:
         """Called by a producer whose append made the queue `length` long (>= batch_records)."""
@@ -262,7 +266,7 @@ class ZmqTransport:
         self._seq = 0
         self._inflight: deque[tuple[int, int, int]] = deque()  # (seq, records, array bytes)
         self._flushes: list[_Flush] = []
-        self._unsent: deque[tuple[list, int, int, int]] = deque()  # (frames, seq, records, bytes)
+        self._unsent: deque[tuple[list, Any, int]] = deque()  # (frames, arrays, array bytes)
         self._send(sock, MessageKind.HELLO, {"pid": os.getpid(), "host": socket.gethostname()}, records=0)
         # Writers opened before a fork or a reconnect are announced again, first.
         with self._lock:
@@ -362,28 +366,34 @@ class ZmqTransport:
         frames = _wire.encode(kind, header, arrays)
         self._inflight.append((self._seq, records, array_bytes))
         self._unacked_records += records
-        if self._unsent or not self._try_send(sock, frames):
-            self._unsent.append((frames, self._seq, records, array_bytes))
+        if self._unsent or not self._try_send(sock, frames, arrays):
+            self._unsent.append((frames, arrays, array_bytes))
         return self._seq
 
-    @staticmethod
-    def _try_send(sock: zmq.Socket, frames: list) -> bool:
+    def _try_send(self, sock: zmq.Socket, frames: list, arrays: Any) -> bool:
+        """Sends without blocking (arrays without a copy); False if the daemon's queue is full."""
         try:
-            sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
-            return True
+            if not arrays:
+                sock.send_multipart(frames, flags=zmq.NOBLOCK)
+                return True
+            # Arrays are the last frames, sent in order: when ZeroMQ is done with the last one,
+            # it is done with them all, and their memory can take the next arrays.
+            tracker = sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False, track=True)
         except zmq.Again:
             return False
+        self._pool.recycle_when_sent(tracker, arrays)
+        return True
 
     def _retry_unsent(self, sock: zmq.Socket) -> None:
-        while self._unsent and self._try_send(sock, self._unsent[0][0]):
+        while self._unsent and self._try_send(sock, *self._unsent[0][:2]):
             self._unsent.popleft()
 
     def _unsent_bytes(self) -> int:
-        return sum(entry[3] for entry in self._unsent)
+        return sum(entry[2] for entry in self._unsent)
 
     def _control(self, sock: zmq.Socket, kind: MessageKind) -> None:
         """Unnumbered control messages (heartbeat, goodbye): dropped, not parked, when the pipe is full."""
-        self._try_send(sock, _wire.encode(kind, {"cid": self._cid}))
+        self._try_send(sock, _wire.encode(kind, {"cid": self._cid}), ())
 
     def _receive(self, sock: zmq.Socket) -> None:
         while True:

@@ -44,6 +44,11 @@ def _check_tag(tag: Any, name: str = "tag") -> str:
     return tag
 
 
+def _step_and_time(global_step: Any, walltime: Any) -> tuple[int, float]:
+    """The record's step (None is 0, as tensorboardX) and its wall time (now, unless given)."""
+    return to_step(global_step), time() if walltime is None else to_walltime(walltime)
+
+
 def _check_dataformats(dataformats: Any, ndim: int, allowed_ndims: Sequence[int]) -> str:
     if not isinstance(dataformats, str):
         raise TypeError(f"dataformats must be a str such as 'CHW', got {type(dataformats).__name__}")
@@ -236,8 +241,7 @@ class SummaryWriter:
         _check_tag(main_tag, "main_tag")
         if not isinstance(tag_scalar_dict, Mapping):
             raise TypeError(f"tag_scalar_dict must be a dict of name -> number, got {type(tag_scalar_dict).__name__}")
-        step = to_step(global_step)
-        walltime = time() if walltime is None else to_walltime(walltime)
+        step, walltime = _step_and_time(global_step, walltime)
         records = [
             (_SCALAR, self._stream, _check_run(main_tag, key), main_tag, step, walltime,
              to_float(value, f"tag_scalar_dict[{key!r}]"))
@@ -265,9 +269,8 @@ class SummaryWriter:
         bins = _check_bins(bins)
         if max_bins is not None and not (isinstance(max_bins, (int, np.integer)) and max_bins > 0):
             raise ValueError(f"max_bins must be a positive int or None, got {max_bins!r}")
-        step = to_step(global_step)
-        walltime = time() if walltime is None else to_walltime(walltime)
-        array = to_owned_array(values, "values")
+        step, walltime = _step_and_time(global_step, walltime)
+        array = to_owned_array(values, "values", self._transport.empty_array)
         if array.size == 0:
             raise ValueError("values is empty: a histogram needs at least one value")
         if bins != "tensorflow":
@@ -285,9 +288,8 @@ class SummaryWriter:
     ) -> None:
         """Logs an image: uint8 in [0, 255] or float in [0, 1]; layout given by `dataformats`."""
         _check_tag(tag)
-        step = to_step(global_step)
-        walltime = time() if walltime is None else to_walltime(walltime)
-        array = to_owned_array(img_tensor, "img_tensor")
+        step, walltime = _step_and_time(global_step, walltime)
+        array = to_owned_array(img_tensor, "img_tensor", self._transport.empty_array)
         layout = _check_dataformats(dataformats, array.ndim, (2, 3, 4))
         _check_image(array, layout)
         self._submit_array(_IMAGE, tag, step, walltime, array, {"dataformats": layout})
@@ -302,8 +304,7 @@ class SummaryWriter:
     ) -> None:
         """Logs a batch of images as one grid (8 per row). A list of CHW or HWC images is stacked."""
         _check_tag(tag)
-        step = to_step(global_step)
-        walltime = time() if walltime is None else to_walltime(walltime)
+        step, walltime = _step_and_time(global_step, walltime)
         if isinstance(img_tensor, list):
             if not isinstance(dataformats, str) or dataformats.upper() not in ("CHW", "HWC"):
                 raise ValueError(f"a list of images needs dataformats 'CHW' or 'HWC', got {dataformats!r}")
@@ -314,7 +315,7 @@ class SummaryWriter:
                 raise ValueError("img_tensor: every image of the list must have the same shape")
             array, dataformats = np.stack(parts), "N" + dataformats.upper()
         else:
-            array = to_owned_array(img_tensor, "img_tensor")
+            array = to_owned_array(img_tensor, "img_tensor", self._transport.empty_array)
         layout = _check_dataformats(dataformats, array.ndim, (4,))
         _check_image(array, layout)
         self._submit_array(_IMAGES, tag, step, walltime, array, {"dataformats": layout})
@@ -337,8 +338,7 @@ class SummaryWriter:
         _check_tag(tag)
         if not isinstance(text_string, str):
             raise TypeError(f"text_string must be a str, got {type(text_string).__name__}")
-        step = to_step(global_step)
-        walltime = time() if walltime is None else to_walltime(walltime)
+        step, walltime = _step_and_time(global_step, walltime)
         self._ensure_open()
         self._queue.append((_TEXT, self._stream, "", tag, step, walltime, text_string))
         if len(self._queue) >= self._batch_records:
@@ -399,6 +399,9 @@ class _DiscardingTransport:
 
     def submit_array(self, record: tuple) -> None:
         pass
+
+    def empty_array(self, shape: tuple, dtype: Any) -> np.ndarray:
+        return np.empty(shape, dtype)
 
     def on_backlog(self, length: int) -> None:
         pass

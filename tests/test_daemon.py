@@ -20,15 +20,15 @@ from typing import Callable
 import numpy as np
 import psutil
 import pytest
-import zmq
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.compat.proto.event_pb2 import Event as TbEvent
 
 import logger_client
+from raw_peer import RawPeer
 from conftest import daemon_pid, stop_daemon, wait_for
-from logger_client import SummaryWriter, _wire
-from logger_client._discovery import LOG_NAME, PID_NAME, SOCKET_NAME, daemon_running, endpoint
+from logger_client import SummaryWriter
+from logger_client._discovery import LOG_NAME, PID_NAME, SOCKET_NAME, daemon_running
 from logger_client._transport import shutdown_transport
 from logger_client._wire import MessageKind, RecordKind
 
@@ -170,37 +170,6 @@ def daemon_processes(runtime_dir: str) -> list[psutil.Process]:
                 and runtime_dir in cmdline):
             found.append(process)
     return found
-
-
-class RawPeer:
-    """A bare ZeroMQ DEALER speaking the protocol to the daemon of a runtime dir."""
-
-    def __init__(self, runtime_dir: str) -> None:
-        self.context = zmq.Context()
-        self.sock = self.context.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.cid = os.urandom(16)
-        self.sock.setsockopt(zmq.IDENTITY, self.cid)
-        self.sock.connect(endpoint(runtime_dir))
-        self.seq = 0
-
-    def send_message(self, kind: MessageKind, header: dict) -> int:
-        self.seq += 1
-        self.sock.send_multipart(_wire.encode(kind, {**header, "cid": self.cid, "seq": self.seq}))
-        return self.seq
-
-    def wait_for_reply(self, kind: MessageKind, timeout_s: float = 10.0, seq: int = 0) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.sock.poll(max(1, int((deadline - time.monotonic()) * 1000))):
-                message = _wire.decode(self.sock.recv_multipart())
-                if message.kind == kind and (kind != MessageKind.ACK or message.header["acked"] >= seq):
-                    return message.header
-        pytest.fail(f"no {kind.name} within {timeout_s}s")
-
-    def close(self) -> None:
-        self.sock.close(0)
-        self.context.term()
 
 
 # -- many processes, one directory ---------------------------------------------------------------

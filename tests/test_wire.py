@@ -22,13 +22,14 @@ import pytest
 import zmq
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from raw_peer import RawPeer
 from conftest import wait_for
 from logger_client import SummaryWriter, _wire
-from logger_client._discovery import daemon_running, endpoint
+from logger_client._discovery import daemon_running
 from logger_client._wire import MessageKind, ProtocolError, RecordKind
 
 FIXED = struct.Struct("<4sHBB")
-_check_record = getattr(_wire, "check_record", None) or getattr(_wire, "parse_record")
+_check_record = _wire.check_record
 
 
 def fixed(kind: int, version: int = _wire.PROTOCOL_VERSION, magic: bytes = _wire.MAGIC) -> bytes:
@@ -249,44 +250,6 @@ def test_bad_records_are_refused(raw):
 
 
 # -- a real daemon fed bad bytes -----------------------------------------------------------------
-
-class RawPeer:
-    """A bare ZeroMQ DEALER speaking (or not) the protocol to the daemon of a runtime dir."""
-
-    def __init__(self, runtime_dir: str) -> None:
-        self.context = zmq.Context()
-        self.sock = self.context.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.cid = os.urandom(16)
-        self.sock.setsockopt(zmq.IDENTITY, self.cid)
-        self.sock.connect(endpoint(runtime_dir))
-        self.seq = 0
-
-    def send(self, frames) -> None:
-        self.sock.send_multipart(frames, copy=False)
-
-    def send_message(self, kind: MessageKind, header: dict, arrays=()) -> int:
-        self.seq += 1
-        self.send(_wire.encode(kind, {**header, "cid": self.cid, "seq": self.seq}, list(arrays)))
-        return self.seq
-
-    def receive(self, timeout_s: float = 10.0) -> _wire.Message | None:
-        if not self.sock.poll(timeout_s * 1000):
-            return None
-        return _wire.decode(self.sock.recv_multipart())
-
-    def wait_acked(self, seq: int, timeout_s: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            message = self.receive(max(0.01, deadline - time.monotonic()))
-            if message is not None and message.kind == MessageKind.ACK and message.header["acked"] >= seq:
-                return
-        pytest.fail(f"no ACK of seq {seq} within {timeout_s}s")
-
-    def close(self) -> None:
-        self.sock.close(0)
-        self.context.term()
-
 
 @pytest.fixture
 def peer(daemon, runtime_dir):
