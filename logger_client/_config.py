@@ -51,6 +51,8 @@ class Settings:
     fsync_interval_s: float = 30.0
     #: Array bytes the daemon queues between receiving and writing before it stops reading.
     daemon_queue_bytes: int = 1024 * 2**20
+    #: Records the daemon queues between receiving and writing before it stops reading.
+    daemon_queue_records: int = 1_000_000
 
     @classmethod
     def from_env(cls) -> "Settings":

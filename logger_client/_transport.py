@@ -1,10 +1,13 @@
 """Moving records from training threads to the daemon: batching, sequence numbers, acks, bounds.
 
 The training thread only appends a tuple to `Transport.queue` (a deque: appends and pops are
-atomic, so producers take no lock). One background I/O thread per process owns the ZeroMQ socket:
-it drains the queue, packs batches into messages, numbers them, sends without blocking, reads the
-daemon's acknowledgements and answers `flush()`. It wakes when a batch fills, when an array or a
-flush arrives, and every `linger_s` otherwise, so a lone record is on its way within `linger_s`.
+atomic, so producers take no lock). When its append fills a batch of plain records, it packs that
+batch itself while the records are still in its CPU cache (another core would fetch every one of
+them), and hands the bytes over. One background I/O thread per process owns the ZeroMQ socket: it
+sends packed batches, drains and packs what else is queued, numbers messages, sends without
+blocking, reads the daemon's acknowledgements and answers `flush()`. It wakes when a batch is
+packed, when an array or a flush arrives, and every `linger_s` otherwise, so a lone record is on
+its way within `linger_s`.
 
 Memory is bounded while the daemon is slow or gone: at most `max_buffer_bytes` of array data and
 `max_pending_records` small records wait here; what does not fit is dropped and counted by reason.
@@ -80,6 +83,10 @@ class ZmqTransport:
         self._lock = threading.Lock()  # guards the counters and maps below, not the queue
         self._streams: dict[int, dict[str, Any]] = {}
         self._linger_s = settings.linger_s
+        # Batches packed by producers, as (msgpack bytes, record count). `_pack_lock` keeps them in
+        # queue order: taking records off the queue and appending their batch happen under it.
+        self._packed: deque[tuple[bytes, int]] = deque()
+        self._pack_lock = threading.Lock()
         self._next_stream = 1
         self._array_bytes_held = 0  # arrays queued or unacknowledged
         # Items the I/O thread must look at (arrays, writers' opens and closes, flush markers),
@@ -143,7 +150,23 @@ class ZmqTransport:
             with self._lock:
                 self._dropped["client_queue_full"] += 1
         elif length % self.batch_records == 0:
+            self._pack_here()
             self._wake()
+
+    def _pack_here(self) -> None:
+        """Packs the queued plain records on this (producer) thread; skipped if anything else is
+        queued or the I/O thread is draining: then the I/O thread does it."""
+        if not self._pack_lock.acquire(blocking=False):
+            return
+        try:
+            length = len(self.queue)  # first the length, then the specials (see _drain)
+            if self._specials_queued != self._specials_taken:
+                return
+            popleft = self.queue.popleft
+            records = [popleft() for _ in range(length)]
+            self._packed.append((_wire.pack_records(records), length))
+        finally:
+            self._pack_lock.release()
 
     def flush(self, timeout_s: float) -> bool:
         """Blocks until everything queued before this call is written by the daemon, or timeout."""
@@ -280,10 +303,12 @@ class ZmqTransport:
         poller.register(sock, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         settings = self.settings
-        last_sent = time.monotonic()
+        last_sent = next_drain = time.monotonic()
         while True:
-            events = dict(poller.poll(self._linger_s * 1000))
-            if self._wake_r in events:
+            timeout_s = max(0.0, next_drain - time.monotonic())
+            events = dict(poller.poll(timeout_s * 1000))
+            woken = self._wake_r in events
+            if woken:
                 try:
                     while os.read(self._wake_r, 4096):
                         pass
@@ -291,20 +316,45 @@ class ZmqTransport:
                     pass
             if sock in events:
                 self._receive(sock)
-            if self._drain(sock):
-                last_sent = time.monotonic()
+            now = time.monotonic()
+            # The queue is drained when the linger is up or something special (array, flush,
+            # writer) waits in it; a plain wake-up only sends what producers packed. Never merely
+            # because an ack came in: that would send a trickle of tiny batches.
+            linger_up = now >= next_drain or self._stopping.is_set()
+            if woken or linger_up:
+                if self._drain(sock, linger_up or self._specials_queued != self._specials_taken):
+                    last_sent = now
+                if linger_up:
+                    next_drain = now + self._linger_s
             self._retry_unsent(sock)
-            if time.monotonic() - last_sent > settings.heartbeat_s:
+            if now - last_sent > settings.heartbeat_s:
                 self._control(sock, MessageKind.HEARTBEAT)
-                last_sent = time.monotonic()
+                last_sent = now
             if self._stopping.is_set() and not self.queue:
                 self._control(sock, MessageKind.BYE)
                 return
 
-    def _drain(self, sock: zmq.Socket) -> bool:
-        """Sends everything queued, a batch per message. Returns whether anything was sent."""
+    def _drain(self, sock: zmq.Socket, queue_too: bool) -> bool:
+        """Sends what producers packed and, if `queue_too`, what is queued, a batch per message.
+        Returns whether anything was sent."""
         if self._unsent_bytes() > self.settings.max_buffer_bytes:
             return False  # the daemon is behind: leave records queued, where the bound applies
+        with self._pack_lock:
+            sent = self._send_packed(sock)
+            return (queue_too and self._drain_queue(sock)) or sent
+
+    def _send_packed(self, sock: zmq.Socket) -> bool:
+        packed = self._packed
+        if not packed:
+            return False
+        while packed:
+            records, count = packed.popleft()
+            self._seq += 1
+            self._send_frames(sock, _wire.encode_packed_records(self._cid, self._seq, records), (), count, 0)
+            self._sent_records += count
+        return True
+
+    def _drain_queue(self, sock: zmq.Socket) -> bool:
         queue, batch_records = self.queue, self.batch_records
         length = len(queue)
         if not length:
@@ -363,7 +413,10 @@ class ZmqTransport:
         self._seq += 1
         header["cid"] = self._cid
         header["seq"] = self._seq
-        frames = _wire.encode(kind, header, arrays)
+        return self._send_frames(sock, _wire.encode(kind, header, arrays), arrays, records, array_bytes)
+
+    def _send_frames(self, sock: zmq.Socket, frames: list, arrays: Any, records: int, array_bytes: int) -> int:
+        """Sends the frames of message `self._seq`, or parks them while the daemon's queue is full."""
         self._inflight.append((self._seq, records, array_bytes))
         self._unacked_records += records
         if self._unsent or not self._try_send(sock, frames, arrays):

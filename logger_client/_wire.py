@@ -103,6 +103,24 @@ def encode(kind: MessageKind, header: dict[str, Any], arrays: Sequence[np.ndarra
     return frames
 
 
+def pack_records(records: list) -> bytes:
+    """A batch of records as msgpack, ready for `encode_packed_records`."""
+    return msgpack.packb(records, use_bin_type=True)
+
+
+def encode_packed_records(cid: bytes, seq: int, packed_records: bytes) -> list[Any]:
+    """Frames of a RECORDS message whose records were packed already (by `pack_records`).
+
+    A msgpack map is its entries one after the other, so the header is put together from
+    packed pieces: the same bytes as `encode(RECORDS, {"cid", "seq", "records"})`.
+    """
+    header = b"".join((
+        b"\x83", msgpack.packb("cid"), msgpack.packb(cid, use_bin_type=True),
+        msgpack.packb("seq"), msgpack.packb(seq), msgpack.packb("records"), packed_records,
+    ))
+    return [_FIXED.pack(MAGIC, PROTOCOL_VERSION, int(MessageKind.RECORDS), 0), header]
+
+
 def _buffer_length(frame: Any) -> int:
     return frame.nbytes if isinstance(frame, memoryview) else len(frame)
 

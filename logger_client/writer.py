@@ -11,6 +11,7 @@ import os
 import posixpath
 import socket
 from datetime import datetime
+from functools import lru_cache
 from time import time
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -103,6 +104,7 @@ def _check_binnable(values: np.ndarray, bins: Union[str, int, list]) -> None:
         raise ValueError(f"no element of values falls within the bins edges [{bins[0]}, {bins[-1]}]")
 
 
+@lru_cache(maxsize=4096)  # the same few (main_tag, key) pairs, every step
 def _check_run(main_tag: str, key: Any) -> str:
     """The sub-run of `add_scalars`, laid out as tensorboardX does: `<logdir>/<main_tag>/<key>`."""
     if type(key) is not str:

@@ -84,7 +84,9 @@ class Server:
             while not self._stop_requested.is_set():
                 # Stop reading while the pipeline is behind: ZeroMQ's queues then fill and the
                 # clients' bounded buffers take over, instead of this process growing.
-                behind = self.pipeline.queued()[1] > self.settings.daemon_queue_bytes
+                queued_records, queued_bytes = self.pipeline.queued()
+                behind = (queued_bytes > self.settings.daemon_queue_bytes
+                          or queued_records > self.settings.daemon_queue_records)
                 if behind == reading:
                     if behind:
                         poller.unregister(sock)

@@ -1,0 +1,169 @@
+"""Per-call workloads: what one `add_*` call costs the calling (training) thread.
+
+Run inside a fresh benchmark child, one writer per child. The writer is constructed and warmed up
+first (the first call starts threads, files or - for logger_client - the daemon; none of that is a
+per-call cost), then the calls are made in blocks that alternate between two ways of timing:
+
+* timed blocks: every call between a pair of `time.perf_counter_ns()`, minus the median cost of an
+  empty pair measured just before -> the median and p99;
+* untimed blocks: one clock pair around the whole block -> the mean is the sum of these blocks'
+  wall time divided by their number of calls, with no per-call timer in it.
+
+Alternating blocks (rather than two phases) means both see the same state of the writer (queue
+lengths, background threads, garbage collector). Garbage collection stays on, as users have it.
+Arguments are prepared before the loop; the loop itself is the same bare `for` for every writer.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from benchmarks.writers import WriterAdapter
+
+_EMPTY_PAIRS = 20_000
+#: Calls per block: about 100 blocks per workload, half of them timed call by call.
+_BLOCKS = 100
+
+
+def warmup_calls(calls: int) -> int:
+    """Calls made on a separate tag before measuring (at least 2, at most 1000)."""
+    return max(2, min(1000, calls // 50))
+
+
+def expected_counts(params: dict[str, Any]) -> dict[str, int]:
+    """The values of each kind the workload leaves on disk, warm-up included."""
+    made = params["calls"] + warmup_calls(params["calls"])
+    method = params["method"]
+    if method == "add_scalar":
+        return {"scalar": made}
+    if method == "add_scalars":
+        return {"scalar": made * params["keys"]}
+    if method == "add_text":
+        return {"text": made}
+    if method == "add_histogram":
+        return {"histogram": made}
+    if method == "add_image":
+        return {"image": made}
+    raise ValueError(f"unknown call workload method {method!r}")
+
+
+def _arguments(params: dict[str, Any], count: int, offset: int) -> tuple[str, list]:
+    """(tag, one value argument per call): all built before anything is timed."""
+    method = params["method"]
+    if method == "add_scalar":
+        return "bench/scalar", [(offset + i) * 0.5 for i in range(count)]
+    if method == "add_scalars":
+        keys = [f"k{j}" for j in range(params["keys"])]
+        return "bench_scalars", [{key: (offset + i) * 0.5 + j for j, key in enumerate(keys)} for i in range(count)]
+    if method == "add_text":
+        return "bench/text", [f"step {offset + i}: loss **{(offset + i) * 0.5:.4f}**" for i in range(count)]
+    rng = np.random.default_rng(0)
+    if method == "add_histogram":
+        values = rng.standard_normal(params["values"], dtype=np.float32)
+        return "bench/histogram", [values] * count
+    if method == "add_image":
+        image = rng.random(tuple(params["shape"]), dtype=np.float32)
+        return "bench/image", [image] * count
+    raise ValueError(f"unknown call workload method {method!r}")
+
+
+def _timed_block(method: Any, tag: str, values: list, start: int, stop: int, out: list) -> None:
+    clock = time.perf_counter_ns
+    append = out.append
+    for i in range(start, stop):
+        value = values[i]
+        t0 = clock()
+        method(tag, value, i)
+        append(clock() - t0)
+
+
+def _untimed_block(method: Any, tag: str, values: list, start: int, stop: int) -> int:
+    clock = time.perf_counter_ns
+    t0 = clock()
+    for i in range(start, stop):
+        method(tag, values[i], i)
+    return clock() - t0
+
+
+def empty_pair_ns() -> int:
+    """Median cost of an empty `perf_counter_ns()` pair: subtracted from every timed call."""
+    clock = time.perf_counter_ns
+    samples = []
+    append = samples.append
+    for _ in range(_EMPTY_PAIRS):
+        t0 = clock()
+        append(clock() - t0)
+    samples.sort()
+    return samples[len(samples) // 2]
+
+
+def percentile(sorted_values: list, q: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def run(adapter: WriterAdapter, params: dict[str, Any], logdir: str) -> dict[str, Any]:
+    calls = params["calls"]
+    warmups = warmup_calls(calls)
+    tag, values = _arguments(params, calls, 0)
+    warm_tag, warm_values = _arguments(params, warmups, 0)
+    warm_tag = "warmup/" + warm_tag
+
+    t0 = time.perf_counter()
+    writer = adapter.open(logdir)
+    construct_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    method = getattr(writer, params["method"])
+    for i in range(warmups):
+        method(warm_tag, warm_values[i], i)
+    writer.flush()
+    warmup_s = time.perf_counter() - t0
+
+    pair_ns = empty_pair_ns()
+    block = max(1, calls // _BLOCKS)
+    samples: list[int] = []
+    untimed_ns = untimed_calls = 0
+    wall0 = time.perf_counter_ns()
+    for index, start in enumerate(range(0, calls, block)):
+        stop = min(calls, start + block)
+        if index % 2 == 0:
+            _timed_block(method, tag, values, start, stop, samples)
+        else:
+            untimed_ns += _untimed_block(method, tag, values, start, stop)
+            untimed_calls += stop - start
+    loop_s = (time.perf_counter_ns() - wall0) / 1e9
+
+    t0 = time.perf_counter()
+    confirmed = adapter.close(writer)
+    close_s = time.perf_counter() - t0
+
+    adjusted = sorted(max(0, s - pair_ns) for s in samples)
+    if untimed_calls == 0:  # a single call: only a timed block ran
+        untimed_ns, untimed_calls = sum(adjusted), len(adjusted)
+    return {
+        "calls": calls,
+        "timed_calls": len(adjusted),
+        "untimed_calls": untimed_calls,
+        "block_calls": block,
+        "median_us": adjusted[len(adjusted) // 2] / 1e3,
+        "mean_us": untimed_ns / untimed_calls / 1e3,
+        "p99_us": percentile(adjusted, 99) / 1e3,
+        "min_us": adjusted[0] / 1e3,
+        "max_us": adjusted[-1] / 1e3,
+        "mean_of_timed_us": sum(adjusted) / len(adjusted) / 1e3,
+        "timer_pair_ns": pair_ns,
+        "construct_s": construct_s,
+        "warmup_calls": warmups,
+        "warmup_s": warmup_s,
+        "loop_s": loop_s,
+        "close_s": close_s,
+        "close_confirmed": confirmed,
+    }

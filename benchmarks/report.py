@@ -1,0 +1,402 @@
+"""Figures -> ratios, targets, a markdown table and a JSON document; and comparing two runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
+from typing import Any
+
+from benchmarks.plan import TARGETS
+from benchmarks.runtime import REPO, THREAD_PINS
+from benchmarks.writers import REFERENCE, SUBJECT, WRITERS
+
+SCHEMA = 1
+
+METHOD = {
+    "per_call": (
+        "One fresh process per (workload, writer). The writer is constructed and warmed up "
+        "(warmup_calls calls on another tag, then flush()) before anything is timed. The calls are "
+        "made in ~100 blocks that alternate: in timed blocks each call sits between a pair of "
+        "time.perf_counter_ns() and the median cost of an empty pair (timer_pair_ns) is subtracted "
+        "-> median_us and p99_us (nearest rank); in untimed blocks one clock pair spans the block "
+        "-> mean_us = sum of untimed blocks' wall time / their calls (no per-call timer in it). "
+        "Arguments are built before the loop. GC on. close() is timed after the loop (close_s), "
+        "not in the per-call figures. Ratios are tensorboardX's figure / this writer's, same run."
+    ),
+    "throughput": (
+        "add_scalar calls, timed from the first call until close() returns; writer construction "
+        "(for logger_client: starting its daemon) is excluded and reported as construct_s. "
+        "logger_client's close() returns once the daemon acknowledged everything written and "
+        "fsynced (timeout raised to 600 s so that it never returns early). With several "
+        "processes: one writer per process into one log dir, each rank its own tag, all released "
+        "together after construction; the window is earliest first call .. latest close() return "
+        "(CLOCK_MONOTONIC)."
+    ),
+    "training_loop": (
+        "x = tanh(x @ w) in float32 with rows calibrated to ~step_ms a step on one BLAS thread "
+        "(OMP/OPENBLAS/MKL_NUM_THREADS=1, torch.set_num_threads(1)). Pairs of (no logging, logging) "
+        "loops in one process with one writer, order alternating; overhead_pct = median(logged) / "
+        "median(plain) - 1 on the wall clock (the target's figure); thread_cpu_overhead_pct and "
+        "process_cpu_overhead_pct: the same on time.thread_time() of the training thread (immune to "
+        "other processes taking the core and to GIL waits) and time.process_time() (adds the "
+        "writer's threads). close() after all pairs, reported as close_s."
+    ),
+    "memory": (
+        "Benchmark process: getrusage(RUSAGE_SELF).ru_maxrss at its end (includes the writer's "
+        "imports: tensorboardX imports torch when installed). Daemon: the kernel's VmHWM of the "
+        "daemon process read before it is stopped, with psutil sampling every 50 ms as fallback."
+    ),
+    "verification": (
+        "After each child exits, every event file under its log dir is read back (TFRecord framing "
+        "and both CRC-32C checked, Events parsed with TensorBoard's protos) and the summary values "
+        "of each kind must equal what the workload logged, warm-up included. Outputs up to 4 MiB "
+        "(all of them with --quick) are also re-counted with TensorBoard's EventFileLoader."
+    ),
+    "notes": [
+        "tensorboardX calls its comet logger hook on every call (disabled by default): measured as "
+        "users get it by default.",
+        "tensorboardX 2.6 imports torch when torch is installed, so its process memory includes torch.",
+        "Each logger_client child starts its own daemon (LOGGER_RUNTIME_DIR per task); the daemon "
+        "inherits the pinned BLAS environment.",
+        "e2e_four_processes gives each rank's writer filename_suffix='.rank<r>': tensorboardX names "
+        "its files events.out.tfevents.<seconds>.<host> (no pid), so same-second writers of several "
+        "processes clobber one file (with defaults 1 000 of 4 000 scalars were left).",
+        "The figures are wall-clock on a machine that may be shared: load_average_at_start/_at_end "
+        "and each task's load_average_before say how busy it was.",
+    ],
+}
+
+_LOWER_IS_BETTER = {"mean_us", "median_us", "p99_us", "overhead_pct", "peak_rss_mb", "total_s"}
+
+
+# -- facts of the run ----------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        info["cpu_model"] = models[0] if models else None
+    except OSError:
+        info["cpu_model"] = platform.processor() or None
+    try:
+        import psutil
+
+        info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        pass
+    return info
+
+
+def versions() -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name in ("tb-logger-service", "tensorboardX", "torch", "tensorboard", "numpy", "pyzmq", "msgpack",
+                 "protobuf", "crc32c", "psutil"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    found["writers"] = {name: adapter.version() for name, adapter in WRITERS.items()}
+    found["git"] = _git()
+    return found
+
+
+def _git() -> dict[str, Any]:
+    def run(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    status = run("status", "--porcelain", "--", "logger_client", "logger_daemon")
+    return {"commit": run("rev-parse", "HEAD"), "product_code_modified": bool(status) if status is not None else None,
+            "modified": status.splitlines() if status else []}
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "thread_pins": THREAD_PINS,
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "logger_overrides": {k: v for k, v in os.environ.items() if k.startswith("LOGGER_")},
+    }
+
+
+def now() -> dict[str, str]:
+    stamp = datetime.now(timezone.utc)
+    return {"date": stamp.isoformat(timespec="seconds"), "date_local": stamp.astimezone().isoformat(timespec="seconds")}
+
+
+# -- ratios and targets --------------------------------------------------------------------------
+
+
+def _ok(result: dict[str, Any] | None) -> bool:
+    return bool(result) and "error" not in result
+
+
+def add_ratios(workloads: dict[str, Any]) -> None:
+    """Each writer's figures as multiples of tensorboardX's in the same run (>1: better)."""
+    for entry in workloads.values():
+        reference = entry["writers"].get(REFERENCE)
+        for result in entry["writers"].values():
+            if not (_ok(result) and _ok(reference)):
+                continue
+            if entry["group"] == "calls":
+                for metric in ("mean_us", "median_us", "p99_us"):
+                    if result[metric] > 0:
+                        result[f"{metric[:-3]}_x_lower_than_{REFERENCE}"] = reference[metric] / result[metric]
+            elif entry["group"] == "throughput":
+                result[f"x_{REFERENCE}_throughput"] = result["scalars_per_s"] / reference["scalars_per_s"]
+
+
+def evaluate_targets(workloads: dict[str, Any]) -> list[dict[str, Any]]:
+    evaluated = []
+    for target in TARGETS:
+        row: dict[str, Any] = {"name": target.name, "description": target.description, "threshold": target.threshold,
+                               "measured": None, "result": "not run"}
+        entry = workloads.get(target.workload)
+        if entry is not None:
+            subject = entry["writers"].get(SUBJECT)
+            reference = entry["writers"].get(REFERENCE)
+            if target.kind == "ratio_min" and _ok(subject) and _ok(reference):
+                if target.metric in _LOWER_IS_BETTER:
+                    measured = reference[target.metric] / subject[target.metric] if subject[target.metric] else float("inf")
+                else:
+                    measured = subject[target.metric] / reference[target.metric]
+                row["measured"] = measured
+                row["result"] = "PASS" if measured >= target.threshold else "FAIL"
+            elif target.kind == "max" and _ok(subject):
+                row["measured"] = subject[target.metric]
+                row["result"] = "PASS" if subject[target.metric] <= target.threshold else "FAIL"
+                if _ok(reference):
+                    row[f"{REFERENCE}_value"] = reference[target.metric]
+            elif subject is not None or reference is not None:
+                row["result"] = "error"
+            if _ok(subject) and not subject["verify"]["ok"] and row["result"] == "PASS":
+                row["result"] = "FAIL"
+                row["note"] = "the data logged was not all on disk"
+        evaluated.append(row)
+    return evaluated
+
+
+def build_document(workloads: dict[str, Any], quick: bool, argv: list[str], total_s: float,
+                   started: dict[str, str], facts: dict[str, Any]) -> dict[str, Any]:
+    add_ratios(workloads)
+    ok = all(_ok(r) and r["verify"]["ok"] for e in workloads.values() for r in e["writers"].values())
+    return {
+        "schema": SCHEMA,
+        **started,
+        "quick": quick,
+        "argv": argv,
+        "total_s": round(total_s, 1),
+        "all_ran_and_verified": ok,
+        "machine": machine(),
+        "versions": versions(),
+        "environment": environment(),
+        "method": METHOD,
+        "reference": REFERENCE,
+        "subject": SUBJECT,
+        "targets": evaluate_targets(workloads),
+        "workloads": workloads,
+        **facts,
+    }
+
+
+# -- markdown ------------------------------------------------------------------------------------
+
+
+def _us(value: float) -> str:
+    if value < 10:
+        return f"{value:.2f}"
+    if value < 100:
+        return f"{value:.1f}"
+    return f"{value:,.0f}"
+
+
+def _x(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:,.1f}×" if value < 100 else f"{value:,.0f}×"
+
+
+def _mb(value: float | None) -> str:
+    return "" if value is None else f"{value:,.0f}"
+
+
+def _load(values: list[float] | None) -> str:
+    return "/".join(f"{x:.1f}" for x in values) if values else "?"
+
+
+def _verified(result: dict[str, Any]) -> str:
+    check = result["verify"]
+    found = ", ".join(f"{n:,} {kind}" for kind, n in check["found"].items())
+    return ("✓ " if check["ok"] else "✗ ") + found
+
+
+def _error_row(name: str, writer: str, result: dict[str, Any], columns: int) -> str:
+    message = result.get("error", "?").splitlines()[0].replace("|", "/")
+    return f"| {name} | {writer} | ERROR: {message} |" + " |" * (columns - 3)
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    m, v = doc["machine"], doc["versions"]
+    workloads = doc["workloads"]
+    lines = [
+        f"# logger_client vs tensorboardX vs torch.utils.tensorboard{' (--quick: sizes too small to mean anything)' if doc['quick'] else ''}",
+        "",
+        f"{doc['date']} · {m['cpu_count']} cores ({m['usable_cores']} usable), {m.get('cpu_model')}, "
+        f"{m.get('memory_gib')} GiB · Python {m['python']} · tensorboardX {v['tensorboardX']} · torch {v['torch']} · "
+        f"tensorboard {v['tensorboard']} · numpy {v['numpy']} · logger_client {v['tb-logger-service']} "
+        f"@ {(v['git']['commit'] or '?')[:10]}{' (product code modified)' if v['git']['product_code_modified'] else ''} · "
+        f"suite {doc['total_s']:.0f} s · load average {_load(doc.get('load_average_at_start'))} at start, "
+        f"{_load(doc.get('load_average_at_end'))} at end"
+        + (f" · {doc['jobs']} tasks at once (not a measurement)" if doc.get("jobs", 1) > 1 else ""),
+        "",
+        "## Targets (ratios to tensorboardX in this run)",
+        "",
+        "| target | measured | goal | result |",
+        "|---|---:|---:|:---:|",
+    ]
+    for t in doc["targets"]:
+        measured = t["measured"]
+        if measured is None:
+            shown = ""
+        elif t["name"].endswith("_ratio"):
+            shown = _x(measured)
+        elif t["name"] == "training_loop_overhead":
+            shown = f"{measured:.2f} %" + (f" (tensorboardX {t[f'{REFERENCE}_value']:.1f} %)" if f"{REFERENCE}_value" in t else "")
+        else:
+            shown = f"{measured:.2f} µs"
+        goal = f"≥ {t['threshold']:g}×" if t["name"].endswith("_ratio") else f"≤ {t['threshold']:g}"
+        lines.append(f"| {t['description']} | {shown} | {goal} | **{t['result']}** |")
+
+    calls_rows = [(name, e) for name, e in workloads.items() if e["group"] == "calls"]
+    if calls_rows:
+        lines += ["", "## Per-call cost on the calling thread (µs per call)", "",
+                  "| workload | writer | calls | median | mean | p99 | mean: × lower than tensorboardX | close() s | verified on disk |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+        for name, entry in calls_rows:
+            for writer, r in entry["writers"].items():
+                if not _ok(r):
+                    lines.append(_error_row(entry["label"], writer, r, 9))
+                    continue
+                lines.append(
+                    f"| {entry['label']} | {writer} | {r['calls']:,} | {_us(r['median_us'])} | {_us(r['mean_us'])} | "
+                    f"{_us(r['p99_us'])} | {_x(r.get(f'mean_x_lower_than_{REFERENCE}'))} | {r['close_s']:.2f} | {_verified(r)} |")
+
+    tp_rows = [(name, e) for name, e in workloads.items() if e["group"] == "throughput"]
+    if tp_rows:
+        lines += ["", "## End-to-end throughput (first call until close() returns, everything written)", "",
+                  "| workload | writer | scalars | seconds | scalars/s | × tensorboardX | of which close() s | verified on disk |",
+                  "|---|---|---:|---:|---:|---:|---:|---|"]
+        for name, entry in tp_rows:
+            for writer, r in entry["writers"].items():
+                if not _ok(r):
+                    lines.append(_error_row(entry["label"], writer, r, 8))
+                    continue
+                lines.append(
+                    f"| {entry['label']} | {writer} | {r['calls']:,} | {r['total_s']:.2f} | {r['scalars_per_s']:,.0f} | "
+                    f"{_x(r.get(f'x_{REFERENCE}_throughput'))} | {r['close_s']:.2f} | {_verified(r)} |")
+
+    for name, entry in workloads.items():
+        if entry["group"] != "training_loop":
+            continue
+        p = entry["params"]
+        lines += ["", f"## Training-loop overhead ({p['steps']:,} steps of ~{p['calibrated_step_ms']:.1f} ms, "
+                      f"{p['scalars_per_step']} scalars a step, a {'x'.join(map(str, p['image_shape']))} image and a "
+                      f"{p['histogram_values']:,}-value histogram every {p['arrays_every']} steps; median of {p['repeats']})", "",
+                  "| writer | no logging s | logging s | overhead (wall) | per pair | training thread CPU overhead | process CPU overhead | close() s | verified on disk |",
+                  "|---|---:|---:|---:|---|---:|---:|---:|---|"]
+        for writer, r in entry["writers"].items():
+            if not _ok(r):
+                message = r.get("error", "?").splitlines()[0].replace("|", "/")
+                lines.append(f"| {writer} | ERROR: {message} |" + " |" * 7)
+                continue
+            pairs = ", ".join(f"{x:.2f}" for x in r["overhead_pct_per_pair"])
+            lines.append(f"| {writer} | {r['plain_median_s']:.3f} | {r['logged_median_s']:.3f} | {r['overhead_pct']:.2f} % | "
+                         f"{pairs} | {r['thread_cpu_overhead_pct']:.2f} % | {r['process_cpu_overhead_pct']:.2f} % | "
+                         f"{r['close_s']:.2f} | {_verified(r)} |")
+
+    writers = list(WRITERS)
+    lines += ["", "## Peak resident memory (MiB)", "",
+              "| workload | " + " | ".join(f"{w} process" + (f" | {w} daemon" if w == SUBJECT else "") for w in writers) + " |",
+              "|---|" + "---:|" * (len(writers) + 1)]
+    for name, entry in workloads.items():
+        cells = []
+        for w in writers:
+            r = entry["writers"].get(w)
+            cells.append(_mb(r.get("peak_rss_mb")) if _ok(r) else "")
+            if w == SUBJECT:
+                cells.append(_mb(r.get("daemon", {}).get("peak_rss_mb")) if _ok(r) else "")
+        lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
+    lines += ["", "Method and raw figures: see the JSON (`method`, `workloads`).", ""]
+    return "\n".join(lines)
+
+
+# -- files and comparison ------------------------------------------------------------------------
+
+
+def write(doc: dict[str, Any], out: str) -> list[str]:
+    """Writes `out` (JSON), a dated copy beside it, and the markdown beside each; the paths written."""
+    directory = os.path.dirname(os.path.abspath(out))
+    os.makedirs(directory, exist_ok=True)
+    stamp = doc["date"].replace(":", "").replace("+0000", "Z").replace("+00:00", "Z")
+    stem = os.path.splitext(os.path.basename(out))[0]
+    dated = os.path.join(directory, f"{stem}-{stamp}{'-quick' if doc['quick'] else ''}.json")
+    written = []
+    text = markdown(doc)
+    for path in (out, dated):
+        with open(path, "w") as f:
+            json.dump(doc, f, indent=1, sort_keys=False, default=str)
+            f.write("\n")
+        with open(os.path.splitext(path)[0] + ".md", "w") as f:
+            f.write(text)
+        written.append(path)
+    return written
+
+
+def _figures(doc: dict[str, Any]) -> dict[str, float]:
+    flat: dict[str, float] = {}
+    for name, entry in doc.get("workloads", {}).items():
+        for writer, r in entry["writers"].items():
+            if not _ok(r):
+                continue
+            keys = {"calls": ("median_us", "mean_us", "p99_us"), "throughput": ("scalars_per_s",),
+                    "training_loop": ("overhead_pct",)}.get(entry["group"], ())
+            for key in (*keys, "peak_rss_mb"):
+                if r.get(key) is not None:
+                    flat[f"{name} / {writer} / {key}"] = r[key]
+            daemon_peak = r.get("daemon", {}).get("peak_rss_mb")
+            if daemon_peak is not None:
+                flat[f"{name} / {writer} / daemon_peak_rss_mb"] = daemon_peak
+    return flat
+
+
+def compare(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """A markdown table of every figure both runs have: earlier, later, change."""
+    lines = [f"## {new.get('date')} compared with {old.get('date')}", ""]
+    if old.get("machine", {}).get("cpu_count") != new.get("machine", {}).get("cpu_count"):
+        lines += [f"Different machines: {old.get('machine', {}).get('cpu_count')} vs "
+                  f"{new.get('machine', {}).get('cpu_count')} cores.", ""]
+    if old.get("quick") != new.get("quick"):
+        lines += ["One of the two runs is --quick: its figures are not comparable.", ""]
+    lines += ["| figure | earlier | later | change | |", "|---|---:|---:|---:|---|"]
+    before, after = _figures(old), _figures(new)
+    for key in sorted(set(before) & set(after)):
+        a, b = before[key], after[key]
+        change = (b / a - 1) * 100 if a else float("inf")
+        metric = key.rsplit(" / ", 1)[1]
+        better = (change < 0) == (metric in _LOWER_IS_BETTER or metric == "daemon_peak_rss_mb")
+        lines.append(f"| {key} | {a:,.4g} | {b:,.4g} | {change:+.1f} % | {'better' if better and abs(change) >= 1 else ('worse' if abs(change) >= 1 else '')} |")
+    return "\n".join(lines) + "\n"

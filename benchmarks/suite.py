@@ -1,0 +1,190 @@
+"""Runs the plan: every workload against every writer, one fresh child each, then reads back.
+
+The suite process itself only starts children, watches the daemon, and verifies what was
+written (after each child has exited, so verification's memory is never counted as the
+benchmark's). It imports neither torch nor any writer.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+import time
+from typing import Any, Callable
+
+from benchmarks import calls, throughput, training_loop, verify
+from benchmarks.memory import DaemonMonitor
+from benchmarks.plan import Workload
+from benchmarks.runtime import ChildFailed, Runtime, Task
+from benchmarks.writers import SUBJECT
+
+#: Up to this size of a workload's event files, TensorBoard's own (slow: pure-Python CRC) loader
+#: re-counts them as well.
+CROSS_CHECK_MAX_BYTES = 4 * 2**20
+
+_EXPECTED: dict[str, Callable[[dict[str, Any]], dict[str, int]]] = {
+    "calls": calls.expected_counts,
+    "throughput": throughput.expected_counts,
+    "training_loop": training_loop.expected_counts,
+}
+
+
+class Suite:
+    def __init__(self, runtime: Runtime, quick: bool, child_timeout_s: float,
+                 progress: Callable[[str], None]) -> None:
+        self.runtime = runtime
+        self.quick = quick
+        self.child_timeout_s = child_timeout_s
+        self.progress = progress
+        self.started = time.monotonic()
+
+    def log(self, message: str) -> None:
+        self.progress(f"[{time.monotonic() - self.started:6.1f}s] {message}")
+
+    # -- one task ----------------------------------------------------------------------------
+
+    def calibrate(self, step_ms: float) -> dict[str, Any]:
+        task = self.runtime.task("calibrate")
+        child = self.runtime.start_child(task, {"group": "calibrate", "writer": None, "params": {"step_ms": step_ms}})
+        result = self.runtime.finish_child(task, child, self.child_timeout_s)
+        self.log(f"training loop: {result['rows']} rows of {result['width']} -> "
+                 f"{result['measured_step_ms']:.2f} ms a step")
+        return result
+
+    def run(self, workload: Workload, writer: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One workload for one writer: child(ren), daemon peak, read-back. Never raises ChildFailed."""
+        task = self.runtime.task(f"{workload.name}/{writer}")
+        spec = {"group": workload.group, "workload": workload.name, "writer": writer, "params": params}
+        t0 = time.monotonic()
+        load_before = _load()
+        try:
+            monitor = DaemonMonitor(task.runtime_dir) if writer == SUBJECT else None
+            if monitor is not None:
+                monitor.__enter__()
+            try:
+                if params.get("processes", 1) > 1:
+                    result = self._run_processes(task, spec, params["processes"])
+                else:
+                    child = self.runtime.start_child(task, spec)
+                    result = self.runtime.finish_child(task, child, self.child_timeout_s)
+            finally:
+                if monitor is not None:
+                    monitor.__exit__()
+            if monitor is not None:
+                result["daemon"] = monitor.report()
+            expected = _EXPECTED[workload.group](params)
+            result["expected"] = expected
+            size = sum(os.path.getsize(path) for path in verify.event_files(task.logdir))
+            cross_check = self.quick or size <= CROSS_CHECK_MAX_BYTES
+            result["verify"] = verify.verify(task.logdir, expected, cross_check)
+            if not result["close_confirmed"]:
+                result["verify"]["ok"] = False
+                result["verify"]["note"] = "close() did not confirm that everything was written"
+        except ChildFailed as exc:
+            result = {"error": str(exc)}
+        except Exception as exc:  # a bug of the suite's own: report it with this workload, go on
+            import traceback
+
+            result = {"error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"}
+        finally:
+            self.runtime.stop_daemon(task)
+            self.runtime.remove_logs(task)
+        result["task_s"] = time.monotonic() - t0
+        result["load_average_before"] = load_before
+        self.log(f"{workload.name} / {writer}: {_summary(workload, result)}")
+        return result
+
+    def _run_processes(self, task: Task, spec: dict[str, Any], processes: int) -> dict[str, Any]:
+        """N children into one log dir, released together once all have constructed their writer."""
+        spec = {**spec, "wait_for_go": True}
+        children = [self.runtime.start_child(task, spec, rank=rank, interactive=True) for rank in range(processes)]
+        watchdog = threading.Timer(self.child_timeout_s, lambda: [c.kill() for c in children if c.poll() is None])
+        watchdog.start()
+        try:
+            for rank, child in enumerate(children):
+                while True:
+                    line = child.stdout.readline()
+                    if not line:
+                        raise ChildFailed(f"{task.name} rank {rank}: exited before READY\n"
+                                          f"{self.runtime.log_tail(task, rank)}")
+                    if line.strip() == "READY":
+                        break
+            for child in children:
+                child.stdin.write("GO\n")
+                child.stdin.flush()
+            workers = [self.runtime.finish_child(task, child, self.child_timeout_s, rank)
+                       for rank, child in enumerate(children)]
+        finally:
+            watchdog.cancel()
+            for child in children:
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
+                for stream in (child.stdin, child.stdout):
+                    if stream is not None:
+                        stream.close()
+        return throughput.combine(workers, spec["params"])
+
+
+def _summary(workload: Workload, result: dict[str, Any]) -> str:
+    if "error" in result:
+        return "ERROR " + result["error"].splitlines()[0]
+    checked = "verified" if result["verify"]["ok"] else f"VERIFY FAILED {result['verify']}"
+    if workload.group == "calls":
+        figure = f"median {result['median_us']:.2f} us, mean {result['mean_us']:.2f} us, p99 {result['p99_us']:.2f} us"
+    elif workload.group == "throughput":
+        figure = f"{result['scalars_per_s']:,.0f} scalars/s ({result['total_s']:.2f} s)"
+    else:
+        figure = f"overhead {result['overhead_pct']:.2f} % (close {result['close_s']:.2f} s)"
+    return f"{figure}, {checked}, {result['task_s']:.1f} s"
+
+
+def run_plan(plan: list[Workload], writers: list[str], quick: bool, keep_logs: bool, child_timeout_s: float,
+             jobs: int = 1, progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)
+             ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Runs every workload for every writer; (workload results, run facts).
+
+    `jobs` > 1 runs that many tasks at once (each has its own log dir, runtime dir and daemon):
+    for `--quick`, whose figures mean nothing anyway, never for measuring.
+    """
+    runtime = Runtime(keep_logs=keep_logs)
+    suite = Suite(runtime, quick, child_timeout_s, progress)
+    results: dict[str, Any] = {}
+    facts: dict[str, Any] = {"jobs": jobs, "scratch_dir": runtime.root if keep_logs else None,
+                             "load_average_at_start": _load()}
+    try:
+        entries = []
+        for workload in plan:
+            params = dict(workload.params)
+            if workload.group == "training_loop":
+                calibration = suite.calibrate(params["step_ms"])
+                params["rows"] = calibration["rows"]
+                params["calibrated_step_ms"] = calibration["measured_step_ms"]
+            entry = {"group": workload.group, "label": workload.label, "params": params, "writers": {}}
+            results[workload.name] = entry
+            entries.extend((workload, writer, entry) for writer in writers)
+
+        def one(item: tuple[Workload, str, dict[str, Any]]) -> dict[str, Any]:
+            workload, writer, entry = item
+            return suite.run(workload, writer, entry["params"])
+
+        if jobs > 1:
+            with ThreadPoolExecutor(jobs) as pool:
+                outcomes = list(pool.map(one, entries))
+        else:
+            outcomes = [one(item) for item in entries]
+        for (workload, writer, entry), outcome in zip(entries, outcomes):
+            entry["writers"][writer] = outcome
+    finally:
+        runtime.close()
+    facts["load_average_at_end"] = _load()
+    return results, facts
+
+
+def _load() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None

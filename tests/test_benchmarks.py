@@ -1,0 +1,145 @@
+"""The benchmark suite still runs: `python -m benchmarks --quick` end to end, every workload against
+every writer, with everything it logged read back from disk.
+
+Not a timing test: nothing here looks at how fast anything was. It checks the shape of the JSON,
+that every figure is a sane number, that every read-back verification passed (also through
+TensorBoard's own loader, which --quick always uses), and that no daemon outlived the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytest.importorskip("tensorboardX")
+pytest.importorskip("torch")
+pytest.importorskip("tensorboard")
+pytest.importorskip("psutil")
+
+# The quick suite takes about a minute on 2 idle cores; more when the machine is busy.
+pytestmark = pytest.mark.timeout(900)
+
+WRITERS = ("logger_client", "tensorboardX", "torch")
+CALLS = ("add_scalar", "add_scalars", "add_text", "add_histogram", "add_image_small", "add_image_large")
+THROUGHPUT = ("e2e_one_writer", "e2e_four_processes")
+TARGETS = ("add_scalar_ratio", "add_scalar_abs", "add_image_large_ratio", "add_histogram_ratio",
+           "e2e_one_writer_ratio", "training_loop_overhead")
+
+
+def _daemon_pids() -> set[int]:
+    import psutil
+
+    pids = set()
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info.get("cmdline") or []
+        if any("logger_daemon" in part for part in cmdline) and any(p.startswith("/tmp/tbb-") for p in cmdline):
+            pids.add(process.pid)
+    return pids
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, str]:
+    out = tmp_path_factory.mktemp("bench") / "quick.json"
+    before = _daemon_pids()
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout[-5000:]}\nstderr:\n{done.stderr[-5000:]}"
+    leftover = _daemon_pids() - before
+    assert not leftover, f"daemons left running by the suite: {leftover}"
+    with open(out) as f:
+        return json.load(f), done.stdout, str(out)
+
+
+def test_every_workload_ran_for_every_writer(quick_run: tuple[dict, str, str]) -> None:
+    doc, _, _ = quick_run
+    assert doc["quick"] is True
+    assert set(doc["workloads"]) == {*CALLS, *THROUGHPUT, "training_loop"}
+    for name, entry in doc["workloads"].items():
+        assert set(entry["writers"]) == set(WRITERS), name
+        for writer, result in entry["writers"].items():
+            assert "error" not in result, f"{name}/{writer}: {result.get('error')}"
+
+
+def test_everything_logged_was_read_back(quick_run: tuple[dict, str, str]) -> None:
+    doc, _, _ = quick_run
+    assert doc["all_ran_and_verified"] is True
+    for name, entry in doc["workloads"].items():
+        for writer, result in entry["writers"].items():
+            check = result["verify"]
+            assert check["ok"], f"{name}/{writer}: {check}"
+            assert check["found"] == check["expected"], f"{name}/{writer}"
+            assert check["tensorboard_loader_found"] == check["expected"], f"{name}/{writer}"
+            assert sum(check["expected"].values()) > 0
+            assert not check["damaged"]
+            assert result["close_confirmed"] is True
+
+
+def test_figures_are_sane(quick_run: tuple[dict, str, str]) -> None:
+    doc, _, _ = quick_run
+    workloads = doc["workloads"]
+    for name in CALLS:
+        for writer, r in workloads[name]["writers"].items():
+            assert r["calls"] == workloads[name]["params"]["calls"]
+            assert r["timed_calls"] + r["untimed_calls"] == r["calls"] or r["calls"] == 1
+            for key in ("median_us", "mean_us", "p99_us", "peak_rss_mb"):
+                assert _positive(r[key]), f"{name}/{writer}: {key}={r[key]}"
+            assert r["min_us"] <= r["median_us"] <= r["p99_us"] <= r["max_us"], f"{name}/{writer}"
+            assert _positive(r["mean_x_lower_than_tensorboardX"]), f"{name}/{writer}"
+        assert workloads[name]["writers"]["tensorboardX"]["mean_x_lower_than_tensorboardX"] == pytest.approx(1.0)
+    for name in THROUGHPUT:
+        params = workloads[name]["params"]
+        for writer, r in workloads[name]["writers"].items():
+            assert r["calls"] == params["calls"] * params["processes"]
+            assert _positive(r["scalars_per_s"]) and _positive(r["total_s"]), f"{name}/{writer}"
+            assert _positive(r["x_tensorboardX_throughput"])
+        four = workloads["e2e_four_processes"]
+        assert len(four["writers"]["logger_client"]["per_process"]) == four["params"]["processes"] > 1
+    loop = workloads["training_loop"]
+    for writer, r in loop["writers"].items():
+        assert len(r["plain_s"]) == len(r["logged_s"]) == loop["params"]["repeats"]
+        assert _positive(r["plain_median_s"]) and _positive(r["logged_median_s"])
+        assert math.isfinite(r["overhead_pct"])
+    # The daemon was seen and measured for every logger_client workload.
+    for name, entry in workloads.items():
+        daemon = entry["writers"]["logger_client"]["daemon"]
+        assert _positive(daemon["peak_rss_mb"]), name
+
+
+def test_report_has_context_and_targets(quick_run: tuple[dict, str, str]) -> None:
+    doc, stdout, out = quick_run
+    assert doc["machine"]["cpu_count"] == os.cpu_count()
+    for name in ("tensorboardX", "torch", "tensorboard", "tb-logger-service"):
+        assert doc["versions"][name], name
+    assert doc["date"] and doc["method"]["per_call"]
+    assert [t["name"] for t in doc["targets"]] == list(TARGETS)
+    for target in doc["targets"]:
+        assert target["result"] in ("PASS", "FAIL"), target
+    for heading in ("## Targets", "## Per-call cost", "## End-to-end throughput", "## Training-loop overhead",
+                    "## Peak resident memory"):
+        assert heading in stdout
+    for writer in WRITERS:
+        assert f"| add_scalar | {writer} |" in stdout
+    assert os.path.exists(os.path.splitext(out)[0] + ".md")
+    dated = [n for n in os.listdir(os.path.dirname(out)) if n.startswith("quick-") and n.endswith("-quick.json")]
+    assert len(dated) == 1
+
+
+def test_compare_two_runs(quick_run: tuple[dict, str, str]) -> None:
+    _, _, out = quick_run
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--compare", out, "--against", out],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "add_scalar / logger_client / mean_us" in done.stdout
+    assert "+0.0 %" in done.stdout
