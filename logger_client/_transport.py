@@ -135,7 +135,12 @@ class ZmqTransport:
             self._array_bytes_held += nbytes
             self._specials_queued += 1
             self.queue.append(record)
-        self._wake()  # sent at once: its memory comes back to the pool sooner
+            # No wake-up per array: waking hands the GIL to the I/O thread inside this call, which
+            # costs the training thread more than the copy. The linger timer sends it soon enough,
+            # unless arrays pile up towards the bound.
+            pressing = self._array_bytes_held > self.settings.max_buffer_bytes // 4
+        if pressing:
+            self._wake()
 
     def on_backlog(self, length: int) -> None:
         """Called by a producer whose append made the queue `length` long (>= batch_records)."""
