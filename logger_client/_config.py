@@ -52,7 +52,7 @@ class Settings:
     #: Array bytes the daemon queues between receiving and writing before it stops reading.
     daemon_queue_bytes: int = 1024 * 2**20
     #: Records the daemon queues between receiving and writing before it stops reading.
-    daemon_queue_records: int = 1_000_000
+    daemon_queue_records: int = 250_000
 
     @classmethod
     def from_env(cls) -> "Settings":

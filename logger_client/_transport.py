@@ -6,8 +6,8 @@ batch itself while the records are still in its CPU cache (another core would fe
 them), and hands the bytes over. One background I/O thread per process owns the ZeroMQ socket: it
 sends packed batches, drains and packs what else is queued, numbers messages, sends without
 blocking, reads the daemon's acknowledgements and answers `flush()`. It wakes when a batch is
-packed, when an array or a flush arrives, and every `linger_s` otherwise, so a lone record is on
-its way within `linger_s`.
+packed or a flush or close is asked, and every `linger_s` otherwise, so a record (arrays too) is
+on its way within `linger_s`.
 
 Memory is bounded while the daemon is slow or gone: at most `max_buffer_bytes` of array data and
 `max_pending_records` small records wait here; what does not fit is dropped and counted by reason.
