@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,21 +168,15 @@ class Runtime:
             return
         try:
             subprocess.run(
-                [sys.executable, "-m", "logger_daemon", "stop", "--runtime-dir", task.runtime_dir,
+                [sys.executable, "-m", "logger_daemon", "stop", "--force", "--runtime-dir", task.runtime_dir,
                  "--timeout", str(timeout_s)],
                 cwd=REPO, env=self.child_env(task), stdin=subprocess.DEVNULL, capture_output=True,
-                timeout=timeout_s + 15,
+                timeout=timeout_s + 30,
             )
         except subprocess.TimeoutExpired:
             pass
-        if _alive_daemon(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            deadline = time.monotonic() + 10
-            while _alive_daemon(pid) and time.monotonic() < deadline:
-                time.sleep(0.02)
+        if _alive_daemon(pid):  # `stop --force` could not even kill it: say so, do not hang
+            print(f"warning: daemon {pid} of {task.runtime_dir} is still alive", file=sys.stderr)
 
     def remove_logs(self, task: Task) -> None:
         if not self.keep_logs:

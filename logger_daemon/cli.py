@@ -24,6 +24,8 @@ from logger_client._wire import MessageKind
 
 log = logging.getLogger("logger_daemon")
 
+#: How long `stop --force` waits for a killed daemon to be gone.
+_KILL_WAIT_S = 10.0
 #: How long a starting daemon retries the lock: a client probing "is one running?" holds it briefly.
 _LOCK_RETRY_S = 1.0
 
@@ -136,21 +138,44 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wait_gone(runtime_dir: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while daemon_running(runtime_dir):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def stop(args: argparse.Namespace) -> int:
-    """Asks the daemon to write everything and exit; waits for it to be gone."""
+    """Asks the daemon to write everything and exit; waits for it to be gone (`--force`: then kills)."""
     runtime_dir = args.runtime_dir or Settings.from_env().runtime_dir
     if not daemon_running(runtime_dir):
         print(f"no daemon is running for {runtime_dir}", file=sys.stderr)
         return 0
+    pid = _read_pid(runtime_dir)  # read first: a stopping daemon removes its pid file
     request(runtime_dir, MessageKind.STOP, args.timeout)
-    deadline = time.monotonic() + args.timeout
-    while daemon_running(runtime_dir):
-        if time.monotonic() > deadline:
-            print(f"the daemon is still running after {args.timeout}s", file=sys.stderr)
-            return 1
-        time.sleep(0.02)
-    print("daemon stopped")
-    return 0
+    if _wait_gone(runtime_dir, args.timeout):
+        print("daemon stopped")
+        return 0
+    if args.force and pid is not None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if _wait_gone(runtime_dir, _KILL_WAIT_S):
+            print(f"daemon killed after {args.timeout}s", file=sys.stderr)
+            return 0
+    print(f"the daemon is still running after {args.timeout}s", file=sys.stderr)
+    return 1
+
+
+def _read_pid(runtime_dir: str) -> int | None:
+    try:
+        with open(os.path.join(runtime_dir, PID_NAME)) as pid_file:
+            return int(pid_file.read().strip())
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -172,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_argument("--timeout", type=float, default=10.0)
         if name == "status":
             sub.add_argument("--json", action="store_true")
+        else:
+            sub.add_argument("--force", action="store_true", help="SIGKILL the daemon if it has not stopped by --timeout")
     args = parser.parse_args(argv)
     if args.command == "run" and args.idle_timeout is None and not args.detach:
         args.idle_timeout = 0.0

@@ -47,19 +47,10 @@ def daemon_pid(runtime_dir: str) -> int | None:
 
 def stop_daemon(runtime_dir: str, timeout_s: float = 15.0) -> None:
     """Stops the daemon of `runtime_dir` politely, then by SIGKILL; returns once it is gone."""
-    if not daemon_running(runtime_dir):
-        return
-    pid = daemon_pid(runtime_dir)
-    subprocess.run([sys.executable, "-m", "logger_daemon", "stop", "--runtime-dir", runtime_dir,
-                    "--timeout", str(timeout_s)], stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s + 10)
-    if daemon_running(runtime_dir) and pid is not None:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + 10
-        while daemon_running(runtime_dir) and time.monotonic() < deadline:
-            time.sleep(0.02)
+    if daemon_running(runtime_dir):
+        subprocess.run([sys.executable, "-m", "logger_daemon", "stop", "--force", "--runtime-dir", runtime_dir,
+                        "--timeout", str(timeout_s)], stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=timeout_s + 30)
 
 
 @pytest.fixture

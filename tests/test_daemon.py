@@ -344,20 +344,28 @@ touch(f"{sync}/result", json.dumps({"flushed": flushed, "flush_s": flush_s, "clo
 '''
 
 
-def _kill_daemon_under_a_writer(runtime_dir, logdir, spawn, tmp_path, env) -> tuple[Spawned, dict, float]:
-    """Runs AFTER_DAEMON_DIES; returns the process, its flush/close result and when the result came."""
-    proc = spawn(AFTER_DAEMON_DIES, logdir, tmp_path, env=env)
+def _run_past_a_killed_daemon(script, runtime_dir, logdir, spawn, tmp_path, env,
+                              result_timeout_s: float) -> tuple[Spawned, dict, float]:
+    """Runs `script` (which touches `ready`, waits for `killed`, writes `result` as JSON), SIGKILLs
+    the daemon in between; returns the process, its result and when the result came."""
+    proc = spawn(script, logdir, tmp_path, env=env)
     wait_for(lambda: os.path.exists(tmp_path / "ready") or proc.process.poll() is not None, timeout_s=60,
              message="the writer to be connected")
     assert proc.process.poll() is None, proc.output()
     os.kill(daemon_pid(runtime_dir), signal.SIGKILL)
     wait_for(lambda: not daemon_running(runtime_dir), message="the daemon to die")
     touch(tmp_path / "killed")
-    wait_for(lambda: os.path.exists(tmp_path / "result") or proc.process.poll() is not None, timeout_s=20,
-             message="flush and close to return")
+    wait_for(lambda: os.path.exists(tmp_path / "result") or proc.process.poll() is not None,
+             timeout_s=result_timeout_s, message="the script's result")
     result_at = time.monotonic()
     assert os.path.exists(tmp_path / "result"), proc.output()
-    result = json.loads((tmp_path / "result").read_text())
+    return proc, json.loads((tmp_path / "result").read_text()), result_at
+
+
+def _kill_daemon_under_a_writer(runtime_dir, logdir, spawn, tmp_path, env) -> tuple[Spawned, dict, float]:
+    """Runs AFTER_DAEMON_DIES; returns the process, its flush/close result and when the result came."""
+    proc, result, result_at = _run_past_a_killed_daemon(AFTER_DAEMON_DIES, runtime_dir, logdir, spawn,
+                                                        tmp_path, env, result_timeout_s=20)
     assert result["flushed"] is False and 0.9 <= result["flush_s"] < 1.5
     assert result["closed"] is False and 1.9 <= result["close_s"] < 2.5
     return proc, result, result_at
@@ -500,6 +508,19 @@ def test_logger_daemon_stop_writes_everything_and_stops(daemon, runtime_dir, log
     assert scalars(logdir, "loss") == [(s, float(s)) for s in range(500)]
     shutdown_transport(0.5)  # its daemon is gone; do not wait long for it
     assert cli("status").returncode == 1
+
+
+def test_stop_force_kills_a_daemon_that_does_not_answer(daemon, runtime_dir):
+    os.kill(daemon.pid, signal.SIGSTOP)  # alive, holding its lock, answering nothing
+    try:
+        result = cli("stop", "--force", "--timeout", "1")
+        assert result.returncode == 0, result.stderr
+        assert "killed" in result.stderr
+        assert daemon.wait(10) == -signal.SIGKILL
+        assert not daemon_running(runtime_dir)
+    finally:
+        if daemon.poll() is None:
+            os.kill(daemon.pid, signal.SIGCONT)
 
 
 def test_status_and_stop_without_a_daemon(runtime_dir):
@@ -723,18 +744,9 @@ writer.close(timeout=0.5)
 
 def test_client_memory_is_bounded_when_the_daemon_is_gone(daemon, runtime_dir, logdir, spawn, tmp_path):
     bound = 64 * 2**20
-    proc = spawn(IMAGES_AFTER_DAEMON_DIES, logdir, tmp_path,
-                 env={"LOGGER_MAX_BUFFER_BYTES": str(bound), "LOGGER_CLOSE_TIMEOUT_S": "1"})
-    wait_for(lambda: os.path.exists(tmp_path / "ready") or proc.process.poll() is not None, timeout_s=60,
-             message="the writer to be connected")
-    assert proc.process.poll() is None, proc.output()
-    os.kill(daemon_pid(runtime_dir), signal.SIGKILL)
-    wait_for(lambda: not daemon_running(runtime_dir), message="the daemon to die")
-    touch(tmp_path / "killed")
-    wait_for(lambda: os.path.exists(tmp_path / "result") or proc.process.poll() is not None, timeout_s=60,
-             message="the images to be logged")
-    assert os.path.exists(tmp_path / "result"), proc.output()
-    result = json.loads((tmp_path / "result").read_text())
+    proc, result, _ = _run_past_a_killed_daemon(
+        IMAGES_AFTER_DAEMON_DIES, runtime_dir, logdir, spawn, tmp_path,
+        {"LOGGER_MAX_BUFFER_BYTES": str(bound), "LOGGER_CLOSE_TIMEOUT_S": "1"}, result_timeout_s=60)
     stats = result["stats"]
     dropped = stats["records_dropped"].get("client_buffer_full", 0)
     assert dropped > 0
