@@ -56,7 +56,7 @@ class Transport(Protocol):
     def close_stream(self, stream: int, timeout_s: float) -> bool: ...
     def submit_array(self, record: tuple) -> None: ...
     def empty_array(self, shape: tuple, dtype: Any) -> Any: ...
-    def on_backlog(self, length: int) -> None: ...
+    def on_backlog(self, length: int, added: int = 1) -> None: ...
     def flush(self, timeout_s: float) -> bool: ...
     def stats(self) -> dict[str, Any]: ...
 
@@ -142,8 +142,9 @@ class ZmqTransport:
         if pressing:
             self._wake()
 
-    def on_backlog(self, length: int) -> None:
-        """Called by a producer whose append made the queue `length` long (>= batch_records)."""
+    def on_backlog(self, length: int, added: int = 1) -> None:
+        """Called by a producer whose append of `added` records made the queue `length` long
+        (>= batch_records): packs a batch each time the length crosses a multiple of it."""
         if length > self.settings.max_pending_records:
             try:
                 newest = self.queue.pop()  # the newest is dropped, so what is kept stays in order
@@ -154,7 +155,7 @@ class ZmqTransport:
                 return
             with self._lock:
                 self._dropped["client_queue_full"] += 1
-        elif length % self.batch_records == 0:
+        elif length % self.batch_records < added:
             self._pack_here()
             self._wake()
 

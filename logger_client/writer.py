@@ -244,16 +244,16 @@ class SummaryWriter:
         if not isinstance(tag_scalar_dict, Mapping):
             raise TypeError(f"tag_scalar_dict must be a dict of name -> number, got {type(tag_scalar_dict).__name__}")
         step, walltime = _step_and_time(global_step, walltime)
+        self._ensure_open()
         records = [
             (_SCALAR, self._stream, _check_run(main_tag, key), main_tag, step, walltime,
              to_float(value, f"tag_scalar_dict[{key!r}]"))
             for key, value in tag_scalar_dict.items()
         ]
-        self._ensure_open()
         queue = self._queue
         queue.extend(records)
         if len(queue) >= self._batch_records:
-            self._transport.on_backlog(len(queue))
+            self._transport.on_backlog(len(queue), len(records))
 
     # -- arrays ------------------------------------------------------------------------------
 
@@ -405,7 +405,7 @@ class _DiscardingTransport:
     def empty_array(self, shape: tuple, dtype: Any) -> np.ndarray:
         return np.empty(shape, dtype)
 
-    def on_backlog(self, length: int) -> None:
+    def on_backlog(self, length: int, added: int = 1) -> None:
         pass
 
     def flush(self, timeout_s: float) -> bool:

@@ -628,6 +628,18 @@ def test_reuse_after_close_continues_the_run(runtime_dir: str, logdir: str) -> N
     assert [e.step for e in load_runs(logdir)["."].Scalars("loss")] == list(range(10))
 
 
+def test_add_scalars_after_close_reopens_too(runtime_dir: str, logdir: str) -> None:
+    writer = SummaryWriter(logdir)
+    writer.add_scalars("loss", {"train": 1.0, "val": 2.0}, 0)
+    assert writer.close() is True
+    writer.add_scalars("loss", {"train": 3.0, "val": 4.0}, 1)
+    assert writer.close() is True
+    runs = load_runs(logdir)
+    assert [(e.step, e.value) for e in runs["loss/train"].Scalars("loss")] == [(0, 1.0), (1, 3.0)]
+    assert [(e.step, e.value) for e in runs["loss/val"].Scalars("loss")] == [(0, 2.0), (1, 4.0)]
+    assert writer.stats()["records_dropped"] == {}
+
+
 def test_event_files_sort_in_creation_order(runtime_dir: str, tmp_path) -> None:
     root = tmp_path / "runs"
     for index in range(9):  # the daemon's first nine files, elsewhere
