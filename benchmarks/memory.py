@@ -16,6 +16,8 @@ import sys
 import threading
 from typing import Any
 
+from logger_client._discovery import daemon_pid
+
 _MB = 1024 * 1024
 
 
@@ -50,19 +52,11 @@ def _vm_hwm_mb(pid: int) -> float | None:
     return None
 
 
-def read_pid(path: str) -> int | None:
-    try:
-        with open(path) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return None
-
-
 class DaemonMonitor:
     """Follows the daemon of a runtime directory while a benchmark runs; reports its peak RSS."""
 
     def __init__(self, runtime_dir: str, interval_s: float = 0.05) -> None:
-        self._pid_path = os.path.join(runtime_dir, "daemon.pid")
+        self._runtime_dir = runtime_dir
         self._interval_s = interval_s
         self._stop = threading.Event()
         self._sampled: dict[int, float] = {}
@@ -87,7 +81,7 @@ class DaemonMonitor:
     def sample(self, psutil: Any = None) -> None:
         if psutil is None:
             import psutil
-        pid = read_pid(self._pid_path)
+        pid = daemon_pid(self._runtime_dir)
         if pid is not None and pid not in self._processes:
             try:
                 self._processes[pid] = psutil.Process(pid)

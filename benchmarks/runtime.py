@@ -19,7 +19,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.memory import read_pid
+from logger_client._discovery import daemon_pid
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Pins every BLAS / OpenMP pool of a child to one thread (OPENBLAS_CORETYPE is left as it is).
@@ -159,7 +160,7 @@ class Runtime:
     # -- daemons -----------------------------------------------------------------------------
 
     def daemon_pid(self, task: Task) -> int | None:
-        return read_pid(os.path.join(task.runtime_dir, "daemon.pid"))
+        return daemon_pid(task.runtime_dir)
 
     def stop_daemon(self, task: Task, timeout_s: float = 15.0) -> None:
         """Stops the daemon of `task` (politely, then SIGKILL); returns once it is gone."""

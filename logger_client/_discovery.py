@@ -49,6 +49,15 @@ def endpoint(runtime_dir: str) -> str:
     return "ipc://" + os.path.join(runtime_dir, SOCKET_NAME)
 
 
+def daemon_pid(runtime_dir: str) -> int | None:
+    """The pid the daemon of `runtime_dir` wrote when it started, if its pid file is there."""
+    try:
+        with open(os.path.join(runtime_dir, PID_NAME)) as pid_file:
+            return int(pid_file.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def daemon_running(runtime_dir: str) -> bool:
     """True while some process holds the daemon lock of `runtime_dir`."""
     path = os.path.join(runtime_dir, DAEMON_LOCK_NAME)

@@ -18,7 +18,7 @@ import zmq
 from logger_client import _wire
 from logger_client._config import Settings
 from logger_client._discovery import (
-    DAEMON_LOCK_NAME, LOG_NAME, PID_NAME, daemon_running, endpoint, ensure_runtime_dir,
+    DAEMON_LOCK_NAME, LOG_NAME, PID_NAME, daemon_pid, daemon_running, endpoint, ensure_runtime_dir,
 )
 from logger_client._wire import MessageKind
 
@@ -153,7 +153,7 @@ def stop(args: argparse.Namespace) -> int:
     if not daemon_running(runtime_dir):
         print(f"no daemon is running for {runtime_dir}", file=sys.stderr)
         return 0
-    pid = _read_pid(runtime_dir)  # read first: a stopping daemon removes its pid file
+    pid = daemon_pid(runtime_dir)  # read first: a stopping daemon removes its pid file
     request(runtime_dir, MessageKind.STOP, args.timeout)
     if _wait_gone(runtime_dir, args.timeout):
         print("daemon stopped")
@@ -169,13 +169,6 @@ def stop(args: argparse.Namespace) -> int:
     print(f"the daemon is still running after {args.timeout}s", file=sys.stderr)
     return 1
 
-
-def _read_pid(runtime_dir: str) -> int | None:
-    try:
-        with open(os.path.join(runtime_dir, PID_NAME)) as pid_file:
-            return int(pid_file.read().strip())
-    except (FileNotFoundError, ValueError):
-        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

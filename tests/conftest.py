@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from logger_client._discovery import PID_NAME, daemon_running
+from logger_client._discovery import daemon_running
 from logger_client._transport import shutdown_transport
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,14 +35,6 @@ def wait_for(condition: Callable[[], object], timeout_s: float = 20.0, interval_
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s}s waiting for {message}")
         time.sleep(interval_s)
-
-
-def daemon_pid(runtime_dir: str) -> int | None:
-    try:
-        with open(os.path.join(runtime_dir, PID_NAME)) as f:
-            return int(f.read().strip())
-    except (FileNotFoundError, ValueError):
-        return None
 
 
 def stop_daemon(runtime_dir: str, timeout_s: float = 15.0) -> None:

@@ -26,9 +26,9 @@ from tensorboard.compat.proto.event_pb2 import Event as TbEvent
 
 import logger_client
 from raw_peer import RawPeer
-from conftest import daemon_pid, stop_daemon, wait_for
+from conftest import stop_daemon, wait_for
 from logger_client import SummaryWriter
-from logger_client._discovery import LOG_NAME, PID_NAME, SOCKET_NAME, daemon_running
+from logger_client._discovery import LOG_NAME, PID_NAME, SOCKET_NAME, daemon_pid, daemon_running
 from logger_client._transport import shutdown_transport
 from logger_client._wire import MessageKind, RecordKind
 
@@ -188,14 +188,20 @@ assert writer.close(timeout=60)
 '''
 
 
-def test_four_processes_one_logdir_one_file(daemon, logdir, spawn, tmp_path):
-    count, ranks = 10_000, 4
-    procs = [spawn(RANK_WRITER, logdir, rank, tmp_path, count) for rank in range(ranks)]
-    wait_for(lambda: all(os.path.exists(tmp_path / f"ready-{r}") for r in range(ranks)), timeout_s=60,
+def _run_together(spawn, tmp_path, scripts_args: list[tuple]) -> None:
+    """Starts one process per (script, *args); they touch `ready-<i>` and wait for `go`, so their
+    logging overlaps; all must succeed."""
+    procs = [spawn(script, *args) for script, *args in scripts_args]
+    wait_for(lambda: all(os.path.exists(tmp_path / f"ready-{i}") for i in range(len(procs))), timeout_s=60,
              message="every writer to be open")
     touch(tmp_path / "go")
     for proc in procs:
         proc.assert_ok(timeout_s=90)
+
+
+def test_four_processes_one_logdir_one_file(daemon, logdir, spawn, tmp_path):
+    count, ranks = 10_000, 4
+    _run_together(spawn, tmp_path, [(RANK_WRITER, logdir, rank, tmp_path, count) for rank in range(ranks)])
 
     files = event_files(logdir)
     assert len(files) == 1 and os.listdir(logdir) == [os.path.basename(files[0])]
@@ -232,12 +238,8 @@ assert writer.close(timeout=60)
 
 def test_processes_writing_the_same_tag_never_go_back_in_steps(daemon, logdir, spawn, tmp_path):
     procs_count, total = 3, 3000
-    procs = [spawn(SHARED_TAG_WRITER, logdir, i, tmp_path, procs_count, total) for i in range(procs_count)]
-    wait_for(lambda: all(os.path.exists(tmp_path / f"ready-{i}") for i in range(procs_count)), timeout_s=60,
-             message="every writer to be open")
-    touch(tmp_path / "go")
-    for proc in procs:
-        proc.assert_ok(timeout_s=90)
+    _run_together(spawn, tmp_path,
+                  [(SHARED_TAG_WRITER, logdir, i, tmp_path, procs_count, total) for i in range(procs_count)])
 
     files = event_files(logdir)
     assert len(files) == 1
