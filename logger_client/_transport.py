@@ -9,8 +9,9 @@ blocking, reads the daemon's acknowledgements and answers `flush()`. It wakes wh
 packed or a flush or close is asked, and every `linger_s` otherwise, so a record (arrays too) is
 on its way within `linger_s`.
 
-Memory is bounded while the daemon is slow or gone: at most `max_buffer_bytes` of array data and
-`max_pending_records` small records wait here; what does not fit is dropped and counted by reason.
+Memory is bounded while the daemon is slow or gone: at most `max_buffer_bytes` of array data, and
+`max_pending_records` small records queued plus about as many packed or sent but unacknowledged,
+wait here; what does not fit is dropped and counted by reason.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class ZmqTransport:
         # Batches packed by producers, as (msgpack bytes, record count). `_pack_lock` keeps them in
         # queue order: taking records off the queue and appending their batch happen under it.
         self._packed: deque[tuple[bytes, int]] = deque()
+        self._packed_records = 0  # records in `_packed` (changed under `_pack_lock`)
         self._pack_lock = threading.Lock()
         self._next_stream = 1
         self._array_bytes_held = 0  # arrays queued or unacknowledged
@@ -156,7 +158,10 @@ class ZmqTransport:
             with self._lock:
                 self._dropped["client_queue_full"] += 1
         elif length % self.batch_records < added:
-            self._pack_here()
+            # Packed and unacknowledged records count against the bound too: with no room there,
+            # the records stay queued, where the check above drops what does not fit.
+            if self._packed_records + self._unacked_records < self.settings.max_pending_records:
+                self._pack_here()
             self._wake()
 
     def _pack_here(self) -> None:
@@ -171,6 +176,7 @@ class ZmqTransport:
             popleft = self.queue.popleft
             records = [popleft() for _ in range(length)]
             self._packed.append((_wire.pack_records(records), length))
+            self._packed_records += length
         finally:
             self._pack_lock.release()
 
@@ -345,6 +351,8 @@ class ZmqTransport:
         Returns whether anything was sent."""
         if self._unsent_bytes() > self.settings.max_buffer_bytes:
             return False  # the daemon is behind: leave records queued, where the bound applies
+        # Likewise once as many records as the bound allows are unacknowledged.
+        queue_too = queue_too and self._unacked_records < self.settings.max_pending_records
         with self._pack_lock:
             sent = self._send_packed(sock)
             return (queue_too and self._drain_queue(sock)) or sent
@@ -355,6 +363,7 @@ class ZmqTransport:
             return False
         while packed:
             records, count = packed.popleft()
+            self._packed_records -= count
             self._seq += 1
             self._send_frames(sock, _wire.encode_packed_records(self._cid, self._seq, records), (), count, 0)
             self._sent_records += count

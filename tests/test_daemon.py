@@ -759,6 +759,40 @@ def test_client_memory_is_bounded_when_the_daemon_is_gone(daemon, runtime_dir, l
     proc.assert_ok(timeout_s=15)
 
 
+SCALARS_AFTER_DAEMON_DIES = '''
+import psutil
+from logger_client import SummaryWriter
+logdir, sync = sys.argv[1], sys.argv[2]
+writer = SummaryWriter(logdir)
+assert writer.flush(timeout=30)
+touch(f"{sync}/ready")
+wait_file(f"{sync}/killed")
+me = psutil.Process()
+rss_before = me.memory_info().rss
+for step in range(1_000_000):
+    writer.add_scalar("loss", 0.5, step)
+time.sleep(1.0)  # let the I/O thread take what it may
+rss_after = me.memory_info().rss
+touch(f"{sync}/result", json.dumps({"stats": writer.stats(), "rss_before": rss_before, "rss_after": rss_after}))
+writer.close(timeout=0.5)
+'''
+
+
+def test_client_memory_for_scalars_is_bounded_when_the_daemon_is_gone(daemon, runtime_dir, logdir, spawn,
+                                                                        tmp_path):
+    bound = 50_000
+    proc, result, _ = _run_past_a_killed_daemon(
+        SCALARS_AFTER_DAEMON_DIES, runtime_dir, logdir, spawn, tmp_path,
+        {"LOGGER_MAX_PENDING_RECORDS": str(bound), "LOGGER_BATCH_RECORDS": "1000", "LOGGER_CLOSE_TIMEOUT_S": "1"},
+        result_timeout_s=120)
+    stats = result["stats"]
+    dropped = stats["records_dropped"].get("client_queue_full", 0)
+    assert dropped >= 1_000_000 - 2 * bound - 2000  # all but the bound's worth were refused, counted
+    assert stats["queued"] <= bound + 1
+    assert result["rss_after"] - result["rss_before"] < 64 * 2**20
+    proc.assert_ok(timeout_s=15)
+
+
 # -- values and bad writer options ---------------------------------------------------------------
 
 def test_a_scalar_beyond_float32_range_is_written_as_infinity(daemon, logdir):
