@@ -345,8 +345,6 @@ class Pipeline:
             return self._write_each(run, tag, records, owners)
         wall_times = np.array(wall_times, dtype=np.float64)
         values = np.array(values, dtype=np.float64)
-        wall_times = wall_times.astype(np.float64, copy=False)
-        values = values.astype(np.float64, copy=False)
         order = np.argsort(steps, kind="stable")  # equal steps keep their arrival order
         steps, wall_times, values = steps[order], wall_times[order], values[order]
         first = run.first_accepted(tag, steps)
