@@ -160,7 +160,7 @@ class ZmqTransport:
         elif length % self.batch_records < added:
             # Packed and unacknowledged records count against the bound too: with no room there,
             # the records stay queued, where the check above drops what does not fit.
-            if self._packed_records + self._unacked_records < self.settings.max_pending_records:
+            if self._room() > 0:
                 self._pack_here()
             self._wake()
 
@@ -170,8 +170,9 @@ class ZmqTransport:
         if not self._pack_lock.acquire(blocking=False):
             return
         try:
-            length = len(self.queue)  # first the length, then the specials (see _drain)
-            if self._specials_queued != self._specials_taken:
+            # First the length, then the specials (see _drain_queue); never more than the bound leaves.
+            length = min(len(self.queue), self._room())
+            if length <= 0 or self._specials_queued != self._specials_taken:
                 return
             popleft = self.queue.popleft
             records = [popleft() for _ in range(length)]
@@ -351,8 +352,6 @@ class ZmqTransport:
         Returns whether anything was sent."""
         if self._unsent_bytes() > self.settings.max_buffer_bytes:
             return False  # the daemon is behind: leave records queued, where the bound applies
-        # Likewise once as many records as the bound allows are unacknowledged.
-        queue_too = queue_too and self._unacked_records < self.settings.max_pending_records
         with self._pack_lock:
             sent = self._send_packed(sock)
             return (queue_too and self._drain_queue(sock)) or sent
@@ -369,10 +368,15 @@ class ZmqTransport:
             self._sent_records += count
         return True
 
+    def _room(self) -> int:
+        """How many more records may be packed or sent while unacknowledged, within the bound."""
+        return self.settings.max_pending_records - self._packed_records - self._unacked_records
+
     def _drain_queue(self, sock: zmq.Socket) -> bool:
         queue, batch_records = self.queue, self.batch_records
-        length = len(queue)
-        if not length:
+        # What does not fit in the bound stays queued, where producers drop what exceeds it.
+        length = min(len(queue), self._room())
+        if length <= 0:
             return False
         # Length first, then the count of special items (arrays, flushes) that producers announce
         # before appending them: if none is new, the next `length` items are plain records and go
