@@ -71,11 +71,12 @@ def to_walltime(value: Any) -> float:
 EmptyArray = Callable[[tuple, np.dtype], np.ndarray]
 
 
-def _new_array(shape: tuple, dtype: np.dtype) -> np.ndarray:
+def new_array(shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """Fresh memory for an owned array (no pool)."""
     return np.empty(shape, dtype)
 
 
-def to_owned_array(value: Any, name: str, empty: EmptyArray = _new_array) -> np.ndarray:
+def to_owned_array(value: Any, name: str, empty: EmptyArray = new_array) -> np.ndarray:
     """A C-contiguous numpy array that this client owns: the one copy the training thread pays.
 
     The caller may change its tensor right after the call returns, so the bytes are copied now,

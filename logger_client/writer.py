@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from ._config import Settings
-from ._convert import to_float, to_owned_array, to_step, to_walltime
+from ._convert import new_array, to_float, to_owned_array, to_step, to_walltime
 from ._transport import Transport, get_transport
 from ._wire import RecordKind
 
@@ -160,15 +160,16 @@ class SummaryWriter:
             purge_step = to_step(purge_step, "purge_step")
         if flush_secs is not None and not (isinstance(flush_secs, (int, float)) and flush_secs > 0):
             raise ValueError(f"flush_secs must be a positive number of seconds, got {flush_secs!r}")
-        if not isinstance(filename_suffix or "", str):
+        filename_suffix = filename_suffix or ""
+        if not isinstance(filename_suffix, str):
             raise TypeError(f"filename_suffix must be a str, got {type(filename_suffix).__name__}")
-        if "/" in (filename_suffix or "") or "\0" in (filename_suffix or ""):
+        if "/" in filename_suffix or "\0" in filename_suffix:
             raise ValueError(f"filename_suffix must be a plain file name suffix, got {filename_suffix!r}")
         self.logdir = os.fspath(logdir)
         self.purge_step = purge_step
         self._max_queue = max_queue
         self._flush_secs = flush_secs
-        self._filename_suffix = filename_suffix or ""
+        self._filename_suffix = filename_suffix
         self._write_to_disk = bool(write_to_disk)
         self._settings = Settings.from_env()
         self._closed = True
@@ -402,8 +403,7 @@ class _DiscardingTransport:
     def submit_array(self, record: tuple) -> None:
         pass
 
-    def empty_array(self, shape: tuple, dtype: Any) -> np.ndarray:
-        return np.empty(shape, dtype)
+    empty_array = staticmethod(new_array)
 
     def on_backlog(self, length: int, added: int = 1) -> None:
         pass

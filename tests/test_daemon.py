@@ -651,13 +651,19 @@ def _kill_quietly(pid: int) -> None:
         pass
 
 
-def test_a_forked_child_logs_through_its_own_connection(daemon, logdir, spawn, tmp_path):
-    proc = spawn(FORKING_WRITER, logdir, tmp_path)
+def _spawn_parent_and_child(spawn, script, logdir, tmp_path) -> tuple[Spawned, str]:
+    """Runs a forking `script`; returns its process and what the child wrote to `child-ready`."""
+    proc = spawn(script, logdir, tmp_path)
     ready = [tmp_path / "parent-ready", tmp_path / "child-ready"]
     wait_for(lambda: all(p.exists() for p in ready) or proc.process.poll() is not None, timeout_s=60,
-             message="parent and child to log")
+             message="parent and child to be connected")
     assert all(p.exists() for p in ready), proc.output()
-    child = int((tmp_path / "child-ready").read_text())
+    return proc, (tmp_path / "child-ready").read_text()
+
+
+def test_a_forked_child_logs_through_its_own_connection(daemon, logdir, spawn, tmp_path):
+    proc, child_text = _spawn_parent_and_child(spawn, FORKING_WRITER, logdir, tmp_path)
+    child = int(child_text)
     try:
         clients = status_json()["clients"]
         assert sorted(c["pid"] for c in clients) == sorted([proc.pid, child])
@@ -702,12 +708,8 @@ writer.close(timeout=20)
 
 
 def test_a_forked_child_does_not_revive_a_shut_down_transport(daemon, logdir, spawn, tmp_path):
-    proc = spawn(STALE_TRANSPORT, logdir, tmp_path)
-    ready = [tmp_path / "parent-ready", tmp_path / "child-ready"]
-    wait_for(lambda: all(p.exists() for p in ready) or proc.process.poll() is not None, timeout_s=60,
-             message="parent and child to be connected")
-    assert all(p.exists() for p in ready), proc.output()
-    child = json.loads((tmp_path / "child-ready").read_text())
+    proc, child_text = _spawn_parent_and_child(spawn, STALE_TRANSPORT, logdir, tmp_path)
+    child = json.loads(child_text)
     try:
         assert child["flushed"] is True
         clients = status_json()["clients"]
