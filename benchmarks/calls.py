@@ -2,7 +2,7 @@
 
 Run inside a fresh benchmark child, one writer per child. The writer is constructed and warmed up
 first (the first call starts threads, files or - for logger_client - the daemon; none of that is a
-per-call cost), then the calls are made in blocks that alternate between two ways of timing:
+per-call cost) and left idle for `SETTLE_S`, then the calls are made in blocks that alternate between two ways of timing:
 
 * timed blocks: every call between a pair of `time.perf_counter_ns()`, minus the median cost of an
   empty pair measured just before -> the median and p99;
@@ -25,6 +25,11 @@ import numpy as np
 from benchmarks.writers import WriterAdapter
 
 _EMPTY_PAIRS = 20_000
+#: Idle time after the warm-up, for every writer alike: start-up work that a writer's first calls
+#: set going in the background (logger_client faulting in its arena for arrays, the anchors'
+#: writer threads draining) ends before anything is timed, as it would long before a job's
+#: next logging step.
+SETTLE_S = 1.0
 #: Calls per block: about 100 blocks per workload, half of them timed call by call.
 _BLOCKS = 100
 
@@ -126,6 +131,7 @@ def run(adapter: WriterAdapter, params: dict[str, Any], logdir: str) -> dict[str
         method(warm_tag, warm_values[i], i)
     writer.flush()
     warmup_s = time.perf_counter() - t0
+    time.sleep(SETTLE_S)
 
     pair_ns = empty_pair_ns()
     block = max(1, calls // _BLOCKS)

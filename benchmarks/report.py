@@ -19,7 +19,8 @@ SCHEMA = 1
 METHOD = {
     "per_call": (
         "One fresh process per (workload, writer). The writer is constructed and warmed up "
-        "(warmup_calls calls on another tag, then flush()) before anything is timed. The calls are "
+        "(warmup_calls calls on another tag, then flush(), then 1 s idle so that background start-up "
+        "work ends, for every writer alike) before anything is timed. The calls are "
         "made in ~100 blocks that alternate: in timed blocks each call sits between a pair of "
         "time.perf_counter_ns() and the median cost of an empty pair (timer_pair_ns) is subtracted "
         "-> median_us and p99_us (nearest rank); in untimed blocks one clock pair spans the block "
@@ -36,14 +37,18 @@ METHOD = {
         "together after construction; the window is earliest first call .. latest close() return "
         "(CLOCK_MONOTONIC)."
     ),
-    "training_loop": (
+        "training_loop": (
         "x = tanh(x @ w) in float32 with rows calibrated to ~step_ms a step on one BLAS thread "
-        "(OMP/OPENBLAS/MKL_NUM_THREADS=1, torch.set_num_threads(1)). Pairs of (no logging, logging) "
-        "loops in one process with one writer, order alternating; overhead_pct = median(logged) / "
-        "median(plain) - 1 on the wall clock (the target's figure); thread_cpu_overhead_pct and "
-        "process_cpu_overhead_pct: the same on time.thread_time() of the training thread (immune to "
-        "other processes taking the core and to GIL waits) and time.process_time() (adds the "
-        "writer's threads). close() after all pairs, reported as close_s."
+        "(OMP/OPENBLAS/MKL_NUM_THREADS=1, torch.set_num_threads(1)). One process, one writer open "
+        "throughout. The logged loop runs in blocks of arrays_every steps (each block's first step "
+        "logs the image and histogram); each block is timed beside a plain block and a control "
+        "block (plain again) of the same length, the three in an order rotating through all six "
+        "permutations. overhead_pct (the target's figure) = median over all blocks of logged / "
+        "plain - 1 on the wall clock; noise_floor_pct = the same median for control / plain "
+        "(identical work: the method's resolution on this machine). overhead_pct_total_time: sum of "
+        "logged / sum of plain - 1. thread_cpu_overhead_pct, process_cpu_overhead_pct: the median "
+        "pair ratio on time.thread_time() and time.process_time(). close() after all blocks, "
+        "reported as close_s."
     ),
     "memory": (
         "Benchmark process: getrusage(RUSAGE_SELF).ru_maxrss at its end (includes the writer's "
@@ -315,18 +320,23 @@ def markdown(doc: dict[str, Any]) -> str:
         p = entry["params"]
         lines += ["", f"## Training-loop overhead ({p['steps']:,} steps of ~{p['calibrated_step_ms']:.1f} ms, "
                       f"{p['scalars_per_step']} scalars a step, a {'x'.join(map(str, p['image_shape']))} image and a "
-                      f"{p['histogram_values']:,}-value histogram every {p['arrays_every']} steps; median of {p['repeats']})", "",
-                  "| writer | no logging s | logging s | overhead (wall) | per pair | training thread CPU overhead | process CPU overhead | close() s | verified on disk |",
-                  "|---|---:|---:|---:|---|---:|---:|---:|---|"]
+                      f"{p['histogram_values']:,}-value histogram every {p['arrays_every']} steps; {p['repeats']} repeats, "
+                      f"each block of {p['arrays_every']} steps timed beside a plain one)", "",
+                  "| writer | no logging s | logging s | overhead: median of block pairs | middle half of pairs | "
+                  "per repeat | noise floor (plain vs plain) | overhead of total time | training thread CPU | "
+                  "process CPU | close() s | verified on disk |",
+                  "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---|"]
         for writer, r in entry["writers"].items():
             if not _ok(r):
                 message = r.get("error", "?").splitlines()[0].replace("|", "/")
-                lines.append(f"| {writer} | ERROR: {message} |" + " |" * 7)
+                lines.append(f"| {writer} | ERROR: {message} |" + " |" * 10)
                 continue
-            pairs = ", ".join(f"{x:.2f}" for x in r["overhead_pct_per_pair"])
-            lines.append(f"| {writer} | {r['plain_median_s']:.3f} | {r['logged_median_s']:.3f} | {r['overhead_pct']:.2f} % | "
-                         f"{pairs} | {r['thread_cpu_overhead_pct']:.2f} % | {r['process_cpu_overhead_pct']:.2f} % | "
-                         f"{r['close_s']:.2f} | {_verified(r)} |")
+            repeats = ", ".join(f"{x:.2f}" for x in r["overhead_pct_per_repeat"])
+            low, high = r["overhead_iqr_pct"]
+            lines.append(f"| {writer} | {sum(r['plain_s']):.3f} | {sum(r['logged_s']):.3f} | **{r['overhead_pct']:.2f} %** | "
+                         f"{low:.2f} .. {high:.2f} % | {repeats} | {r['noise_floor_pct']:.2f} % | "
+                         f"{r['overhead_pct_total_time']:.2f} % | {r['thread_cpu_overhead_pct']:.2f} % | "
+                         f"{r['process_cpu_overhead_pct']:.2f} % | {r['close_s']:.2f} | {_verified(r)} |")
 
     writers = list(WRITERS)
     lines += ["", "## Peak resident memory (MiB)", "",

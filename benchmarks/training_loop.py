@@ -9,22 +9,25 @@ thread and daemon).
 
 Each step logs `scalars_per_step` scalars (the first values of `x`, as `loss.item()` would give);
 every `arrays_every` steps also one image (3x256x256 float32) and one histogram (1e5 float32).
-One child per writer runs `repeats` pairs of (loop without logging, loop with logging) with the
-same writer, alternating which of the pair goes first; overhead = median(logged) / median(plain)
-- 1, on the wall clock. Beside it, the same ratio on the CPU time of the training thread and of the
-whole process (the wall clock also counts time lost to other processes on a shared machine; the
-thread's CPU time does not, nor time spent waiting for the GIL). The writer's close() comes after
-all pairs and is reported beside (close_s), not in the loop.
+One child per writer runs `repeats` times the logged loop of `steps` steps, cut into blocks of
+`arrays_every` steps, each block timed beside a plain block and a control block (plain too) of the
+same length, in rotating order, with one writer kept open throughout (see `run`). overhead = the
+median over all block pairs of logged / plain - 1, on the wall clock; the median of control / plain
+- 1 beside it is the noise floor of that figure on this machine. Also reported: the same medians on
+the CPU time of the training thread and of the whole process, and the ratio of total times. The
+writer's close() comes after all blocks and is reported beside (close_s), not in the loop.
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from typing import Any
 
 import numpy as np
 
+from benchmarks import calls
 from benchmarks.writers import WriterAdapter
 
 _WIDTH = 256
@@ -117,7 +120,17 @@ def expected_counts(params: dict[str, Any]) -> dict[str, int]:
     }
 
 
+#: The three kinds of block a round runs, in an order that rotates through all six permutations,
+#: so that no kind always follows another (work a writer leaves behind lands on every kind alike).
+_ORDERS = tuple(itertools.permutations(("plain", "logged", "control")))
+
+
 def run(adapter: WriterAdapter, params: dict[str, Any], logdir: str) -> dict[str, Any]:
+    """Rounds of three blocks of `arrays_every` steps each, timed one by one: a plain block, a logged
+    block (the logged loop's next `arrays_every` steps, so its image and histogram come first), and
+    a control block (plain again). Adjacent blocks see the same machine, so a block pair's ratio is
+    free of the drift of a shared VM (whose speed wanders by tens of percent within a minute); the
+    control/plain ratios measure what is left: the method's own noise floor, reported beside."""
     _pin_torch_threads()
     rows = params["rows"]
     steps, every, repeats = params["steps"], params["arrays_every"], params["repeats"]
@@ -132,47 +145,63 @@ def run(adapter: WriterAdapter, params: dict[str, Any], logdir: str) -> dict[str
     _logged_loop(x0, w, 1, writer, 0, [f"warmup/scalar{j}" for j in range(len(tags))], every, image, histogram,
                  prefix="warmup")
     writer.flush()
+    time.sleep(calls.SETTLE_S)
 
-    plain: list[_Clocks] = []
-    logged: list[_Clocks] = []
+    blocks: dict[str, list[list[_Clocks]]] = {"plain": [], "logged": [], "control": []}
     for r in range(repeats):
-        order = (False, True) if r % 2 == 0 else (True, False)
-        for with_logging in order:
-            if with_logging:
-                logged.append(_logged_loop(x0, w, steps, writer, r * steps, tags, every, image, histogram))
-            else:
-                plain.append(_plain_loop(x0, w, steps))
+        for timed in blocks.values():
+            timed.append([])
+        for index, first in enumerate(range(0, steps, every)):
+            length = min(every, steps - first)
+            for kind in _ORDERS[(r * steps // every + index) % len(_ORDERS)]:
+                if kind == "logged":
+                    clocks = _logged_loop(x0, w, length, writer, r * steps + first, tags, every, image, histogram)
+                else:
+                    clocks = _plain_loop(x0, w, length)
+                blocks[kind][r].append(clocks)
 
     t0 = time.perf_counter()
     confirmed = adapter.close(writer)
     close_s = time.perf_counter() - t0
 
-    def median(loops: list[_Clocks], clock: str) -> float:
-        return float(np.median([getattr(loop, clock) for loop in loops]))
+    def pair_pct(kind: str, clock: str, repeat: int | None = None) -> list[float]:
+        rounds = range(repeats) if repeat is None else (repeat,)
+        return [(getattr(a, clock) / getattr(p, clock) - 1.0) * 100.0
+                for r in rounds for a, p in zip(blocks[kind][r], blocks["plain"][r])]
 
-    def overhead(clock: str) -> float:
-        return (median(logged, clock) / median(plain, clock) - 1.0) * 100.0
+    def total(kind: str, clock: str, repeat: int) -> float:
+        return sum(getattr(c, clock) for c in blocks[kind][repeat])
 
+    def median(values: list[float]) -> float:
+        return float(np.median(values))
+
+    plain_s = [total("plain", "wall", r) for r in range(repeats)]
+    logged_s = [total("logged", "wall", r) for r in range(repeats)]
     return {
         "rows": rows,
         "steps": steps,
         "repeats": repeats,
-        "plain_s": [loop.wall for loop in plain],
-        "logged_s": [loop.wall for loop in logged],
-        "plain_median_s": median(plain, "wall"),
-        "logged_median_s": median(logged, "wall"),
-        "step_ms": median(plain, "wall") / steps * 1e3,
-        "overhead_pct": overhead("wall"),
-        "overhead_pct_per_pair": [(lg.wall / pl.wall - 1.0) * 100.0 for pl, lg in zip(plain, logged)],
-        # Beside the wall-clock figure (the one the target is about): CPU time of the training
-        # thread (not inflated by other processes taking the core, nor by waiting for the GIL)
-        # and of the whole process (adds the writer's own threads).
-        "thread_cpu_overhead_pct": overhead("thread_cpu"),
-        "process_cpu_overhead_pct": overhead("process_cpu"),
-        "plain_thread_cpu_s": [loop.thread_cpu for loop in plain],
-        "logged_thread_cpu_s": [loop.thread_cpu for loop in logged],
-        "plain_process_cpu_s": [loop.process_cpu for loop in plain],
-        "logged_process_cpu_s": [loop.process_cpu for loop in logged],
+        "block_steps": every,
+        "blocks_per_kind": sum(len(b) for b in blocks["plain"]),
+        "plain_s": plain_s,
+        "logged_s": logged_s,
+        "plain_median_s": median(plain_s),
+        "logged_median_s": median(logged_s),
+        "step_ms": median(plain_s) / steps * 1e3,
+        # The target's figure: the median over every (logged, plain) block pair of all repeats.
+        "overhead_pct": median(pair_pct("logged", "wall")),
+        "overhead_pct_per_repeat": [median(pair_pct("logged", "wall", r)) for r in range(repeats)],
+        # The same loops compared by their total time (sensitive to the VM's drift).
+        "overhead_pct_total_time": (sum(logged_s) / sum(plain_s) - 1.0) * 100.0,
+        # control/plain: identical work, so anything but 0 is the method's noise.
+        "noise_floor_pct": median(pair_pct("control", "wall")),
+        "noise_floor_iqr_pct": [float(v) for v in np.percentile(pair_pct("control", "wall"), [25, 75])],
+        "overhead_iqr_pct": [float(v) for v in np.percentile(pair_pct("logged", "wall"), [25, 75])],
+        # Beside the wall-clock figure: CPU time of the training thread (not inflated by other
+        # processes taking the core, nor by waiting for the GIL) and of the whole process (adds the
+        # writer's own threads), as medians over the same block pairs.
+        "thread_cpu_overhead_pct": median(pair_pct("logged", "thread_cpu")),
+        "process_cpu_overhead_pct": median(pair_pct("logged", "process_cpu")),
         "construct_s": construct_s,
         "close_s": close_s,
         "close_confirmed": confirmed,

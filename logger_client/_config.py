@@ -31,8 +31,8 @@ class Settings:
     linger_s: float = 0.25
     #: Upper bound of array bytes the client holds unacknowledged before it drops (and counts).
     max_buffer_bytes: int = 256 * 2**20
-    #: Memory of acknowledged arrays kept for reuse: copies then land on warm pages.
-    array_pool_bytes: int = 64 * 2**20
+    #: Pre-faulted memory for array copies (faulted in as arrays are logged; 0: none). See _arena.
+    arena_bytes: int = 256 * 2**20
     #: Upper bound of small records waiting in the client before it drops (and counts).
     max_pending_records: int = 1_000_000
     #: How long `flush()` waits for the daemon's acknowledgement.

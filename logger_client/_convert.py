@@ -72,7 +72,7 @@ EmptyArray = Callable[[tuple, np.dtype], np.ndarray]
 
 
 def new_array(shape: tuple, dtype: np.dtype) -> np.ndarray:
-    """Fresh memory for an owned array (no pool)."""
+    """Fresh memory for an owned array (no arena)."""
     return np.empty(shape, dtype)
 
 
@@ -80,7 +80,7 @@ def to_owned_array(value: Any, name: str, empty: EmptyArray = new_array) -> np.n
     """A C-contiguous numpy array that this client owns: the one copy the training thread pays.
 
     The caller may change its tensor right after the call returns, so the bytes are copied now,
-    into memory from `empty` (the transport's pool of reused buffers). A GPU tensor's transfer
+    into memory from `empty` (the transport's arena of pre-faulted memory). A GPU tensor's transfer
     to host memory is that copy.
     """
     if _is_torch_tensor(value):

@@ -31,7 +31,7 @@ import zmq
 from . import _wire
 from ._config import Settings
 from ._discovery import find_or_start_daemon
-from ._pool import ArrayPool
+from ._arena import Arena
 from ._wire import MessageKind, RecordKind
 
 log = logging.getLogger("logger_client")
@@ -79,8 +79,8 @@ class ZmqTransport:
         self.settings = settings
         self.batch_records = settings.batch_records
         self.queue: deque = deque()
-        self._pool = ArrayPool(settings.array_pool_bytes)
-        self.empty_array = self._pool.empty
+        self._arena = Arena(settings.arena_bytes)
+        self.empty_array = self._arena.empty
         self._lock = threading.Lock()  # guards the counters and maps below, not the queue
         self._streams: dict[int, dict[str, Any]] = {}
         self._linger_s = settings.linger_s
@@ -265,6 +265,7 @@ class ZmqTransport:
     def after_fork_in_child(self) -> None:
         """A forked child gets its own connection: the parent's socket and thread are not used."""
         self.queue.clear()  # the parent sends what it queued
+        self._arena.after_fork()
         self._lock = threading.Lock()
         self._array_bytes_held = 0
         self._specials_queued = self._specials_taken = 0
@@ -443,17 +444,14 @@ class ZmqTransport:
         return self._seq
 
     def _try_send(self, sock: zmq.Socket, frames: list, arrays: Any) -> bool:
-        """Sends without blocking (arrays without a copy); False if the daemon's queue is full."""
+        """Sends without blocking (arrays without a copy); False if the daemon's queue is full.
+
+        ZeroMQ keeps a reference to each array until it has sent its bytes: only then can the
+        arena hand its slot out again."""
         try:
-            if not arrays:
-                sock.send_multipart(frames, flags=zmq.NOBLOCK)
-                return True
-            # Arrays are the last frames, sent in order: when ZeroMQ is done with the last one,
-            # it is done with them all, and their memory can take the next arrays.
-            tracker = sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False, track=True)
+            sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=not arrays)
         except zmq.Again:
             return False
-        self._pool.recycle_when_sent(tracker, arrays)
         return True
 
     def _retry_unsent(self, sock: zmq.Socket) -> None:

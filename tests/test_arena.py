@@ -1,0 +1,97 @@
+"""The client's arena: pre-faulted slots for array copies, taken back when their array is garbage.
+
+Unit tests on `Arena` itself, then one end to end: arrays changed right after each call must
+reach the file as they were at the call, whatever slot reuse happens in between.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+
+from conftest import wait_for
+from logger_client import SummaryWriter
+from logger_client._arena import _CHUNK, _MIN_SLOT, Arena
+from logger_client._transport import get_transport
+from test_daemon import accumulator
+
+F32 = np.dtype(np.float32)
+SLOT_VALUES = _MIN_SLOT // 4  # float32 values in the smallest array the arena takes
+
+
+def ready(arena: Arena, values: int = SLOT_VALUES) -> Arena:
+    """Asks for one array (which starts the faulting thread) and waits until the room is faulted in."""
+    arena.empty((values,), F32)
+    gc.collect()
+    wait_for(lambda: arena.faulted_bytes >= min(arena._capacity, arena._wanted) > 0, message="the arena to fault in")
+    return arena
+
+
+def test_small_arrays_and_a_disabled_arena_get_ordinary_memory() -> None:
+    arena = ready(Arena(8 * _CHUNK))
+    assert not arena.holds(arena.empty((SLOT_VALUES - 1,), F32))
+    assert arena.holds(arena.empty((SLOT_VALUES,), F32))
+    off = Arena(0)
+    assert not off.holds(off.empty((SLOT_VALUES * 4,), F32))
+    assert off.faulted_bytes == 0
+
+
+def test_a_slot_comes_back_when_its_array_and_every_view_of_it_are_garbage() -> None:
+    arena = ready(Arena(8 * _CHUNK))
+    first = arena.empty((4, SLOT_VALUES // 4), F32)
+    address = first.ctypes.data
+    view = first[1:]  # what ZeroMQ's frame or a slice would hold
+    del first
+    gc.collect()
+    second = arena.empty((SLOT_VALUES,), F32)
+    assert second.ctypes.data != address, "a slot was reused while a view of its array was alive"
+    assert arena.used_bytes >= 2 * _MIN_SLOT
+    del view, second
+    gc.collect()
+    assert arena.used_bytes == 0
+    # Empty again: the next slot starts at the bottom, on the same warm pages.
+    assert arena.empty((SLOT_VALUES,), F32).ctypes.data == address
+
+
+def test_a_full_arena_falls_back_to_ordinary_memory_and_recovers() -> None:
+    arena = ready(Arena(2 * _CHUNK))
+    held = []
+    while True:
+        array = arena.empty((SLOT_VALUES,), F32)
+        if not arena.holds(array):
+            break
+        held.append(array)
+    assert len(held) == arena.faulted_bytes // _MIN_SLOT
+    held.pop(0)  # the oldest slot frees the bottom of the ring: the next array wraps there
+    gc.collect()
+    assert arena.holds(arena.empty((SLOT_VALUES,), F32))
+
+
+def test_slots_never_overlap_while_in_use() -> None:
+    arena = ready(Arena(4 * _CHUNK), SLOT_VALUES * 3)
+    rng = np.random.default_rng(0)
+    live: list[np.ndarray] = []
+    for _ in range(2000):
+        if live and rng.random() < 0.45:
+            live.pop(int(rng.integers(len(live))))
+            gc.collect(0)
+        live.append(arena.empty((int(rng.integers(SLOT_VALUES, SLOT_VALUES * 3)),), F32))
+        spans = sorted((a.ctypes.data, a.ctypes.data + a.nbytes) for a in live if arena.holds(a))
+        assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:])), "two live slots overlap"
+
+
+def test_arrays_changed_right_after_each_call_are_written_as_they_were(daemon, logdir) -> None:
+    values = SLOT_VALUES * 2
+    source = np.empty(values, np.float32)
+    with SummaryWriter(logdir) as writer:
+        for step in range(80):  # more than the faulted room holds: slots are reused meanwhile
+            source.fill(step)
+            writer.add_histogram("changing", source, step)
+        assert writer.flush()
+        assert get_transport()._arena.faulted_bytes > 0
+    histograms = accumulator(logdir).Histograms("changing")
+    assert [h.step for h in histograms] == list(range(80))
+    for h in histograms:
+        assert (h.histogram_value.min, h.histogram_value.max, h.histogram_value.num) == (h.step, h.step, values)
