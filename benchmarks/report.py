@@ -40,7 +40,8 @@ METHOD = {
         "training_loop": (
         "x = tanh(x @ w) in float32 with rows calibrated to ~step_ms a step on one BLAS thread "
         "(OMP/OPENBLAS/MKL_NUM_THREADS=1, torch.set_num_threads(1)). One process, one writer open "
-        "throughout. The logged loop runs in blocks of arrays_every steps (each block's first step "
+        "throughout. Every step reads its scalars_per_step metrics off x (.tolist(), as loss.item() "
+        "would), with or without logging. The logged loop runs in blocks of arrays_every steps (each block's first step "
         "logs the image and histogram); each block is timed beside a plain block and a control "
         "block (plain again) of the same length, the three in an order rotating through all six "
         "permutations. overhead_pct (the target's figure) = median over all blocks of logged / "

@@ -22,6 +22,7 @@ import mmap
 import threading
 import weakref
 from collections import deque
+from typing import Any
 import numpy as np
 
 #: Slots start on cache-line boundaries.
@@ -32,6 +33,20 @@ _MIN_SLOT = 64 * 2**10
 _CHUNK = 4 * 2**20
 #: Arrays of the largest size seen that the faulted-in part of the arena should hold.
 _BURST_ARRAYS = 64
+
+
+class _SlotWatch(weakref.ref):
+    """A weak reference to a slot's array that knows the slot (lighter than weakref.finalize)."""
+
+    __slots__ = ("offset",)
+
+    def __new__(cls, array: np.ndarray, callback: Any, offset: int) -> "_SlotWatch":
+        watch = super().__new__(cls, array, callback)
+        watch.offset = offset
+        return watch
+
+    def __init__(self, array: np.ndarray, callback: Any, offset: int) -> None:
+        super().__init__(array, callback)
 
 
 class Arena:
@@ -52,6 +67,7 @@ class Arena:
         # Offsets of released slots. Appended by finalizers, which may run in any thread and even
         # inside `empty` (a garbage collection there): so they take no lock, only this deque.
         self._released: deque[int] = deque()
+        self._watches: dict[int, _SlotWatch] = {}  # offset -> the weak reference that frees it
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """An uninitialised C-contiguous array, in the arena when a slot is free."""
@@ -64,9 +80,12 @@ class Arena:
         if offset is None:
             return np.empty(shape, dtype)
         flat = np.frombuffer(self._view[offset:offset + nbytes], dtype=dtype)
-        # The finalizer sits on `flat`: views of it (the reshape, ZeroMQ's frames) keep it alive.
-        weakref.finalize(flat, self._released.append, offset)
+        # The watch sits on `flat`: views of it (the reshape, ZeroMQ's frames) keep it alive.
+        self._watches[offset] = _SlotWatch(flat, self._on_garbage, offset)
         return flat.reshape(shape)
+
+    def _on_garbage(self, watch: "_SlotWatch") -> None:
+        self._released.append(watch.offset)
 
     def after_fork(self) -> None:
         """A forked child starts with an empty arena of its own (the parent's slots are not its)."""
@@ -126,6 +145,7 @@ class Arena:
             offset = slots.popleft()
             done.discard(offset)
             del self._ends[offset]
+            del self._watches[offset]
         if not slots:
             self._head = 0  # empty: start again at the bottom, on the warmest pages
 
