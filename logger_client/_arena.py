@@ -6,8 +6,9 @@ pages already mapped). A step that logs many arrays back to back (a histogram pe
 the daemon, so their copies cannot all reuse the memory of arrays already sent.
 
 So the arena maps one region (`arena_bytes`, virtual until used) and, from the first array on, a
-background thread faults in its pages ahead of need: room for `_BURST_ARRAYS` arrays of the
-largest size logged so far. Arrays are carved from it in order, lowest addresses first while it is
+background thread faults in its pages ahead of need: `_INITIAL_BYTES`, or room for
+`_BURST_ARRAYS` arrays of the largest size logged so far, doubling whenever a burst finds it
+full. Arrays are carved from it in order, lowest addresses first while it is
 empty (so a steady trickle of images keeps reusing the same, cache-warm pages), and each slot
 comes back when the last reference to its array is gone: ZeroMQ holds one until it has sent the
 bytes, so a slot is never reused while its data is in flight. An array that does not fit (arena
@@ -27,11 +28,13 @@ import numpy as np
 
 #: Slots start on cache-line boundaries.
 _ALIGN = 64
-#: Smaller arrays take ordinary memory: the allocator reuses it warm, and ZeroMQ copies them anyway.
-_MIN_SLOT = 64 * 2**10
+#: Smaller arrays take ordinary memory (a page of heap holds several of them).
+_MIN_SLOT = 4096
 #: Pages are faulted in by chunks of this size, the GIL released during each.
 _CHUNK = 4 * 2**20
-#: Arrays of the largest size seen that the faulted-in part of the arena should hold.
+#: The faulted-in part of the arena holds at least this much, or this many arrays of the largest
+#: size seen; and doubles whenever an array finds it full (up to the arena's size).
+_INITIAL_BYTES = 64 * 2**20
 _BURST_ARRAYS = 64
 
 
@@ -75,8 +78,10 @@ class Arena:
         if nbytes < _MIN_SLOT or nbytes > self._capacity // 2:
             return np.empty(shape, dtype)
         with self._lock:
-            self._want(nbytes)
+            self._want(max(_INITIAL_BYTES, nbytes * _BURST_ARRAYS))
             offset = self._reserve(nbytes)
+            if offset is None:
+                self._want(2 * self._faulted)  # outgrown: more room for the next burst
         if offset is None:
             return np.empty(shape, dtype)
         flat = np.frombuffer(self._view[offset:offset + nbytes], dtype=dtype)
@@ -111,8 +116,8 @@ class Arena:
     # -- under the lock ----------------------------------------------------------------------
 
     def _want(self, nbytes: int) -> None:
-        """Faults in room for a burst of arrays of this size, in the background."""
-        wanted = min(self._capacity, math.ceil(nbytes * _BURST_ARRAYS / _CHUNK) * _CHUNK)
+        """Faults in the first `nbytes` of the arena (at most all of it), in the background."""
+        wanted = min(self._capacity, math.ceil(nbytes / _CHUNK) * _CHUNK)
         if wanted <= self._wanted:
             return
         if self._map is None:

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import wait_for
 from logger_client import SummaryWriter
-from logger_client._arena import _CHUNK, _MIN_SLOT, Arena
+from logger_client._arena import _CHUNK, _INITIAL_BYTES, _MIN_SLOT, Arena
 from logger_client._transport import get_transport
 from test_daemon import accumulator
 
@@ -67,6 +67,16 @@ def test_a_full_arena_falls_back_to_ordinary_memory_and_recovers() -> None:
     held.pop(0)  # the oldest slot frees the bottom of the ring: the next array wraps there
     gc.collect()
     assert arena.holds(arena.empty((SLOT_VALUES,), F32))
+
+
+def test_a_burst_that_finds_the_faulted_room_full_doubles_it() -> None:
+    arena = ready(Arena(4 * _INITIAL_BYTES))
+    assert arena.faulted_bytes == _INITIAL_BYTES  # not the whole arena: only what is wanted
+    values = 2**20 // 4
+    held = [arena.empty((values,), F32) for _ in range(_INITIAL_BYTES // 2**20 + 1)]
+    assert not arena.holds(held[-1]), "the last array found the faulted room full"
+    wait_for(lambda: arena.faulted_bytes >= 2 * _INITIAL_BYTES, message="the arena to grow")
+    assert arena.holds(arena.empty((values,), F32))
 
 
 def test_slots_never_overlap_while_in_use() -> None:
