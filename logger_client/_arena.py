@@ -8,18 +8,23 @@ the daemon, so their copies cannot all reuse the memory of arrays already sent.
 So the arena maps one region (`arena_bytes`, virtual until used) and, from the first array on, a
 background thread faults in its pages ahead of need: `_INITIAL_BYTES`, or room for
 `_BURST_ARRAYS` arrays of the largest size logged so far, doubling whenever a burst finds it
-full. Arrays are carved from it in order, lowest addresses first while it is
+full. The region is a sealed memfd that the daemon maps read-only, so an array's bytes cross to
+it without a copy; where that is not possible, private memory whose arrays travel as ZeroMQ
+frames. Arrays are carved from it in order, lowest addresses first while it is
 empty (so a steady trickle of images keeps reusing the same, cache-warm pages), and each slot
-comes back when the last reference to its array is gone: ZeroMQ holds one until it has sent the
-bytes, so a slot is never reused while its data is in flight. An array that does not fit (arena
+comes back when the last reference to its array is gone: the transport holds one until the
+daemon has acknowledged the message (or ZeroMQ, until it has sent a frame), so a slot is never
+reused while its data is in flight. An array that does not fit (arena
 full, not yet faulted in, or larger than the arena) gets ordinary memory.
 """
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import math
 import mmap
+import os
 import threading
 import weakref
 from collections import deque
@@ -59,6 +64,9 @@ class Arena:
         self._capacity = capacity_bytes // _CHUNK * _CHUNK
         self._map: mmap.mmap | None = None
         self._view: memoryview | None = None
+        self._base = 0  # address of the region's first byte
+        self._fd: int | None = None  # the memfd behind a shared region
+        self._shared: dict[str, int] | None = None  # where another process finds the region
         self._lock = threading.Lock()
         self._faulted = 0  # bytes of the region faulted in (grows, never shrinks)
         self._wanted = 0  # bytes the faulting thread works towards
@@ -92,16 +100,30 @@ class Arena:
     def _on_garbage(self, watch: "_SlotWatch") -> None:
         self._released.append(watch.offset)
 
+    def share(self) -> dict[str, int] | None:
+        """Maps the region if not yet done, as shared memory when this system allows, and says
+        where the daemon (same user and machine) finds it: {"pid", "fd", "size"}; else None."""
+        with self._lock:
+            self._ensure_mapped()
+            return self._shared
+
+    def offset_of(self, array: np.ndarray) -> int | None:
+        """Where `array`'s bytes start in the shared region; None if they lie elsewhere."""
+        if self._shared is None:
+            return None
+        offset = array.ctypes.data - self._base
+        return offset if 0 <= offset and offset + array.nbytes <= self._capacity else None
+
     def after_fork(self) -> None:
-        """A forked child starts with an empty arena of its own (the parent's slots are not its)."""
+        """A forked child starts with an empty arena of its own: the parent's region is the
+        parent's (the child must not write into memory its parent's daemon reads)."""
+        if self._fd is not None:
+            os.close(self._fd)
         self.__init__(self._capacity)
 
     def holds(self, array: np.ndarray) -> bool:
         """Whether `array`'s memory lies in this arena."""
-        if self._view is None:
-            return False
-        start = np.frombuffer(self._view, np.uint8, count=1).ctypes.data
-        return start <= array.ctypes.data < start + self._capacity
+        return self._view is not None and self._base <= array.ctypes.data < self._base + self._capacity
 
     @property
     def faulted_bytes(self) -> int:
@@ -120,13 +142,35 @@ class Arena:
         wanted = min(self._capacity, math.ceil(nbytes / _CHUNK) * _CHUNK)
         if wanted <= self._wanted:
             return
-        if self._map is None:
-            self._map = mmap.mmap(-1, self._capacity, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-            self._view = memoryview(self._map)
+        self._ensure_mapped()
         self._wanted = wanted
         if not self._faulting:
             self._faulting = True
             threading.Thread(target=self._fault_in, name="logger-client-arena", daemon=True).start()
+
+    def _ensure_mapped(self) -> None:
+        """Maps the region (virtual memory only): a sealed memfd that the daemon can map too, or
+        private memory where memfds or seals are missing (its arrays then travel as frames)."""
+        if self._map is not None or self._capacity == 0:
+            return
+        try:
+            fd = os.memfd_create("tb-logger-arena", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        except (AttributeError, OSError):
+            fd = None
+        if fd is not None:
+            try:
+                os.ftruncate(fd, self._capacity)
+                # Sealed at its size: a reader can never find the memory cut short under it.
+                fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+                self._map = mmap.mmap(fd, self._capacity, flags=mmap.MAP_SHARED)
+                self._fd = fd
+                self._shared = {"pid": os.getpid(), "fd": fd, "size": self._capacity}
+            except (AttributeError, OSError):
+                os.close(fd)
+        if self._map is None:
+            self._map = mmap.mmap(-1, self._capacity, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self._view = memoryview(self._map)
+        self._base = np.frombuffer(self._view, np.uint8, count=1).ctypes.data
 
     def _fault_in(self) -> None:
         base = ctypes.addressof(ctypes.c_char.from_buffer(self._map))

@@ -103,6 +103,7 @@ class ZmqTransport:
         self._unacked_records = 0  # data records sent and not yet acknowledged (I/O thread writes)
         self._error: str | None = None
         self._daemon_unresponsive = False
+        self._arena_shared = False  # whether the daemon mapped the arena (its WELCOME says)
         self._start()
 
     # -- producer side: any thread -------------------------------------------------------------
@@ -266,6 +267,7 @@ class ZmqTransport:
         """A forked child gets its own connection: the parent's socket and thread are not used."""
         self.queue.clear()  # the parent sends what it queued
         self._arena.after_fork()
+        self._arena_shared = False
         self._lock = threading.Lock()
         self._array_bytes_held = 0
         self._specials_queued = self._specials_taken = 0
@@ -301,10 +303,15 @@ class ZmqTransport:
         sock.setsockopt(zmq.IDENTITY, self._cid)
         sock.connect(find_or_start_daemon(self.settings))
         self._seq = 0
-        self._inflight: deque[tuple[int, int, int]] = deque()  # (seq, records, array bytes)
+        # (seq, records, array bytes, arrays the daemon reads in the shared arena until it acks)
+        self._inflight: deque[tuple[int, int, int, list]] = deque()
         self._flushes: list[_Flush] = []
         self._unsent: deque[tuple[list, Any, int]] = deque()  # (frames, arrays, array bytes)
-        self._send(sock, MessageKind.HELLO, {"pid": os.getpid(), "host": socket.gethostname()}, records=0)
+        hello: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
+        shared = self._arena.share()
+        if shared is not None:
+            hello["arena"] = shared
+        self._send(sock, MessageKind.HELLO, hello, records=0)
         # Writers opened before a fork or a reconnect are announced again, first.
         with self._lock:
             for stream, options in list(self._streams.items()):
@@ -429,15 +436,23 @@ class ZmqTransport:
 
     def _send(self, sock: zmq.Socket, kind: MessageKind, header: dict, arrays: list = (),
               records: int = 0, array_bytes: int = 0) -> int:
-        """Numbers and sends a message (or parks it while the daemon's queue is full); its seq."""
+        """Numbers and sends a message (or parks it while the daemon's queue is full); its seq.
+
+        Arrays in the shared arena go as their offsets; the others as frames."""
         self._seq += 1
         header["cid"] = self._cid
         header["seq"] = self._seq
-        return self._send_frames(sock, _wire.encode(kind, header, arrays), arrays, records, array_bytes)
+        offsets: list = [self._arena.offset_of(array) for array in arrays] if self._arena_shared else []
+        shared = [array for array, offset in zip(arrays, offsets) if offset is not None]
+        framed = [array for array, offset in zip(arrays, offsets) if offset is None] if shared else arrays
+        frames = _wire.encode(kind, header, arrays, offsets)
+        return self._send_frames(sock, frames, framed, records, array_bytes, shared)
 
-    def _send_frames(self, sock: zmq.Socket, frames: list, arrays: Any, records: int, array_bytes: int) -> int:
-        """Sends the frames of message `self._seq`, or parks them while the daemon's queue is full."""
-        self._inflight.append((self._seq, records, array_bytes))
+    def _send_frames(self, sock: zmq.Socket, frames: list, arrays: Any, records: int, array_bytes: int,
+                     shared: list = ()) -> int:
+        """Sends the frames of message `self._seq`, or parks them while the daemon's queue is full.
+        The `shared` arrays, which the daemon reads in the arena, are held until it acknowledges."""
+        self._inflight.append((self._seq, records, array_bytes, shared))
         self._unacked_records += records
         if self._unsent or not self._try_send(sock, frames, arrays):
             self._unsent.append((frames, arrays, array_bytes))
@@ -479,6 +494,7 @@ class ZmqTransport:
             if message.kind == MessageKind.ACK:
                 self._on_ack(message.header)
             elif message.kind == MessageKind.WELCOME:
+                self._arena_shared = message.header.get("arena") is True
                 self._welcomed.set()
             elif message.kind == MessageKind.REFUSED:
                 self._fail(f"the daemon refused this client: {message.header.get('detail')}")
@@ -495,7 +511,7 @@ class ZmqTransport:
         released_records = released_bytes = 0
         inflight = self._inflight
         while inflight and inflight[0][0] <= acked:
-            _, records, array_bytes = inflight.popleft()
+            _, records, array_bytes, _ = inflight.popleft()  # shared arrays: their slots come back
             released_records += records
             released_bytes += array_bytes
         self._daemon_unresponsive = False

@@ -5,6 +5,9 @@ A message is a list of ZeroMQ frames:
 * frame 0: fixed header ``magic(4s) version(u16) kind(u8) reserved(u8)``;
 * frame 1: a msgpack map (the *header*);
 * frames 2..: raw array buffers, described in ``header["arrays"]`` as ``[dtype, shape]`` pairs.
+  An array described as ``[dtype, shape, offset]`` has no frame: its bytes lie at that offset in
+  the sender's arena, shared memory the sender announced in its HELLO and the daemon mapped
+  (WELCOME says so). The sender leaves them untouched until the message is acknowledged.
 
 Records travel batched in ``header["records"]``; each is a list
 ``[kind, stream, run, tag, step, wall_time, value]`` with an optional eighth element, a map of
@@ -16,6 +19,7 @@ Nothing here ever unpickles: msgpack and raw buffers only.
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 from dataclasses import dataclass
@@ -46,8 +50,8 @@ ALLOWED_DTYPES = frozenset(
 class MessageKind(IntEnum):
     """What a message is; the code in the fixed header."""
 
-    HELLO = 1  # client -> daemon: {cid, pid, host}
-    WELCOME = 2  # daemon -> client: {daemon_pid}
+    HELLO = 1  # client -> daemon: {cid, pid, host, arena: {pid, fd, size} (optional)}
+    WELCOME = 2  # daemon -> client: {daemon_pid, arena: whether it mapped the client's arena}
     RECORDS = 3  # client -> daemon: {cid, seq, records, arrays}
     FLUSH = 4  # client -> daemon: {cid, seq}; acknowledged once written and fsynced
     ACK = 5  # daemon -> client: {acked}: every seq up to it is written
@@ -93,13 +97,25 @@ class Message:
     arrays: list[np.ndarray]
 
 
-def encode(kind: MessageKind, header: dict[str, Any], arrays: Sequence[np.ndarray] = ()) -> list[Any]:
-    """Frames for a message; arrays are passed through as buffers, not copied."""
+def encode(kind: MessageKind, header: dict[str, Any], arrays: Sequence[np.ndarray] = (),
+           offsets: Sequence[int | None] = ()) -> list[Any]:
+    """Frames for a message; arrays are passed through as buffers, not copied. An array whose
+    entry in `offsets` is not None is described by its offset in the sender's shared arena
+    instead, and gets no frame."""
     frames: list[Any] = [_FIXED.pack(MAGIC, PROTOCOL_VERSION, int(kind), 0)]
+    in_frames = []
     if arrays:
-        header["arrays"] = [[array.dtype.name, list(array.shape)] for array in arrays]
+        descriptions = []
+        for array, offset in itertools.zip_longest(arrays, offsets[:len(arrays)]):
+            description = [array.dtype.name, list(array.shape)]
+            if offset is None:
+                in_frames.append(array)
+            else:
+                description.append(offset)
+            descriptions.append(description)
+        header["arrays"] = descriptions
     frames.append(msgpack.packb(header, use_bin_type=True))
-    frames.extend(arrays)
+    frames.extend(in_frames)
     return frames
 
 
@@ -125,8 +141,10 @@ def _buffer_length(frame: Any) -> int:
     return frame.nbytes if isinstance(frame, memoryview) else len(frame)
 
 
-def decode(frames: Sequence[Any]) -> Message:
-    """Checks and decodes frames (bytes, memoryviews or zmq Frames). Raises ProtocolError."""
+def decode(frames: Sequence[Any], arena: Any = None) -> Message:
+    """Checks and decodes frames (bytes, memoryviews or zmq Frames). Raises ProtocolError.
+
+    `arena`: the sender's shared arena (a buffer), where arrays described by an offset lie."""
     if len(frames) < 2:
         raise ProtocolError("malformed_message", f"{len(frames)} frame(s), at least 2 expected")
     fixed = bytes(frames[0].buffer if hasattr(frames[0], "buffer") else frames[0])
@@ -157,20 +175,21 @@ def decode(frames: Sequence[Any]) -> Message:
         raise ProtocolError("malformed_message", f"header is not msgpack: {exc}") from None
     if not isinstance(header, dict):
         raise ProtocolError("malformed_message", "header is not a map")
-    arrays = _decode_arrays(header.get("arrays", []), buffers[1:])
+    arrays = _decode_arrays(header.get("arrays", []), buffers[1:], arena)
     return Message(kind, header, arrays)
 
 
-def _decode_arrays(descriptions: Any, buffers: Sequence[memoryview]) -> list[np.ndarray]:
-    if not isinstance(descriptions, list) or len(descriptions) != len(buffers):
+def _decode_arrays(descriptions: Any, buffers: Sequence[memoryview], arena: Any) -> list[np.ndarray]:
+    if not isinstance(descriptions, list) or len(descriptions) > MAX_ARRAYS_PER_MESSAGE:
+        raise ProtocolError("malformed_message", f"array descriptions are not a list of at most {MAX_ARRAYS_PER_MESSAGE}")
+    if sum(1 for d in descriptions if not (isinstance(d, list) and len(d) == 3)) != len(buffers):
         raise ProtocolError("malformed_message", "array descriptions do not match the frames")
-    if len(buffers) > MAX_ARRAYS_PER_MESSAGE:
-        raise ProtocolError("malformed_message", f"{len(buffers)} arrays, limit {MAX_ARRAYS_PER_MESSAGE}")
     arrays = []
-    for index, (description, buffer) in enumerate(zip(descriptions, buffers)):
-        if not (isinstance(description, list) and len(description) == 2):
-            raise ProtocolError("malformed_message", f"array {index}: description is not [dtype, shape]")
-        dtype_name, shape = description
+    frames = iter(buffers)
+    for index, description in enumerate(descriptions):
+        if not (isinstance(description, list) and len(description) in (2, 3)):
+            raise ProtocolError("malformed_message", f"array {index}: description is not [dtype, shape(, offset)]")
+        dtype_name, shape = description[0], description[1]
         if dtype_name not in ALLOWED_DTYPES:
             raise ProtocolError("bad_array", f"array {index}: dtype {dtype_name!r} is not allowed")
         if not (isinstance(shape, list) and len(shape) <= 32
@@ -178,13 +197,28 @@ def _decode_arrays(descriptions: Any, buffers: Sequence[memoryview]) -> list[np.
             raise ProtocolError("bad_array", f"array {index}: bad shape {shape!r}")
         dtype = np.dtype(dtype_name)
         expected = math.prod(shape) * dtype.itemsize  # Python ints: no wrap-around
-        if expected != _buffer_length(buffer):
-            raise ProtocolError(
-                "bad_array", f"array {index}: shape {shape} of {dtype_name} needs {expected} bytes, "
-                f"frame has {_buffer_length(buffer)}",
-            )
+        if len(description) == 3:
+            buffer = _in_arena(arena, description[2], expected, dtype.itemsize, index)
+        else:
+            buffer = next(frames)
+            if expected != _buffer_length(buffer):
+                raise ProtocolError(
+                    "bad_array", f"array {index}: shape {shape} of {dtype_name} needs {expected} bytes, "
+                    f"frame has {_buffer_length(buffer)}",
+                )
         arrays.append(np.frombuffer(buffer, dtype=dtype).reshape(shape))
     return arrays
+
+
+def _in_arena(arena: Any, offset: Any, nbytes: int, itemsize: int, index: int) -> memoryview:
+    """The `nbytes` at `offset` of the sender's arena, checked to lie inside it."""
+    if arena is None:
+        raise ProtocolError("bad_array", f"array {index}: in a shared arena, but the sender has none mapped")
+    size = _buffer_length(arena)
+    if type(offset) is not int or not 0 <= offset <= size - nbytes or offset % itemsize:
+        raise ProtocolError("bad_array", f"array {index}: {nbytes} bytes at offset {offset!r} do not fit the "
+                                         f"arena of {size} bytes (or are misaligned)")
+    return memoryview(arena).cast("B")[offset:offset + nbytes]
 
 
 #: A record is the list msgpack decoded, checked in place: cheaper than an object per record.

@@ -7,7 +7,9 @@ Any bytes a peer sends are survived: what cannot be decoded is counted by reason
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import mmap
 import os
 import threading
 import time
@@ -35,6 +37,40 @@ class _Client:
     connected_at: float
     last_seen: float
     records: int = 0
+    #: The client's arena, mapped read-only: arrays described by an offset are read from it.
+    arena: memoryview | None = None
+
+
+def map_arena(announced: Any) -> memoryview | None:
+    """Maps a client's arena as its HELLO announced it ({pid, fd, size}); None if that fails.
+
+    The arena must be a memfd sealed against shrinking, so that memory can never vanish under a
+    reader (which would kill this process with SIGBUS). Opening another process's fd through
+    /proc needs the same user, and the same PID namespace; a client that cannot be mapped sends
+    its arrays as frames instead.
+    """
+    if not isinstance(announced, dict):
+        return None
+    pid, fd, size = announced.get("pid"), announced.get("fd"), announced.get("size")
+    if not (type(pid) is int and type(fd) is int and type(size) is int and pid > 0 and fd >= 0 and size > 0):
+        log.warning("ignoring a malformed arena announcement %r", announced)
+        return None
+    try:
+        handle = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        log.info("cannot open the arena of pid %d (%s): its arrays come as frames", pid, exc)
+        return None
+    try:
+        seals = fcntl.fcntl(handle, fcntl.F_GET_SEALS)
+        if not seals & fcntl.F_SEAL_SHRINK or os.fstat(handle).st_size != size:
+            log.warning("the arena of pid %d is not a memfd of %d bytes sealed against shrinking", pid, size)
+            return None
+        return memoryview(mmap.mmap(handle, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ))
+    except OSError as exc:
+        log.warning("cannot map the arena of pid %d: %s", pid, exc)
+        return None
+    finally:
+        os.close(handle)
 
 
 class Server:
@@ -127,8 +163,9 @@ class Server:
             except zmq.Again:
                 return
             identity, body = frames[0].bytes, frames[1:]
+            client = self._clients.get(identity)
             try:
-                message = _wire.decode(body)
+                message = _wire.decode(body, client.arena if client is not None else None)
             except ProtocolError as exc:
                 self.stats.drop(exc.reason)
                 log.warning("refused a message: %s", exc)
@@ -165,8 +202,10 @@ class Server:
             self.pipeline.put(Work(identity, seq, flush=True))
         elif kind == MessageKind.HELLO and type(seq) is int:
             pid, host = header.get("pid"), header.get("host")
-            self._clients[identity] = _Client(pid if type(pid) is int else -1, str(host), time.time(), now)
-            self._reply(sock, identity, MessageKind.WELCOME, {"daemon_pid": os.getpid()})
+            arena = map_arena(header["arena"]) if "arena" in header else None
+            self._clients[identity] = _Client(pid if type(pid) is int else -1, str(host), time.time(), now,
+                                              arena=arena)
+            self._reply(sock, identity, MessageKind.WELCOME, {"daemon_pid": os.getpid(), "arena": arena is not None})
             self.pipeline.put(Work(identity, seq))
         elif kind == MessageKind.BYE:
             self._client_gone(identity)
@@ -215,7 +254,7 @@ class Server:
             "open_files": self.pipeline.open_files(),
             "clients": [
                 {"id": identity.hex(), "pid": c.pid, "host": c.host, "records": c.records,
-                 "connected_at": c.connected_at}
+                 "connected_at": c.connected_at, "shared_arena": c.arena is not None}
                 for identity, c in self._clients.items()
             ],
         }

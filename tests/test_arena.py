@@ -6,16 +6,20 @@ reach the file as they were at the call, whatever slot reuse happens in between.
 
 from __future__ import annotations
 
+import fcntl
 import gc
+import os
 
 import numpy as np
-import pytest
 
 from conftest import wait_for
+from raw_peer import RawPeer
 from logger_client import SummaryWriter
 from logger_client._arena import _CHUNK, _INITIAL_BYTES, _MIN_SLOT, Arena
 from logger_client._transport import get_transport
+from logger_client._wire import MessageKind
 from test_daemon import accumulator
+from test_wire import cli_status
 
 F32 = np.dtype(np.float32)
 SLOT_VALUES = _MIN_SLOT // 4  # float32 values in the smallest array the arena takes
@@ -105,3 +109,50 @@ def test_arrays_changed_right_after_each_call_are_written_as_they_were(daemon, l
     assert [h.step for h in histograms] == list(range(80))
     for h in histograms:
         assert (h.histogram_value.min, h.histogram_value.max, h.histogram_value.num) == (h.step, h.step, values)
+
+
+def test_the_daemon_reads_arrays_in_the_writers_arena_and_says_so(daemon, logdir) -> None:
+    with SummaryWriter(logdir) as writer:
+        writer.add_histogram("shared", np.arange(SLOT_VALUES * 2, dtype=np.float32), 1)
+        assert writer.flush()
+        transport = get_transport()
+        assert transport._arena_shared and transport._arena.share() is not None
+        mine = [client for client in cli_status()["clients"] if client["pid"] == os.getpid()]
+        assert [client["shared_arena"] for client in mine] == [True]
+    assert accumulator(logdir).Histograms("shared")[0].histogram_value.max == SLOT_VALUES * 2 - 1
+
+
+def _announcements(tmp_path) -> list:
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"\0" * 4096)
+    plain_fd = os.open(plain, os.O_RDONLY)
+    sealed_fd = os.memfd_create("test-arena", os.MFD_ALLOW_SEALING)
+    os.ftruncate(sealed_fd, 8192)
+    fcntl.fcntl(sealed_fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
+    me = os.getpid()
+    return [
+        ({"pid": me, "fd": plain_fd, "size": 4096}, "a plain file, not a sealed memfd"),
+        ({"pid": me, "fd": sealed_fd, "size": 4096}, "the wrong size"),
+        ({"pid": me, "fd": 987654, "size": 4096}, "no such fd"),
+        ({"pid": 2**22 + 7, "fd": 3, "size": 4096}, "no such process"),
+        ({"pid": "me", "fd": 3}, "malformed"),
+        ("arena", "not a map"),
+    ], (plain_fd, sealed_fd)
+
+
+def test_an_arena_the_daemon_cannot_map_is_declined_and_offsets_into_it_refused(daemon, runtime_dir, tmp_path):
+    announcements, fds = _announcements(tmp_path)
+    try:
+        for announcement, why in announcements:
+            peer = RawPeer(runtime_dir)
+            try:
+                peer.send_message(MessageKind.HELLO, {"pid": os.getpid(), "host": "raw", "arena": announcement})
+                assert peer.wait_for_reply(MessageKind.WELCOME)["arena"] is False, why
+                peer.send_message(MessageKind.RECORDS, {"records": [], "arrays": [["uint8", [16], 0]]})
+                assert peer.wait_for_reply(MessageKind.REFUSED)["reason"] == "bad_array", why
+            finally:
+                peer.close()
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert cli_status()["records_dropped"].get("bad_array") == len(announcements)

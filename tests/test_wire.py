@@ -194,6 +194,30 @@ def test_too_many_arrays_is_refused():
     assert len(_wire.decode(_array_message([["uint8", [1]]] * count, [b"\0"] * count)).arrays) == count
 
 
+def test_arrays_in_the_senders_arena_travel_as_offsets_without_frames():
+    arena = np.arange(64, dtype=np.float32)
+    framed = np.ones(3, np.float32)
+    frames = _wire.encode(MessageKind.RECORDS, {"records": []}, [arena[8:16].reshape(2, 4), framed], [32, None])
+    assert len(frames) == 3  # the fixed header, the msgpack header, the one framed array
+    message = _wire.decode(frames, memoryview(arena))
+    np.testing.assert_array_equal(message.arrays[0], arena[8:16].reshape(2, 4))
+    np.testing.assert_array_equal(message.arrays[1], framed)
+
+
+@pytest.mark.parametrize("offset", [-4, 228, 2, "8", None, 1.5])
+def test_arena_offsets_outside_the_arena_or_misaligned_are_refused(offset):
+    arena = memoryview(np.zeros(64, np.float32))  # 256 bytes: 8 float32 at 228 would overrun it
+    frames = header_frames(MessageKind.RECORDS, {"records": [], "arrays": [["float32", [8], offset]]})
+    with pytest.raises(ProtocolError) as info:
+        _wire.decode(frames, arena)
+    assert info.value.reason == "bad_array"
+
+
+def test_arena_offsets_from_a_sender_without_a_mapped_arena_are_refused():
+    frames = header_frames(MessageKind.RECORDS, {"records": [], "arrays": [["float32", [8], 0]]})
+    assert refusal(frames).reason == "bad_array"
+
+
 def test_allowed_dtypes_all_decode():
     for name in sorted(_wire.ALLOWED_DTYPES):
         array = np.ones((2, 3), dtype=name)
