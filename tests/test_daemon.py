@@ -619,8 +619,10 @@ FORKING_WRITER = '''
 from logger_client import SummaryWriter
 from logger_client._transport import shutdown_transport
 logdir, sync = sys.argv[1], sys.argv[2]
+import numpy as np
 writer = SummaryWriter(logdir)
 writer.add_scalar("parent", 0.0, 0)
+writer.add_histogram("parent_h", np.full(2048, 0.0, np.float32), 0)  # the parent's arena is in use
 assert writer.flush(timeout=20)
 child = os.fork()
 if child == 0:  # the DataLoader-worker case: the child logs with the parent's writer object
@@ -628,6 +630,7 @@ if child == 0:  # the DataLoader-worker case: the child logs with the parent's w
     try:
         for step in range(100):
             writer.add_scalar("child", float(step), step)
+            writer.add_histogram("child_h", np.full(2048, step, np.float32), step)  # in its own arena
         code = 0 if writer.flush(timeout=20) else 2
         touch(f"{sync}/child-ready", str(os.getpid()))
         wait_file(f"{sync}/release")
@@ -636,6 +639,7 @@ if child == 0:  # the DataLoader-worker case: the child logs with the parent's w
         os._exit(code)
 for step in range(1, 100):
     writer.add_scalar("parent", float(step), step)
+    writer.add_histogram("parent_h", np.full(2048, step, np.float32), step)
 assert writer.flush(timeout=20)
 touch(f"{sync}/parent-ready")
 _, status = os.waitpid(child, 0)
@@ -668,12 +672,17 @@ def test_a_forked_child_logs_through_its_own_connection(daemon, logdir, spawn, t
         clients = status_json()["clients"]
         assert sorted(c["pid"] for c in clients) == sorted([proc.pid, child])
         assert len({c["id"] for c in clients}) == 2
+        assert all(c["shared_arena"] for c in clients)  # the child shares an arena of its own
         touch(tmp_path / "release")
         proc.assert_ok(timeout_s=30)
     finally:
         _kill_quietly(child)
     assert scalars(logdir, "child") == [(s, float(s)) for s in range(100)]
     assert scalars(logdir, "parent") == [(s, float(s)) for s in range(100)]
+    histograms = accumulator(logdir)
+    for tag in ("child_h", "parent_h"):
+        assert [(h.step, h.histogram_value.min, h.histogram_value.max) for h in histograms.Histograms(tag)] == \
+            [(s, s, s) for s in range(100)]
     assert len(event_files(logdir)) == 1
 
 
