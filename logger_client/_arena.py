@@ -29,6 +29,7 @@ import threading
 import weakref
 from collections import deque
 from typing import Any
+
 import numpy as np
 
 #: Slots start on cache-line boundaries.
@@ -194,7 +195,7 @@ class Arena:
             offset = slots.popleft()
             done.discard(offset)
             del self._ends[offset]
-            del self._watches[offset]
+            self._watches.pop(offset, None)
         if not slots:
             self._head = 0  # empty: start again at the bottom, on the warmest pages
 
