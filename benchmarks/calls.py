@@ -29,7 +29,7 @@ _EMPTY_PAIRS = 20_000
 #: set going in the background (logger_client faulting in its arena for arrays, the anchors'
 #: writer threads draining) ends before anything is timed, as it would long before a job's
 #: next logging step.
-SETTLE_S = 1.0
+SETTLE_S = 0.5
 #: Calls per block: about 100 blocks per workload, half of them timed call by call.
 _BLOCKS = 100
 

@@ -19,7 +19,7 @@ SCHEMA = 1
 METHOD = {
     "per_call": (
         "One fresh process per (workload, writer). The writer is constructed and warmed up "
-        "(warmup_calls calls on another tag, then flush(), then 1 s idle so that background start-up "
+        "(warmup_calls calls on another tag, then flush(), then 0.5 s idle so that background start-up "
         "work ends, for every writer alike) before anything is timed. The calls are "
         "made in ~100 blocks that alternate: in timed blocks each call sits between a pair of "
         "time.perf_counter_ns() and the median cost of an empty pair (timer_pair_ns) is subtracted "
@@ -42,8 +42,8 @@ METHOD = {
         "(OMP/OPENBLAS/MKL_NUM_THREADS=1, torch.set_num_threads(1)). One process, one writer open "
         "throughout. Every step reads its scalars_per_step metrics off x (.tolist(), as loss.item() "
         "would), with or without logging. The logged loop runs in blocks of arrays_every steps (each block's first step "
-        "logs the image and histogram); each block is timed beside a plain block and a control "
-        "block (plain again) of the same length, the three in an order rotating through all six "
+        "logs the image and histogram); each block is timed beside a plain block and, every other "
+        "round, a control block (plain again) of the same length, in an order rotating through the "
         "permutations. overhead_pct (the target's figure) = median over all blocks of logged / "
         "plain - 1 on the wall clock; noise_floor_pct = the same median for control / plain "
         "(identical work: the method's resolution on this machine). overhead_pct_total_time: sum of "

@@ -11,8 +11,8 @@ Each step reads `scalars_per_step` metrics off `x` (as `loss.item()` would give:
 does it too) and logs them as scalars; every `arrays_every` steps it also logs one image
 (3x256x256 float32) and one histogram (1e5 float32).
 One child per writer runs `repeats` times the logged loop of `steps` steps, cut into blocks of
-`arrays_every` steps, each block timed beside a plain block and a control block (plain too) of the
-same length, in rotating order, with one writer kept open throughout (see `run`). overhead = the
+`arrays_every` steps, each block timed beside a plain block (and every other one beside a control
+block, plain too) of the same length, in rotating order, with one writer kept open throughout (see `run`). overhead = the
 median over all block pairs of logged / plain - 1, on the wall clock; the median of control / plain
 - 1 beside it is the noise floor of that figure on this machine. Also reported: the same medians on
 the CPU time of the training thread and of the whole process, and the ratio of total times. The
@@ -131,9 +131,9 @@ _ORDERS = tuple(itertools.permutations(("plain", "logged", "control")))
 
 
 def run(adapter: WriterAdapter, params: dict[str, Any], logdir: str) -> dict[str, Any]:
-    """Rounds of three blocks of `arrays_every` steps each, timed one by one: a plain block, a logged
+    """Rounds of blocks of `arrays_every` steps each, timed one by one: a plain block, a logged
     block (the logged loop's next `arrays_every` steps, so its image and histogram come first), and
-    a control block (plain again). Adjacent blocks see the same machine, so a block pair's ratio is
+    in every other round a control block (plain again). Adjacent blocks see the same machine, so a block pair's ratio is
     free of the drift of a shared VM (whose speed wanders by tens of percent within a minute); the
     control/plain ratios measure what is left: the method's own noise floor, reported beside."""
     _pin_torch_threads()
@@ -152,13 +152,18 @@ def run(adapter: WriterAdapter, params: dict[str, Any], logdir: str) -> dict[str
     writer.flush()
     time.sleep(calls.SETTLE_S)
 
-    blocks: dict[str, list[list[_Clocks]]] = {"plain": [], "logged": [], "control": []}
+    # blocks[kind][repeat][round]: None where a round has no block of that kind.
+    blocks: dict[str, list[list[_Clocks | None]]] = {"plain": [], "logged": [], "control": []}
     for r in range(repeats):
         for timed in blocks.values():
             timed.append([])
         for index, first in enumerate(range(0, steps, every)):
             length = min(every, steps - first)
-            for kind in _ORDERS[(r * steps // every + index) % len(_ORDERS)]:
+            order = _ORDERS[(r * steps // every + index) % len(_ORDERS)]
+            if index % 2:  # a control block every other round: enough for the noise floor
+                order = tuple(kind for kind in order if kind != "control")
+                blocks["control"][r].append(None)
+            for kind in order:
                 if kind == "logged":
                     clocks = _logged_loop(x0, w, length, writer, r * steps + first, tags, every, image, histogram)
                 else:
@@ -172,7 +177,7 @@ def run(adapter: WriterAdapter, params: dict[str, Any], logdir: str) -> dict[str
     def pair_pct(kind: str, clock: str, repeat: int | None = None) -> list[float]:
         rounds = range(repeats) if repeat is None else (repeat,)
         return [(getattr(a, clock) / getattr(p, clock) - 1.0) * 100.0
-                for r in rounds for a, p in zip(blocks[kind][r], blocks["plain"][r])]
+                for r in rounds for a, p in zip(blocks[kind][r], blocks["plain"][r]) if a is not None]
 
     def total(kind: str, clock: str, repeat: int) -> float:
         return sum(getattr(c, clock) for c in blocks[kind][repeat])
