@@ -11,6 +11,7 @@ import fcntl
 import logging
 import mmap
 import os
+import stat
 import threading
 import time
 from collections import Counter, deque
@@ -56,13 +57,15 @@ def map_arena(announced: Any) -> memoryview | None:
         log.warning("ignoring a malformed arena announcement %r", announced)
         return None
     try:
-        handle = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+        # Non-blocking: an fd naming a FIFO must not stall this loop (it is refused below).
+        handle = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as exc:
         log.info("cannot open the arena of pid %d (%s): its arrays come as frames", pid, exc)
         return None
     try:
-        seals = fcntl.fcntl(handle, fcntl.F_GET_SEALS)
-        if not seals & fcntl.F_SEAL_SHRINK or os.fstat(handle).st_size != size:
+        status = os.fstat(handle)
+        if not stat.S_ISREG(status.st_mode) or status.st_size != size \
+                or not fcntl.fcntl(handle, fcntl.F_GET_SEALS) & fcntl.F_SEAL_SHRINK:
             log.warning("the arena of pid %d is not a memfd of %d bytes sealed against shrinking", pid, size)
             return None
         return memoryview(mmap.mmap(handle, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ))

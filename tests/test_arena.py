@@ -129,15 +129,19 @@ def _announcements(tmp_path) -> list:
     sealed_fd = os.memfd_create("test-arena", os.MFD_ALLOW_SEALING)
     os.ftruncate(sealed_fd, 8192)
     fcntl.fcntl(sealed_fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    fifo_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
     me = os.getpid()
     return [
         ({"pid": me, "fd": plain_fd, "size": 4096}, "a plain file, not a sealed memfd"),
         ({"pid": me, "fd": sealed_fd, "size": 4096}, "the wrong size"),
+        ({"pid": me, "fd": fifo_fd, "size": 4096}, "a FIFO (opening it must not block the daemon)"),
         ({"pid": me, "fd": 987654, "size": 4096}, "no such fd"),
         ({"pid": 2**22 + 7, "fd": 3, "size": 4096}, "no such process"),
         ({"pid": "me", "fd": 3}, "malformed"),
         ("arena", "not a map"),
-    ], (plain_fd, sealed_fd)
+    ], (plain_fd, sealed_fd, fifo_fd)
 
 
 def test_an_arena_the_daemon_cannot_map_is_declined_and_offsets_into_it_refused(daemon, runtime_dir, tmp_path):
