@@ -250,9 +250,10 @@ def _verified(result: dict[str, Any]) -> str:
     return ("✓ " if check["ok"] else "✗ ") + found
 
 
-def _error_row(name: str, writer: str, result: dict[str, Any], columns: int) -> str:
+def _error_row(leading: list[str], result: dict[str, Any], columns: int) -> str:
+    """A table row for a workload that failed: its `leading` cells, the error, empty cells."""
     message = result.get("error", "?").splitlines()[0].replace("|", "/")
-    return f"| {name} | {writer} | ERROR: {message} |" + " |" * (columns - 3)
+    return "| " + " | ".join([*leading, f"ERROR: {message}"]) + " |" + " |" * (columns - len(leading) - 1)
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -295,7 +296,7 @@ def markdown(doc: dict[str, Any]) -> str:
         for name, entry in calls_rows:
             for writer, r in entry["writers"].items():
                 if not _ok(r):
-                    lines.append(_error_row(entry["label"], writer, r, 9))
+                    lines.append(_error_row([entry["label"], writer], r, 9))
                     continue
                 lines.append(
                     f"| {entry['label']} | {writer} | {r['calls']:,} | {_us(r['median_us'])} | {_us(r['mean_us'])} | "
@@ -309,7 +310,7 @@ def markdown(doc: dict[str, Any]) -> str:
         for name, entry in tp_rows:
             for writer, r in entry["writers"].items():
                 if not _ok(r):
-                    lines.append(_error_row(entry["label"], writer, r, 8))
+                    lines.append(_error_row([entry["label"], writer], r, 8))
                     continue
                 lines.append(
                     f"| {entry['label']} | {writer} | {r['calls']:,} | {r['total_s']:.2f} | {r['scalars_per_s']:,.0f} | "
@@ -329,8 +330,7 @@ def markdown(doc: dict[str, Any]) -> str:
                   "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---|"]
         for writer, r in entry["writers"].items():
             if not _ok(r):
-                message = r.get("error", "?").splitlines()[0].replace("|", "/")
-                lines.append(f"| {writer} | ERROR: {message} |" + " |" * 10)
+                lines.append(_error_row([writer], r, 12))
                 continue
             repeats = ", ".join(f"{x:.2f}" for x in r["overhead_pct_per_repeat"])
             low, high = r["overhead_iqr_pct"]

@@ -12,9 +12,9 @@ does it too) and logs them as scalars; every `arrays_every` steps it also logs o
 (3x256x256 float32) and one histogram (1e5 float32).
 One child per writer runs `repeats` times the logged loop of `steps` steps, cut into blocks of
 `arrays_every` steps, each block timed beside a plain block (and every other one beside a control
-block, plain too) of the same length, in rotating order, with one writer kept open throughout (see `run`). overhead = the
-median over all block pairs of logged / plain - 1, on the wall clock; the median of control / plain
-- 1 beside it is the noise floor of that figure on this machine. Also reported: the same medians on
+block, plain too) of the same length, in rotating order, with one writer kept open throughout
+(see `run`). overhead = the median over all block pairs of logged / plain - 1, on the wall clock;
+the median of control / plain - 1 beside it is the noise floor of that figure on this machine. Also reported: the same medians on
 the CPU time of the training thread and of the whole process, and the ratio of total times. The
 writer's close() comes after all blocks and is reported beside (close_s), not in the loop.
 """
@@ -74,7 +74,7 @@ def _plain_loop(x: np.ndarray, w: np.ndarray, steps: int, scalars: int = 0) -> _
     with _Clocks() as clocks:
         for _ in range(steps):
             x = np.tanh(x @ w)
-            row = x[0, :scalars].tolist()  # noqa: F841 - the metrics a step computes anyway
+            x[0, :scalars].tolist()  # the metrics a step computes anyway, as loss.item()
     return clocks
 
 
@@ -133,9 +133,10 @@ _ORDERS = tuple(itertools.permutations(("plain", "logged", "control")))
 def run(adapter: WriterAdapter, params: dict[str, Any], logdir: str) -> dict[str, Any]:
     """Rounds of blocks of `arrays_every` steps each, timed one by one: a plain block, a logged
     block (the logged loop's next `arrays_every` steps, so its image and histogram come first), and
-    in every other round a control block (plain again). Adjacent blocks see the same machine, so a block pair's ratio is
-    free of the drift of a shared VM (whose speed wanders by tens of percent within a minute); the
-    control/plain ratios measure what is left: the method's own noise floor, reported beside."""
+    in every other round a control block (plain again). Adjacent blocks see the same machine, so a
+    block pair's ratio is free of the drift of a shared VM (whose speed wanders by tens of percent
+    within a minute); the control/plain ratios measure what is left: the method's own noise floor,
+    reported beside."""
     _pin_torch_threads()
     rows = params["rows"]
     steps, every, repeats = params["steps"], params["arrays_every"], params["repeats"]

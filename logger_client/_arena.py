@@ -87,7 +87,9 @@ class Arena:
         if nbytes < _MIN_SLOT or nbytes > self._capacity // 2:
             return np.empty(shape, dtype)
         with self._lock:
-            self._want(max(_INITIAL_BYTES, nbytes * _BURST_ARRAYS))
+            wanted = max(_INITIAL_BYTES, nbytes * _BURST_ARRAYS)
+            if wanted > self._wanted and self._wanted < self._capacity:  # hot path: only when it grows
+                self._want(wanted)
             offset = self._reserve(nbytes)
             if offset is None:
                 self._want(2 * self._faulted)  # outgrown: more room for the next burst

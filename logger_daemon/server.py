@@ -179,7 +179,7 @@ class Server:
                 log.exception("could not decode a message")
                 continue
             try:
-                self._dispatch(sock, identity, message)
+                self._dispatch(sock, identity, client, message)
             except ProtocolError as exc:
                 self.stats.drop(exc.reason)
                 log.warning("refused a message: %s", exc)
@@ -187,10 +187,10 @@ class Server:
                 self.stats.drop("malformed_message")
                 log.exception("could not handle a %s message", message.kind.name)
 
-    def _dispatch(self, sock: zmq.Socket, identity: bytes, message: _wire.Message) -> None:
+    def _dispatch(self, sock: zmq.Socket, identity: bytes, client: _Client | None,
+                  message: _wire.Message) -> None:
         kind, header = message.kind, message.header
         now = time.monotonic()
-        client = self._clients.get(identity)
         if client is not None:
             client.last_seen = now
         seq = header.get("seq")
