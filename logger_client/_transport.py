@@ -1,7 +1,9 @@
 """Moving records from training threads to the daemon: batching, sequence numbers, acks, bounds.
 
-The training thread only appends a tuple to `Transport.queue` (a deque: appends and pops are
-atomic, so producers take no lock). When its append fills a batch of plain records, it packs that
+The training thread only appends an item to `Transport.queue`, a list (an append is one C call
+under the GIL, so producers take no lock): a plain scalar as one packed row (`bytes`, see
+`_wire.SCALAR_ROW`), anything else as a tuple. Items are taken off its front, a batch at a time,
+by whoever holds `_pack_lock`. When its append fills a batch of plain records, it packs that
 batch itself while the records are still in its CPU cache (another core would fetch every one of
 them), and hands the bytes over. One background I/O thread per process owns the ZeroMQ socket: it
 sends packed batches, drains and packs what else is queued, numbers messages, sends without
@@ -42,18 +44,37 @@ _FLUSH_MARKER = -1
 _GRACE_AFTER_TIMEOUT_S = 0.5
 _OPEN = RecordKind.OPEN.value
 _CLOSE = RecordKind.CLOSE.value
+_KEY = RecordKind.KEY.value
 _ARRAY_KINDS = frozenset(kind.value for kind in _wire.ARRAY_KINDS)
 #: Items producers announce in `_specials_queued`: the I/O thread looks at each of them.
-_SPECIAL_KINDS = _ARRAY_KINDS | {_FLUSH_MARKER, _OPEN, _CLOSE}
+_SPECIAL_KINDS = _ARRAY_KINDS | {_FLUSH_MARKER, _OPEN, _CLOSE, _KEY}
+#: Records the daemon handles that are not data: they are not counted as sent or lost.
+_CONTROL_KINDS = frozenset({_OPEN, _CLOSE, _KEY})
+
+
+def _take(queue: list, count: int) -> list:
+    """Takes the first `count` items off `queue`; the caller holds `_pack_lock`.
+
+    Two C calls, not one per item: a copy, then a cut. Producers only append meanwhile, so the
+    cut removes exactly what was copied."""
+    items = queue[:count]
+    del queue[:count]
+    return items
+
+
+def _is_special(item: Any) -> bool:
+    """Whether a queue item is one the I/O thread must look at (a row is `bytes`, never special)."""
+    return type(item) is tuple and item[0] in _SPECIAL_KINDS
 
 
 class Transport(Protocol):
     """What a SummaryWriter needs from the thing that carries its records."""
 
-    queue: deque
+    queue: list
     batch_records: int
 
     def open_stream(self, options: dict[str, Any]) -> int: ...
+    def scalar_key(self, stream: int, run: str, tag: str) -> int | None: ...
     def close_stream(self, stream: int, timeout_s: float) -> bool: ...
     def submit_array(self, record: tuple) -> None: ...
     def empty_array(self, shape: tuple, dtype: Any) -> Any: ...
@@ -78,7 +99,7 @@ class ZmqTransport:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.batch_records = settings.batch_records
-        self.queue: deque = deque()
+        self.queue: list = []
         self._arena = Arena(settings.arena_bytes)
         self.empty_array = self._arena.empty
         self._lock = threading.Lock()  # guards the counters and maps below, not the queue
@@ -90,6 +111,7 @@ class ZmqTransport:
         self._packed_records = 0  # records in `_packed` (changed under `_pack_lock`)
         self._pack_lock = threading.Lock()
         self._next_stream = 1
+        self._scalar_keys: dict[int, tuple[int, str, str]] = {}  # key -> (stream, run, tag)
         self._array_bytes_held = 0  # arrays queued or unacknowledged
         # Items the I/O thread must look at (arrays, writers' opens and closes, flush markers),
         # counted by producers under the lock as they append them, and by the I/O thread as it
@@ -120,6 +142,20 @@ class ZmqTransport:
             self.queue.append((_OPEN, stream, "", "", 0, time.time(), options))
         return stream
 
+    def scalar_key(self, stream: int, run: str, tag: str) -> int | None:
+        """A new key for packed scalar rows of (stream, run, tag); None once all keys are taken.
+
+        Its KEY record is queued before this returns, so it reaches the daemon before any row
+        that uses the key, from any thread."""
+        with self._lock:
+            key = len(self._scalar_keys)
+            if key >= _wire.MAX_SCALAR_KEYS:
+                return None
+            self._scalar_keys[key] = (stream, run, tag)
+            self._specials_queued += 1  # special: never dropped by the bound, as its rows would be lost
+            self.queue.append((_KEY, stream, run, tag, 0, 0.0, key))
+        return key
+
     def close_stream(self, stream: int, timeout_s: float) -> bool:
         """Sends a writer's close and waits until the daemon has written all it sent."""
         with self._lock:
@@ -149,13 +185,14 @@ class ZmqTransport:
         """Called by a producer whose append of `added` records made the queue `length` long
         (>= batch_records): packs a batch each time the length crosses a multiple of it."""
         if length > self.settings.max_pending_records:
-            try:
-                newest = self.queue.pop()  # the newest is dropped, so what is kept stays in order
-            except IndexError:
-                return
-            if newest[0] in _SPECIAL_KINDS:
-                self.queue.append(newest)  # another thread's flush, array or writer: not ours to drop
-                return
+            with self._pack_lock:  # no batch is being taken off the queue meanwhile
+                try:
+                    newest = self.queue.pop()  # the newest is dropped, so what is kept stays in order
+                except IndexError:
+                    return
+                if _is_special(newest):
+                    self.queue.append(newest)  # another thread's flush, array or writer: not ours to drop
+                    return
             with self._lock:
                 self._dropped["client_queue_full"] += 1
         elif length % self.batch_records < added:
@@ -175,9 +212,7 @@ class ZmqTransport:
             length = min(len(self.queue), self._room())
             if length <= 0 or self._specials_queued != self._specials_taken:
                 return
-            popleft = self.queue.popleft
-            records = [popleft() for _ in range(length)]
-            self._packed.append((_wire.pack_records(records), length))
+            self._packed.append((_wire.pack_records(_take(self.queue, length)), length))
             self._packed_records += length
         finally:
             self._pack_lock.release()
@@ -312,11 +347,13 @@ class ZmqTransport:
         if shared is not None:
             hello["arena"] = shared
         self._send(sock, MessageKind.HELLO, hello, records=0)
-        # Writers opened before a fork or a reconnect are announced again, first.
+        # Writers opened before a fork or a reconnect, and their scalar keys, are announced again, first.
         with self._lock:
-            for stream, options in list(self._streams.items()):
-                self._specials_queued += 1
-                self.queue.appendleft((_OPEN, stream, "", "", 0, time.time(), options))
+            again = [(_OPEN, stream, "", "", 0, time.time(), options) for stream, options in self._streams.items()]
+            again += [(_KEY, stream, run, tag, 0, 0.0, key)
+                      for key, (stream, run, tag) in self._scalar_keys.items() if stream in self._streams]
+            self._specials_queued += len(again)
+            self.queue[:0] = again
         return sock
 
     def _serve(self, sock: zmq.Socket) -> None:
@@ -371,10 +408,14 @@ class ZmqTransport:
         while packed:
             records, count = packed.popleft()
             self._packed_records -= count
-            self._seq += 1
-            self._send_frames(sock, _wire.encode_packed_records(self._cid, self._seq, records), (), count, 0)
-            self._sent_records += count
+            self._send_packed_batch(sock, records, count)
         return True
+
+    def _send_packed_batch(self, sock: zmq.Socket, records: bytes, count: int) -> None:
+        """Sends `count` data records that `_wire.pack_records` packed."""
+        self._seq += 1
+        self._send_frames(sock, _wire.encode_packed_records(self._cid, self._seq, records), (), count, 0)
+        self._sent_records += count
 
     def _room(self) -> int:
         """How many more records may be packed or sent while unacknowledged, within the bound."""
@@ -390,10 +431,9 @@ class ZmqTransport:
         # before appending them: if none is new, the next `length` items are plain records and go
         # out as they are, without a look at each. One pass per call, so acks keep being read.
         if self._specials_queued == self._specials_taken:
-            popleft = queue.popleft
             while length:
                 take = min(length, batch_records)
-                self._send_records(sock, [popleft() for _ in range(take)], [])
+                self._send_packed_batch(sock, _wire.pack_records(_take(queue, take)), take)
                 length -= take
         else:
             self._drain_mixed(sock, length)
@@ -404,9 +444,11 @@ class ZmqTransport:
         closes, or flush markers."""
         records: list = []
         arrays: list = []
-        controls = 0  # opens and closes: records the daemon handles, not data
-        for _ in range(length):
-            item = self.queue.popleft()
+        controls = 0  # opens, closes and keys: records the daemon handles, not data
+        for item in _take(self.queue, length):
+            if type(item) is bytes:  # a scalar row
+                records.append(item)
+                continue
             kind = item[0]
             if kind in _SPECIAL_KINDS:
                 self._specials_taken += 1
@@ -419,7 +461,7 @@ class ZmqTransport:
             if kind in _ARRAY_KINDS:
                 arrays.append(item[6])
                 item = (*item[:6], len(arrays) - 1, *item[7:])
-            elif kind == _OPEN or kind == _CLOSE:
+            elif kind in _CONTROL_KINDS:
                 controls += 1
             records.append(item)
             if len(records) >= self.batch_records or len(arrays) >= _wire.MAX_ARRAYS_PER_MESSAGE:
@@ -531,7 +573,8 @@ class ZmqTransport:
     def _release_flushes(self) -> None:
         """The thread is ending: what is still unacknowledged is counted as lost with the daemon."""
         lost = self._unacked_records
-        lost += sum(1 for item in self.queue if item[0] not in (_FLUSH_MARKER, _OPEN, _CLOSE))
+        lost += sum(1 for item in self.queue
+                    if type(item) is bytes or item[0] != _FLUSH_MARKER and item[0] not in _CONTROL_KINDS)
         if lost:
             with self._lock:
                 self._dropped["daemon_unreachable"] += lost

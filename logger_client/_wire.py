@@ -13,6 +13,12 @@ Records travel batched in ``header["records"]``; each is a list
 ``[kind, stream, run, tag, step, wall_time, value]`` with an optional eighth element, a map of
 options. For array kinds ``value`` is the index of the array in ``header["arrays"]``.
 
+Plain scalars, the bulk of all records, travel packed instead: an item of ``header["records"]``
+that is a bin holds scalar rows of ``SCALAR_ROW`` (key, step, wall_time, value), one after the
+other. A row's key names (stream, run, tag), as defined by an earlier KEY record of the same
+client, ``[KEY, stream, run, tag, 0, 0.0, key]``. The client then packs no record at all: rows
+are made at the call and joined into one bin per batch.
+
 Compatibility rules: fields are only ever added, with defaults; kind codes never change.
 Nothing here ever unpickles: msgpack and raw buffers only.
 """
@@ -30,7 +36,7 @@ import msgpack
 import numpy as np
 
 MAGIC = b"TBLG"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 _FIXED = struct.Struct("<4sHBB")
 
 #: Largest message the daemon accepts, all frames together.
@@ -38,6 +44,12 @@ MAX_MESSAGE_BYTES = 1 << 30
 #: Most records in one message and most arrays in one message.
 MAX_RECORDS_PER_MESSAGE = 1 << 20
 MAX_ARRAYS_PER_MESSAGE = 4096
+#: Most scalar keys (stream, run, tag) one client may define; past it, scalars travel as lists.
+MAX_SCALAR_KEYS = 1 << 16
+#: One packed plain scalar: key (u32), step (i64), wall time (f64), value (f64), little-endian.
+SCALAR_ROW = struct.Struct("<Iqdd")
+#: The same row as a numpy record, to read a bin of rows as columns.
+SCALAR_ROW_DTYPE = np.dtype([("key", "<u4"), ("step", "<i8"), ("wall_time", "<f8"), ("value", "<f8")])
 #: Longest tag or run name, in characters.
 MAX_NAME_CHARS = 4096
 #: Array element types that may cross the wire (no object, no void, no pointers).
@@ -74,6 +86,7 @@ class RecordKind(IntEnum):
     IMAGE = 5  # value: array index; options: dataformats
     IMAGES = 6  # value: array index; options: dataformats
     TEXT = 7  # value: str
+    KEY = 8  # value: the key (< MAX_SCALAR_KEYS) that packed scalar rows use for (stream, run, tag)
 
 
 ARRAY_KINDS = frozenset([RecordKind.HISTOGRAM, RecordKind.IMAGE, RecordKind.IMAGES])
@@ -120,8 +133,14 @@ def encode(kind: MessageKind, header: dict[str, Any], arrays: Sequence[np.ndarra
 
 
 def pack_records(records: list) -> bytes:
-    """A batch of records as msgpack, ready for `encode_packed_records`."""
-    return msgpack.packb(records, use_bin_type=True)
+    """A batch of records as msgpack, ready for `encode_packed_records`.
+
+    Scalar rows (bytes) may stand among the records; a batch of nothing else, the common case,
+    becomes one bin of rows, joined in C."""
+    try:
+        return msgpack.packb([b"".join(records)], use_bin_type=True)
+    except TypeError:  # not all rows: each row stays an item of its own, in its place
+        return msgpack.packb(records, use_bin_type=True)
 
 
 def encode_packed_records(cid: bytes, seq: int, packed_records: bytes) -> list[Any]:
@@ -235,8 +254,10 @@ _VALUE_TYPES: dict[int, tuple[type, ...]] = {
     RecordKind.IMAGE.value: (int,),
     RecordKind.IMAGES.value: (int,),
     RecordKind.TEXT.value: (str,),
+    RecordKind.KEY.value: (int,),
 }
 _ARRAY_KIND_CODES = frozenset(kind.value for kind in ARRAY_KINDS)
+_KEY = RecordKind.KEY.value
 _INT64 = 1 << 63
 
 
@@ -261,6 +282,8 @@ def check_record(raw: Any, array_count: int) -> Record:
         raise ProtocolError("malformed_record", f"{RecordKind(kind).name} record with a {type(value).__name__} value")
     if kind in _ARRAY_KIND_CODES and not 0 <= value < array_count:
         raise ProtocolError("malformed_record", f"array index {value} out of range")
+    if kind == _KEY and not 0 <= value < MAX_SCALAR_KEYS:
+        raise ProtocolError("malformed_record", f"scalar key {value} out of range")
     if len(raw) == 8 and type(raw[7]) is not dict:
         raise ProtocolError("malformed_record", "options must be a map")
     return raw

@@ -1,8 +1,8 @@
 """`SummaryWriter`: tensorboardX's writer API, with the work moved out of the training process.
 
-Each `add_*` call checks its arguments, turns them into a record (a tuple; arrays copied once into
-memory this client owns) and appends it to the process's transport queue. Encoding, histogramming,
-protobuf and disk I/O all happen in the daemon.
+Each `add_*` call checks its arguments, turns them into a record (a packed row for a plain scalar,
+else a tuple; arrays copied once into memory this client owns) and appends it to the process's
+transport queue. Encoding, histogramming, protobuf and disk I/O all happen in the daemon.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 from ._config import Settings
 from ._convert import new_array, to_float, to_owned_array, to_step, to_walltime
 from ._transport import Transport, get_transport
-from ._wire import RecordKind
+from ._wire import SCALAR_ROW, RecordKind
 
 __all__ = ["SummaryWriter"]
 
@@ -29,6 +29,7 @@ _HISTOGRAM = int(RecordKind.HISTOGRAM)
 _IMAGE = int(RecordKind.IMAGE)
 _IMAGES = int(RecordKind.IMAGES)
 _TEXT = int(RecordKind.TEXT)
+_pack_scalar_row = SCALAR_ROW.pack
 
 #: `bins` names numpy.histogram understands, plus tensorboardX's own exponential 'tensorflow' bins.
 HISTOGRAM_BIN_NAMES = frozenset(
@@ -173,6 +174,8 @@ class SummaryWriter:
         self._write_to_disk = bool(write_to_disk)
         self._settings = Settings.from_env()
         self._closed = True
+        # The key of this writer's packed scalar rows per tag (add_scalars: per (run, main_tag)).
+        self._scalar_keys: dict[Any, int] = {}
         self._open()
 
     def _open(self) -> None:
@@ -208,28 +211,72 @@ class SummaryWriter:
         walltime: Optional[float] = None,
         display_name: Optional[str] = "",
         summary_description: Optional[str] = "",
-        *,
         new_style: bool = False,
         double_precision: bool = False,
     ) -> None:
-        """Logs one scalar. `new_style`/`double_precision` are torch.utils.tensorboard's options."""
-        if type(tag) is not str:
-            _check_tag(tag)
+        """Logs one scalar.
+
+        `display_name`/`summary_description` are tensorboardX's options, `new_style`/
+        `double_precision` torch.utils.tensorboard's. Positionally, torch's signature has its two
+        flags where tensorboardX has the two strings: a bool there is taken as torch's flag.
+        (No keyword-only parameters: they would make every call slower.)
+        """
         if type(scalar_value) is not float:
             scalar_value = to_float(scalar_value, "scalar_value")
-        if type(global_step) is not int:
-            global_step = to_step(global_step)
+        if global_step is None:
+            global_step = 0
         walltime = time() if walltime is None else to_walltime(walltime)
-        if self._closed:
-            self._open()
-        queue = self._queue
         if display_name or summary_description or new_style or double_precision:
-            queue.append((_SCALAR, self._stream, "", tag, global_step, walltime, scalar_value, {
-                "display_name": display_name or "", "summary_description": summary_description or "",
-                "new_style": bool(new_style), "double_precision": bool(double_precision),
-            }))
-        else:
-            queue.append((_SCALAR, self._stream, "", tag, global_step, walltime, scalar_value))
+            self._add_scalar_with_options(tag, scalar_value, to_step(global_step), walltime, display_name,
+                                          summary_description, new_style, double_precision)
+            return
+        # The training thread's hottest path: a dict hit and one packed row, no tuple, no msgpack.
+        try:
+            key = self._scalar_keys[tag]
+        except (KeyError, TypeError):  # a new tag (checked there), or no tag at all
+            key = self._new_scalar_key(tag, "", tag)
+            if key is None:
+                self._append_record((_SCALAR, self._stream, "", tag, to_step(global_step), walltime, scalar_value))
+                return
+        try:  # the row's int64 field checks an int step; anything else is converted (or refused) here
+            row = _pack_scalar_row(key, global_step, walltime, scalar_value)
+        except Exception:
+            row = _pack_scalar_row(key, to_step(global_step), walltime, scalar_value)
+        queue = self._queue
+        queue.append(row)
+        if len(queue) >= self._batch_records:
+            self._transport.on_backlog(len(queue))
+
+    def _add_scalar_with_options(self, tag: str, value: float, step: int, walltime: float, display_name: Any,
+                                 summary_description: Any, new_style: Any, double_precision: Any) -> None:
+        if isinstance(display_name, bool):  # torch's positional order: (..., new_style, double_precision)
+            new_style = new_style or display_name
+            display_name = ""
+        if isinstance(summary_description, bool):
+            double_precision = double_precision or summary_description
+            summary_description = ""
+        for name, text in (("display_name", display_name), ("summary_description", summary_description)):
+            if text is not None and not isinstance(text, str):
+                raise TypeError(f"{name} must be a str, got {type(text).__name__}")
+        self._ensure_open()
+        self._append_record((_SCALAR, self._stream, "", _check_tag(tag), step, walltime, value, {
+            "display_name": display_name or "", "summary_description": summary_description or "",
+            "new_style": bool(new_style), "double_precision": bool(double_precision),
+        }))
+
+    def _new_scalar_key(self, cache_key: Any, run: str, tag: Any) -> Optional[int]:
+        """Checks a tag met for the first time and gets its key for packed rows (None: there are
+        no keys left, the records go as tuples)."""
+        _check_tag(tag)
+        self._ensure_open()
+        key = self._transport.scalar_key(self._stream, run, tag)
+        if key is not None:
+            self._scalar_keys[cache_key] = key
+        return key
+
+    def _append_record(self, record: tuple) -> None:
+        queue = self._queue
+        queue.append(record)
         if len(queue) >= self._batch_records:
             self._transport.on_backlog(len(queue))
 
@@ -246,15 +293,22 @@ class SummaryWriter:
             raise TypeError(f"tag_scalar_dict must be a dict of name -> number, got {type(tag_scalar_dict).__name__}")
         step, walltime = _step_and_time(global_step, walltime)
         self._ensure_open()
-        records = [
-            (_SCALAR, self._stream, _check_run(main_tag, key), main_tag, step, walltime,
-             to_float(value, f"tag_scalar_dict[{key!r}]"))
-            for key, value in tag_scalar_dict.items()
-        ]
+        keys = self._scalar_keys
+        rows = []
+        for name, value in tag_scalar_dict.items():
+            value = to_float(value, f"tag_scalar_dict[{name!r}]")
+            key = keys.get((main_tag, name))
+            if key is None:
+                run = _check_run(main_tag, name)
+                key = self._new_scalar_key((main_tag, name), run, main_tag)
+                if key is None:
+                    rows.append((_SCALAR, self._stream, run, main_tag, step, walltime, value))
+                    continue
+            rows.append(_pack_scalar_row(key, step, walltime, value))
         queue = self._queue
-        queue.extend(records)
+        queue.extend(rows)
         if len(queue) >= self._batch_records:
-            self._transport.on_backlog(len(queue), len(records))
+            self._transport.on_backlog(len(queue), len(rows))
 
     # -- arrays ------------------------------------------------------------------------------
 
@@ -343,9 +397,7 @@ class SummaryWriter:
             raise TypeError(f"text_string must be a str, got {type(text_string).__name__}")
         step, walltime = _step_and_time(global_step, walltime)
         self._ensure_open()
-        self._queue.append((_TEXT, self._stream, "", tag, step, walltime, text_string))
-        if len(self._queue) >= self._batch_records:
-            self._transport.on_backlog(len(self._queue))
+        self._append_record((_TEXT, self._stream, "", tag, step, walltime, text_string))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -371,6 +423,7 @@ class SummaryWriter:
         if self._closed:
             return True
         self._closed = True
+        self._scalar_keys = {}  # keys name this stream: a reopened writer gets a new one
         return self._transport.close_stream(
             self._stream, self._settings.close_timeout_s if timeout is None else timeout
         )
@@ -395,6 +448,9 @@ class _DiscardingTransport:
         self.queue: Any = _NullQueue()
 
     def open_stream(self, options: dict[str, Any]) -> int:
+        return 0
+
+    def scalar_key(self, stream: int, run: str, tag: str) -> Optional[int]:
         return 0
 
     def close_stream(self, stream: int, timeout_s: float) -> bool:

@@ -7,8 +7,8 @@ acknowledges the messages the cycle held. Slow encoding delays acknowledgements,
 process.
 
 Records stay the lists msgpack decoded (see `logger_client._wire`): at a million scalars a second
-an object per record would be the bottleneck. Plain scalars of one (run, tag) are encoded on whole
-numpy columns.
+an object per record would be the bottleneck. Packed scalar rows become such lists here, by the
+keys their client defined. Plain scalars of one (run, tag) are encoded on whole numpy columns.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from typing import Any, Callable
 import numpy as np
 
 from logger_client._wire import (
-    ARRAY_KINDS, KIND, MAX_NAME_CHARS, RUN, STEP, STREAM, TAG, VALUE, WALL_TIME, ProtocolError, Record,
-    RecordKind,
-    check_record, record_options,
+    ARRAY_KINDS, KIND, MAX_NAME_CHARS, RUN, SCALAR_ROW, SCALAR_ROW_DTYPE, STEP, STREAM, TAG, VALUE, WALL_TIME,
+    ProtocolError, Record, RecordKind, check_record, record_options,
 )
 from logger_daemon import summaries
 from logger_daemon.event_codec import scalar_event_rows, summary_event
@@ -40,6 +39,7 @@ log = logging.getLogger("logger_daemon")
 _SCALAR = RecordKind.SCALAR.value
 _OPEN = RecordKind.OPEN.value
 _CLOSE = RecordKind.CLOSE.value
+_KEY = RecordKind.KEY.value
 _ARRAY_KIND_CODES = frozenset(kind.value for kind in ARRAY_KINDS)
 _INT_ONLY = {int}
 _NUMBER_TYPES = {int, float}
@@ -55,6 +55,8 @@ class Work:
     arrays: list[np.ndarray] = field(default_factory=list)
     flush: bool = False
     client_gone: bool = False
+    #: Data records in `records`, a bin of packed scalar rows counted row by row.
+    count: int = 0
 
     @property
     def nbytes(self) -> int:
@@ -68,6 +70,60 @@ class _Stream:
     logdir: str
     filename_suffix: str
     runs: dict[str, RunLog] = field(default_factory=dict)
+
+
+@dataclass
+class _Group:
+    """What a cycle writes to one (run, tag), in arrival order: records (lists, as msgpack decoded
+    them) and plain scalars as columns (from packed rows), each part with the client it came from."""
+
+    records: list[Record] = field(default_factory=list)
+    owners: list[tuple[bytes, int]] = field(default_factory=list)  # (client, count) per part of `records`
+    columns: list[tuple[bytes, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    mixed: bool = False  # holds more than plain scalars: written record by record
+
+    def count(self) -> int:
+        return len(self.records) + sum(len(steps) for _, steps, _, _ in self.columns)
+
+    def take(self, part: "_Group", client: bytes) -> None:
+        """Adds one message's part for this (run, tag), sent by `client`."""
+        if part.records:
+            self.records.extend(part.records)
+            self.owners.append((client, len(part.records)))
+        self.columns.extend(part.columns)
+        self.mixed |= part.mixed
+
+    def all_owners(self) -> list[tuple[bytes, int]]:
+        """(client, count) of the records, then of the columns."""
+        return self.owners + [(client, len(steps)) for client, steps, _, _ in self.columns]
+
+    def as_records(self, tag: str) -> tuple[list[Record], list[tuple[bytes, int]]]:
+        """Everything as records, columns turned into lists, with their owners in the same order."""
+        records = list(self.records)
+        for _, steps, wall_times, values in self.columns:
+            records.extend([_SCALAR, 0, "", tag, step, wall_time, value]
+                           for step, wall_time, value in zip(steps.tolist(), wall_times.tolist(), values.tolist()))
+        return records, self.all_owners()
+
+    def scalar_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[bytes, int]]] | None:
+        """(steps, wall times, values, owners) of plain scalars; None if the records' fields are
+        not all plain numbers (then they are checked one by one)."""
+        steps: list = [r[STEP] for r in self.records]
+        wall_times: list = [r[WALL_TIME] for r in self.records]
+        values: list = [r[VALUE] for r in self.records]
+        # One C-level pass per column: numpy would quietly take bools (and more) as numbers.
+        if not set(map(type, steps)) <= _INT_ONLY or not set(map(type, wall_times)) <= _NUMBER_TYPES \
+                or not set(map(type, values)) <= _NUMBER_TYPES:
+            return None
+        listed_steps = np.array(steps, dtype=None if steps else np.int64)
+        if listed_steps.dtype != np.int64:  # beyond 64 bits
+            return None
+        return (
+            np.concatenate([listed_steps] + [part[1] for part in self.columns]),
+            np.concatenate([np.array(wall_times, dtype=np.float64)] + [part[2] for part in self.columns]),
+            np.concatenate([np.array(values, dtype=np.float64)] + [part[3] for part in self.columns]),
+            self.all_owners(),
+        )
 
 
 #: Options each record kind may carry to its summary function; anything else is ignored.
@@ -111,6 +167,8 @@ class Pipeline:
         self._ready = threading.Condition()
         self._stopping = False
         self._streams: dict[tuple[bytes, int], _Stream] = {}
+        # Per client: what the keys of its packed scalar rows name, (stream, run, tag).
+        self._scalar_keys: defaultdict[bytes, dict[int, tuple[int, str, str]]] = defaultdict(dict)
         self._runs: dict[str, RunLog] = {}
         self._last_fsync = time.monotonic()
         self._cycle_drops: defaultdict[bytes, Counter] = defaultdict(Counter)  # per client, this cycle
@@ -123,7 +181,7 @@ class Pipeline:
         with self._ready:
             self._inbox.append(work)
             self._inbox_bytes += work.nbytes
-            self._inbox_records += len(work.records)
+            self._inbox_records += work.count
             self._ready.notify()
 
     def queued(self) -> tuple[int, int]:
@@ -169,7 +227,7 @@ class Pipeline:
         """Acknowledges a batch whose cycle failed, its records counted as `internal_error`."""
         acks: dict[bytes, int] = {}
         for work in batch:
-            self._drop("internal_error", len(work.records), work.client)
+            self._drop("internal_error", work.count, work.client)
             if work.seq:
                 acks[work.client] = work.seq
         drops, self._cycle_drops = self._cycle_drops, defaultdict(Counter)
@@ -181,20 +239,19 @@ class Pipeline:
         self._cycle_drops[client][reason] += count
 
     def _cycle(self, batch: list[Work]) -> None:
-        groups: defaultdict[tuple[RunLog, str], list[Record]] = defaultdict(list)
-        owners: defaultdict[tuple[RunLog, str], list[tuple[bytes, int]]] = defaultdict(list)
-        mixed: set[tuple[RunLog, str]] = set()  # groups holding more than plain scalars
+        groups: defaultdict[tuple[RunLog, str], _Group] = defaultdict(_Group)
         acks: dict[bytes, int] = {}
         closing: list[tuple[bytes, int]] = []
         fsync = False
         for work in batch:
-            self._collect(work, groups, owners, mixed, closing)
+            self._collect(work, groups, closing)
             fsync |= work.flush
             if work.client_gone:
                 closing.extend(key for key in self._streams if key[0] == work.client)
+                self._scalar_keys.pop(work.client, None)
             if work.seq:
                 acks[work.client] = work.seq
-        self._write(groups, owners, mixed)
+        self._write(groups)
         if fsync:
             self._fsync_all()
         for key in closing:
@@ -202,21 +259,22 @@ class Pipeline:
         drops, self._cycle_drops = self._cycle_drops, defaultdict(Counter)
         self._on_written(acks, drops)
 
-    def _collect(self, work: Work, groups: defaultdict, owners: defaultdict, mixed: set,
-                 closing: list) -> None:
+    def _collect(self, work: Work, groups: defaultdict, closing: list) -> None:
         """Checks a message's records and adds them to `groups`, keyed by (run, tag)."""
         client = work.client
         received = 0
         # Keyed by the raw (stream, run, tag) first: the run is looked up once per key, not per record.
-        by_key: defaultdict[tuple, list[Record]] = defaultdict(list)
-        not_plain: set[tuple] = set()
+        by_key: defaultdict[tuple, _Group] = defaultdict(_Group)
         for record in work.records:
-            # Plain scalars, the bulk, are only shape-checked here; their fields are checked per
+            if type(record) is bytes:
+                received += self._collect_rows(client, record, by_key)
+                continue
+            # Plain scalars as lists are only shape-checked here; their fields are checked per
             # group, on whole columns, when they are encoded.
             if type(record) is list and len(record) == 7 and record[KIND] == _SCALAR:
                 received += 1
                 try:
-                    by_key[(record[STREAM], record[RUN], record[TAG])].append(record)
+                    by_key[(record[STREAM], record[RUN], record[TAG])].records.append(record)
                 except TypeError:  # an unhashable stream, run or tag
                     self._drop("malformed_record", 1, client)
                 continue
@@ -228,40 +286,61 @@ class Pipeline:
                 continue
             kind = record[KIND]
             if kind == _OPEN:
-                self._group(client, by_key, not_plain, groups, owners, mixed)
-                self._write(groups, owners, mixed)  # a purge must follow what came before it
+                self._group(client, by_key, groups)
+                self._write(groups)  # a purge must follow what came before it
                 groups.clear()
-                owners.clear()
-                mixed.clear()
                 self._open_stream(client, record)
             elif kind == _CLOSE:
                 closing.append((client, record[STREAM]))
+            elif kind == _KEY:
+                self._scalar_keys[client][record[VALUE]] = (record[STREAM], record[RUN], record[TAG])
             else:
                 received += 1
                 if kind in _ARRAY_KIND_CODES:
                     record[VALUE] = work.arrays[record[VALUE]]
-                key = (record[STREAM], record[RUN], record[TAG])
-                by_key[key].append(record)
-                not_plain.add(key)
-        self._group(client, by_key, not_plain, groups, owners, mixed)
+                group = by_key[(record[STREAM], record[RUN], record[TAG])]
+                group.records.append(record)
+                group.mixed = True
+        self._group(client, by_key, groups)
         self._stats.add_received(received)
 
-    def _group(self, client: bytes, by_key: dict, not_plain: set, groups: defaultdict,
-               owners: defaultdict, mixed: set) -> None:
-        for key, records in by_key.items():
-            stream, run_name, tag = key
+    def _collect_rows(self, client: bytes, rows: bytes, by_key: defaultdict) -> int:
+        """Adds a bin of packed scalar rows to `by_key` as columns, one part per key; returns how
+        many rows it held. No object per row: the rows stay in numpy from here to the encoder."""
+        count, extra = divmod(len(rows), SCALAR_ROW.size)
+        if extra:
+            self._drop("malformed_record", count + 1, client)
+            return count + 1
+        if not count:
+            return 0
+        table = np.frombuffer(rows, dtype=SCALAR_ROW_DTYPE)
+        keys = table["key"]
+        if (keys == keys[0]).all():  # one tag per batch: no sort needed
+            parts = [table]
+        else:
+            table = table[np.argsort(keys, kind="stable")]  # arrival order kept within a key
+            parts = np.split(table, np.flatnonzero(np.diff(table["key"])) + 1)
+        names = self._scalar_keys.get(client, {})
+        for part in parts:
+            name = names.get(int(part["key"][0]))
+            if name is None:
+                self._drop("unknown_scalar_key", len(part), client)
+                continue
+            by_key[name].columns.append((client, part["step"], part["wall_time"], part["value"]))
+        return count
+
+    def _group(self, client: bytes, by_key: dict, groups: defaultdict) -> None:
+        """Moves one message's parts, keyed by (stream, run name, tag), to `groups` by (run, tag)."""
+        for (stream, run_name, tag), part in by_key.items():
+            count = part.count()
             if type(stream) is not int or type(run_name) is not str or type(tag) is not str \
                     or len(run_name) > MAX_NAME_CHARS or len(tag) > MAX_NAME_CHARS:
-                self._drop("malformed_record", len(records), client)
+                self._drop("malformed_record", count, client)
                 continue
-            run = self._run_for(client, stream, run_name, len(records))
+            run = self._run_for(client, stream, run_name, count)
             if run is not None:
-                groups[(run, tag)].extend(records)
-                owners[(run, tag)].append((client, len(records)))
-                if key in not_plain:
-                    mixed.add((run, tag))
+                groups[(run, tag)].take(part, client)
         by_key.clear()
-        not_plain.clear()
 
     def _open_stream(self, client: bytes, record: Record) -> None:
         options = record[VALUE]
@@ -306,45 +385,33 @@ class Pipeline:
             run.users.add((client, stream_id))
         return run
 
-    def _write(self, groups: dict[tuple[RunLog, str], list[Record]],
-               owners: dict[tuple[RunLog, str], list[tuple[bytes, int]]], mixed: set) -> None:
+    def _write(self, groups: dict[tuple[RunLog, str], "_Group"]) -> None:
         """Encodes and appends each group in step order, then hands the files to the OS."""
         touched: set[RunLog] = set()
         written = nbytes = 0
-        for (run, tag), records in reduce_records(groups).items():
+        for (run, tag), group in reduce_records(groups).items():
             try:
                 file = run.event_file()
             except (OSError, ValueError) as exc:
                 log.error("cannot create an event file in %s: %s", run.path, exc)
-                for client, count in owners[(run, tag)]:
+                for client, count in group.all_owners():
                     self._drop("io_error", count, client)
                 continue
             before = file.bytes_written
-            if (run, tag) in mixed:
-                written += self._write_each(run, tag, records, owners[(run, tag)])
+            columns = None if group.mixed else group.scalar_columns()
+            if columns is None:
+                written += self._write_each(run, tag, *group.as_records(tag))
             else:
-                written += self._write_scalars(run, tag, records, owners[(run, tag)])
+                written += self._write_scalars(run, tag, *columns)
             nbytes += file.bytes_written - before
             touched.add(run)
         for run in touched:
             run.file.flush()  # readable by TensorBoard from here on: what is acked is visible
         self._stats.add_written(written, nbytes)
 
-    def _write_scalars(self, run: RunLog, tag: str, records: list[Record],
-                       owners: list[tuple[bytes, int]]) -> int:
-        """Plain scalars of one (run, tag): checked, ordered and encoded on whole columns."""
-        steps = [r[STEP] for r in records]
-        wall_times = [r[WALL_TIME] for r in records]
-        values = [r[VALUE] for r in records]
-        # One C-level pass per column: numpy would quietly take bools (and more) as numbers.
-        if set(map(type, steps)) != _INT_ONLY or not set(map(type, wall_times)) <= _NUMBER_TYPES \
-                or not set(map(type, values)) <= _NUMBER_TYPES:
-            return self._write_each(run, tag, records, owners)  # not all numbers: check one by one
-        steps = np.array(steps)
-        if steps.dtype != np.int64:  # beyond 64 bits
-            return self._write_each(run, tag, records, owners)
-        wall_times = np.array(wall_times, dtype=np.float64)
-        values = np.array(values, dtype=np.float64)
+    def _write_scalars(self, run: RunLog, tag: str, steps: np.ndarray, wall_times: np.ndarray,
+                       values: np.ndarray, owners: list[tuple[bytes, int]]) -> int:
+        """Plain scalars of one (run, tag), as columns: ordered and encoded on whole columns."""
         order = np.argsort(steps, kind="stable")  # equal steps keep their arrival order
         steps, wall_times, values = steps[order], wall_times[order], values[order]
         first = run.first_accepted(tag, steps)

@@ -6,11 +6,12 @@ be combined into one record; for now every record passes through unchanged.
 
 from __future__ import annotations
 
-from logger_client._wire import Record
+from typing import Any, TypeVar
 
-RecordGroups = dict[tuple[object, str], list[Record]]
+Groups = TypeVar("Groups", bound=dict[tuple[Any, str], Any])
 
 
-def reduce_records(groups: RecordGroups) -> RecordGroups:
-    """Records grouped by (run, tag), each group in arrival order; returns what is to be encoded."""
+def reduce_records(groups: Groups) -> Groups:
+    """What a cycle holds per (run, tag) (records and scalar columns, in arrival order); returns
+    what is to be encoded."""
     return groups

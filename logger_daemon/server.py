@@ -198,9 +198,10 @@ class Server:
             records = header.get("records")
             if not isinstance(records, list) or type(seq) is not int:
                 raise ProtocolError("malformed_message", "RECORDS without a records list and an int seq")
+            count = len(records) + sum(len(r) // _wire.SCALAR_ROW.size - 1 for r in records if type(r) is bytes)
             if client is not None:
-                client.records += len(records)
-            self.pipeline.put(Work(identity, seq, records, message.arrays))
+                client.records += count
+            self.pipeline.put(Work(identity, seq, records, message.arrays, count=count))
         elif kind == MessageKind.FLUSH and type(seq) is int:
             self.pipeline.put(Work(identity, seq, flush=True))
         elif kind == MessageKind.HELLO and type(seq) is int:
