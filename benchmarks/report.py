@@ -44,9 +44,12 @@ METHOD = {
         "would), with or without logging. The logged loop runs in blocks of arrays_every steps (each block's first step "
         "logs the image and histogram); each block is timed beside a plain block and, every other "
         "round, a control block (plain again) of the same length, in an order rotating through the "
-        "permutations. overhead_pct (the target's figure) = median over all blocks of logged / "
-        "plain - 1 on the wall clock; noise_floor_pct = the same median for control / plain "
-        "(identical work: the method's resolution on this machine). overhead_pct_total_time: sum of "
+        "permutations; in alternate rounds the control block is a null block instead: the logged "
+        "loop with a writer whose methods do nothing. overhead_pct (the target's figure) = median "
+        "over all blocks of logged / plain - 1 on the wall clock; noise_floor_pct = the same median "
+        "for control / plain (identical work: the method's resolution on this machine); "
+        "call_floor_pct = the same for null / plain (what making the calls costs at all, the floor "
+        "of any writer). overhead_pct_total_time: sum of "
         "logged / sum of plain - 1. thread_cpu_overhead_pct, process_cpu_overhead_pct: the median "
         "pair ratio on time.thread_time() and time.process_time(). close() after all blocks, "
         "reported as close_s."
@@ -325,17 +328,18 @@ def markdown(doc: dict[str, Any]) -> str:
                       f"{p['histogram_values']:,}-value histogram every {p['arrays_every']} steps; {p['repeats']} repeats, "
                       f"each block of {p['arrays_every']} steps timed beside a plain one)", "",
                   "| writer | no logging s | logging s | overhead: median of block pairs | middle half of pairs | "
-                  "per repeat | noise floor (plain vs plain) | overhead of total time | training thread CPU | "
-                  "process CPU | close() s | verified on disk |",
-                  "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---|"]
+                  "per repeat | noise floor (plain vs plain) | call floor (a writer doing nothing) | "
+                  "overhead of total time | training thread CPU | process CPU | close() s | verified on disk |",
+                  "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|"]
         for writer, r in entry["writers"].items():
             if not _ok(r):
-                lines.append(_error_row([writer], r, 12))
+                lines.append(_error_row([writer], r, 13))
                 continue
             repeats = ", ".join(f"{x:.2f}" for x in r["overhead_pct_per_repeat"])
             low, high = r["overhead_iqr_pct"]
             lines.append(f"| {writer} | {sum(r['plain_s']):.3f} | {sum(r['logged_s']):.3f} | **{r['overhead_pct']:.2f} %** | "
                          f"{low:.2f} .. {high:.2f} % | {repeats} | {r['noise_floor_pct']:.2f} % | "
+                         f"{r['call_floor_pct']:.2f} % | "
                          f"{r['overhead_pct_total_time']:.2f} % | {r['thread_cpu_overhead_pct']:.2f} % | "
                          f"{r['process_cpu_overhead_pct']:.2f} % | {r['close_s']:.2f} | {_verified(r)} |")
 

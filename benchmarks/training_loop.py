@@ -11,12 +11,16 @@ Each step reads `scalars_per_step` metrics off `x` (as `loss.item()` would give:
 does it too) and logs them as scalars; every `arrays_every` steps it also logs one image
 (3x256x256 float32) and one histogram (1e5 float32).
 One child per writer runs `repeats` times the logged loop of `steps` steps, cut into blocks of
-`arrays_every` steps, each block timed beside a plain block (and every other one beside a control
-block, plain too) of the same length, in rotating order, with one writer kept open throughout
-(see `run`). overhead = the median over all block pairs of logged / plain - 1, on the wall clock;
-the median of control / plain - 1 beside it is the noise floor of that figure on this machine. Also reported: the same medians on
-the CPU time of the training thread and of the whole process, and the ratio of total times. The
-writer's close() comes after all blocks and is reported beside (close_s), not in the loop.
+`arrays_every` steps, each block timed beside a plain block and, in alternate rounds, beside a
+control block (plain too) or a null block (the logged loop calling a writer that does nothing), of
+the same length, in rotating order, with one writer kept open throughout (see `run`).
+overhead = the median over all block pairs of logged / plain - 1, on the wall clock. Beside it:
+the median of control / plain - 1, the noise floor of that figure on this machine, and of
+null / plain - 1, the call floor: what the same calls cost when the writer does nothing at all
+(the training step leaves the interpreter's caches cold, so even empty calls cost microseconds).
+Also reported: the same medians on the CPU time of the training thread and of the whole process,
+and the ratio of total times. The writer's close() comes after all blocks and is reported beside
+(close_s), not in the loop.
 """
 
 from __future__ import annotations
@@ -78,6 +82,23 @@ def _plain_loop(x: np.ndarray, w: np.ndarray, steps: int, scalars: int = 0) -> _
     return clocks
 
 
+class _NullWriter:
+    """The calls of the logged loop, doing nothing: the null blocks' writer (the call floor)."""
+
+    def add_scalar(self, tag: str, scalar_value: Any, global_step: Any = None, walltime: Any = None,
+                   display_name: str = "", summary_description: str = "", new_style: bool = False,
+                   double_precision: bool = False) -> None:
+        pass
+
+    def add_image(self, tag: str, img_tensor: Any, global_step: Any = None, walltime: Any = None,
+                  dataformats: str = "CHW") -> None:
+        pass
+
+    def add_histogram(self, tag: str, values: Any, global_step: Any = None, bins: Any = "tensorflow",
+                      walltime: Any = None, max_bins: Any = None) -> None:
+        pass
+
+
 def _logged_loop(x: np.ndarray, w: np.ndarray, steps: int, writer: Any, first_step: int, tags: list[str],
                  every: int, image: np.ndarray, histogram: np.ndarray, prefix: str = "train") -> float:
     scalars = len(tags)
@@ -127,16 +148,18 @@ def expected_counts(params: dict[str, Any]) -> dict[str, int]:
 
 #: The three kinds of block a round runs, in an order that rotates through all six permutations,
 #: so that no kind always follows another (work a writer leaves behind lands on every kind alike).
-_ORDERS = tuple(itertools.permutations(("plain", "logged", "control")))
+#: The third kind is a control block in even rounds and a null block in odd ones.
+_ORDERS = tuple(itertools.permutations(("plain", "logged", "third")))
 
 
 def run(adapter: WriterAdapter, params: dict[str, Any], logdir: str) -> dict[str, Any]:
     """Rounds of blocks of `arrays_every` steps each, timed one by one: a plain block, a logged
     block (the logged loop's next `arrays_every` steps, so its image and histogram come first), and
-    in every other round a control block (plain again). Adjacent blocks see the same machine, so a
-    block pair's ratio is free of the drift of a shared VM (whose speed wanders by tens of percent
-    within a minute); the control/plain ratios measure what is left: the method's own noise floor,
-    reported beside."""
+    a control block (plain again) in even rounds or a null block (the logged loop with a writer
+    that does nothing) in odd ones. Adjacent blocks see the same machine, so a block pair's ratio
+    is free of the drift of a shared VM (whose speed wanders by tens of percent within a minute);
+    the control/plain ratios measure what is left, the method's own noise floor, and the
+    null/plain ratios the call floor; both are reported beside."""
     _pin_torch_threads()
     rows = params["rows"]
     steps, every, repeats = params["steps"], params["arrays_every"], params["repeats"]
@@ -154,19 +177,21 @@ def run(adapter: WriterAdapter, params: dict[str, Any], logdir: str) -> dict[str
     time.sleep(calls.SETTLE_S)
 
     # blocks[kind][repeat][round]: None where a round has no block of that kind.
-    blocks: dict[str, list[list[_Clocks | None]]] = {"plain": [], "logged": [], "control": []}
+    blocks: dict[str, list[list[_Clocks | None]]] = {"plain": [], "logged": [], "control": [], "null": []}
+    null_writer = _NullWriter()
     for r in range(repeats):
         for timed in blocks.values():
             timed.append([])
         for index, first in enumerate(range(0, steps, every)):
             length = min(every, steps - first)
-            order = _ORDERS[(r * steps // every + index) % len(_ORDERS)]
-            if index % 2:  # a control block every other round: enough for the noise floor
-                order = tuple(kind for kind in order if kind != "control")
-                blocks["control"][r].append(None)
+            third, absent = ("null", "control") if index % 2 else ("control", "null")
+            order = [third if kind == "third" else kind for kind in _ORDERS[(r * steps // every + index) % len(_ORDERS)]]
+            blocks[absent][r].append(None)
             for kind in order:
                 if kind == "logged":
                     clocks = _logged_loop(x0, w, length, writer, r * steps + first, tags, every, image, histogram)
+                elif kind == "null":
+                    clocks = _logged_loop(x0, w, length, null_writer, r * steps + first, tags, every, image, histogram)
                 else:
                     clocks = _plain_loop(x0, w, length, len(tags))
                 blocks[kind][r].append(clocks)
@@ -184,7 +209,7 @@ def run(adapter: WriterAdapter, params: dict[str, Any], logdir: str) -> dict[str
         return sum(getattr(c, clock) for c in blocks[kind][repeat])
 
     def median(values: list[float]) -> float:
-        return float(np.median(values))
+        return float(np.median(values)) if values else float("nan")  # nan: a loop too short for that kind
 
     plain_s = [total("plain", "wall", r) for r in range(repeats)]
     logged_s = [total("logged", "wall", r) for r in range(repeats)]
@@ -207,6 +232,9 @@ def run(adapter: WriterAdapter, params: dict[str, Any], logdir: str) -> dict[str
         # control/plain: identical work, so anything but 0 is the method's noise.
         "noise_floor_pct": median(pair_pct("control", "wall")),
         "noise_floor_iqr_pct": [float(v) for v in np.percentile(pair_pct("control", "wall"), [25, 75])],
+        # null/plain: the same calls into a writer that does nothing; the floor of any writer here.
+        "call_floor_pct": median(pair_pct("null", "wall")),
+        "call_floor_thread_cpu_pct": median(pair_pct("null", "thread_cpu")),
         "overhead_iqr_pct": [float(v) for v in np.percentile(pair_pct("logged", "wall"), [25, 75])],
         # Beside the wall-clock figure: CPU time of the training thread (not inflated by other
         # processes taking the core, nor by waiting for the GIL) and of the whole process (adds the

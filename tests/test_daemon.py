@@ -622,6 +622,7 @@ logdir, sync = sys.argv[1], sys.argv[2]
 import numpy as np
 writer = SummaryWriter(logdir)
 writer.add_scalar("parent", 0.0, 0)
+writer.add_scalar("both", 0.0, 0)  # its key is the parent's: the child's connection announces it again
 writer.add_histogram("parent_h", np.full(2048, 0.0, np.float32), 0)  # the parent's arena is in use
 assert writer.flush(timeout=20)
 child = os.fork()
@@ -631,6 +632,8 @@ if child == 0:  # the DataLoader-worker case: the child logs with the parent's w
         for step in range(100):
             writer.add_scalar("child", float(step), step)
             writer.add_histogram("child_h", np.full(2048, step, np.float32), step)  # in its own arena
+            if step:
+                writer.add_scalar("both", float(step), step)
         code = 0 if writer.flush(timeout=20) else 2
         touch(f"{sync}/child-ready", str(os.getpid()))
         wait_file(f"{sync}/release")
@@ -679,6 +682,7 @@ def test_a_forked_child_logs_through_its_own_connection(daemon, logdir, spawn, t
         _kill_quietly(child)
     assert scalars(logdir, "child") == [(s, float(s)) for s in range(100)]
     assert scalars(logdir, "parent") == [(s, float(s)) for s in range(100)]
+    assert scalars(logdir, "both") == [(s, float(s)) for s in range(100)]
     histograms = accumulator(logdir)
     for tag in ("child_h", "parent_h"):
         assert [(h.step, h.histogram_value.min, h.histogram_value.max) for h in histograms.Histograms(tag)] == \

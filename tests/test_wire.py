@@ -480,3 +480,56 @@ def test_daemon_survives_bad_options_of_a_well_formed_record(daemon, peer, logdi
     peer.wait_acked(flush, timeout_s=5)
     assert cli_status()["records_dropped"] == {"encode_error": 1}
     assert_writer_works(logdir)
+
+
+# -- packed scalar rows ------------------------------------------------------------------------
+
+def key_record(key: int, tag: str, run: str = "", stream: int = 1) -> list:
+    return [int(RecordKind.KEY), stream, run, tag, 0, 0.0, key]
+
+
+def rows(*items: tuple) -> bytes:
+    return b"".join(_wire.SCALAR_ROW.pack(*item) for item in items)
+
+
+def test_packed_rows_are_written_by_their_keys_in_step_order(daemon, peer, logdir):
+    hello(peer)
+    records = [open_record(logdir), key_record(0, "loss"), key_record(7, "acc", run="eval"),
+               rows((0, 2, 102.0, 0.5), (7, 1, 201.0, 0.9), (0, 1, 101.0, 0.25)),
+               [int(RecordKind.SCALAR), 1, "", "loss", 3, 103.0, 0.125],  # a list record between bins
+               rows((0, 4, 104.0, 0.0625))]
+    peer.send_message(MessageKind.RECORDS, {"records": records})
+    peer.wait_acked(peer.send_message(MessageKind.FLUSH, {}))
+    assert scalars_in(logdir, "loss") == [(1, 0.25), (2, 0.5), (3, 0.125), (4, 0.0625)]
+    assert scalars_in(os.path.join(logdir, "eval"), "acc") == [(1, pytest.approx(0.9))]
+    status = cli_status()
+    assert status["records_written"] == 5 and status["records_dropped"] == {}
+
+
+def test_rows_of_an_unknown_key_or_a_bad_length_are_refused_and_counted(daemon, peer, logdir):
+    hello(peer)
+    records = [open_record(logdir), key_record(0, "fine"),
+               rows((0, 1, 1.0, 1.0), (5, 1, 1.0, 1.0), (5, 2, 1.0, 1.0)),  # key 5 was never defined
+               rows((0, 2, 2.0, 2.0))[:-1],  # one byte short of a row
+               key_record(_wire.MAX_SCALAR_KEYS, "too far")]
+    peer.send_message(MessageKind.RECORDS, {"records": records})
+    peer.wait_acked(peer.send_message(MessageKind.FLUSH, {}))
+    assert scalars_in(logdir, "fine") == [(1, 1.0)]
+    status = cli_status()
+    assert status["records_dropped"] == {"unknown_scalar_key": 2, "malformed_record": 2}
+    assert daemon.poll() is None
+    assert_writer_works(logdir)
+
+
+def test_a_key_is_the_clients_own(daemon, peer, runtime_dir, logdir):
+    hello(peer)
+    peer.send_message(MessageKind.RECORDS, {"records": [open_record(logdir), key_record(0, "mine")]})
+    other = RawPeer(runtime_dir)
+    try:
+        hello(other)
+        other.send_message(MessageKind.RECORDS, {"records": [open_record(logdir), rows((0, 1, 1.0, 1.0))]})
+        other.wait_acked(other.send_message(MessageKind.FLUSH, {}))
+    finally:
+        other.close()
+    assert cli_status()["records_dropped"] == {"unknown_scalar_key": 1}
+    assert scalars_in(logdir, "mine") == []

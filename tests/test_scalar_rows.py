@@ -1,0 +1,115 @@
+"""Plain scalars as packed rows: what the client's fast path must keep from the slow one.
+
+Every test runs a real daemon and reads the event files back with TensorBoard's own loader.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.util import tensor_util
+
+from logger_client import SummaryWriter, _wire
+
+
+def reload(logdir: str) -> EventAccumulator:
+    accumulator = EventAccumulator(logdir, size_guidance={"scalars": 0, "tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def scalars(logdir: str, tag: str) -> list[tuple[int, float]]:
+    return [(e.step, e.value) for e in reload(logdir).Scalars(tag)]
+
+
+def test_torch_positional_flags_mean_new_style_and_double_precision(daemon, logdir):
+    writer = SummaryWriter(logdir)
+    value = 1 / 3
+    writer.add_scalar("positional", value, 0, 1000.0, True, True)  # torch: (..., new_style, double_precision)
+    writer.add_scalar("keywords", value, 0, 1000.0, new_style=True, double_precision=True)
+    assert writer.close(timeout=20)
+    tensors = reload(logdir).Tensors
+    (positional,), (keywords,) = tensors("positional"), tensors("keywords")
+    assert tensor_util.make_ndarray(positional.tensor_proto).dtype == np.float64
+    assert tensor_util.make_ndarray(positional.tensor_proto).item() == value
+    assert positional.tensor_proto == keywords.tensor_proto
+
+
+def test_a_display_name_that_is_not_a_str_is_refused(daemon, logdir):
+    writer = SummaryWriter(logdir)
+    with pytest.raises(TypeError, match="display_name"):
+        writer.add_scalar("x", 1.0, 0, None, 5)
+    writer.close(timeout=20)
+
+
+@pytest.mark.parametrize("step, error", [
+    (1 << 63, ValueError), (-(1 << 63) - 1, ValueError), ("3", TypeError), (object(), TypeError),
+])
+def test_a_bad_step_is_refused_at_the_call_naming_global_step(daemon, logdir, step, error):
+    writer = SummaryWriter(logdir)
+    writer.add_scalar("x", 0.0, 0)  # the tag's key exists: the fast path is the one checking
+    with pytest.raises(error, match="global_step"):
+        writer.add_scalar("x", 1.0, step)
+    assert writer.close(timeout=20)
+    assert scalars(logdir, "x") == [(0, 0.0)]
+
+
+def test_steps_of_other_types_are_converted_as_tensorboardx_does(daemon, logdir):
+    writer = SummaryWriter(logdir)
+    for step in (None, np.int64(1), 2.9, np.float32(3.0), True, (1 << 63) - 1, -(1 << 63)):
+        writer.add_scalar("x", 1.0, step)
+    assert writer.close(timeout=20)
+    assert sorted(step for step, _ in scalars(logdir, "x")) == sorted([0, 1, 2, 3, 1, (1 << 63) - 1, -(1 << 63)])
+
+
+def test_threads_logging_new_tags_at_once_lose_nothing(daemon, logdir):
+    writer = SummaryWriter(logdir)
+    start = threading.Barrier(8)
+
+    def log(thread: int) -> None:
+        start.wait()
+        for step in range(30):
+            for tag in range(12):  # every thread meets tags 0..11, most of them new to the writer
+                writer.add_scalar(f"shared/{tag}", float(step), step)
+            writer.add_scalar(f"own/{thread}", float(step), step)
+
+    threads = [threading.Thread(target=log, args=(index,)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert writer.close(timeout=30)
+    accumulator = reload(logdir)
+    for tag in range(12):
+        assert sorted(e.step for e in accumulator.Scalars(f"shared/{tag}")) == sorted(list(range(30)) * 8)
+    for thread in range(8):
+        assert [e.step for e in accumulator.Scalars(f"own/{thread}")] == list(range(30))
+    assert writer.stats()["records_dropped"] == {}
+
+
+def test_tags_beyond_the_key_limit_travel_as_records(daemon, logdir, monkeypatch):
+    writer = SummaryWriter(logdir)
+    writer.add_scalar("keyed", 1.0, 0)
+    monkeypatch.setattr(_wire, "MAX_SCALAR_KEYS", 0)  # this client has no key left to give
+    for step in range(3):
+        writer.add_scalar("keyed", float(step), step + 1)
+        writer.add_scalar("unkeyed", float(step), step)
+        writer.add_scalars("group", {"a": float(step)}, step)
+    assert writer.close(timeout=20)
+    assert scalars(logdir, "keyed") == [(0, 1.0), (1, 0.0), (2, 1.0), (3, 2.0)]
+    assert scalars(logdir, "unkeyed") == [(0, 0.0), (1, 1.0), (2, 2.0)]
+    assert scalars(f"{logdir}/group/a", "group") == [(0, 0.0), (1, 1.0), (2, 2.0)]
+
+
+def test_a_writer_reopened_after_close_keys_its_new_stream(daemon, logdir):
+    writer = SummaryWriter(logdir)
+    writer.add_scalar("x", 1.0, 0)
+    assert writer.close(timeout=20)
+    writer.add_scalar("x", 2.0, 1)  # as tensorboardX: use after close reopens
+    writer.add_scalars("g", {"k": 3.0}, 1)
+    assert writer.close(timeout=20)
+    assert sorted(scalars(logdir, "x")) == [(0, 1.0), (1, 2.0)]
+    assert scalars(f"{logdir}/g/k", "g") == [(1, 3.0)]
