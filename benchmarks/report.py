@@ -44,7 +44,7 @@ METHOD = {
         "would), with or without logging. The logged loop runs in blocks of arrays_every steps (each block's first step "
         "logs the image and histogram); each block is timed beside a plain block and, every other "
         "round, a control block (plain again) of the same length, in an order rotating through the "
-        "permutations; in alternate rounds the control block is a null block instead: the logged "
+        "permutations; every other time the control block is a null block instead: the logged "
         "loop with a writer whose methods do nothing. overhead_pct (the target's figure) = median "
         "over all blocks of logged / plain - 1 on the wall clock; noise_floor_pct = the same median "
         "for control / plain (identical work: the method's resolution on this machine); "
