@@ -11,9 +11,9 @@ Each step reads `scalars_per_step` metrics off `x` (as `loss.item()` would give:
 does it too) and logs them as scalars; every `arrays_every` steps it also logs one image
 (3x256x256 float32) and one histogram (1e5 float32).
 One child per writer runs `repeats` times the logged loop of `steps` steps, cut into blocks of
-`arrays_every` steps, each block timed beside a plain block and, every other round, beside a
-control block (plain too) or, alternately, a null block (the logged loop calling a writer that does
-nothing), of the same length, in rotating order, with one writer kept open throughout (see `run`).
+`arrays_every` steps, each block timed beside a plain block and beside a control block (plain too)
+or, in alternate rounds, a null block (the logged loop calling a writer that does nothing), of the
+same length, in rotating order, with one writer kept open throughout (see `run`).
 overhead = the median over all block pairs of logged / plain - 1, on the wall clock. Beside it:
 the median of control / plain - 1, the noise floor of that figure on this machine, and of
 null / plain - 1, the call floor: what the same calls cost when the writer does nothing at all
@@ -148,15 +148,15 @@ def expected_counts(params: dict[str, Any]) -> dict[str, int]:
 
 #: The three kinds of block a round runs, in an order that rotates through all six permutations,
 #: so that no kind always follows another (work a writer leaves behind lands on every kind alike).
-#: The third kind is a control block in every fourth round, a null block two rounds later.
+#: The third kind is a control block in even rounds, a null block in odd ones.
 _ORDERS = tuple(itertools.permutations(("plain", "logged", "third")))
 
 
 def run(adapter: WriterAdapter, params: dict[str, Any], logdir: str) -> dict[str, Any]:
     """Rounds of blocks of `arrays_every` steps each, timed one by one: a plain block, a logged
     block (the logged loop's next `arrays_every` steps, so its image and histogram come first), and
-    every other round a third block: a control block (plain again) or, alternately, a null block
-    (the logged loop with a writer that does nothing). Adjacent blocks see the same machine, so a block pair's ratio
+    a third block: a control block (plain again) in even rounds, a null block (the logged loop with
+    a writer that does nothing) in odd ones. Adjacent blocks see the same machine, so a block pair's ratio
     is free of the drift of a shared VM (whose speed wanders by tens of percent within a minute);
     the control/plain ratios measure what is left, the method's own noise floor, and the
     null/plain ratios the call floor; both are reported beside."""
@@ -184,11 +184,10 @@ def run(adapter: WriterAdapter, params: dict[str, Any], logdir: str) -> dict[str
             timed.append([])
         for index, first in enumerate(range(0, steps, every)):
             length = min(every, steps - first)
-            third = ("control", None, "null", None)[index % 4]  # enough of each for its floor
-            order = [third if kind == "third" else kind for kind in _ORDERS[(r * steps // every + index) % len(_ORDERS)]]
-            order = [kind for kind in order if kind is not None]
-            for absent in {"control", "null"} - {third}:
-                blocks[absent][r].append(None)
+            third, absent = ("null", "control") if index % 2 else ("control", "null")
+            rotation = _ORDERS[(r * steps // every + index) % len(_ORDERS)]
+            order = [third if kind == "third" else kind for kind in rotation]
+            blocks[absent][r].append(None)
             for kind in order:
                 if kind == "logged":
                     clocks = _logged_loop(x0, w, length, writer, r * steps + first, tags, every, image, histogram)

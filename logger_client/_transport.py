@@ -113,7 +113,7 @@ class ZmqTransport:
         self._next_stream = 1
         self._scalar_keys: dict[int, tuple[int, str, str]] = {}  # key -> (stream, run, tag)
         self._array_bytes_held = 0  # arrays queued or unacknowledged
-        # Items the I/O thread must look at (arrays, writers' opens and closes, flush markers),
+        # Items the I/O thread must look at (arrays, writers' opens and closes, scalar keys, flush markers),
         # counted by producers under the lock as they append them, and by the I/O thread as it
         # takes them: while the two are equal the queue holds plain records only.
         self._specials_queued = 0
@@ -441,7 +441,7 @@ class ZmqTransport:
 
     def _drain_mixed(self, sock: zmq.Socket, length: int) -> None:
         """Sends the next `length` queued items, some of which are arrays, writers' opens and
-        closes, or flush markers."""
+        closes, scalar keys or flush markers."""
         records: list = []
         arrays: list = []
         controls = 0  # opens, closes and keys: records the daemon handles, not data
