@@ -7,8 +7,9 @@ acknowledges the messages the cycle held. Slow encoding delays acknowledgements,
 process.
 
 Records stay the lists msgpack decoded (see `logger_client._wire`): at a million scalars a second
-an object per record would be the bottleneck. Packed scalar rows become such lists here, by the
-keys their client defined. Plain scalars of one (run, tag) are encoded on whole numpy columns.
+an object per record would be the bottleneck. Packed scalar rows (see `_wire.SCALAR_ROW`) are read
+as numpy columns, by the keys their client defined, with no object per row at all. Plain scalars
+of one (run, tag) are encoded on whole numpy columns.
 """
 
 from __future__ import annotations
@@ -385,7 +386,7 @@ class Pipeline:
             run.users.add((client, stream_id))
         return run
 
-    def _write(self, groups: dict[tuple[RunLog, str], "_Group"]) -> None:
+    def _write(self, groups: dict[tuple[RunLog, str], _Group]) -> None:
         """Encodes and appends each group in step order, then hands the files to the OS."""
         touched: set[RunLog] = set()
         written = nbytes = 0
