@@ -156,10 +156,10 @@ def run(adapter: WriterAdapter, params: dict[str, Any], logdir: str) -> dict[str
     """Rounds of blocks of `arrays_every` steps each, timed one by one: a plain block, a logged
     block (the logged loop's next `arrays_every` steps, so its image and histogram come first), and
     a third block: a control block (plain again) in even rounds, a null block (the logged loop with
-    a writer that does nothing) in odd ones. Adjacent blocks see the same machine, so a block pair's ratio
-    is free of the drift of a shared VM (whose speed wanders by tens of percent within a minute);
-    the control/plain ratios measure what is left, the method's own noise floor, and the
-    null/plain ratios the call floor; both are reported beside."""
+    a writer that does nothing) in odd ones. Adjacent blocks see the same machine, so a block
+    pair's ratio is free of the drift of a shared VM (whose speed wanders by tens of percent within
+    a minute); the control/plain ratios measure what is left, the method's own noise floor, and
+    the null/plain ratios the call floor; both are reported beside."""
     _pin_torch_threads()
     rows = params["rows"]
     steps, every, repeats = params["steps"], params["arrays_every"], params["repeats"]
@@ -185,7 +185,8 @@ def run(adapter: WriterAdapter, params: dict[str, Any], logdir: str) -> dict[str
         for index, first in enumerate(range(0, steps, every)):
             length = min(every, steps - first)
             third, absent = ("null", "control") if index % 2 else ("control", "null")
-            rotation = _ORDERS[(r * steps // every + index) % len(_ORDERS)]
+            # Each order twice in a row, once with each third kind: neither kind sees one order more.
+            rotation = _ORDERS[(r * steps // every + index // 2) % len(_ORDERS)]
             order = [third if kind == "third" else kind for kind in rotation]
             blocks[absent][r].append(None)
             for kind in order:
