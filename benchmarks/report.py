@@ -253,6 +253,10 @@ def _verified(result: dict[str, Any]) -> str:
     return ("✓ " if check["ok"] else "✗ ") + found
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
 def _error_row(leading: list[str], result: dict[str, Any], columns: int) -> str:
     """A table row for a workload that failed: its `leading` cells, the error, empty cells."""
     message = result.get("error", "?").splitlines()[0].replace("|", "/")
@@ -325,7 +329,7 @@ def markdown(doc: dict[str, Any]) -> str:
         p = entry["params"]
         lines += ["", f"## Training-loop overhead ({p['steps']:,} steps of ~{p['calibrated_step_ms']:.1f} ms, "
                       f"{p['scalars_per_step']} scalars a step, a {'x'.join(map(str, p['image_shape']))} image and a "
-                      f"{p['histogram_values']:,}-value histogram every {p['arrays_every']} steps; {p['repeats']} repeats, "
+                      f"{p['histogram_values']:,}-value histogram every {p['arrays_every']} steps; {_count(p['repeats'], 'repeat')}, "
                       f"each block of {p['arrays_every']} steps timed beside a plain one)", "",
                   "| writer | no logging s | logging s | overhead: median of block pairs | middle half of pairs | "
                   "per repeat | noise floor (plain vs plain) | call floor (a writer doing nothing) | "
