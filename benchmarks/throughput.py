@@ -53,6 +53,8 @@ def run(adapter: WriterAdapter, params: dict[str, Any], logdir: str, rank: int =
     calls_done_ns = time.monotonic_ns()
     confirmed = adapter.close(writer)
     end_ns = time.monotonic_ns()
+    # logger_client says what it dropped and why: a verify failure then explains itself.
+    dropped = writer.stats()["records_dropped"] if hasattr(writer, "stats") else None
 
     total_s = (end_ns - start_ns) / 1e9
     return {
@@ -66,6 +68,7 @@ def run(adapter: WriterAdapter, params: dict[str, Any], logdir: str, rank: int =
         "total_s": total_s,
         "scalars_per_s": calls / total_s,
         "close_confirmed": confirmed,
+        "writer_dropped": dropped,
     }
 
 

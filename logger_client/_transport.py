@@ -47,7 +47,11 @@ _CLOSE = RecordKind.CLOSE.value
 _KEY = RecordKind.KEY.value
 _ARRAY_KINDS = frozenset(kind.value for kind in _wire.ARRAY_KINDS)
 #: Items producers announce in `_specials_queued`: the I/O thread looks at each of them.
-_SPECIAL_KINDS = _ARRAY_KINDS | {_FLUSH_MARKER, _OPEN, _CLOSE, _KEY}
+_SPECIAL_KINDS = _ARRAY_KINDS | {_FLUSH_MARKER, _OPEN, _CLOSE}
+#: Items the queue's bound never drops: the specials, and scalar keys (a lost key would lose every
+#: later row of its tag). A key is not special: a batch may carry it, so a new tag in a burst
+#: does not hold up packing until the I/O thread has looked at it.
+_KEPT_KINDS = _SPECIAL_KINDS | {_KEY}
 #: Records the daemon handles that are not data: they are not counted as sent or lost.
 _CONTROL_KINDS = frozenset({_OPEN, _CLOSE, _KEY})
 
@@ -62,9 +66,9 @@ def _take(queue: list, count: int) -> list:
     return items
 
 
-def _is_special(item: Any) -> bool:
-    """Whether a queue item is one the I/O thread must look at (a row is `bytes`, never special)."""
-    return type(item) is tuple and item[0] in _SPECIAL_KINDS
+def _is_kept(item: Any) -> bool:
+    """Whether a queue item is one the bound never drops (a row is `bytes`, never kept)."""
+    return type(item) is tuple and item[0] in _KEPT_KINDS
 
 
 class Transport(Protocol):
@@ -113,7 +117,7 @@ class ZmqTransport:
         self._next_stream = 1
         self._scalar_keys: dict[int, tuple[int, str, str]] = {}  # key -> (stream, run, tag)
         self._array_bytes_held = 0  # arrays queued or unacknowledged
-        # Items the I/O thread must look at (arrays, writers' opens and closes, scalar keys, flush markers),
+        # Items the I/O thread must look at (arrays, writers' opens and closes, flush markers),
         # counted by producers under the lock as they append them, and by the I/O thread as it
         # takes them: while the two are equal the queue holds plain records only.
         self._specials_queued = 0
@@ -152,7 +156,6 @@ class ZmqTransport:
             if key >= _wire.MAX_SCALAR_KEYS:
                 return None
             self._scalar_keys[key] = (stream, run, tag)
-            self._specials_queued += 1  # special: never dropped by the bound, as its rows would be lost
             self.queue.append((_KEY, stream, run, tag, 0, 0.0, key))
         return key
 
@@ -190,8 +193,8 @@ class ZmqTransport:
                     newest = self.queue.pop()  # the newest is dropped, so what is kept stays in order
                 except IndexError:
                     return
-                if _is_special(newest):
-                    self.queue.append(newest)  # another thread's flush, array or writer: not ours to drop
+                if _is_kept(newest):
+                    self.queue.append(newest)  # another thread's flush, array, writer or key: not ours to drop
                     return
             with self._lock:
                 self._dropped["client_queue_full"] += 1
@@ -212,8 +215,9 @@ class ZmqTransport:
             length = min(len(self.queue), self._room())
             if length <= 0 or self._specials_queued != self._specials_taken:
                 return
-            self._packed.append((_wire.pack_records(_take(self.queue, length)), length))
-            self._packed_records += length
+            packed, controls = _wire.pack_records(_take(self.queue, length))
+            self._packed.append((packed, length - controls))
+            self._packed_records += length - controls
         finally:
             self._pack_lock.release()
 
@@ -347,12 +351,13 @@ class ZmqTransport:
         if shared is not None:
             hello["arena"] = shared
         self._send(sock, MessageKind.HELLO, hello, records=0)
-        # Writers opened before a fork or a reconnect, and their scalar keys, are announced again, first.
-        with self._lock:
+        # Writers opened before a fork or a reconnect, and their scalar keys, are announced again,
+        # first: put in front of the queue, so no batch may be taken off it meanwhile.
+        with self._pack_lock, self._lock:
             again = [(_OPEN, stream, "", "", 0, time.time(), options) for stream, options in self._streams.items()]
             again += [(_KEY, stream, run, tag, 0, 0.0, key)
                       for key, (stream, run, tag) in self._scalar_keys.items() if stream in self._streams]
-            self._specials_queued += len(again)
+            self._specials_queued += len(self._streams)  # the OPENs; keys are not special
             self.queue[:0] = again
         return sock
 
@@ -433,7 +438,8 @@ class ZmqTransport:
         if self._specials_queued == self._specials_taken:
             while length:
                 take = min(length, batch_records)
-                self._send_packed_batch(sock, _wire.pack_records(_take(queue, take)), take)
+                packed, controls = _wire.pack_records(_take(queue, take))
+                self._send_packed_batch(sock, packed, take - controls)
                 length -= take
         else:
             self._drain_mixed(sock, length)
@@ -441,7 +447,7 @@ class ZmqTransport:
 
     def _drain_mixed(self, sock: zmq.Socket, length: int) -> None:
         """Sends the next `length` queued items, some of which are arrays, writers' opens and
-        closes, scalar keys or flush markers."""
+        closes or flush markers (and scalar keys, which need no look)."""
         records: list = []
         arrays: list = []
         controls = 0  # opens, closes and keys: records the daemon handles, not data
@@ -473,7 +479,8 @@ class ZmqTransport:
         if records:
             data_records = len(records) - controls
             array_bytes = sum(array.nbytes for array in arrays)
-            self._send(sock, MessageKind.RECORDS, {"records": records}, arrays, data_records, array_bytes)
+            self._send(sock, MessageKind.RECORDS, {"records": _wire.join_rows(records)}, arrays, data_records,
+                       array_bytes)
             self._sent_records += data_records
 
     def _send(self, sock: zmq.Socket, kind: MessageKind, header: dict, arrays: list = (),

@@ -132,15 +132,35 @@ def encode(kind: MessageKind, header: dict[str, Any], arrays: Sequence[np.ndarra
     return frames
 
 
-def pack_records(records: list) -> bytes:
-    """A batch of records as msgpack, ready for `encode_packed_records`.
+def pack_records(records: list) -> tuple[bytes, int]:
+    """A batch of records as msgpack, ready for `encode_packed_records`, and how many of them are
+    control records (OPEN, CLOSE, KEY: handled by the daemon, not data).
 
     Scalar rows (bytes) may stand among the records; a batch of nothing else, the common case,
     becomes one bin of rows, joined in C."""
     try:
-        return msgpack.packb([b"".join(records)], use_bin_type=True)
-    except TypeError:  # not all rows: each row stays an item of its own, in its place
-        return msgpack.packb(records, use_bin_type=True)
+        return msgpack.packb([b"".join(records)], use_bin_type=True), 0
+    except TypeError:  # not all rows
+        controls = sum(1 for record in records if type(record) is not bytes and record[KIND] in _CONTROL_KIND_CODES)
+        return msgpack.packb(join_rows(records), use_bin_type=True), controls
+
+
+def join_rows(records: list) -> list:
+    """`records` with each run of scalar rows (bytes) joined into one bin, in place of the rows:
+    the daemon reads a bin as columns, so one bin per row would cost it a numpy call per row."""
+    items: list = []
+    rows: list = []
+    for record in records:
+        if type(record) is bytes:
+            rows.append(record)
+            continue
+        if rows:
+            items.append(b"".join(rows))
+            rows = []
+        items.append(record)
+    if rows:
+        items.append(b"".join(rows))
+    return items
 
 
 def encode_packed_records(cid: bytes, seq: int, packed_records: bytes) -> list[Any]:
@@ -258,6 +278,7 @@ _VALUE_TYPES: dict[int, tuple[type, ...]] = {
 }
 _ARRAY_KIND_CODES = frozenset(kind.value for kind in ARRAY_KINDS)
 _KEY = RecordKind.KEY.value
+_CONTROL_KIND_CODES = frozenset([RecordKind.OPEN.value, RecordKind.CLOSE.value, _KEY])
 _INT64 = 1 << 63
 
 

@@ -41,6 +41,8 @@ _SCALAR = RecordKind.SCALAR.value
 _OPEN = RecordKind.OPEN.value
 _CLOSE = RecordKind.CLOSE.value
 _KEY = RecordKind.KEY.value
+#: A bin of fewer rows than this is read row by row (a numpy call costs microseconds).
+_FEW_ROWS = 16
 _ARRAY_KIND_CODES = frozenset(kind.value for kind in ARRAY_KINDS)
 _INT_ONLY = {int}
 _NUMBER_TYPES = {int, float}
@@ -312,8 +314,18 @@ class Pipeline:
         if extra:
             self._drop("malformed_record", count + 1, client)
             return count + 1
-        if not count:
-            return 0
+        names = self._scalar_keys.get(client, {})
+        if count < _FEW_ROWS:  # numpy's calls would cost more than these rows: lists, as msgpack gives
+            unknown = 0
+            for key, step, wall_time, value in SCALAR_ROW.iter_unpack(rows):
+                name = names.get(key)
+                if name is None:
+                    unknown += 1
+                else:
+                    by_key[name].records.append([_SCALAR, *name, step, wall_time, value])
+            if unknown:
+                self._drop("unknown_scalar_key", unknown, client)
+            return count
         table = np.frombuffer(rows, dtype=SCALAR_ROW_DTYPE)
         keys = table["key"]
         if (keys == keys[0]).all():  # one tag per batch: no sort needed
@@ -321,7 +333,6 @@ class Pipeline:
         else:
             table = table[np.argsort(keys, kind="stable")]  # arrival order kept within a key
             parts = np.split(table, np.flatnonzero(np.diff(table["key"])) + 1)
-        names = self._scalar_keys.get(client, {})
         for part in parts:
             name = names.get(int(part["key"][0]))
             if name is None:

@@ -113,3 +113,19 @@ def test_a_writer_reopened_after_close_keys_its_new_stream(daemon, logdir):
     assert writer.close(timeout=20)
     assert sorted(scalars(logdir, "x")) == [(0, 1.0), (1, 2.0)]
     assert scalars(f"{logdir}/g/k", "g") == [(1, 3.0)]
+
+
+def test_a_new_tag_in_a_burst_keeps_its_batches_packed(daemon, logdir):
+    """A new tag's key travels inside a batch: producers never stop packing for it, and the daemon
+    gets bins of many rows (one bin per row would cost it a numpy call per row)."""
+    writer = SummaryWriter(logdir)
+    assert writer.flush(timeout=20)  # the writer's own OPEN, a special item, is taken
+    transport = writer._transport
+    for step in range(3 * transport.batch_records):
+        writer.add_scalar(f"burst/{step % 7}" if step < 100 else "burst/late", float(step), step)
+        if step == 50:
+            assert transport._specials_queued == transport._specials_taken  # the keys are not waited on
+    assert writer.close(timeout=30)
+    total = sum(len(scalars(logdir, f"burst/{tag}")) for tag in range(7)) + len(scalars(logdir, "burst/late"))
+    assert total == 3 * transport.batch_records
+    assert writer.stats()["records_dropped"] == {}

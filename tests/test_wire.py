@@ -533,3 +533,17 @@ def test_a_key_is_the_clients_own(daemon, peer, runtime_dir, logdir):
         other.close()
     assert cli_status()["records_dropped"] == {"unknown_scalar_key": 1}
     assert scalars_in(logdir, "mine") == []
+
+
+def test_a_large_bin_of_interleaved_keys_is_read_as_columns(daemon, peer, logdir):
+    hello(peer)
+    steps = range(40)  # more rows than the daemon reads one by one
+    interleaved = [row for step in steps for row in ((0, step, 100.0 + step, step / 2), (1, step, 100.0 + step, -step),
+                                                     (9, step, 100.0 + step, 0.0))]
+    records = [open_record(logdir), key_record(0, "a"), key_record(1, "b"), rows(*interleaved[::-1])]
+    peer.send_message(MessageKind.RECORDS, {"records": records})
+    peer.wait_acked(peer.send_message(MessageKind.FLUSH, {}))
+    assert scalars_in(logdir, "a") == [(step, step / 2) for step in steps]
+    assert scalars_in(logdir, "b") == [(step, float(-step)) for step in steps]
+    status = cli_status()
+    assert status["records_written"] == 80 and status["records_dropped"] == {"unknown_scalar_key": 40}
