@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
 
+from benchmarks.calls import SETTLE_S
 from benchmarks.plan import TARGETS
 from benchmarks.runtime import REPO, THREAD_PINS
 from benchmarks.writers import REFERENCE, SUBJECT, WRITERS
@@ -19,7 +20,7 @@ SCHEMA = 1
 METHOD = {
     "per_call": (
         "One fresh process per (workload, writer). The writer is constructed and warmed up "
-        "(warmup_calls calls on another tag, then flush(), then 0.5 s idle so that background start-up "
+        f"(warmup_calls calls on another tag, then flush(), then {SETTLE_S:g} s idle so that background start-up "
         "work ends, for every writer alike) before anything is timed. The calls are "
         "made in ~100 blocks that alternate: in timed blocks each call sits between a pair of "
         "time.perf_counter_ns() and the median cost of an empty pair (timer_pair_ns) is subtracted "
@@ -37,7 +38,7 @@ METHOD = {
         "together after construction; the window is earliest first call .. latest close() return "
         "(CLOCK_MONOTONIC)."
     ),
-        "training_loop": (
+    "training_loop": (
         "x = tanh(x @ w) in float32 with rows calibrated to ~step_ms a step on one BLAS thread "
         "(OMP/OPENBLAS/MKL_NUM_THREADS=1, torch.set_num_threads(1)). One process, one writer open "
         "throughout. Every step reads its scalars_per_step metrics off x (.tolist(), as loss.item() "

@@ -52,8 +52,6 @@ _SPECIAL_KINDS = _ARRAY_KINDS | {_FLUSH_MARKER, _OPEN, _CLOSE}
 #: later row of its tag). A key is not special: a batch may carry it, so a new tag in a burst
 #: does not hold up packing until the I/O thread has looked at it.
 _KEPT_KINDS = _SPECIAL_KINDS | {_KEY}
-#: Records the daemon handles that are not data: they are not counted as sent or lost.
-_CONTROL_KINDS = frozenset({_OPEN, _CLOSE, _KEY})
 
 
 def _take(queue: list, count: int) -> list:
@@ -452,10 +450,7 @@ class ZmqTransport:
         arrays: list = []
         controls = 0  # opens, closes and keys: records the daemon handles, not data
         for item in _take(self.queue, length):
-            if type(item) is bytes:  # a scalar row
-                records.append(item)
-                continue
-            kind = item[0]
+            kind = item[0] if type(item) is tuple else None  # None: a scalar row, which needs no look
             if kind in _SPECIAL_KINDS:
                 self._specials_taken += 1
             if kind == _FLUSH_MARKER:
@@ -467,7 +462,7 @@ class ZmqTransport:
             if kind in _ARRAY_KINDS:
                 arrays.append(item[6])
                 item = (*item[:6], len(arrays) - 1, *item[7:])
-            elif kind in _CONTROL_KINDS:
+            elif kind in _wire.CONTROL_KIND_CODES:
                 controls += 1
             records.append(item)
             if len(records) >= self.batch_records or len(arrays) >= _wire.MAX_ARRAYS_PER_MESSAGE:
@@ -581,7 +576,7 @@ class ZmqTransport:
         """The thread is ending: what is still unacknowledged is counted as lost with the daemon."""
         lost = self._unacked_records
         lost += sum(1 for item in self.queue
-                    if type(item) is bytes or item[0] != _FLUSH_MARKER and item[0] not in _CONTROL_KINDS)
+                    if type(item) is bytes or item[0] != _FLUSH_MARKER and item[0] not in _wire.CONTROL_KIND_CODES)
         if lost:
             with self._lock:
                 self._dropped["daemon_unreachable"] += lost

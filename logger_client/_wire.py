@@ -90,6 +90,8 @@ class RecordKind(IntEnum):
 
 
 ARRAY_KINDS = frozenset([RecordKind.HISTOGRAM, RecordKind.IMAGE, RecordKind.IMAGES])
+#: Codes of the records the daemon handles that are not data (not counted as written or lost).
+CONTROL_KIND_CODES = frozenset([RecordKind.OPEN.value, RecordKind.CLOSE.value, RecordKind.KEY.value])
 
 
 class ProtocolError(ValueError):
@@ -141,7 +143,7 @@ def pack_records(records: list) -> tuple[bytes, int]:
     try:
         return msgpack.packb([b"".join(records)], use_bin_type=True), 0
     except TypeError:  # not all rows
-        controls = sum(1 for record in records if type(record) is not bytes and record[KIND] in _CONTROL_KIND_CODES)
+        controls = sum(1 for record in records if type(record) is not bytes and record[KIND] in CONTROL_KIND_CODES)
         return msgpack.packb(join_rows(records), use_bin_type=True), controls
 
 
@@ -278,7 +280,6 @@ _VALUE_TYPES: dict[int, tuple[type, ...]] = {
 }
 _ARRAY_KIND_CODES = frozenset(kind.value for kind in ARRAY_KINDS)
 _KEY = RecordKind.KEY.value
-_CONTROL_KIND_CODES = frozenset([RecordKind.OPEN.value, RecordKind.CLOSE.value, _KEY])
 _INT64 = 1 << 63
 
 

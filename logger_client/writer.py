@@ -174,7 +174,7 @@ class SummaryWriter:
         self._write_to_disk = bool(write_to_disk)
         self._settings = Settings.from_env()
         self._closed = True
-        # The key of this writer's packed scalar rows per tag (add_scalars: per (run, main_tag)).
+        # The key of this writer's packed scalar rows per tag (add_scalars: per (main_tag, key)).
         self._scalar_keys: dict[Any, int] = {}
         self._open()
 
@@ -242,7 +242,7 @@ class SummaryWriter:
             row = _pack_scalar_row(key, global_step, walltime, scalar_value)
         except Exception:
             row = _pack_scalar_row(key, to_step(global_step), walltime, scalar_value)
-        queue = self._queue
+        queue = self._queue  # `_append_record`, inlined: a method call would cost this path 0.1 µs
         queue.append(row)
         if len(queue) >= self._batch_records:
             self._transport.on_backlog(len(queue))
