@@ -95,10 +95,12 @@ class Arena:
                 self._want(2 * self._faulted)  # outgrown: more room for the next burst
         if offset is None:
             return np.empty(shape, dtype)
-        flat = np.frombuffer(self._view[offset:offset + nbytes], dtype=dtype)
-        # The watch sits on `flat`: views of it (the reshape, ZeroMQ's frames) keep it alive.
-        self._watches[offset] = _SlotWatch(flat, self._on_garbage, offset)
-        return flat.reshape(shape)
+        # One constructor, not a slice, a frombuffer and a reshape: after a training step every
+        # extra call here costs microseconds (the interpreter's caches are cold).
+        array = np.ndarray(shape, dtype, buffer=self._map, offset=offset)
+        # Views of `array` (ZeroMQ's frames among them) keep it, and so the slot, alive.
+        self._watches[offset] = _SlotWatch(array, self._on_garbage, offset)
+        return array
 
     def _on_garbage(self, watch: "_SlotWatch") -> None:
         self._released.append(watch.offset)

@@ -19,6 +19,7 @@ import numpy as np
 
 from ._config import Settings
 from ._convert import new_array, to_float, to_owned_array, to_step, to_walltime
+from ._fast import append_scalar_row
 from ._transport import Transport, get_transport
 from ._wire import SCALAR_ROW, RecordKind
 
@@ -46,9 +47,16 @@ def _check_tag(tag: Any, name: str = "tag") -> str:
     return tag
 
 
+def _walltime(walltime: Any) -> float:
+    """A record's wall time: now, unless given."""
+    return time() if walltime is None else to_walltime(walltime)
+
+
 def _step_and_time(global_step: Any, walltime: Any) -> tuple[int, float]:
     """The record's step (None is 0, as tensorboardX) and its wall time (now, unless given)."""
-    return to_step(global_step), time() if walltime is None else to_walltime(walltime)
+    if type(global_step) is not int or not -(1 << 63) <= global_step < 1 << 63:  # an int64 needs no call
+        global_step = to_step(global_step)
+    return global_step, time() if walltime is None else to_walltime(walltime)
 
 
 def _check_dataformats(dataformats: Any, ndim: int, allowed_ndims: Sequence[int]) -> str:
@@ -221,34 +229,30 @@ class SummaryWriter:
         flags where tensorboardX has the two strings: a bool there is taken as torch's flag.
         (No keyword-only parameters: they would make every call slower.)
         """
-        if type(scalar_value) is not float:
-            scalar_value = to_float(scalar_value, "scalar_value")
-        if global_step is None:
-            global_step = 0
-        walltime = time() if walltime is None else to_walltime(walltime)
         if display_name or summary_description or new_style or double_precision:
-            self._add_scalar_with_options(tag, scalar_value, to_step(global_step), walltime, display_name,
+            self._add_scalar_with_options(tag, scalar_value, global_step, walltime, display_name,
                                           summary_description, new_style, double_precision)
             return
-        # The training thread's hottest path: a dict hit and one packed row, no tuple, no msgpack.
+        # The training thread's hottest path: a dict hit and one call that reads the clock, packs
+        # the row and appends it (in C where the extension is built; see _fast).
         try:
             key = self._scalar_keys[tag]
         except (KeyError, TypeError):  # a new tag (checked there), or no tag at all
             key = self._new_scalar_key(tag, "", tag)
             if key is None:
-                self._append_record((_SCALAR, self._stream, "", tag, to_step(global_step), walltime, scalar_value))
+                value = to_float(scalar_value, "scalar_value")
+                self._append_record((_SCALAR, self._stream, "", tag, to_step(global_step), _walltime(walltime), value))
                 return
-        try:  # the row's int64 field checks an int step; anything else is converted (or refused) here
-            row = _pack_scalar_row(key, global_step, walltime, scalar_value)
-        except Exception:
-            row = _pack_scalar_row(key, to_step(global_step), walltime, scalar_value)
-        queue = self._queue  # `_append_record`, inlined: a method call would cost this path 0.1 µs
-        queue.append(row)
-        if len(queue) >= self._batch_records:
-            self._transport.on_backlog(len(queue))
+        length = append_scalar_row(self._queue, key, global_step, walltime, scalar_value)
+        if length < 0:  # a value, step or walltime of another type: converted (or refused) here
+            value = to_float(scalar_value, "scalar_value")
+            length = append_scalar_row(self._queue, key, to_step(global_step), _walltime(walltime), value)
+        if length >= self._batch_records:
+            self._transport.on_backlog(length)
 
-    def _add_scalar_with_options(self, tag: str, value: float, step: int, walltime: float, display_name: Any,
+    def _add_scalar_with_options(self, tag: str, value: Any, step: Any, walltime: Any, display_name: Any,
                                  summary_description: Any, new_style: Any, double_precision: Any) -> None:
+        value, step, walltime = to_float(value, "scalar_value"), to_step(step), _walltime(walltime)
         if isinstance(display_name, bool):  # torch's positional order: (..., new_style, double_precision)
             new_style = new_style or display_name
             display_name = ""

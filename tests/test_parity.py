@@ -390,6 +390,13 @@ CASES = [
     Case("histogram-uint8", _histogram_values(lambda: _rng(6).integers(0, 256, size=300).astype(np.uint8)),
          [(".", "histograms", "values")]),
     Case("histogram-bool", _histogram_values(lambda: _rng(6).random(40) > 0.3), [(".", "histograms", "values")]),
+    # Foreign byte order: small (numpy's copy) and past the streaming copy's threshold.
+    Case("histogram-big-endian", _histogram_values(lambda: _rng(5).normal(size=300).astype(">f4")),
+         [(".", "histograms", "values")]),
+    Case("histogram-big-endian-large", _histogram_values(lambda: _rng(5).normal(size=70_000).astype(">f8")),
+         [(".", "histograms", "values")]),
+    Case("image-CHW-float-big-endian", _image(lambda: _float_image(3, 5, 7)().astype(">f4"), "CHW"),
+         [(".", "images", "image")]),
     Case("histogram-large", _histogram("tensorflow", values=lambda: _rng(8).standard_cauchy(400_000)),
          [(".", "histograms", "weights")]),
     Case("histogram-torch", _histogram_torch,

@@ -1,0 +1,35 @@
+"""The training thread's two hot operations: in C where the optional extension `_speedups` was
+built (see `_speedups.c`: one call instead of several, streaming stores), else in Python here,
+with the same results. `NATIVE` says which."""
+
+from __future__ import annotations
+
+from time import time
+from typing import Any, Optional
+
+from ._wire import SCALAR_ROW
+
+__all__ = ["NATIVE", "STREAMING", "append_scalar_row", "stream_copy"]
+
+_pack_row = SCALAR_ROW.pack
+
+
+def _append_scalar_row(queue: list, key: int, step: Any, walltime: Optional[float], value: Any) -> int:
+    """Appends a plain scalar's packed row (`walltime` None: now) and returns the queue's length;
+    -1, appending nothing, when `step` is not an int64 or None, `walltime` not a float or None,
+    or `value` not a float: the caller converts those (or refuses them)."""
+    if type(value) is not float or walltime is not None and type(walltime) is not float:
+        return -1
+    if step is None:
+        step = 0
+    elif type(step) is not int or not -(1 << 63) <= step < 1 << 63:
+        return -1
+    queue.append(_pack_row(key, step, time() if walltime is None else walltime, value))
+    return len(queue)
+
+
+try:
+    from ._speedups import STREAMING, append_scalar_row, stream_copy
+    NATIVE = True
+except ImportError:  # built without a C compiler: numpy copies the arrays (see _convert)
+    NATIVE, STREAMING, append_scalar_row, stream_copy = False, 0, _append_scalar_row, None

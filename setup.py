@@ -1,0 +1,11 @@
+"""Only the optional C extension; everything else about the package is in pyproject.toml."""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        # Optional: where it cannot be built, logger_client/_fast.py does the same in Python.
+        Extension("logger_client._speedups", ["logger_client/_speedups.c"], optional=True,
+                  extra_compile_args=["-O2"]),
+    ],
+)
