@@ -1,15 +1,17 @@
-"""The training thread's two hot operations: in C where the optional extension `_speedups` was
-built (see `_speedups.c`: one call instead of several, streaming stores), else in Python here,
-with the same results. `NATIVE` says which."""
+"""The training thread's hot operations: in C where the optional extension `_speedups` was built
+(see `_speedups.c`: no Python frame for a plain add_scalar, one call for a row, streaming stores
+for large arrays), else in Python here with the same results. `NATIVE` says which;
+`LOGGER_PURE_PYTHON=1` in the environment leaves the extension out (for tests and diagnosis)."""
 
 from __future__ import annotations
 
+import os
 from time import time
 from typing import Any, Optional
 
 from ._wire import SCALAR_ROW
 
-__all__ = ["NATIVE", "STREAMING", "append_scalar_row", "stream_copy"]
+__all__ = ["NATIVE", "STREAMING", "ScalarCall", "append_scalar_row", "stream_copy"]
 
 _pack_row = SCALAR_ROW.pack
 
@@ -29,7 +31,9 @@ def _append_scalar_row(queue: list, key: int, step: Any, walltime: Optional[floa
 
 
 try:
-    from ._speedups import STREAMING, append_scalar_row, stream_copy
+    if os.environ.get("LOGGER_PURE_PYTHON", "") not in ("", "0"):
+        raise ImportError("LOGGER_PURE_PYTHON is set")
+    from ._speedups import STREAMING, ScalarCall, append_scalar_row, stream_copy
     NATIVE = True
-except ImportError:  # built without a C compiler: numpy copies the arrays (see _convert)
-    NATIVE, STREAMING, append_scalar_row, stream_copy = False, 0, _append_scalar_row, None
+except ImportError:  # built without a C compiler: add_scalar stays Python, numpy copies arrays
+    NATIVE, STREAMING, ScalarCall, append_scalar_row, stream_copy = False, 0, None, _append_scalar_row, None

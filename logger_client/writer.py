@@ -13,13 +13,14 @@ import socket
 from datetime import datetime
 from functools import lru_cache
 from time import time
+from types import MethodType
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from ._config import Settings
 from ._convert import new_array, to_float, to_owned_array, to_step, to_walltime
-from ._fast import append_scalar_row
+from ._fast import ScalarCall, append_scalar_row
 from ._transport import Transport, get_transport
 from ._wire import SCALAR_ROW, RecordKind
 
@@ -203,6 +204,16 @@ class SummaryWriter:
             "flush_secs": float(self._flush_secs or 120),
         })
         self._closed = False
+        self._bind_add_scalar()
+
+    def _bind_add_scalar(self) -> None:
+        """Gives this writer the C add_scalar (see _speedups.c) over its current key table, queue
+        and transport: the plain call without a Python frame, every other call to the method
+        below. Bound again whenever one of those changes (open, close). Not where a subclass
+        overrides add_scalar, or without the extension."""
+        if ScalarCall is not None and type(self).add_scalar is SummaryWriter.add_scalar and type(self._queue) is list:
+            self.add_scalar = ScalarCall(self._scalar_keys, self._queue, self._batch_records,
+                                         self._transport.on_backlog, MethodType(SummaryWriter.add_scalar, self))
 
     def _ensure_open(self) -> None:
         # tensorboardX reopens its file writer on use after close(); so do we.
@@ -428,6 +439,7 @@ class SummaryWriter:
             return True
         self._closed = True
         self._scalar_keys = {}  # keys name this stream: a reopened writer gets a new one
+        self._bind_add_scalar()
         return self._transport.close_stream(
             self._stream, self._settings.close_timeout_s if timeout is None else timeout
         )

@@ -5,6 +5,9 @@ Every test runs a real daemon and reads the event files back with TensorBoard's 
 
 from __future__ import annotations
 
+import os
+import shutil
+import sysconfig
 import threading
 
 import numpy as np
@@ -12,7 +15,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.util import tensor_util
 
-from logger_client import SummaryWriter, _wire
+from logger_client import SummaryWriter, _fast, _wire
 
 
 def reload(logdir: str) -> EventAccumulator:
@@ -129,3 +132,13 @@ def test_a_new_tag_in_a_burst_keeps_its_batches_packed(daemon, logdir):
     total = sum(len(scalars(logdir, f"burst/{tag}")) for tag in range(7)) + len(scalars(logdir, "burst/late"))
     assert total == 3 * transport.batch_records
     assert writer.stats()["records_dropped"] == {}
+
+
+def test_the_c_extension_is_built_where_a_compiler_is() -> None:
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    headers = os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))
+    if not (shutil.which(compiler) and headers):
+        pytest.skip("no C compiler or Python headers here: the client runs in pure Python")
+    if os.environ.get("LOGGER_PURE_PYTHON", "") not in ("", "0"):
+        pytest.skip("LOGGER_PURE_PYTHON is set")
+    assert _fast.NATIVE, "a C compiler is here, but logger_client._speedups was not built or fails to import"

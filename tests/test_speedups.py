@@ -4,9 +4,14 @@ fallback in `_fast`, its streaming copy, and what the daemon writes of arrays co
 
 from __future__ import annotations
 
+import gc
 import io
 import math
+import os
+import subprocess
+import sys
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -20,7 +25,7 @@ from test_daemon import accumulator
 
 extension = pytest.importorskip("logger_client._speedups", reason="the optional C extension was not built")
 stream_copy = extension.stream_copy
-NOW = 1.7e9  # a wall time given explicitly
+NOW = 1.5e9  # a wall time given explicitly (2017: earlier than any "now" of a test run)
 
 # (step, walltime, value): the C row and the Python fallback's must agree on each, -1 included.
 ROW_ARGUMENTS = [
@@ -139,3 +144,95 @@ def test_large_arrays_changed_right_after_each_call_are_written_as_they_were(dae
         assert pixels.shape == (256, 256, 3)
         # tensorboardX's conversion of a float image: value * 255, clipped, truncated to uint8.
         assert (pixels == np.uint8(np.float32(entry.step / 11) * 255)).all()
+
+
+# -- the C add_scalar ----------------------------------------------------------------------------
+
+# The ways add_scalar is called, each once in a fresh writer: (args, kwargs).
+CALLS = [
+    (("plain", 0.5), {}),
+    (("plain", 1.5, 7), {}),
+    (("plain", 2.5, 8, NOW), {}),
+    (("kw", 3.5), {"global_step": 9}),
+    (("kw", 4.5), {"global_step": 10, "walltime": NOW + 1}),
+    (("kw", 5.5, 11), {"walltime": NOW + 2}),
+    (("converted", 6), {"global_step": np.int64(12)}),
+    (("converted", np.float32(7.25), 13.0), {}),
+    (("converted", np.array([8.5]), None, np.float64(NOW + 3)), {}),
+    (("options", 9.5, 14), {"display_name": "shown", "summary_description": "said"}),
+    (("options", 10.5, 15, None, True), {}),  # torch's positional new_style
+]
+
+LOG_CALLS = """
+import sys
+import numpy as np
+from logger_client import SummaryWriter
+from test_speedups import CALLS
+with SummaryWriter(sys.argv[1]) as writer:
+    for args, kwargs in CALLS:
+        writer.add_scalar(*args, **kwargs)
+"""
+
+
+def _logged(logdir: str) -> list:
+    events = accumulator(logdir)
+    found = []
+    for tag in sorted(events.Tags()["scalars"]):
+        found += [(tag, e.step, e.value, e.wall_time if e.wall_time < NOW + 100 else None) for e in events.Scalars(tag)]
+    return found
+
+
+def test_a_writer_gets_the_c_add_scalar_unless_it_overrides_it_or_discards(daemon, logdir) -> None:
+    class Counting(SummaryWriter):
+        calls = 0
+
+        def add_scalar(self, *args, **kwargs) -> None:  # type: ignore[override]
+            Counting.calls += 1
+            super().add_scalar(*args, **kwargs)
+
+    with SummaryWriter(logdir) as writer, Counting(logdir + "/sub") as counting:
+        assert type(writer.add_scalar) is extension.ScalarCall
+        counting.add_scalar("x", 1.0, 1)
+        assert Counting.calls == 1
+    assert type(SummaryWriter(logdir, write_to_disk=False).add_scalar) is not extension.ScalarCall
+
+
+def test_the_c_add_scalar_writes_what_the_python_method_writes(daemon, logdir, tmp_path) -> None:
+    with SummaryWriter(logdir) as writer:
+        for args, kwargs in CALLS:
+            writer.add_scalar(*args, **kwargs)
+    python_logdir = str(tmp_path / "pure_python")
+    env = {**os.environ, "LOGGER_PURE_PYTHON": "1", "PYTHONPATH": os.path.dirname(__file__)}
+    subprocess.run([sys.executable, "-c", LOG_CALLS, python_logdir], env=env, check=True, timeout=60)
+    assert _logged(logdir) == _logged(python_logdir)
+    assert len(_logged(logdir)) == len(CALLS) - 1  # torch's new_style scalar is a tensor summary
+    assert len(accumulator(logdir).Tensors("options")) == len(accumulator(python_logdir).Tensors("options")) == 1
+
+
+@pytest.mark.parametrize("args, kwargs, error, message", [
+    (("t", "x", 1), {}, TypeError, "scalar_value"),
+    (("t", 1.0, "3"), {}, TypeError, "global_step"),
+    (("t", 1.0, 1 << 64), {}, ValueError, "global_step"),
+    (("t", 1.0, 1, "now"), {}, TypeError, "walltime"),
+    ((5, 1.0, 1), {}, TypeError, "tag"),
+    (("t", 1.0, 1), {"global_step": 2}, TypeError, "global_step"),
+    (("t", 1.0), {"step": 2}, TypeError, "step"),
+])
+def test_the_c_add_scalar_raises_what_the_method_raises(daemon, logdir, args, kwargs, error, message) -> None:
+    with SummaryWriter(logdir) as writer:
+        writer.add_scalar("t", 0.0, 0)  # the tag is known: the C path sees these calls first
+        assert type(writer.add_scalar) is extension.ScalarCall
+        with pytest.raises(error, match=message):
+            writer.add_scalar(*args, **kwargs)
+        with pytest.raises(error, match=message):
+            SummaryWriter.add_scalar(writer, *args, **kwargs)
+
+
+def test_a_writer_with_the_c_add_scalar_is_collected(daemon, logdir) -> None:
+    writer = SummaryWriter(logdir)
+    writer.add_scalar("t", 1.0, 1)
+    writer.close()
+    gone = weakref.ref(writer)
+    del writer
+    gc.collect()
+    assert gone() is None
