@@ -284,8 +284,10 @@ static PyObject *stream_copy(PyObject *module, PyObject *args)
         PyBuffer_Release(&src);
         return NULL;
     }
-    /* The GIL stays held: the copy is shorter than the wait to take it back from another thread. */
+    /* Other threads (the client's I/O thread) run meanwhile, rather than after, on this core. */
+    Py_BEGIN_ALLOW_THREADS
     copy_streaming((char *)dst.buf, (const char *)src.buf, (size_t)src.len);
+    Py_END_ALLOW_THREADS
     PyBuffer_Release(&dst);
     PyBuffer_Release(&src);
     Py_RETURN_NONE;
