@@ -46,12 +46,15 @@ _OPEN = RecordKind.OPEN.value
 _CLOSE = RecordKind.CLOSE.value
 _KEY = RecordKind.KEY.value
 _ARRAY_KINDS = frozenset(kind.value for kind in _wire.ARRAY_KINDS)
-#: Items producers announce in `_specials_queued`: the I/O thread looks at each of them.
-_SPECIAL_KINDS = _ARRAY_KINDS | {_FLUSH_MARKER, _OPEN, _CLOSE}
-#: Items the queue's bound never drops: the specials, and scalar keys (a lost key would lose every
-#: later row of its tag). A key is not special: a batch may carry it, so a new tag in a burst
-#: does not hold up packing until the I/O thread has looked at it.
-_KEPT_KINDS = _SPECIAL_KINDS | {_KEY}
+#: Items producers announce in `_specials_queued`: the I/O thread looks at each of them, and
+#: producers pack no batch while one waits in the queue.
+_SPECIAL_KINDS = _ARRAY_KINDS | {_FLUSH_MARKER}
+#: Items the queue's bound never drops: the specials, and the control records, writers' opens and
+#: closes and scalar keys (a lost key would lose every later row of its tag). Control records are
+#: not special: a batch may carry them, so a writer opened or a tag met just before a burst does
+#: not hold up packing until the I/O thread has looked at it (the queue then grew towards its
+#: bound, and past it in one run of 1 000 000 calls made right after construction).
+_KEPT_KINDS = _SPECIAL_KINDS | _wire.CONTROL_KIND_CODES
 
 
 def _take(queue: list, count: int) -> list:
@@ -110,7 +113,10 @@ class ZmqTransport:
         # Batches packed by producers, as (msgpack bytes, record count). `_pack_lock` keeps them in
         # queue order: taking records off the queue and appending their batch happen under it.
         self._packed: deque[tuple[bytes, int]] = deque()
-        self._packed_records = 0  # records in `_packed` (changed under `_pack_lock`)
+        # Records in `_packed`: those packed (counted by producers, under `_pack_lock`) less those
+        # sent (counted by the I/O thread), so that neither side needs the other's lock.
+        self._records_packed = 0
+        self._records_packed_sent = 0
         self._pack_lock = threading.Lock()
         self._next_stream = 1
         self._scalar_keys: dict[int, tuple[int, str, str]] = {}  # key -> (stream, run, tag)
@@ -140,7 +146,6 @@ class ZmqTransport:
             self._streams[stream] = options
             # A writer asking for flush_secs below the default visibility gets records sent sooner.
             self._linger_s = max(0.005, min(self._linger_s, options["flush_secs"] / 2))
-            self._specials_queued += 1
             self.queue.append((_OPEN, stream, "", "", 0, time.time(), options))
         return stream
 
@@ -161,7 +166,6 @@ class ZmqTransport:
         """Sends a writer's close and waits until the daemon has written all it sent."""
         with self._lock:
             self._streams.pop(stream, None)
-            self._specials_queued += 1
             self.queue.append((_CLOSE, stream, "", "", 0, time.time(), None))
         return self.flush(timeout_s)
 
@@ -215,7 +219,7 @@ class ZmqTransport:
                 return
             packed, controls = _wire.pack_records(_take(self.queue, length))
             self._packed.append((packed, length - controls))
-            self._packed_records += length - controls
+            self._records_packed += length - controls
         finally:
             self._pack_lock.release()
 
@@ -302,7 +306,9 @@ class ZmqTransport:
 
     def after_fork_in_child(self) -> None:
         """A forked child gets its own connection: the parent's socket and thread are not used."""
-        self.queue.clear()  # the parent sends what it queued
+        self.queue.clear()  # the parent sends what it queued, and what it packed
+        self._packed.clear()
+        self._records_packed = self._records_packed_sent = 0
         self._arena.after_fork()
         self._arena_shared = False
         self._lock = threading.Lock()
@@ -355,7 +361,6 @@ class ZmqTransport:
             again = [(_OPEN, stream, "", "", 0, time.time(), options) for stream, options in self._streams.items()]
             again += [(_KEY, stream, run, tag, 0, 0.0, key)
                       for key, (stream, run, tag) in self._scalar_keys.items() if stream in self._streams]
-            self._specials_queued += len(self._streams)  # the OPENs; keys are not special
             self.queue[:0] = again
         return sock
 
@@ -378,8 +383,8 @@ class ZmqTransport:
             if sock in events:
                 self._receive(sock)
             now = time.monotonic()
-            # The queue is drained when the linger is up or something special (array, flush,
-            # writer) waits in it; a plain wake-up only sends what producers packed. Never merely
+            # The queue is drained when the linger is up or something special (an array, a flush)
+            # waits in it; a plain wake-up only sends what producers packed. Never merely
             # because an ack came in: that would send a trickle of tiny batches.
             linger_up = now >= next_drain or self._stopping.is_set()
             if woken or linger_up:
@@ -400,19 +405,26 @@ class ZmqTransport:
         Returns whether anything was sent."""
         if self._unsent_bytes() > self.settings.max_buffer_bytes:
             return False  # the daemon is behind: leave records queued, where the bound applies
+        # Producers' batches go out without the pack lock, so producers go on packing meanwhile:
+        # with the lock held through the sends, each waiting its turn for the GIL against a
+        # producer in a burst, the queue grew by hundreds of thousands of records.
+        sent = self._send_packed(sock)
+        if not queue_too:
+            return sent
         with self._pack_lock:
-            sent = self._send_packed(sock)
-            return (queue_too and self._drain_queue(sock)) or sent
+            sent = self._send_packed(sock) or sent  # packed meanwhile: older than the queue
+            return self._drain_queue(sock) or sent
 
     def _send_packed(self, sock: zmq.Socket) -> bool:
+        """Sends the batches producers had packed when it began (a burst packs more meanwhile,
+        which would keep it going), oldest first. Returns whether there were any."""
         packed = self._packed
-        if not packed:
-            return False
-        while packed:
-            records, count = packed.popleft()
-            self._packed_records -= count
-            self._send_packed_batch(sock, records, count)
-        return True
+        count = len(packed)
+        for _ in range(count):
+            records, records_count = packed.popleft()
+            self._send_packed_batch(sock, records, records_count)
+            self._records_packed_sent += records_count
+        return count > 0
 
     def _send_packed_batch(self, sock: zmq.Socket, records: bytes, count: int) -> None:
         """Sends `count` data records that `_wire.pack_records` packed."""
@@ -422,7 +434,8 @@ class ZmqTransport:
 
     def _room(self) -> int:
         """How many more records may be packed or sent while unacknowledged, within the bound."""
-        return self.settings.max_pending_records - self._packed_records - self._unacked_records
+        packed = self._records_packed - self._records_packed_sent
+        return self.settings.max_pending_records - packed - self._unacked_records
 
     def _drain_queue(self, sock: zmq.Socket) -> bool:
         queue, batch_records = self.queue, self.batch_records
@@ -444,8 +457,8 @@ class ZmqTransport:
         return True
 
     def _drain_mixed(self, sock: zmq.Socket, length: int) -> None:
-        """Sends the next `length` queued items, some of which are arrays, writers' opens and
-        closes or flush markers (and scalar keys, which need no look)."""
+        """Sends the next `length` queued items, some of which are arrays or flush markers (and
+        writers' opens and closes and scalar keys, which need no look)."""
         records: list = []
         arrays: list = []
         controls = 0  # opens, closes and keys: records the daemon handles, not data

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import sysconfig
 import threading
 
@@ -16,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.util import tensor_util
 
 from logger_client import SummaryWriter, _fast, _wire
+from logger_client._transport import get_transport
 
 
 def reload(logdir: str) -> EventAccumulator:
@@ -142,3 +144,26 @@ def test_the_c_extension_is_built_where_a_compiler_is() -> None:
     if os.environ.get("LOGGER_PURE_PYTHON", "") not in ("", "0"):
         pytest.skip("LOGGER_PURE_PYTHON is set")
     assert _fast.NATIVE, "a C compiler is here, but logger_client._speedups was not built or fails to import"
+
+
+def test_a_burst_right_after_construction_is_packed_as_it_goes(daemon, logdir) -> None:
+    """A writer's OPEN waits in the queue until the I/O thread takes it. A burst of calls must not
+    wait for that: each full batch is packed by the call that fills it, so the queue stays within
+    a batch even while the I/O thread gets no turn at all (before, it held the whole burst, and a
+    burst of the bound's size right after construction lost its last records)."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)  # from the OPEN on, the I/O thread gets no turn until the burst ends
+    try:
+        writer = SummaryWriter(logdir)
+        transport = get_transport()
+        batch = transport.batch_records
+        longest = 0
+        for i in range(4 * batch):
+            writer.add_scalar("burst", float(i), i)
+            if i % 256 == 0:
+                longest = max(longest, len(transport.queue))
+    finally:
+        sys.setswitchinterval(previous)
+    assert writer.close()
+    assert longest <= batch, f"the queue held {longest} records: the burst waited for the I/O thread"
+    assert [step for step, _ in scalars(logdir, "burst")] == list(range(4 * batch))
