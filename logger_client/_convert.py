@@ -104,13 +104,14 @@ def to_owned_array(value: Any, name: str, empty: EmptyArray = new_array) -> np.n
         return _checked(np.array(value, order="C"), name)  # a new array: already ours
     else:
         raise TypeError(f"{name} must be a numpy array, a torch tensor or array-like, got {type(value).__name__}")
-    _checked(source, name)
-    native = source.dtype.isnative
-    owned = empty(source.shape, source.dtype if native else source.dtype.newbyteorder("="))
-    if STREAMING and native and owned.nbytes >= STREAM_MIN_BYTES and source.flags.c_contiguous:
+    native = _checked(source, name)
+    if native is not source:
+        return native  # converted from a foreign byte order: that copy is already ours
+    owned = empty(source.shape, source.dtype)
+    if STREAMING and owned.nbytes >= STREAM_MIN_BYTES and source.flags.c_contiguous:
         stream_copy(owned, source)
     else:
-        np.copyto(owned, source)  # converts a foreign byte order: arrays cross the wire native
+        np.copyto(owned, source)
     return owned
 
 
@@ -122,7 +123,8 @@ _ALLOWED_DTYPE_CLASSES = frozenset(
 
 
 def _checked(array: np.ndarray, name: str) -> np.ndarray:
-    """`array`, if its element type may be logged; native byte order (a new array) if foreign."""
+    """`array`, if its element type may be logged; if its byte order is foreign, a new C-contiguous
+    copy in native order (arrays cross the wire native: the daemon reads them by dtype name)."""
     if type(array.dtype) not in _ALLOWED_DTYPE_CLASSES:
         raise TypeError(f"{name} has dtype {array.dtype}, which cannot be logged; use a real numeric dtype")
-    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="), order="C")

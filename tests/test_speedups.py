@@ -116,9 +116,10 @@ def test_large_arrays_are_owned_copies_whatever_their_layout() -> None:
     values = STREAM_MIN_BYTES // 4 * 2
     contiguous = np.arange(values, dtype=np.float32)
     strided = np.arange(values * 2, dtype=np.float32).reshape(2, values).T  # takes numpy's copy
-    for source in (contiguous, strided):
+    foreign = np.arange(values * 2, dtype=">f4").reshape(2, values).T  # converted to native order
+    for source in (contiguous, strided, foreign):
         owned = to_owned_array(source, "values")
-        assert np.array_equal(owned, source) and owned.flags.c_contiguous
+        assert np.array_equal(owned, source) and owned.flags.c_contiguous and owned.dtype.isnative
         assert not np.shares_memory(owned, source)
         source[...] = -1  # the caller changes its array right after the call
         assert owned.max() >= 0
