@@ -30,7 +30,7 @@ import math
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import msgpack
 import numpy as np
@@ -143,25 +143,39 @@ def pack_records(records: list) -> tuple[bytes, int]:
     try:
         return msgpack.packb([b"".join(records)], use_bin_type=True), 0
     except TypeError:  # not all rows
-        controls = sum(1 for record in records if type(record) is not bytes and record[KIND] in CONTROL_KIND_CODES)
-        return msgpack.packb(join_rows(records), use_bin_type=True), controls
+        joined = join_rows(records)
+        controls = sum(1 for record in joined if type(record) is tuple and record[KIND] in CONTROL_KIND_CODES)
+        return msgpack.packb(joined, use_bin_type=True), controls
+
+
+def row_runs(items: list) -> Iterator[tuple[int, int, Any]]:
+    """Splits a client's queued items, scalar rows (bytes) and records (tuples), into runs of rows:
+    yields (start, stop, record) where items[start:stop] are rows and `record` is the tuple that
+    follows them, or None after the last run.
+
+    The records are found by `list.index` over the items' types, in C, so that going through a
+    batch costs Python work per record, not per row (thousands of rows sit between two arrays)."""
+    types = list(map(type, items))
+    start, end = 0, len(items)
+    while start < end:
+        try:
+            stop = types.index(tuple, start)
+        except ValueError:
+            yield start, end, None
+            return
+        yield start, stop, items[stop]
+        start = stop + 1
 
 
 def join_rows(records: list) -> list:
     """`records` with each run of scalar rows (bytes) joined into one bin, in place of the rows:
     the daemon reads a bin as columns, so one bin per row would cost it a numpy call per row."""
     items: list = []
-    rows: list = []
-    for record in records:
-        if type(record) is bytes:
-            rows.append(record)
-            continue
-        if rows:
-            items.append(b"".join(rows))
-            rows = []
-        items.append(record)
-    if rows:
-        items.append(b"".join(rows))
+    for start, stop, record in row_runs(records):
+        if stop > start:
+            items.append(b"".join(records[start:stop]))
+        if record is not None:
+            items.append(record)
     return items
 
 

@@ -759,6 +759,28 @@ writer.close(timeout=0.5)
 '''
 
 
+def test_arrays_piling_up_wake_the_io_thread_once_per_quarter_of_the_bound(daemon, logdir, monkeypatch):
+    """A logged array does not wake the I/O thread (the woken thread would take the GIL from the
+    caller), and waits for the linger; but arrays piling up in the queue, a quarter of the bound,
+    wake it once, so that they reach the daemon well before the linger is up."""
+    monkeypatch.setenv("LOGGER_LINGER_S", "60")
+    monkeypatch.setenv("LOGGER_MAX_BUFFER_BYTES", str(8 * 2**20))
+    writer = SummaryWriter(logdir)
+    assert writer.flush(timeout=20)  # the I/O thread's next drain is a minute away
+    transport = logger_client._transport.get_transport()
+    image = np.zeros((1, 1024, 1024), np.uint8)  # 1 MiB
+    written = lambda count: lambda: writer.stats()["records_written"] >= count  # noqa: E731
+    for round_ in range(2):
+        writer.add_image("img", image, 3 * round_)
+        writer.add_image("img", image, 3 * round_ + 1)  # a quarter of the bound queued: no wake-up yet
+        assert transport._array_bytes_queued == 2 * 2**20
+        writer.add_image("img", image, 3 * round_ + 2)  # past a quarter: one wake-up
+        wait_for(written(3 * round_ + 3), timeout_s=20, message="the arrays to be written before the linger")
+        assert transport._array_bytes_queued == 0
+    assert writer.close(timeout=20)
+    assert [e.step for e in EventAccumulator(logdir, size_guidance={"images": 0}).Reload().Images("img")] == list(range(6))
+
+
 def test_client_memory_is_bounded_when_the_daemon_is_gone(daemon, runtime_dir, logdir, spawn, tmp_path):
     bound, arena = 64 * 2**20, 32 * 2**20
     proc, result, _ = _run_past_a_killed_daemon(

@@ -167,3 +167,49 @@ def test_a_burst_right_after_construction_is_packed_as_it_goes(daemon, logdir) -
     assert writer.close()
     assert longest <= batch, f"the queue held {longest} records: the burst waited for the I/O thread"
     assert [step for step, _ in scalars(logdir, "burst")] == list(range(4 * batch))
+
+
+def test_rows_between_arrays_and_flushes_go_in_messages_of_at_most_a_batch(daemon, logdir, monkeypatch):
+    """With an array queued, the I/O thread takes everything queued item by item (the mixed drain):
+    each run of rows between two records is cut to fill messages of at most `batch_records`
+    records, and all of it arrives, in order, next to the arrays, texts, keys and flushes."""
+    monkeypatch.setenv("LOGGER_BATCH_RECORDS", "64")
+    writer = SummaryWriter(logdir)
+    transport = get_transport()
+    assert transport.batch_records == 64
+    assert writer.flush(timeout=20)
+    sizes: list[int] = []
+    send = transport._send
+
+    def counting_send(sock, kind, header, *args, **kwargs):
+        if kind == _wire.MessageKind.RECORDS:
+            sizes.append(sum(len(r) // _wire.SCALAR_ROW.size if type(r) is bytes else 1 for r in header["records"]))
+        return send(sock, kind, header, *args, **kwargs)
+
+    monkeypatch.setattr(transport, "_send", counting_send)
+    writer.add_scalar("a", 0.0, 0)  # the tag's key, then rows
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)  # the I/O thread gets no turn: all of it waits for one drain
+    try:
+        writer.add_histogram("h", np.arange(10.0), 0)
+        for step in range(1, 200):
+            writer.add_scalar("a", float(step), step)
+        writer.add_text("t", "between", 0)
+        for step in range(200, 330):
+            writer.add_scalar("a", float(step), step)
+            writer.add_scalar("b", float(-step), step)  # a new key in the middle of a run
+        writer.add_image("i", np.zeros((3, 4, 4), np.float32), 0)
+        assert transport._specials_queued != transport._specials_taken  # the rows waited behind an array
+    finally:
+        sys.setswitchinterval(previous)
+    assert writer.flush(timeout=20)
+    for step in range(330, 400):
+        writer.add_scalar("a", float(step), step)
+    assert writer.close(timeout=20)
+    assert sizes and max(sizes) <= 64, sizes
+    assert scalars(logdir, "a") == [(step, float(step)) for step in range(400)]
+    assert scalars(logdir, "b") == [(step, float(-step)) for step in range(200, 330)]
+    accumulator = reload(logdir)
+    assert len(accumulator.Histograms("h")) == 1 and len(accumulator.Images("i")) == 1
+    assert len(accumulator.Tensors("t/text_summary")) == 1
+    assert writer.stats()["records_dropped"] == {}

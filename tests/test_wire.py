@@ -218,6 +218,42 @@ def test_arena_offsets_from_a_sender_without_a_mapped_arena_are_refused():
     assert refusal(frames).reason == "bad_array"
 
 
+def _join_rows_one_by_one(items: list) -> list:
+    """What join_rows must give: each maximal run of rows joined, every record kept in place."""
+    joined: list = []
+    for item in items:
+        if type(item) is bytes and joined and type(joined[-1]) is bytes:
+            joined[-1] += item
+        else:
+            joined.append(item)
+    return joined
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_join_rows_joins_each_run_of_rows_and_keeps_records_in_place(seed):
+    rng = random.Random(seed)
+    items: list = []
+    for i in range(rng.randrange(0, 60)):
+        if rng.random() < 0.3:
+            items.append((RecordKind.KEY.value, 1, "", f"t{i}", 0, 0.0, i))
+        else:
+            items.append(_wire.SCALAR_ROW.pack(i, i, 1.0, float(i)))
+    assert _wire.join_rows(items) == _join_rows_one_by_one(items)
+    runs = list(_wire.row_runs(items))
+    assert sum(stop - start for start, stop, _ in runs) == sum(type(item) is bytes for item in items)
+    assert [record for _, _, record in runs if record is not None] == [i for i in items if type(i) is tuple]
+
+
+def test_pack_records_counts_the_control_records_among_rows():
+    row = _wire.SCALAR_ROW.pack(0, 1, 2.0, 3.0)
+    key = (RecordKind.KEY.value, 1, "", "t", 0, 0.0, 0)
+    text = (RecordKind.TEXT.value, 1, "", "t", 0, 0.0, "hello")
+    packed, controls = _wire.pack_records([key, row, row, text, row, key])
+    assert controls == 2
+    assert msgpack.unpackb(packed, raw=False, use_list=False) == (key, row * 2, text, row, key)
+    assert _wire.pack_records([row, row]) == (msgpack.packb([row * 2]), 0)
+
+
 def test_allowed_dtypes_all_decode():
     for name in sorted(_wire.ALLOWED_DTYPES):
         array = np.ones((2, 3), dtype=name)
