@@ -28,7 +28,7 @@ import os
 import threading
 import weakref
 from collections import deque
-from typing import Any
+from functools import partial
 
 import numpy as np
 
@@ -44,18 +44,9 @@ _INITIAL_BYTES = 64 * 2**20
 _BURST_ARRAYS = 64
 
 
-class _SlotWatch(weakref.ref):
-    """A weak reference to a slot's array that knows the slot (lighter than weakref.finalize)."""
-
-    __slots__ = ("offset",)
-
-    def __new__(cls, array: np.ndarray, callback: Any, offset: int) -> "_SlotWatch":
-        watch = super().__new__(cls, array, callback)
-        watch.offset = offset
-        return watch
-
-    def __init__(self, array: np.ndarray, callback: Any, offset: int) -> None:
-        super().__init__(array, callback)
+def _release(released: deque, offset: int, watch: weakref.ref) -> None:
+    """A slot's array is gone: hand its offset back (a weak reference's callback, in any thread)."""
+    released.append(offset)
 
 
 class Arena:
@@ -79,7 +70,7 @@ class Arena:
         # Offsets of released slots. Appended by finalizers, which may run in any thread and even
         # inside `empty` (a garbage collection there): so they take no lock, only this deque.
         self._released: deque[int] = deque()
-        self._watches: dict[int, _SlotWatch] = {}  # offset -> the weak reference that frees it
+        self._watches: dict[int, weakref.ref] = {}  # offset -> the weak reference that frees it
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """An uninitialised C-contiguous array, in the arena when a slot is free."""
@@ -98,12 +89,11 @@ class Arena:
         # One constructor, not a slice, a frombuffer and a reshape: after a training step every
         # extra call here costs microseconds (the interpreter's caches are cold).
         array = np.ndarray(shape, dtype, buffer=self._map, offset=offset)
-        # Views of `array` (ZeroMQ's frames among them) keep it, and so the slot, alive.
-        self._watches[offset] = _SlotWatch(array, self._on_garbage, offset)
+        # Views of `array` (ZeroMQ's frames among them) keep it, and so the slot, alive. A plain
+        # weak reference with a C partial: no Python frame here (a subclass's __new__ and
+        # __init__ cost tens of µs on a training step's cold caches).
+        self._watches[offset] = weakref.ref(array, partial(_release, self._released, offset))
         return array
-
-    def _on_garbage(self, watch: "_SlotWatch") -> None:
-        self._released.append(watch.offset)
 
     def share(self) -> dict[str, int] | None:
         """Maps the region if not yet done, as shared memory when this system allows, and says

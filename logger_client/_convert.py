@@ -88,7 +88,9 @@ def to_owned_array(value: Any, name: str, empty: EmptyArray = new_array) -> np.n
     into memory from `empty` (the transport's arena of pre-faulted memory). A GPU tensor's transfer
     to host memory is that copy.
     """
-    if _is_torch_tensor(value):
+    if type(value) is np.ndarray:
+        source = value  # the common case first: the torch test is a failed attribute lookup (an exception)
+    elif _is_torch_tensor(value):
         tensor = value.detach()
         on_host = tensor.device.type == "cpu"
         if not on_host:

@@ -57,6 +57,9 @@ ALLOWED_DTYPES = frozenset(
     ["bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
      "float16", "float32", "float64"]
 )
+#: The wire name of each allowed native dtype: a dict lookup, where numpy 2's `dtype.name` runs
+#: Python code (several calls per array, with the GIL held, on a training process's I/O thread).
+_WIRE_NAMES = {np.dtype(name): name for name in ALLOWED_DTYPES}
 
 
 class MessageKind(IntEnum):
@@ -122,7 +125,7 @@ def encode(kind: MessageKind, header: dict[str, Any], arrays: Sequence[np.ndarra
     if arrays:
         descriptions = []
         for array, offset in itertools.zip_longest(arrays, offsets[:len(arrays)]):
-            description = [array.dtype.name, list(array.shape)]
+            description = [_WIRE_NAMES.get(array.dtype) or array.dtype.name, list(array.shape)]
             if offset is None:
                 in_frames.append(array)
             else:
