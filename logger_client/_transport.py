@@ -8,8 +8,8 @@ batch itself while the records are still in its CPU cache (another core would fe
 them), and hands the bytes over. One background I/O thread per process owns the ZeroMQ socket: it
 sends packed batches, drains and packs what else is queued, numbers messages, sends without
 blocking, reads the daemon's acknowledgements and answers `flush()`. It wakes when a batch is
-packed or a flush or close is asked, and every `linger_s` otherwise, so a record (arrays too) is
-on its way within `linger_s`.
+packed, a flush or close is asked or arrays pile up (a quarter of the bound queued), and every
+`linger_s` otherwise, so a record (arrays too) is on its way within `linger_s`.
 
 Memory is bounded while the daemon is slow or gone: at most `max_buffer_bytes` of array data, and
 `max_pending_records` small records queued plus about as many packed or sent but unacknowledged,
@@ -492,8 +492,7 @@ class ZmqTransport:
 
         Each run of scalar rows between two records is cut and joined in C (`_wire.row_runs`):
         the Python work here is per record, not per row. This runs with the GIL held, which a
-        training thread coming back from its step waits for (about 0.7 ms for 500 rows after a
-        step, row by row)."""
+        training thread coming back from its step waits for."""
         items = _take(self.queue, length)
         limit = self.batch_records
         out = _Outgoing()
