@@ -100,14 +100,16 @@ class _Flush:
 
 class _Outgoing:
     """The RECORDS message a drain is putting together: its records in queue order (each run of
-    scalar rows joined into one bin), the arrays they carry, how many records in all (a bin
-    counts its rows) and how many of them are data (not writers' opens and closes, nor keys)."""
+    scalar rows joined into one bin), the arrays they carry and their bytes, how many records in
+    all (a bin counts its rows) and how many of them are data (not writers' opens and closes, nor
+    keys)."""
 
-    __slots__ = ("records", "arrays", "size", "data")
+    __slots__ = ("records", "arrays", "array_bytes", "size", "data")
 
     def __init__(self) -> None:
         self.records: list = []
         self.arrays: list = []
+        self.array_bytes = 0
         self.size = 0
         self.data = 0
 
@@ -120,6 +122,12 @@ class _Outgoing:
         self.records.append(record)
         self.size += 1
         self.data += data
+
+    def add_array(self, array: Any) -> int:
+        """Carries `array` in this message; its index among the message's arrays."""
+        self.arrays.append(array)
+        self.array_bytes += array.nbytes
+        return len(self.arrays) - 1
 
 
 class ZmqTransport:
@@ -496,7 +504,6 @@ class ZmqTransport:
         items = _take(self.queue, length)
         limit = self.batch_records
         out = _Outgoing()
-        taken_bytes = 0  # of arrays
         for start, stop, record in _wire.row_runs(items):
             while start < stop:  # a long run fills as many messages as it takes
                 take = min(stop - start, limit - out.size)
@@ -515,23 +522,21 @@ class ZmqTransport:
                 self._flushes.append(record[1])
                 continue
             if kind in _ARRAY_KINDS:
-                out.arrays.append(record[6])
-                taken_bytes += record[6].nbytes
-                record = (*record[:6], len(out.arrays) - 1, *record[7:])
+                record = (*record[:6], out.add_array(record[6]), *record[7:])
             out.add(record, data=kind not in _wire.CONTROL_KIND_CODES)
             if out.size >= limit or len(out.arrays) >= _wire.MAX_ARRAYS_PER_MESSAGE:
                 out = self._send_outgoing(sock, out)
         self._send_outgoing(sock, out)
-        if taken_bytes:
-            with self._lock:
-                self._array_bytes_queued -= taken_bytes
 
     def _send_outgoing(self, sock: zmq.Socket, out: "_Outgoing") -> "_Outgoing":
-        """Sends `out` as one RECORDS message, if it holds anything; returns a new, empty one."""
+        """Sends `out` as one RECORDS message, if it holds anything; returns a new, empty one.
+        Its arrays leave the queue's count of array bytes (what wakes this thread early)."""
         if out.records:
-            array_bytes = sum(array.nbytes for array in out.arrays)
-            self._send(sock, MessageKind.RECORDS, {"records": out.records}, out.arrays, out.data, array_bytes)
+            self._send(sock, MessageKind.RECORDS, {"records": out.records}, out.arrays, out.data, out.array_bytes)
             self._sent_records += out.data
+        if out.array_bytes:
+            with self._lock:
+                self._array_bytes_queued -= out.array_bytes
         return _Outgoing()
 
     def _send(self, sock: zmq.Socket, kind: MessageKind, header: dict, arrays: list = (),
