@@ -5,7 +5,6 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         # Optional: where it cannot be built, logger_client/_fast.py does the same in Python.
-        Extension("logger_client._speedups", ["logger_client/_speedups.c"], optional=True,
-                  extra_compile_args=["-O2"]),
+        Extension("logger_client._speedups", ["logger_client/_speedups.c"], optional=True, extra_compile_args=["-O2"]),
     ],
 )

@@ -44,21 +44,42 @@ def _terminate(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a check that every benchmark works, not a measurement")
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"JSON path (default {DEFAULT_OUT}); a dated copy goes beside it")
-    parser.add_argument("--only", action="append", metavar="NAME",
-                        help="run only these workloads or groups (comma-separated or repeated): "
-                             + ", ".join([w.name for w in workloads(False)] + list(GROUPS)))
-    parser.add_argument("--writers", default=",".join(WRITERS),
-                        help=f"comma-separated subset of {','.join(WRITERS)} (ratios need tensorboardX)")
-    parser.add_argument("--jobs", type=int, default=None,
-                        help="tasks run at once (default 1; --quick: 2). Figures from more than 1 are not measurements")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes: a check that every benchmark works, not a measurement"
+    )
+    parser.add_argument(
+        "--out", default=DEFAULT_OUT, help=f"JSON path (default {DEFAULT_OUT}); a dated copy goes beside it"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="run only these workloads or groups (comma-separated or repeated): "
+        + ", ".join([w.name for w in workloads(False)] + list(GROUPS)),
+    )
+    parser.add_argument(
+        "--writers",
+        default=",".join(WRITERS),
+        help=f"comma-separated subset of {','.join(WRITERS)} (ratios need tensorboardX)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="tasks run at once (default 1; --quick: 2). Figures from more than 1 are not measurements",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the event files and child logs (path printed)")
-    parser.add_argument("--child-timeout", type=float, default=None, help="seconds one child may run (default 900, quick 180)")
-    parser.add_argument("--compare", metavar="EARLIER.json", help="compare with an earlier run: without a suite run "
-                        "when --against is given, else after this run")
+    parser.add_argument(
+        "--child-timeout", type=float, default=None, help="seconds one child may run (default 900, quick 180)"
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="EARLIER.json",
+        help="compare with an earlier run: without a suite run when --against is given, else after this run",
+    )
     parser.add_argument("--against", metavar="LATER.json", help="with --compare: the later run (runs nothing)")
     args = parser.parse_args(argv)
 
@@ -78,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     started_at = report.now()
     t0 = time.monotonic()
     try:
-        results, facts = run_plan(plan, writers, args.quick, args.keep_logs, timeout,
-                                  jobs=args.jobs or (2 if args.quick else 1))
+        results, facts = run_plan(
+            plan, writers, args.quick, args.keep_logs, timeout, jobs=args.jobs or (2 if args.quick else 1)
+        )
     except KeyboardInterrupt:
         print("interrupted: children and daemons stopped", file=sys.stderr)
         return 130

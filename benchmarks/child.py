@@ -33,8 +33,9 @@ def main(argv: list[str]) -> int:
         if group == "calls":
             result = calls.run(adapter, params, logdir)
         elif group == "throughput":
-            result = throughput.run(adapter, params, logdir, rank=spec.get("rank", 0),
-                                    wait_for_go=spec.get("wait_for_go", False))
+            result = throughput.run(
+                adapter, params, logdir, rank=spec.get("rank", 0), wait_for_go=spec.get("wait_for_go", False)
+            )
         elif group == "training_loop":
             result = training_loop.run(adapter, params, logdir)
         else:
@@ -42,8 +43,9 @@ def main(argv: list[str]) -> int:
         result["import_s"] = import_s
     result["peak_rss_mb"] = memory.self_peak_rss_mb()
     result["process_s"] = time.perf_counter() - started
-    result["modules"] = sorted(name for name in ("torch", "tensorflow", "google.protobuf", "logger_daemon")
-                               if name in sys.modules)
+    result["modules"] = sorted(
+        name for name in ("torch", "tensorflow", "google.protobuf", "logger_daemon") if name in sys.modules
+    )
     with open(spec["result_path"], "w") as f:
         json.dump(result, f)
     return 0

@@ -63,7 +63,7 @@ class DaemonMonitor:
         self._processes: dict[int, Any] = {}
         self._thread = threading.Thread(target=self._run, name="daemon-monitor", daemon=True)
 
-    def __enter__(self) -> "DaemonMonitor":
+    def __enter__(self) -> DaemonMonitor:
         self._thread.start()
         return self
 
@@ -101,11 +101,13 @@ class DaemonMonitor:
         for pid in sorted(set(self._sampled) | set(self._processes)):
             hwm = _vm_hwm_mb(pid)
             sampled = self._sampled.get(pid)
-            daemons.append({
-                "pid": pid,
-                "peak_rss_mb": hwm if hwm is not None else (round(sampled, 1) if sampled else None),
-                "method": "VmHWM" if hwm is not None else "psutil sampling",
-                "sampled_max_rss_mb": round(sampled, 1) if sampled else None,
-            })
+            daemons.append(
+                {
+                    "pid": pid,
+                    "peak_rss_mb": hwm if hwm is not None else (round(sampled, 1) if sampled else None),
+                    "method": "VmHWM" if hwm is not None else "psutil sampling",
+                    "sampled_max_rss_mb": round(sampled, 1) if sampled else None,
+                }
+            )
         peaks = [d["peak_rss_mb"] for d in daemons if d["peak_rss_mb"] is not None]
         return {"peak_rss_mb": max(peaks) if peaks else None, "daemons": daemons}

@@ -36,26 +36,41 @@ def workloads(quick: bool) -> list[Workload]:
         _call("add_scalar", "add_scalar", "add_scalar", 2_000 if q else 100_000),
         _call("add_scalars", "add_scalars, 4 keys", "add_scalars", 100 if q else 2_500, keys=4),
         _call("add_text", "add_text", "add_text", 100 if q else 5_000),
-        _call("add_histogram", f"add_histogram, {histogram_values:.0e} float32".replace("e+0", "e"),
-              "add_histogram", 3 if q else 40, values=histogram_values),
+        _call(
+            "add_histogram",
+            f"add_histogram, {histogram_values:.0e} float32".replace("e+0", "e"),
+            "add_histogram",
+            3 if q else 40,
+            values=histogram_values,
+        ),
         _call("add_image_small", "add_image 3x64x64 float32", "add_image", 10 if q else 500, shape=[3, 64, 64]),
         _call("add_image_large", "add_image 3x512x512 float32", "add_image", 3 if q else 30, shape=[3, 512, 512]),
-        Workload("e2e_one_writer", "throughput", "end-to-end, 1 writer",
-                 {"processes": 1, "calls": 5_000 if q else 1_000_000}),
+        Workload(
+            "e2e_one_writer", "throughput", "end-to-end, 1 writer", {"processes": 1, "calls": 5_000 if q else 1_000_000}
+        ),
         # --quick starts 2 processes, not 4: each anchor process imports torch (seconds of CPU).
-        Workload("e2e_four_processes", "throughput", f"end-to-end, {2 if q else 4} processes x 1 writer, one log dir",
-                 {"processes": 2 if q else 4, "calls": 1_000 if q else 100_000}),
-        Workload("training_loop", "training_loop", "training loop", {
-            "steps": 20 if q else 2_000,
-            "step_ms": 2.0,
-            "scalars_per_step": 10,
-            "arrays_every": 5 if q else 50,
-            "image_shape": [3, 256, 256],
-            "histogram_values": 100_000,
-            # One pass of 40 blocks, each its own measurement: the median of 40 block pairs (a second
-            # pass would take the suite past 10 minutes on a slow day; the anchors' runs are most of it).
-            "repeats": 1,
-        }),
+        Workload(
+            "e2e_four_processes",
+            "throughput",
+            f"end-to-end, {2 if q else 4} processes x 1 writer, one log dir",
+            {"processes": 2 if q else 4, "calls": 1_000 if q else 100_000},
+        ),
+        Workload(
+            "training_loop",
+            "training_loop",
+            "training loop",
+            {
+                "steps": 20 if q else 2_000,
+                "step_ms": 2.0,
+                "scalars_per_step": 10,
+                "arrays_every": 5 if q else 50,
+                "image_shape": [3, 256, 256],
+                "histogram_values": 100_000,
+                # One pass of 40 blocks, each its own measurement: the median of 40 block pairs (a second
+                # pass would take the suite past 10 minutes on a slow day; the anchors' runs are most of it).
+                "repeats": 1,
+            },
+        ),
     ]
 
 
@@ -73,15 +88,38 @@ class Target:
 
 
 TARGETS = [
-    Target("add_scalar_ratio", "add_scalar mean per call >= 30x lower than tensorboardX", "add_scalar", 30.0,
-           "ratio_min", "mean_us"),
+    Target(
+        "add_scalar_ratio",
+        "add_scalar mean per call >= 30x lower than tensorboardX",
+        "add_scalar",
+        30.0,
+        "ratio_min",
+        "mean_us",
+    ),
     Target("add_scalar_abs", "add_scalar mean per call <= 1 us", "add_scalar", 1.0, "max", "mean_us"),
-    Target("add_image_large_ratio", "add_image 3x512x512 mean per call >= 100x lower than tensorboardX",
-           "add_image_large", 100.0, "ratio_min", "mean_us"),
-    Target("add_histogram_ratio", "add_histogram 1e6 mean per call >= 40x lower than tensorboardX",
-           "add_histogram", 40.0, "ratio_min", "mean_us"),
-    Target("e2e_one_writer_ratio", "end-to-end scalars/s, one writer >= 20x tensorboardX's", "e2e_one_writer",
-           20.0, "ratio_min", "scalars_per_s"),
-    Target("training_loop_overhead", "training-loop overhead <= 1 %", "training_loop", 1.0, "max",
-           "overhead_pct"),
+    Target(
+        "add_image_large_ratio",
+        "add_image 3x512x512 mean per call >= 100x lower than tensorboardX",
+        "add_image_large",
+        100.0,
+        "ratio_min",
+        "mean_us",
+    ),
+    Target(
+        "add_histogram_ratio",
+        "add_histogram 1e6 mean per call >= 40x lower than tensorboardX",
+        "add_histogram",
+        40.0,
+        "ratio_min",
+        "mean_us",
+    ),
+    Target(
+        "e2e_one_writer_ratio",
+        "end-to-end scalars/s, one writer >= 20x tensorboardX's",
+        "e2e_one_writer",
+        20.0,
+        "ratio_min",
+        "scalars_per_s",
+    ),
+    Target("training_loop_overhead", "training-loop overhead <= 1 %", "training_loop", 1.0, "max", "overhead_pct"),
 ]

@@ -111,8 +111,18 @@ def machine() -> dict[str, Any]:
 
 def versions() -> dict[str, Any]:
     found: dict[str, Any] = {}
-    for name in ("tb-logger-service", "tensorboardX", "torch", "tensorboard", "numpy", "pyzmq", "msgpack",
-                 "protobuf", "crc32c", "psutil"):
+    for name in (
+        "tb-logger-service",
+        "tensorboardX",
+        "torch",
+        "tensorboard",
+        "numpy",
+        "pyzmq",
+        "msgpack",
+        "protobuf",
+        "crc32c",
+        "psutil",
+    ):
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -131,8 +141,11 @@ def _git() -> dict[str, Any]:
         return done.stdout.strip() if done.returncode == 0 else None
 
     status = run("status", "--porcelain", "--", "logger_client", "logger_daemon")
-    return {"commit": run("rev-parse", "HEAD"), "product_code_modified": bool(status) if status is not None else None,
-            "modified": status.splitlines() if status else []}
+    return {
+        "commit": run("rev-parse", "HEAD"),
+        "product_code_modified": bool(status) if status is not None else None,
+        "modified": status.splitlines() if status else [],
+    }
 
 
 def environment() -> dict[str, Any]:
@@ -173,15 +186,22 @@ def add_ratios(workloads: dict[str, Any]) -> None:
 def evaluate_targets(workloads: dict[str, Any]) -> list[dict[str, Any]]:
     evaluated = []
     for target in TARGETS:
-        row: dict[str, Any] = {"name": target.name, "description": target.description, "threshold": target.threshold,
-                               "measured": None, "result": "not run"}
+        row: dict[str, Any] = {
+            "name": target.name,
+            "description": target.description,
+            "threshold": target.threshold,
+            "measured": None,
+            "result": "not run",
+        }
         entry = workloads.get(target.workload)
         if entry is not None:
             subject = entry["writers"].get(SUBJECT)
             reference = entry["writers"].get(REFERENCE)
             if target.kind == "ratio_min" and _ok(subject) and _ok(reference):
                 if target.metric in _LOWER_IS_BETTER:
-                    measured = reference[target.metric] / subject[target.metric] if subject[target.metric] else float("inf")
+                    measured = (
+                        reference[target.metric] / subject[target.metric] if subject[target.metric] else float("inf")
+                    )
                 else:
                     measured = subject[target.metric] / reference[target.metric]
                 row["measured"] = measured
@@ -200,8 +220,14 @@ def evaluate_targets(workloads: dict[str, Any]) -> list[dict[str, Any]]:
     return evaluated
 
 
-def build_document(workloads: dict[str, Any], quick: bool, argv: list[str], total_s: float,
-                   started: dict[str, str], facts: dict[str, Any]) -> dict[str, Any]:
+def build_document(
+    workloads: dict[str, Any],
+    quick: bool,
+    argv: list[str],
+    total_s: float,
+    started: dict[str, str],
+    facts: dict[str, Any],
+) -> dict[str, Any]:
     add_ratios(workloads)
     ok = all(_ok(r) and r["verify"]["ok"] for e in workloads.values() for r in e["writers"].values())
     return {
@@ -290,7 +316,9 @@ def markdown(doc: dict[str, Any]) -> str:
         elif t["name"].endswith("_ratio"):
             shown = _x(measured)
         elif t["name"] == "training_loop_overhead":
-            shown = f"{measured:.2f} %" + (f" (tensorboardX {t[f'{REFERENCE}_value']:.1f} %)" if f"{REFERENCE}_value" in t else "")
+            shown = f"{measured:.2f} %" + (
+                f" (tensorboardX {t[f'{REFERENCE}_value']:.1f} %)" if f"{REFERENCE}_value" in t else ""
+            )
         else:
             shown = f"{measured:.2f} µs"
         goal = f"≥ {t['threshold']:g}×" if t["name"].endswith("_ratio") else f"≤ {t['threshold']:g}"
@@ -298,9 +326,13 @@ def markdown(doc: dict[str, Any]) -> str:
 
     calls_rows = [(name, e) for name, e in workloads.items() if e["group"] == "calls"]
     if calls_rows:
-        lines += ["", "## Per-call cost on the calling thread (µs per call)", "",
-                  "| workload | writer | calls | median | mean | p99 | mean: × lower than tensorboardX | close() s | verified on disk |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+        lines += [
+            "",
+            "## Per-call cost on the calling thread (µs per call)",
+            "",
+            "| workload | writer | calls | median | mean | p99 | mean: × lower than tensorboardX | close() s | verified on disk |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
         for name, entry in calls_rows:
             for writer, r in entry["writers"].items():
                 if not _ok(r):
@@ -308,13 +340,18 @@ def markdown(doc: dict[str, Any]) -> str:
                     continue
                 lines.append(
                     f"| {entry['label']} | {writer} | {r['calls']:,} | {_us(r['median_us'])} | {_us(r['mean_us'])} | "
-                    f"{_us(r['p99_us'])} | {_x(r.get(f'mean_x_lower_than_{REFERENCE}'))} | {r['close_s']:.2f} | {_verified(r)} |")
+                    f"{_us(r['p99_us'])} | {_x(r.get(f'mean_x_lower_than_{REFERENCE}'))} | {r['close_s']:.2f} | {_verified(r)} |"
+                )
 
     tp_rows = [(name, e) for name, e in workloads.items() if e["group"] == "throughput"]
     if tp_rows:
-        lines += ["", "## End-to-end throughput (first call until close() returns, everything written)", "",
-                  "| workload | writer | scalars | seconds | scalars/s | × tensorboardX | of which close() s | verified on disk |",
-                  "|---|---|---:|---:|---:|---:|---:|---|"]
+        lines += [
+            "",
+            "## End-to-end throughput (first call until close() returns, everything written)",
+            "",
+            "| workload | writer | scalars | seconds | scalars/s | × tensorboardX | of which close() s | verified on disk |",
+            "|---|---|---:|---:|---:|---:|---:|---|",
+        ]
         for name, entry in tp_rows:
             for writer, r in entry["writers"].items():
                 if not _ok(r):
@@ -322,36 +359,49 @@ def markdown(doc: dict[str, Any]) -> str:
                     continue
                 lines.append(
                     f"| {entry['label']} | {writer} | {r['calls']:,} | {r['total_s']:.2f} | {r['scalars_per_s']:,.0f} | "
-                    f"{_x(r.get(f'x_{REFERENCE}_throughput'))} | {r['close_s']:.2f} | {_verified(r)} |")
+                    f"{_x(r.get(f'x_{REFERENCE}_throughput'))} | {r['close_s']:.2f} | {_verified(r)} |"
+                )
 
     for name, entry in workloads.items():
         if entry["group"] != "training_loop":
             continue
         p = entry["params"]
-        lines += ["", f"## Training-loop overhead ({p['steps']:,} steps of ~{p['calibrated_step_ms']:.1f} ms, "
-                      f"{p['scalars_per_step']} scalars a step, a {'x'.join(map(str, p['image_shape']))} image and a "
-                      f"{p['histogram_values']:,}-value histogram every {p['arrays_every']} steps; {_count(p['repeats'], 'repeat')}, "
-                      f"each block of {p['arrays_every']} steps timed beside a plain one)", "",
-                  "| writer | no logging s | logging s | overhead: median of block pairs | middle half of pairs | "
-                  "per repeat | noise floor (plain vs plain) | call floor (a writer doing nothing) | "
-                  "overhead of total time | training thread CPU | process CPU | close() s | verified on disk |",
-                  "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|"]
+        lines += [
+            "",
+            f"## Training-loop overhead ({p['steps']:,} steps of ~{p['calibrated_step_ms']:.1f} ms, "
+            f"{p['scalars_per_step']} scalars a step, a {'x'.join(map(str, p['image_shape']))} image and a "
+            f"{p['histogram_values']:,}-value histogram every {p['arrays_every']} steps; {_count(p['repeats'], 'repeat')}, "
+            f"each block of {p['arrays_every']} steps timed beside a plain one)",
+            "",
+            "| writer | no logging s | logging s | overhead: median of block pairs | middle half of pairs | "
+            "per repeat | noise floor (plain vs plain) | call floor (a writer doing nothing) | "
+            "overhead of total time | training thread CPU | process CPU | close() s | verified on disk |",
+            "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
         for writer, r in entry["writers"].items():
             if not _ok(r):
                 lines.append(_error_row([writer], r, 13))
                 continue
             repeats = ", ".join(f"{x:.2f}" for x in r["overhead_pct_per_repeat"])
             low, high = r["overhead_iqr_pct"]
-            lines.append(f"| {writer} | {sum(r['plain_s']):.3f} | {sum(r['logged_s']):.3f} | **{r['overhead_pct']:.2f} %** | "
-                         f"{low:.2f} .. {high:.2f} % | {repeats} | {r['noise_floor_pct']:.2f} % | "
-                         f"{r['call_floor_pct']:.2f} % | "
-                         f"{r['overhead_pct_total_time']:.2f} % | {r['thread_cpu_overhead_pct']:.2f} % | "
-                         f"{r['process_cpu_overhead_pct']:.2f} % | {r['close_s']:.2f} | {_verified(r)} |")
+            lines.append(
+                f"| {writer} | {sum(r['plain_s']):.3f} | {sum(r['logged_s']):.3f} | **{r['overhead_pct']:.2f} %** | "
+                f"{low:.2f} .. {high:.2f} % | {repeats} | {r['noise_floor_pct']:.2f} % | "
+                f"{r['call_floor_pct']:.2f} % | "
+                f"{r['overhead_pct_total_time']:.2f} % | {r['thread_cpu_overhead_pct']:.2f} % | "
+                f"{r['process_cpu_overhead_pct']:.2f} % | {r['close_s']:.2f} | {_verified(r)} |"
+            )
 
     writers = list(WRITERS)
-    lines += ["", "## Peak resident memory (MiB)", "",
-              "| workload | " + " | ".join(f"{w} process" + (f" | {w} daemon" if w == SUBJECT else "") for w in writers) + " |",
-              "|---|" + "---:|" * (len(writers) + 1)]
+    lines += [
+        "",
+        "## Peak resident memory (MiB)",
+        "",
+        "| workload | "
+        + " | ".join(f"{w} process" + (f" | {w} daemon" if w == SUBJECT else "") for w in writers)
+        + " |",
+        "|---|" + "---:|" * (len(writers) + 1),
+    ]
     for name, entry in workloads.items():
         cells = []
         for w in writers:
@@ -392,8 +442,11 @@ def _figures(doc: dict[str, Any]) -> dict[str, float]:
         for writer, r in entry["writers"].items():
             if not _ok(r):
                 continue
-            keys = {"calls": ("median_us", "mean_us", "p99_us"), "throughput": ("scalars_per_s",),
-                    "training_loop": ("overhead_pct",)}.get(entry["group"], ())
+            keys = {
+                "calls": ("median_us", "mean_us", "p99_us"),
+                "throughput": ("scalars_per_s",),
+                "training_loop": ("overhead_pct",),
+            }.get(entry["group"], ())
             for key in (*keys, "peak_rss_mb"):
                 if r.get(key) is not None:
                     flat[f"{name} / {writer} / {key}"] = r[key]
@@ -407,8 +460,11 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> str:
     """A markdown table of every figure both runs have: earlier, later, change."""
     lines = [f"## {new.get('date')} compared with {old.get('date')}", ""]
     if old.get("machine", {}).get("cpu_count") != new.get("machine", {}).get("cpu_count"):
-        lines += [f"Different machines: {old.get('machine', {}).get('cpu_count')} vs "
-                  f"{new.get('machine', {}).get('cpu_count')} cores.", ""]
+        lines += [
+            f"Different machines: {old.get('machine', {}).get('cpu_count')} vs "
+            f"{new.get('machine', {}).get('cpu_count')} cores.",
+            "",
+        ]
     if old.get("quick") != new.get("quick"):
         lines += ["One of the two runs is --quick: its figures are not comparable.", ""]
     lines += ["| figure | earlier | later | change | |", "|---|---:|---:|---:|---|"]
@@ -418,5 +474,7 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> str:
         change = (b / a - 1) * 100 if a else float("inf")
         metric = key.rsplit(" / ", 1)[1]
         better = (change < 0) == (metric in _LOWER_IS_BETTER or metric == "daemon_peak_rss_mb")
-        lines.append(f"| {key} | {a:,.4g} | {b:,.4g} | {change:+.1f} % | {'better' if better and abs(change) >= 1 else ('worse' if abs(change) >= 1 else '')} |")
+        lines.append(
+            f"| {key} | {a:,.4g} | {b:,.4g} | {change:+.1f} % | {'better' if better and abs(change) >= 1 else ('worse' if abs(change) >= 1 else '')} |"
+        )
     return "\n".join(lines) + "\n"

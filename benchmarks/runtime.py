@@ -21,7 +21,6 @@ from typing import Any
 
 from logger_client._discovery import daemon_pid
 
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Pins every BLAS / OpenMP pool of a child to one thread (OPENBLAS_CORETYPE is left as it is).
 THREAD_PINS = {
@@ -104,7 +103,9 @@ class Runtime:
 
     # -- children ----------------------------------------------------------------------------
 
-    def start_child(self, task: Task, spec: dict[str, Any], rank: int = 0, interactive: bool = False) -> subprocess.Popen:
+    def start_child(
+        self, task: Task, spec: dict[str, Any], rank: int = 0, interactive: bool = False
+    ) -> subprocess.Popen:
         import json
 
         spec = {**spec, "logdir": task.logdir, "result_path": task.result_path(rank), "rank": rank}
@@ -113,9 +114,11 @@ class Runtime:
         with open(task.log_path(rank), "wb") as log:
             child = subprocess.Popen(
                 [sys.executable, "-m", "benchmarks.child", task.spec_path(rank)],
-                cwd=REPO, env=self.child_env(task),
+                cwd=REPO,
+                env=self.child_env(task),
                 stdin=subprocess.PIPE if interactive else subprocess.DEVNULL,
-                stdout=subprocess.PIPE if interactive else log, stderr=log,
+                stdout=subprocess.PIPE if interactive else log,
+                stderr=log,
                 text=True,
             )
         self._children.append(child)
@@ -169,9 +172,21 @@ class Runtime:
             return
         try:
             subprocess.run(
-                [sys.executable, "-m", "logger_daemon", "stop", "--force", "--runtime-dir", task.runtime_dir,
-                 "--timeout", str(timeout_s)],
-                cwd=REPO, env=self.child_env(task), stdin=subprocess.DEVNULL, capture_output=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "logger_daemon",
+                    "stop",
+                    "--force",
+                    "--runtime-dir",
+                    task.runtime_dir,
+                    "--timeout",
+                    str(timeout_s),
+                ],
+                cwd=REPO,
+                env=self.child_env(task),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
                 timeout=timeout_s + 30,
             )
         except subprocess.TimeoutExpired:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from benchmarks import calls, throughput, training_loop, verify
 from benchmarks.memory import DaemonMonitor
@@ -32,8 +33,7 @@ _EXPECTED: dict[str, Callable[[dict[str, Any]], dict[str, int]]] = {
 
 
 class Suite:
-    def __init__(self, runtime: Runtime, quick: bool, child_timeout_s: float,
-                 progress: Callable[[str], None]) -> None:
+    def __init__(self, runtime: Runtime, quick: bool, child_timeout_s: float, progress: Callable[[str], None]) -> None:
         self.runtime = runtime
         self.quick = quick
         self.child_timeout_s = child_timeout_s
@@ -49,8 +49,9 @@ class Suite:
         task = self.runtime.task("calibrate")
         child = self.runtime.start_child(task, {"group": "calibrate", "writer": None, "params": {"step_ms": step_ms}})
         result = self.runtime.finish_child(task, child, self.child_timeout_s)
-        self.log(f"training loop: {result['rows']} rows of {result['width']} -> "
-                 f"{result['measured_step_ms']:.2f} ms a step")
+        self.log(
+            f"training loop: {result['rows']} rows of {result['width']} -> {result['measured_step_ms']:.2f} ms a step"
+        )
         return result
 
     def run(self, workload: Workload, writer: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -107,15 +108,18 @@ class Suite:
                 while True:
                     line = child.stdout.readline()
                     if not line:
-                        raise ChildFailed(f"{task.name} rank {rank}: exited before READY\n"
-                                          f"{self.runtime.log_tail(task, rank)}")
+                        raise ChildFailed(
+                            f"{task.name} rank {rank}: exited before READY\n{self.runtime.log_tail(task, rank)}"
+                        )
                     if line.strip() == "READY":
                         break
             for child in children:
                 child.stdin.write("GO\n")
                 child.stdin.flush()
-            workers = [self.runtime.finish_child(task, child, self.child_timeout_s, rank)
-                       for rank, child in enumerate(children)]
+            workers = [
+                self.runtime.finish_child(task, child, self.child_timeout_s, rank)
+                for rank, child in enumerate(children)
+            ]
         finally:
             watchdog.cancel()
             for child in children:
@@ -141,9 +145,15 @@ def _summary(workload: Workload, result: dict[str, Any]) -> str:
     return f"{figure}, {checked}, {result['task_s']:.1f} s"
 
 
-def run_plan(plan: list[Workload], writers: list[str], quick: bool, keep_logs: bool, child_timeout_s: float,
-             jobs: int = 1, progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)
-             ) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_plan(
+    plan: list[Workload],
+    writers: list[str],
+    quick: bool,
+    keep_logs: bool,
+    child_timeout_s: float,
+    jobs: int = 1,
+    progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Runs every workload for every writer; (workload results, run facts).
 
     `jobs` > 1 runs that many tasks at once (each has its own log dir, runtime dir and daemon):
@@ -152,8 +162,11 @@ def run_plan(plan: list[Workload], writers: list[str], quick: bool, keep_logs: b
     runtime = Runtime(keep_logs=keep_logs)
     suite = Suite(runtime, quick, child_timeout_s, progress)
     results: dict[str, Any] = {}
-    facts: dict[str, Any] = {"jobs": jobs, "scratch_dir": runtime.root if keep_logs else None,
-                             "load_average_at_start": _load()}
+    facts: dict[str, Any] = {
+        "jobs": jobs,
+        "scratch_dir": runtime.root if keep_logs else None,
+        "load_average_at_start": _load(),
+    }
     try:
         entries = []
         for workload in plan:

@@ -33,8 +33,9 @@ def expected_counts(params: dict[str, Any]) -> dict[str, int]:
     return {"scalar": params["calls"] * params["processes"]}
 
 
-def run(adapter: WriterAdapter, params: dict[str, Any], logdir: str, rank: int = 0,
-        wait_for_go: bool = False) -> dict[str, Any]:
+def run(
+    adapter: WriterAdapter, params: dict[str, Any], logdir: str, rank: int = 0, wait_for_go: bool = False
+) -> dict[str, Any]:
     calls = params["calls"]
     tag = f"e2e/rank{rank}"
     t0 = time.perf_counter()

@@ -62,7 +62,7 @@ def _arrays(rows: int, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, 
 class _Clocks:
     """Wall time, CPU time of this (the training) thread and of the whole process, over a loop."""
 
-    def __enter__(self) -> "_Clocks":
+    def __enter__(self) -> _Clocks:
         self.t0 = (time.perf_counter(), time.thread_time(), time.process_time())
         return self
 
@@ -85,22 +85,48 @@ def _plain_loop(x: np.ndarray, w: np.ndarray, steps: int, scalars: int = 0) -> _
 class _NullWriter:
     """The calls of the logged loop, doing nothing: the null blocks' writer (the call floor)."""
 
-    def add_scalar(self, tag: str, scalar_value: Any, global_step: Any = None, walltime: Any = None,
-                   display_name: str = "", summary_description: str = "", new_style: bool = False,
-                   double_precision: bool = False) -> None:
+    def add_scalar(
+        self,
+        tag: str,
+        scalar_value: Any,
+        global_step: Any = None,
+        walltime: Any = None,
+        display_name: str = "",
+        summary_description: str = "",
+        new_style: bool = False,
+        double_precision: bool = False,
+    ) -> None:
         pass
 
-    def add_image(self, tag: str, img_tensor: Any, global_step: Any = None, walltime: Any = None,
-                  dataformats: str = "CHW") -> None:
+    def add_image(
+        self, tag: str, img_tensor: Any, global_step: Any = None, walltime: Any = None, dataformats: str = "CHW"
+    ) -> None:
         pass
 
-    def add_histogram(self, tag: str, values: Any, global_step: Any = None, bins: Any = "tensorflow",
-                      walltime: Any = None, max_bins: Any = None) -> None:
+    def add_histogram(
+        self,
+        tag: str,
+        values: Any,
+        global_step: Any = None,
+        bins: Any = "tensorflow",
+        walltime: Any = None,
+        max_bins: Any = None,
+    ) -> None:
         pass
 
 
-def _logged_loop(x: np.ndarray, w: np.ndarray, steps: int, writer: Any, first_step: int, tags: list[str],
-                 every: int, image: np.ndarray, histogram: np.ndarray, prefix: str = "train") -> float:
+def _logged_loop(
+    x: np.ndarray,
+    w: np.ndarray,
+    steps: int,
+    writer: Any,
+    first_step: int,
+    tags: list[str],
+    every: int,
+    image: np.ndarray,
+    histogram: np.ndarray,
+    prefix: str = "train",
+) -> float:
     scalars = len(tags)
     add_scalar = writer.add_scalar
     with _Clocks() as clocks:
@@ -171,8 +197,9 @@ def run(adapter: WriterAdapter, params: dict[str, Any], logdir: str) -> dict[str
     construct_s = time.perf_counter() - t0
     # Warm-up: numpy, BLAS, and one of everything the loop logs (on other tags), written out.
     _plain_loop(x0, w, _WARMUP_STEPS)
-    _logged_loop(x0, w, 1, writer, 0, [f"warmup/scalar{j}" for j in range(len(tags))], every, image, histogram,
-                 prefix="warmup")
+    _logged_loop(
+        x0, w, 1, writer, 0, [f"warmup/scalar{j}" for j in range(len(tags))], every, image, histogram, prefix="warmup"
+    )
     writer.flush()
     time.sleep(calls.SETTLE_S)
 
@@ -204,8 +231,12 @@ def run(adapter: WriterAdapter, params: dict[str, Any], logdir: str) -> dict[str
 
     def pair_pct(kind: str, clock: str, repeat: int | None = None) -> list[float]:
         rounds = range(repeats) if repeat is None else (repeat,)
-        return [(getattr(a, clock) / getattr(p, clock) - 1.0) * 100.0
-                for r in rounds for a, p in zip(blocks[kind][r], blocks["plain"][r]) if a is not None]
+        return [
+            (getattr(a, clock) / getattr(p, clock) - 1.0) * 100.0
+            for r in rounds
+            for a, p in zip(blocks[kind][r], blocks["plain"][r])
+            if a is not None
+        ]
 
     def total(kind: str, clock: str, repeat: int) -> float:
         return sum(getattr(c, clock) for c in blocks[kind][repeat])

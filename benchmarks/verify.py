@@ -20,8 +20,9 @@ from __future__ import annotations
 import os
 import struct
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 KINDS = ("scalar", "histogram", "image", "text")
 _PLUGIN_KINDS = {"scalars": "scalar", "histograms": "histogram", "images": "image", "text": "text"}
@@ -74,7 +75,7 @@ def _records(path: str, damaged: list[str]) -> Iterator[bytes]:
             damaged.append(f"{path}: torn header at byte {offset}")
             return
         length, length_crc = header(data, offset)
-        if masked(data[offset:offset + 8]) != length_crc:
+        if masked(data[offset : offset + 8]) != length_crc:
             damaged.append(f"{path}: bad length CRC at byte {offset}")
             return
         start = offset + 12

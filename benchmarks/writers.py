@@ -14,9 +14,10 @@ arguments, one writer per process. Differences that matter for reading the figur
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any
 
 #: How long the suite lets logger_client's close() wait for the daemon (its default is 10 s).
 LOGGER_CLIENT_CLOSE_TIMEOUT_S = 600.0
@@ -78,8 +79,13 @@ def _torch() -> type:
 WRITERS: dict[str, WriterAdapter] = {
     adapter.name: adapter
     for adapter in (
-        WriterAdapter("logger_client", "logger_client.SummaryWriter (this project)", "tb-logger-service",
-                      _logger_client, confirms_close=True),
+        WriterAdapter(
+            "logger_client",
+            "logger_client.SummaryWriter (this project)",
+            "tb-logger-service",
+            _logger_client,
+            confirms_close=True,
+        ),
         WriterAdapter("tensorboardX", "tensorboardX.SummaryWriter", "tensorboardX", _tensorboardx),
         WriterAdapter("torch", "torch.utils.tensorboard.SummaryWriter", "torch", _torch),
     )

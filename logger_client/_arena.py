@@ -107,7 +107,7 @@ class Arena:
         if self._shared is None:
             return None
         offset = array.ctypes.data - self._base
-        return offset if 0 <= offset and offset + array.nbytes <= self._capacity else None
+        return offset if offset >= 0 and offset + array.nbytes <= self._capacity else None
 
     def after_fork(self) -> None:
         """A forked child starts with an empty arena of its own: the parent's region is the

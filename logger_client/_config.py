@@ -55,7 +55,7 @@ class Settings:
     daemon_queue_records: int = 250_000
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         """Defaults overridden by `LOGGER_RUNTIME_DIR`, `LOGGER_BATCH_RECORDS`, `LOGGER_LINGER_S`, ..."""
         values = {}
         for field in fields(cls):

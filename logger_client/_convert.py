@@ -6,7 +6,8 @@ Errors name the argument that was wrong, at the call that passed it.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

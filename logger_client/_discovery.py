@@ -15,8 +15,8 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from ._config import Settings
 
@@ -100,13 +100,24 @@ def spawn_daemon(settings: Settings) -> None:
     holds none of its terminal: stdin, stdout and stderr point at /dev/null, logs go to daemon.log.
     """
     command = [
-        sys.executable, "-m", "logger_daemon", "run", "--detach",
-        "--runtime-dir", settings.runtime_dir,
-        "--idle-timeout", str(settings.idle_timeout_s),
+        sys.executable,
+        "-m",
+        "logger_daemon",
+        "run",
+        "--detach",
+        "--runtime-dir",
+        settings.runtime_dir,
+        "--idle-timeout",
+        str(settings.idle_timeout_s),
     ]
     launcher = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        cwd="/", start_new_session=True, close_fds=True,
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd="/",
+        start_new_session=True,
+        close_fds=True,
     )
     if launcher.wait(timeout=settings.connect_timeout_s) != 0:
         raise DaemonUnavailable(

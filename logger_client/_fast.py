@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from time import time
-from typing import Any, Optional
+from typing import Any
 
 from ._wire import SCALAR_ROW
 
@@ -16,11 +16,11 @@ __all__ = ["NATIVE", "STREAMING", "ScalarCall", "append_scalar_row", "stream_cop
 _pack_row = SCALAR_ROW.pack
 
 
-def _append_scalar_row(queue: list, key: int, step: Any, walltime: Optional[float], value: Any) -> int:
+def _append_scalar_row(queue: list, key: int, step: Any, walltime: float | None, value: Any) -> int:
     """Appends a plain scalar's packed row (`walltime` None: now) and returns the queue's length;
     -1, appending nothing, when `step` is not an int64 or None, `walltime` not a float or None,
     or `value` not a float: the caller converts those (or refuses them)."""
-    if type(value) is not float or walltime is not None and type(walltime) is not float:
+    if type(value) is not float or (walltime is not None and type(walltime) is not float):
         return -1
     if step is None:
         step = 0
@@ -34,6 +34,7 @@ try:
     if os.environ.get("LOGGER_PURE_PYTHON", "") not in ("", "0"):
         raise ImportError("LOGGER_PURE_PYTHON is set")
     from ._speedups import STREAMING, ScalarCall, append_scalar_row, stream_copy
+
     NATIVE = True
 except ImportError:  # built without a C compiler: add_scalar stays Python, numpy copies arrays
     NATIVE, STREAMING, ScalarCall, append_scalar_row, stream_copy = False, 0, None, _append_scalar_row, None

@@ -31,9 +31,9 @@ from typing import Any, Protocol
 import zmq
 
 from . import _wire
+from ._arena import Arena
 from ._config import Settings
 from ._discovery import find_or_start_daemon
-from ._arena import Arena
 from ._wire import MessageKind, RecordKind
 
 log = logging.getLogger("logger_client")
@@ -104,7 +104,7 @@ class _Outgoing:
     all (a bin counts its rows) and how many of them are data (not writers' opens and closes, nor
     keys)."""
 
-    __slots__ = ("records", "arrays", "array_bytes", "size", "data")
+    __slots__ = ("array_bytes", "arrays", "data", "records", "size")
 
     def __init__(self) -> None:
         self.records: list = []
@@ -397,8 +397,11 @@ class ZmqTransport:
         # first: put in front of the queue, so no batch may be taken off it meanwhile.
         with self._pack_lock, self._lock:
             again = [(_OPEN, stream, "", "", 0, time.time(), options) for stream, options in self._streams.items()]
-            again += [(_KEY, stream, run, tag, 0, 0.0, key)
-                      for key, (stream, run, tag) in self._scalar_keys.items() if stream in self._streams]
+            again += [
+                (_KEY, stream, run, tag, 0, 0.0, key)
+                for key, (stream, run, tag) in self._scalar_keys.items()
+                if stream in self._streams
+            ]
             self.queue[:0] = again
         return sock
 
@@ -507,7 +510,7 @@ class ZmqTransport:
         for start, stop, record in _wire.row_runs(items):
             while start < stop:  # a long run fills as many messages as it takes
                 take = min(stop - start, limit - out.size)
-                out.add_rows(b"".join(items[start:start + take]), take)
+                out.add_rows(b"".join(items[start : start + take]), take)
                 start += take
                 if out.size >= limit:
                     out = self._send_outgoing(sock, out)
@@ -528,7 +531,7 @@ class ZmqTransport:
                 out = self._send_outgoing(sock, out)
         self._send_outgoing(sock, out)
 
-    def _send_outgoing(self, sock: zmq.Socket, out: "_Outgoing") -> "_Outgoing":
+    def _send_outgoing(self, sock: zmq.Socket, out: _Outgoing) -> _Outgoing:
         """Sends `out` as one RECORDS message, if it holds anything; returns a new, empty one.
         Its arrays leave the queue's count of array bytes (what wakes this thread early)."""
         if out.records:
@@ -539,8 +542,15 @@ class ZmqTransport:
                 self._array_bytes_queued -= out.array_bytes
         return _Outgoing()
 
-    def _send(self, sock: zmq.Socket, kind: MessageKind, header: dict, arrays: list = (),
-              records: int = 0, array_bytes: int = 0) -> int:
+    def _send(
+        self,
+        sock: zmq.Socket,
+        kind: MessageKind,
+        header: dict,
+        arrays: list = (),
+        records: int = 0,
+        array_bytes: int = 0,
+    ) -> int:
         """Numbers and sends a message (or parks it while the daemon's queue is full); its seq.
 
         Arrays in the shared arena go as their offsets; the others as frames."""
@@ -553,8 +563,9 @@ class ZmqTransport:
         frames = _wire.encode(kind, header, arrays, offsets)
         return self._send_frames(sock, frames, framed, records, array_bytes, shared)
 
-    def _send_frames(self, sock: zmq.Socket, frames: list, arrays: Any, records: int, array_bytes: int,
-                     shared: list = ()) -> int:
+    def _send_frames(
+        self, sock: zmq.Socket, frames: list, arrays: Any, records: int, array_bytes: int, shared: list = ()
+    ) -> int:
         """Sends the frames of message `self._seq`, or parks them while the daemon's queue is full.
         The `shared` arrays, which the daemon reads in the arena, are held until it acknowledges."""
         self._inflight.append((self._seq, records, array_bytes, shared))
@@ -636,8 +647,11 @@ class ZmqTransport:
     def _release_flushes(self) -> None:
         """The thread is ending: what is still unacknowledged is counted as lost with the daemon."""
         lost = self._unacked_records
-        lost += sum(1 for item in self.queue
-                    if type(item) is bytes or item[0] != _FLUSH_MARKER and item[0] not in _wire.CONTROL_KIND_CODES)
+        lost += sum(
+            1
+            for item in self.queue
+            if type(item) is bytes or (item[0] != _FLUSH_MARKER and item[0] not in _wire.CONTROL_KIND_CODES)
+        )
         if lost:
             with self._lock:
                 self._dropped["daemon_unreachable"] += lost

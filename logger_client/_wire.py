@@ -28,9 +28,10 @@ from __future__ import annotations
 import itertools
 import math
 import struct
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -54,8 +55,7 @@ SCALAR_ROW_DTYPE = np.dtype([("key", "<u4"), ("step", "<i8"), ("wall_time", "<f8
 MAX_NAME_CHARS = 4096
 #: Array element types that may cross the wire (no object, no void, no pointers).
 ALLOWED_DTYPES = frozenset(
-    ["bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
-     "float16", "float32", "float64"]
+    ["bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16", "float32", "float64"]
 )
 #: The wire name of each allowed native dtype: a dict lookup, where numpy 2's `dtype.name` runs
 #: Python code (several calls per array, with the GIL held, on a training process's I/O thread).
@@ -115,8 +115,9 @@ class Message:
     arrays: list[np.ndarray]
 
 
-def encode(kind: MessageKind, header: dict[str, Any], arrays: Sequence[np.ndarray] = (),
-           offsets: Sequence[int | None] = ()) -> list[Any]:
+def encode(
+    kind: MessageKind, header: dict[str, Any], arrays: Sequence[np.ndarray] = (), offsets: Sequence[int | None] = ()
+) -> list[Any]:
     """Frames for a message; arrays are passed through as buffers, not copied. An array whose
     entry in `offsets` is not None is described by its offset in the sender's shared arena
     instead, and gets no frame."""
@@ -124,7 +125,7 @@ def encode(kind: MessageKind, header: dict[str, Any], arrays: Sequence[np.ndarra
     in_frames = []
     if arrays:
         descriptions = []
-        for array, offset in itertools.zip_longest(arrays, offsets[:len(arrays)]):
+        for array, offset in itertools.zip_longest(arrays, offsets[: len(arrays)]):
             description = [_WIRE_NAMES.get(array.dtype) or array.dtype.name, list(array.shape)]
             if offset is None:
                 in_frames.append(array)
@@ -188,10 +189,17 @@ def encode_packed_records(cid: bytes, seq: int, packed_records: bytes) -> list[A
     A msgpack map is its entries one after the other, so the header is put together from
     packed pieces: the same bytes as `encode(RECORDS, {"cid", "seq", "records"})`.
     """
-    header = b"".join((
-        b"\x83", msgpack.packb("cid"), msgpack.packb(cid, use_bin_type=True),
-        msgpack.packb("seq"), msgpack.packb(seq), msgpack.packb("records"), packed_records,
-    ))
+    header = b"".join(
+        (
+            b"\x83",
+            msgpack.packb("cid"),
+            msgpack.packb(cid, use_bin_type=True),
+            msgpack.packb("seq"),
+            msgpack.packb(seq),
+            msgpack.packb("records"),
+            packed_records,
+        )
+    )
     return [_FIXED.pack(MAGIC, PROTOCOL_VERSION, int(MessageKind.RECORDS), 0), header]
 
 
@@ -226,8 +234,12 @@ def decode(frames: Sequence[Any], arena: Any = None) -> Message:
         raise ProtocolError("message_too_large", f"{total} bytes, limit {MAX_MESSAGE_BYTES}")
     try:
         header = msgpack.unpackb(
-            buffers[0], raw=False, strict_map_key=True, use_list=True,
-            max_array_len=MAX_RECORDS_PER_MESSAGE, max_map_len=1 << 16,
+            buffers[0],
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_array_len=MAX_RECORDS_PER_MESSAGE,
+            max_map_len=1 << 16,
         )
     except Exception as exc:  # msgpack raises several unrelated types for bad bytes
         raise ProtocolError("malformed_message", f"header is not msgpack: {exc}") from None
@@ -239,7 +251,9 @@ def decode(frames: Sequence[Any], arena: Any = None) -> Message:
 
 def _decode_arrays(descriptions: Any, buffers: Sequence[memoryview], arena: Any) -> list[np.ndarray]:
     if not isinstance(descriptions, list) or len(descriptions) > MAX_ARRAYS_PER_MESSAGE:
-        raise ProtocolError("malformed_message", f"array descriptions are not a list of at most {MAX_ARRAYS_PER_MESSAGE}")
+        raise ProtocolError(
+            "malformed_message", f"array descriptions are not a list of at most {MAX_ARRAYS_PER_MESSAGE}"
+        )
     if sum(1 for d in descriptions if not (isinstance(d, list) and len(d) == 3)) != len(buffers):
         raise ProtocolError("malformed_message", "array descriptions do not match the frames")
     arrays = []
@@ -250,8 +264,9 @@ def _decode_arrays(descriptions: Any, buffers: Sequence[memoryview], arena: Any)
         dtype_name, shape = description[0], description[1]
         if dtype_name not in ALLOWED_DTYPES:
             raise ProtocolError("bad_array", f"array {index}: dtype {dtype_name!r} is not allowed")
-        if not (isinstance(shape, list) and len(shape) <= 32
-                and all(type(n) is int and 0 <= n < 1 << 40 for n in shape)):
+        if not (
+            isinstance(shape, list) and len(shape) <= 32 and all(type(n) is int and 0 <= n < 1 << 40 for n in shape)
+        ):
             raise ProtocolError("bad_array", f"array {index}: bad shape {shape!r}")
         dtype = np.dtype(dtype_name)
         expected = math.prod(shape) * dtype.itemsize  # Python ints: no wrap-around
@@ -261,7 +276,8 @@ def _decode_arrays(descriptions: Any, buffers: Sequence[memoryview], arena: Any)
             buffer = next(frames)
             if expected != _buffer_length(buffer):
                 raise ProtocolError(
-                    "bad_array", f"array {index}: shape {shape} of {dtype_name} needs {expected} bytes, "
+                    "bad_array",
+                    f"array {index}: shape {shape} of {dtype_name} needs {expected} bytes, "
                     f"frame has {_buffer_length(buffer)}",
                 )
         arrays.append(np.frombuffer(buffer, dtype=dtype).reshape(shape))
@@ -274,9 +290,12 @@ def _in_arena(arena: Any, offset: Any, nbytes: int, itemsize: int, index: int) -
         raise ProtocolError("bad_array", f"array {index}: in a shared arena, but the sender has none mapped")
     size = _buffer_length(arena)
     if type(offset) is not int or not 0 <= offset <= size - nbytes or offset % itemsize:
-        raise ProtocolError("bad_array", f"array {index}: {nbytes} bytes at offset {offset!r} do not fit the "
-                                         f"arena of {size} bytes (or are misaligned)")
-    return memoryview(arena).cast("B")[offset:offset + nbytes]
+        raise ProtocolError(
+            "bad_array",
+            f"array {index}: {nbytes} bytes at offset {offset!r} do not fit the "
+            f"arena of {size} bytes (or are misaligned)",
+        )
+    return memoryview(arena).cast("B")[offset : offset + nbytes]
 
 
 #: A record is the list msgpack decoded, checked in place: cheaper than an object per record.

@@ -28,7 +28,7 @@ def train(rank: int, world_size: int, logdir: str, steps: int) -> None:
             x = rng.normal(size=(256, 16))
             y = x @ true_w + 0.1 * rng.normal(size=256)
             error = x @ w - y
-            loss = float(np.mean(error ** 2))
+            loss = float(np.mean(error**2))
             gradient = 2.0 * x.T @ error / len(y)
             learning_rate = 0.05 * 0.5 * (1 + np.cos(np.pi * step / steps))
             w -= learning_rate * gradient
@@ -59,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=200)
     args = parser.parse_args(argv)
     context = multiprocessing.get_context("spawn")  # like torchrun: independent processes
-    workers = [context.Process(target=train, args=(rank, args.ranks, args.logdir, args.steps))
-               for rank in range(args.ranks)]
+    workers = [
+        context.Process(target=train, args=(rank, args.ranks, args.logdir, args.steps)) for rank in range(args.ranks)
+    ]
     for worker in workers:
         worker.start()
     for worker in workers:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import posixpath
 import socket
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from time import time
 from types import MethodType
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -34,9 +35,7 @@ _TEXT = int(RecordKind.TEXT)
 _pack_scalar_row = SCALAR_ROW.pack
 
 #: `bins` names numpy.histogram understands, plus tensorboardX's own exponential 'tensorflow' bins.
-HISTOGRAM_BIN_NAMES = frozenset(
-    ["tensorflow", "auto", "fd", "doane", "scott", "stone", "rice", "sturges", "sqrt"]
-)
+HISTOGRAM_BIN_NAMES = frozenset(["tensorflow", "auto", "fd", "doane", "scott", "stone", "rice", "sturges", "sqrt"])
 _IMAGE_AXES = frozenset("NCHW")
 
 Number = Union[int, float]
@@ -86,10 +85,12 @@ def _check_image(array: np.ndarray, layout: str) -> None:
         )
 
 
-def _check_bins(bins: Any) -> Union[str, int, list]:
+def _check_bins(bins: Any) -> str | int | list:
     if isinstance(bins, str):
         if bins not in HISTOGRAM_BIN_NAMES:
-            raise ValueError(f"bins must be one of {sorted(HISTOGRAM_BIN_NAMES)}, an int or a sequence of edges; got {bins!r}")
+            raise ValueError(
+                f"bins must be one of {sorted(HISTOGRAM_BIN_NAMES)}, an int or a sequence of edges; got {bins!r}"
+            )
         return bins
     if isinstance(bins, (int, np.integer)) and not isinstance(bins, bool):
         if bins < 1:
@@ -102,7 +103,7 @@ def _check_bins(bins: Any) -> Union[str, int, list]:
     return edges.tolist()
 
 
-def _check_binnable(values: np.ndarray, bins: Union[str, int, list]) -> None:
+def _check_binnable(values: np.ndarray, bins: str | int | list) -> None:
     """What numpy would refuse in the daemon, refused here where the caller sees it (as tensorboardX).
 
     Only for non-default bins: the default 'tensorflow' bins take any values, and a default call
@@ -146,15 +147,15 @@ class SummaryWriter:
 
     def __init__(
         self,
-        logdir: Optional[str] = None,
-        comment: Optional[str] = "",
-        purge_step: Optional[int] = None,
-        max_queue: Optional[int] = 10,
-        flush_secs: Optional[Number] = 120,
-        filename_suffix: Optional[str] = "",
-        write_to_disk: Optional[bool] = True,
-        log_dir: Optional[str] = None,
-        comet_config: Optional[dict] = None,
+        logdir: str | None = None,
+        comment: str | None = "",
+        purge_step: int | None = None,
+        max_queue: int | None = 10,
+        flush_secs: Number | None = 120,
+        filename_suffix: str | None = "",
+        write_to_disk: bool | None = True,
+        log_dir: str | None = None,
+        comet_config: dict | None = None,
         **kwargs: Any,
     ) -> None:
         if kwargs:
@@ -197,12 +198,14 @@ class SummaryWriter:
             self._transport = _DiscardingTransport()
         self._queue = self._transport.queue
         self._batch_records = self._transport.batch_records
-        self._stream = self._transport.open_stream({
-            "logdir": os.path.abspath(self.logdir),
-            "purge_step": self.purge_step,
-            "filename_suffix": self._filename_suffix,
-            "flush_secs": float(self._flush_secs or 120),
-        })
+        self._stream = self._transport.open_stream(
+            {
+                "logdir": os.path.abspath(self.logdir),
+                "purge_step": self.purge_step,
+                "filename_suffix": self._filename_suffix,
+                "flush_secs": float(self._flush_secs or 120),
+            }
+        )
         self._closed = False
         self._bind_add_scalar()
 
@@ -212,8 +215,13 @@ class SummaryWriter:
         below. Bound again whenever one of those changes (open, close). Not where a subclass
         overrides add_scalar, or without the extension."""
         if ScalarCall is not None and type(self).add_scalar is SummaryWriter.add_scalar and type(self._queue) is list:
-            self.add_scalar = ScalarCall(self._scalar_keys, self._queue, self._batch_records,
-                                         self._transport.on_backlog, MethodType(SummaryWriter.add_scalar, self))
+            self.add_scalar = ScalarCall(
+                self._scalar_keys,
+                self._queue,
+                self._batch_records,
+                self._transport.on_backlog,
+                MethodType(SummaryWriter.add_scalar, self),
+            )
 
     def _ensure_open(self) -> None:
         # tensorboardX reopens its file writer on use after close(); so do we.
@@ -225,11 +233,11 @@ class SummaryWriter:
     def add_scalar(
         self,
         tag: str,
-        scalar_value: Union[Number, Any],
-        global_step: Optional[int] = None,
-        walltime: Optional[float] = None,
-        display_name: Optional[str] = "",
-        summary_description: Optional[str] = "",
+        scalar_value: Number | Any,
+        global_step: int | None = None,
+        walltime: float | None = None,
+        display_name: str | None = "",
+        summary_description: str | None = "",
         new_style: bool = False,
         double_precision: bool = False,
     ) -> None:
@@ -241,8 +249,9 @@ class SummaryWriter:
         (No keyword-only parameters: they would make every call slower.)
         """
         if display_name or summary_description or new_style or double_precision:
-            self._add_scalar_with_options(tag, scalar_value, global_step, walltime, display_name,
-                                          summary_description, new_style, double_precision)
+            self._add_scalar_with_options(
+                tag, scalar_value, global_step, walltime, display_name, summary_description, new_style, double_precision
+            )
             return
         # The training thread's hottest path: a dict hit and one call that reads the clock, packs
         # the row and appends it (in C where the extension is built; see _fast).
@@ -261,8 +270,17 @@ class SummaryWriter:
         if length >= self._batch_records:
             self._transport.on_backlog(length)
 
-    def _add_scalar_with_options(self, tag: str, value: Any, step: Any, walltime: Any, display_name: Any,
-                                 summary_description: Any, new_style: Any, double_precision: Any) -> None:
+    def _add_scalar_with_options(
+        self,
+        tag: str,
+        value: Any,
+        step: Any,
+        walltime: Any,
+        display_name: Any,
+        summary_description: Any,
+        new_style: Any,
+        double_precision: Any,
+    ) -> None:
         value, step, walltime = to_float(value, "scalar_value"), to_step(step), _walltime(walltime)
         if isinstance(display_name, bool):  # torch's positional order: (..., new_style, double_precision)
             new_style = new_style or display_name
@@ -274,12 +292,25 @@ class SummaryWriter:
             if text is not None and not isinstance(text, str):
                 raise TypeError(f"{name} must be a str, got {type(text).__name__}")
         self._ensure_open()
-        self._append_record((_SCALAR, self._stream, "", _check_tag(tag), step, walltime, value, {
-            "display_name": display_name or "", "summary_description": summary_description or "",
-            "new_style": bool(new_style), "double_precision": bool(double_precision),
-        }))
+        self._append_record(
+            (
+                _SCALAR,
+                self._stream,
+                "",
+                _check_tag(tag),
+                step,
+                walltime,
+                value,
+                {
+                    "display_name": display_name or "",
+                    "summary_description": summary_description or "",
+                    "new_style": bool(new_style),
+                    "double_precision": bool(double_precision),
+                },
+            )
+        )
 
-    def _new_scalar_key(self, cache_key: Any, run: str, tag: Any) -> Optional[int]:
+    def _new_scalar_key(self, cache_key: Any, run: str, tag: Any) -> int | None:
         """Checks a tag met for the first time and gets its key for packed rows (None: there are
         no keys left, the records go as tuples)."""
         _check_tag(tag)
@@ -298,9 +329,9 @@ class SummaryWriter:
     def add_scalars(
         self,
         main_tag: str,
-        tag_scalar_dict: Mapping[str, Union[Number, Any]],
-        global_step: Optional[int] = None,
-        walltime: Optional[float] = None,
+        tag_scalar_dict: Mapping[str, Number | Any],
+        global_step: int | None = None,
+        walltime: float | None = None,
     ) -> None:
         """Logs several scalars under one chart: each key is a run `<logdir>/<main_tag>/<key>`."""
         _check_tag(main_tag, "main_tag")
@@ -331,10 +362,10 @@ class SummaryWriter:
         self,
         tag: str,
         values: Any,
-        global_step: Optional[int] = None,
-        bins: Union[str, int, Sequence[float]] = "tensorflow",
-        walltime: Optional[float] = None,
-        max_bins: Optional[int] = None,
+        global_step: int | None = None,
+        bins: str | int | Sequence[float] = "tensorflow",
+        walltime: float | None = None,
+        max_bins: int | None = None,
     ) -> None:
         """Logs a histogram of `values`; the daemon computes it with tensorboardX's bucketing."""
         _check_tag(tag)
@@ -354,8 +385,8 @@ class SummaryWriter:
         self,
         tag: str,
         img_tensor: Any,
-        global_step: Optional[int] = None,
-        walltime: Optional[float] = None,
+        global_step: int | None = None,
+        walltime: float | None = None,
         dataformats: str = "CHW",
     ) -> None:
         """Logs an image: uint8 in [0, 255] or float in [0, 1]; layout given by `dataformats`."""
@@ -370,8 +401,8 @@ class SummaryWriter:
         self,
         tag: str,
         img_tensor: Any,
-        global_step: Optional[int] = None,
-        walltime: Optional[float] = None,
+        global_step: int | None = None,
+        walltime: float | None = None,
         dataformats: str = "NCHW",
     ) -> None:
         """Logs a batch of images as one grid (8 per row). A list of CHW or HWC images is stacked."""
@@ -392,8 +423,7 @@ class SummaryWriter:
         _check_image(array, layout)
         self._submit_array(_IMAGES, tag, step, walltime, array, {"dataformats": layout})
 
-    def _submit_array(self, kind: int, tag: str, step: int, walltime: float, array: np.ndarray,
-                      options: dict) -> None:
+    def _submit_array(self, kind: int, tag: str, step: int, walltime: float, array: np.ndarray, options: dict) -> None:
         self._ensure_open()
         self._transport.submit_array((kind, self._stream, "", tag, step, walltime, array, options))
 
@@ -403,8 +433,8 @@ class SummaryWriter:
         self,
         tag: str,
         text_string: str,
-        global_step: Optional[int] = None,
-        walltime: Optional[float] = None,
+        global_step: int | None = None,
+        walltime: float | None = None,
     ) -> None:
         """Logs a string (markdown is rendered by TensorBoard's text plugin)."""
         _check_tag(tag)
@@ -420,7 +450,7 @@ class SummaryWriter:
         """The directory this writer's event file is in, as given to the constructor."""
         return self.logdir
 
-    def flush(self, timeout: Optional[float] = None) -> bool:
+    def flush(self, timeout: float | None = None) -> bool:
         """Waits until the daemon has written and fsynced everything logged before this call.
 
         Returns False if that did not happen within `timeout` seconds (default: flush_timeout_s).
@@ -429,7 +459,7 @@ class SummaryWriter:
             return True
         return self._transport.flush(self._settings.flush_timeout_s if timeout is None else timeout)
 
-    def close(self, timeout: Optional[float] = None) -> bool:
+    def close(self, timeout: float | None = None) -> bool:
         """Flushes and closes this writer, waiting at most `timeout` (default close_timeout_s).
 
         Returns whether the daemon confirmed everything written. Never blocks past the timeout,
@@ -448,7 +478,7 @@ class SummaryWriter:
         """The process's transport counts: records sent, written, dropped by reason."""
         return self._transport.stats()
 
-    def __enter__(self) -> "SummaryWriter":
+    def __enter__(self) -> SummaryWriter:
         return self
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
@@ -466,7 +496,7 @@ class _DiscardingTransport:
     def open_stream(self, options: dict[str, Any]) -> int:
         return 0
 
-    def scalar_key(self, stream: int, run: str, tag: str) -> Optional[int]:
+    def scalar_key(self, stream: int, run: str, tag: str) -> int | None:
         return 0
 
     def close_stream(self, stream: int, timeout_s: float) -> bool:
@@ -484,8 +514,14 @@ class _DiscardingTransport:
         return True
 
     def stats(self) -> dict[str, Any]:
-        return {"records_sent": 0, "records_written": 0, "records_dropped": {}, "array_bytes_held": 0,
-                "queued": 0, "error": None}
+        return {
+            "records_sent": 0,
+            "records_written": 0,
+            "records_dropped": {},
+            "array_bytes_held": 0,
+            "queued": 0,
+            "error": None,
+        }
 
 
 class _NullQueue:

@@ -11,14 +11,21 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import zmq
 
 from logger_client import _wire
 from logger_client._config import Settings
 from logger_client._discovery import (
-    DAEMON_LOCK_NAME, LOG_NAME, PID_NAME, daemon_pid, daemon_running, endpoint, ensure_runtime_dir,
+    DAEMON_LOCK_NAME,
+    LOG_NAME,
+    PID_NAME,
+    daemon_pid,
+    daemon_running,
+    endpoint,
+    ensure_runtime_dir,
 )
 from logger_client._wire import MessageKind
 
@@ -66,8 +73,11 @@ def run(args: argparse.Namespace) -> int:
     runtime_dir = ensure_runtime_dir(args.runtime_dir or settings.runtime_dir)
     if args.detach:
         _detach()
-        logging.basicConfig(filename=os.path.join(runtime_dir, LOG_NAME), level=args.log_level,
-                            format="%(asctime)s %(process)d %(levelname)s %(message)s")
+        logging.basicConfig(
+            filename=os.path.join(runtime_dir, LOG_NAME),
+            level=args.log_level,
+            format="%(asctime)s %(process)d %(levelname)s %(message)s",
+        )
     else:
         logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
     lock_fd = _take_daemon_lock(runtime_dir)
@@ -170,7 +180,6 @@ def stop(args: argparse.Namespace) -> int:
     return 1
 
 
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `logger-daemon` console script."""
     parser = argparse.ArgumentParser(prog="logger-daemon", description=__doc__)
@@ -179,9 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_parser = commands.add_parser("run", help="serve in the foreground (or --detach)")
     run_parser.add_argument("--runtime-dir", default=argparse.SUPPRESS)
     run_parser.add_argument("--endpoint", help="ZeroMQ endpoint to bind instead of the runtime dir's ipc socket")
-    run_parser.add_argument("--idle-timeout", type=float, default=None,
-                            help="exit after this many seconds with no client (0: never; default never "
-                                 "for a daemon started by hand)")
+    run_parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=None,
+        help="exit after this many seconds with no client (0: never; default never for a daemon started by hand)",
+    )
     run_parser.add_argument("--detach", action="store_true", help="fork into the background (clients use this)")
     run_parser.add_argument("--log-level", default="INFO")
     for name, helptext in (("status", "print clients and counters"), ("stop", "write everything, then exit")):
@@ -191,7 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name == "status":
             sub.add_argument("--json", action="store_true")
         else:
-            sub.add_argument("--force", action="store_true", help="SIGKILL the daemon if it has not stopped by --timeout")
+            sub.add_argument(
+                "--force", action="store_true", help="SIGKILL the daemon if it has not stopped by --timeout"
+            )
     args = parser.parse_args(argv)
     if args.command == "run" and args.idle_timeout is None and not args.detach:
         args.idle_timeout = 0.0

@@ -78,8 +78,7 @@ def _varint_lengths(steps: np.ndarray) -> np.ndarray:
     return lengths
 
 
-def scalar_event_rows(tag: str, wall_times: np.ndarray, steps: np.ndarray,
-                      values: np.ndarray) -> list[np.ndarray]:
+def scalar_event_rows(tag: str, wall_times: np.ndarray, steps: np.ndarray, values: np.ndarray) -> list[np.ndarray]:
     """Serialized scalar Events, the same bytes as `scalar_event`, built on whole columns.
 
     Returns uint8 arrays of shape (n, length), one per run of consecutive events whose layout
@@ -93,13 +92,15 @@ def scalar_event_rows(tag: str, wall_times: np.ndarray, steps: np.ndarray,
     for start, stop in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(steps)]])):
         code = int(layout[start])
         step_length, wall = code >> 1, code & 1
-        pieces.append(_rows(prefix, step_length, bool(wall), wall_times[start:stop],
-                            steps[start:stop], values[start:stop]))
+        pieces.append(
+            _rows(prefix, step_length, bool(wall), wall_times[start:stop], steps[start:stop], values[start:stop])
+        )
     return pieces
 
 
-def _rows(prefix: np.ndarray, step_length: int, wall: bool, wall_times: np.ndarray,
-          steps: np.ndarray, values: np.ndarray) -> np.ndarray:
+def _rows(
+    prefix: np.ndarray, step_length: int, wall: bool, wall_times: np.ndarray, steps: np.ndarray, values: np.ndarray
+) -> np.ndarray:
     count = len(steps)
     width = (9 if wall else 0) + (1 + step_length if step_length else 0) + len(prefix) + 4
     rows = np.empty((count, width), np.uint8)
@@ -117,7 +118,7 @@ def _rows(prefix: np.ndarray, step_length: int, wall: bool, wall_times: np.ndarr
                 byte |= np.uint64(0x80)  # more bytes follow
             rows[:, at + 1 + index] = byte
         at += 1 + step_length
-    rows[:, at:at + len(prefix)] = prefix
+    rows[:, at : at + len(prefix)] = prefix
     at += len(prefix)
     with np.errstate(over="ignore"):  # as protobuf: a double beyond float32's range becomes inf
         rows[:, at:] = values.astype("<f4").view(np.uint8).reshape(count, 4)
@@ -136,5 +137,4 @@ def file_version_event(wall_time: float) -> bytes:
 
 def session_start_event(wall_time: float, step: int) -> bytes:
     """SessionLog START at `step`: TensorBoard hides the run's earlier events at steps >= `step`."""
-    return Event(wall_time=wall_time, step=step,
-                 session_log=SessionLog(status=SessionLog.START)).SerializeToString()
+    return Event(wall_time=wall_time, step=step, session_log=SessionLog(status=SessionLog.START)).SerializeToString()

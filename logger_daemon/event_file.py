@@ -24,8 +24,10 @@ def event_file_name(wall_time: float, suffix: str = "") -> str:
     TensorBoard reads a directory's files in name order, so `n` is zero-padded: files one
     daemon opens in the same second sort in the order it opened them.
     """
-    return (f"events.out.tfevents.{int(wall_time):010d}.{socket.gethostname()}.{os.getpid()}."
-            f"{next(_file_counter):08d}{suffix}")
+    return (
+        f"events.out.tfevents.{int(wall_time):010d}.{socket.gethostname()}.{os.getpid()}."
+        f"{next(_file_counter):08d}{suffix}"
+    )
 
 
 class EventFile:

@@ -9,7 +9,7 @@ import numpy as np
 
 from logger_daemon.protos.histogram_pb2 import HistogramProto
 
-__all__ = ["Bins", "TENSORFLOW_BINS", "default_bucket_edges", "histogram_proto"]
+__all__ = ["TENSORFLOW_BINS", "Bins", "default_bucket_edges", "histogram_proto"]
 
 Bins = str | int | Sequence[float] | np.ndarray
 
@@ -34,8 +34,7 @@ def default_bucket_edges() -> np.ndarray:
     return edges
 
 
-def histogram_proto(values: np.ndarray, bins: Bins = TENSORFLOW_BINS,
-                    max_bins: int | None = None) -> HistogramProto:
+def histogram_proto(values: np.ndarray, bins: Bins = TENSORFLOW_BINS, max_bins: int | None = None) -> HistogramProto:
     """Histogram ``values`` (any shape, any real dtype) into a HistogramProto.
 
     ``bins`` is "tensorflow" (TensorBoard's default edges), a numpy bin-estimator name
@@ -76,8 +75,7 @@ def histogram_proto(values: np.ndarray, bins: Bins = TENSORFLOW_BINS,
     )
 
 
-def _merge_bins(counts: np.ndarray, edges: np.ndarray,
-                max_bins: int) -> tuple[np.ndarray, np.ndarray]:
+def _merge_bins(counts: np.ndarray, edges: np.ndarray, max_bins: int) -> tuple[np.ndarray, np.ndarray]:
     """Merge runs of ``n // max_bins`` bins, zero-padding the last run (tensorboardX's rule,
     which can leave more than ``max_bins`` bins)."""
     group = counts.size // max_bins
@@ -103,7 +101,7 @@ def _trim_empty(counts: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.n
     else:
         start, end = counts.size, 1
     if start > 0:
-        kept = counts[start - 1:end]
+        kept = counts[start - 1 : end]
     else:
         kept = np.concatenate([np.zeros(1, counts.dtype), counts[:end]])
-    return kept, edges[start:end + 1]
+    return kept, edges[start : end + 1]

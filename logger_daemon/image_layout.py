@@ -29,13 +29,10 @@ def to_hwc(array: np.ndarray, dataformats: str) -> np.ndarray:
     layout = dataformats.upper()
     canonical = _CANONICAL.get(len(layout))
     if canonical is None or sorted(layout) != sorted(canonical):
-        raise ValueError(
-            f"dataformats: expected a permutation of HW, CHW or NCHW, got {dataformats!r}"
-        )
+        raise ValueError(f"dataformats: expected a permutation of HW, CHW or NCHW, got {dataformats!r}")
     if array.ndim != len(layout):
         raise ValueError(
-            f"array: shape {array.shape} has {array.ndim} dimensions, "
-            f"dataformats {dataformats!r} has {len(layout)}"
+            f"array: shape {array.shape} has {array.ndim} dimensions, dataformats {dataformats!r} has {len(layout)}"
         )
     if array.size == 0:
         raise ValueError(f"array: empty image, shape {array.shape}")
@@ -73,10 +70,8 @@ def make_grid(batch: np.ndarray, columns: int = GRID_COLUMNS) -> np.ndarray:
     tiles = canvas.reshape(rows, height, columns, width, out_channels).swapaxes(1, 2)
     full_rows = count // columns
     # Broadcasting over the channel axis repeats a single channel for free.
-    tiles[:full_rows] = batch[: full_rows * columns].reshape(
-        full_rows, columns, height, width, channels
-    )
+    tiles[:full_rows] = batch[: full_rows * columns].reshape(full_rows, columns, height, width, channels)
     rest = count - full_rows * columns
     if rest:
-        tiles[full_rows, :rest] = batch[full_rows * columns:]
+        tiles[full_rows, :rest] = batch[full_rows * columns :]
     return canvas

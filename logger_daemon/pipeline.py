@@ -18,15 +18,30 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from logger_client._wire import (
-    ARRAY_KINDS, KIND, MAX_NAME_CHARS, RUN, SCALAR_ROW, SCALAR_ROW_DTYPE, STEP, STREAM, TAG, VALUE, WALL_TIME,
-    ProtocolError, Record, RecordKind, check_record, record_options,
+    ARRAY_KINDS,
+    KIND,
+    MAX_NAME_CHARS,
+    RUN,
+    SCALAR_ROW,
+    SCALAR_ROW_DTYPE,
+    STEP,
+    STREAM,
+    TAG,
+    VALUE,
+    WALL_TIME,
+    ProtocolError,
+    Record,
+    RecordKind,
+    check_record,
+    record_options,
 )
 from logger_daemon import summaries
 from logger_daemon.event_codec import scalar_event_rows, summary_event
@@ -88,7 +103,7 @@ class _Group:
     def count(self) -> int:
         return len(self.records) + sum(len(steps) for _, steps, _, _ in self.columns)
 
-    def take(self, part: "_Group", client: bytes) -> None:
+    def take(self, part: _Group, client: bytes) -> None:
         """Adds one message's part for this (run, tag), sent by `client`."""
         if part.records:
             self.records.extend(part.records)
@@ -104,8 +119,10 @@ class _Group:
         """Everything as records, columns turned into lists, with their owners in the same order."""
         records = list(self.records)
         for _, steps, wall_times, values in self.columns:
-            records.extend([_SCALAR, 0, "", tag, step, wall_time, value]
-                           for step, wall_time, value in zip(steps.tolist(), wall_times.tolist(), values.tolist()))
+            records.extend(
+                [_SCALAR, 0, "", tag, step, wall_time, value]
+                for step, wall_time, value in zip(steps.tolist(), wall_times.tolist(), values.tolist())
+            )
         return records, self.all_owners()
 
     def scalar_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[bytes, int]]] | None:
@@ -115,8 +132,11 @@ class _Group:
         wall_times: list = [r[WALL_TIME] for r in self.records]
         values: list = [r[VALUE] for r in self.records]
         # One C-level pass per column: numpy would quietly take bools (and more) as numbers.
-        if not set(map(type, steps)) <= _INT_ONLY or not set(map(type, wall_times)) <= _NUMBER_TYPES \
-                or not set(map(type, values)) <= _NUMBER_TYPES:
+        if (
+            not set(map(type, steps)) <= _INT_ONLY
+            or not set(map(type, wall_times)) <= _NUMBER_TYPES
+            or not set(map(type, values)) <= _NUMBER_TYPES
+        ):
             return None
         listed_steps = np.array(steps, dtype=None if steps else np.int64)
         if listed_steps.dtype != np.int64:  # beyond 64 bits
@@ -159,8 +179,12 @@ def encode_record(record: Record) -> bytes:
 class Pipeline:
     """Owns every run directory and event file; fed by `put`, acknowledges through `on_written`."""
 
-    def __init__(self, stats: Stats, fsync_interval_s: float,
-                 on_written: Callable[[dict[bytes, int], dict[bytes, Counter]], None]) -> None:
+    def __init__(
+        self,
+        stats: Stats,
+        fsync_interval_s: float,
+        on_written: Callable[[dict[bytes, int], dict[bytes, Counter]], None],
+    ) -> None:
         self._stats = stats
         self._fsync_interval_s = fsync_interval_s
         self._on_written = on_written
@@ -345,8 +369,13 @@ class Pipeline:
         """Moves one message's parts, keyed by (stream, run name, tag), to `groups` by (run, tag)."""
         for (stream, run_name, tag), part in by_key.items():
             count = part.count()
-            if type(stream) is not int or type(run_name) is not str or type(tag) is not str \
-                    or len(run_name) > MAX_NAME_CHARS or len(tag) > MAX_NAME_CHARS:
+            if (
+                type(stream) is not int
+                or type(run_name) is not str
+                or type(tag) is not str
+                or len(run_name) > MAX_NAME_CHARS
+                or len(tag) > MAX_NAME_CHARS
+            ):
                 self._drop("malformed_record", count, client)
                 continue
             run = self._run_for(client, stream, run_name, count)
@@ -421,8 +450,15 @@ class Pipeline:
             run.file.flush()  # readable by TensorBoard from here on: what is acked is visible
         self._stats.add_written(written, nbytes)
 
-    def _write_scalars(self, run: RunLog, tag: str, steps: np.ndarray, wall_times: np.ndarray,
-                       values: np.ndarray, owners: list[tuple[bytes, int]]) -> int:
+    def _write_scalars(
+        self,
+        run: RunLog,
+        tag: str,
+        steps: np.ndarray,
+        wall_times: np.ndarray,
+        values: np.ndarray,
+        owners: list[tuple[bytes, int]],
+    ) -> int:
         """Plain scalars of one (run, tag), as columns: ordered and encoded on whole columns."""
         order = np.argsort(steps, kind="stable")  # equal steps keep their arrival order
         steps, wall_times, values = steps[order], wall_times[order], values[order]
@@ -440,8 +476,7 @@ class Pipeline:
             file.write_framed(frame_rows(rows))
         return len(steps) - first
 
-    def _write_each(self, run: RunLog, tag: str, records: list[Record],
-                    owners: list[tuple[bytes, int]]) -> int:
+    def _write_each(self, run: RunLog, tag: str, records: list[Record], owners: list[tuple[bytes, int]]) -> int:
         """Any records of one (run, tag), one at a time, in step order."""
         clients = [client for client, count in owners for _ in range(count)]
         checked = []
@@ -463,8 +498,9 @@ class Pipeline:
             try:
                 event = encode_record(record)
             except Exception as exc:  # any value a peer sent that a summary function rejects
-                log.warning("cannot encode a %s record %r at step %d: %s",
-                            RecordKind(record[KIND]).name, tag, step, exc)
+                log.warning(
+                    "cannot encode a %s record %r at step %d: %s", RecordKind(record[KIND]).name, tag, step, exc
+                )
                 self._drop("encode_error", 1, client)
                 continue
             file.write(event)

@@ -49,9 +49,7 @@ def encode_png(pixels: np.ndarray, level: int = COMPRESSION_LEVEL) -> bytes:
     row_bytes = width * channels
     scanlines = np.empty((height, row_bytes + 1), dtype=np.uint8)
     scanlines[:, 0] = _FILTER_SUB
-    body = np.lib.stride_tricks.as_strided(
-        scanlines[:, 1:], shape=pixels.shape, strides=(row_bytes + 1, channels, 1)
-    )
+    body = np.lib.stride_tricks.as_strided(scanlines[:, 1:], shape=pixels.shape, strides=(row_bytes + 1, channels, 1))
     body[:, 0] = pixels[:, 0]
     np.subtract(pixels[:, 1:], pixels[:, :-1], out=body[:, 1:])  # uint8 wraps mod 256, as PNG wants
 

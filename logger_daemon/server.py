@@ -64,8 +64,11 @@ def map_arena(announced: Any) -> memoryview | None:
         return None
     try:
         status = os.fstat(handle)
-        if not stat.S_ISREG(status.st_mode) or status.st_size != size \
-                or not fcntl.fcntl(handle, fcntl.F_GET_SEALS) & fcntl.F_SEAL_SHRINK:
+        if (
+            not stat.S_ISREG(status.st_mode)
+            or status.st_size != size
+            or not fcntl.fcntl(handle, fcntl.F_GET_SEALS) & fcntl.F_SEAL_SHRINK
+        ):
             log.warning("the arena of pid %d is not a memfd of %d bytes sealed against shrinking", pid, size)
             return None
         return memoryview(mmap.mmap(handle, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ))
@@ -124,8 +127,10 @@ class Server:
                 # Stop reading while the pipeline is behind: ZeroMQ's queues then fill and the
                 # clients' bounded buffers take over, instead of this process growing.
                 queued_records, queued_bytes = self.pipeline.queued()
-                behind = (queued_bytes > self.settings.daemon_queue_bytes
-                          or queued_records > self.settings.daemon_queue_records)
+                behind = (
+                    queued_bytes > self.settings.daemon_queue_bytes
+                    or queued_records > self.settings.daemon_queue_records
+                )
                 if behind == reading:
                     if behind:
                         poller.unregister(sock)
@@ -187,8 +192,7 @@ class Server:
                 self.stats.drop("malformed_message")
                 log.exception("could not handle a %s message", message.kind.name)
 
-    def _dispatch(self, sock: zmq.Socket, identity: bytes, client: _Client | None,
-                  message: _wire.Message) -> None:
+    def _dispatch(self, sock: zmq.Socket, identity: bytes, client: _Client | None, message: _wire.Message) -> None:
         kind, header = message.kind, message.header
         now = time.monotonic()
         if client is not None:
@@ -207,8 +211,7 @@ class Server:
         elif kind == MessageKind.HELLO and type(seq) is int:
             pid, host = header.get("pid"), header.get("host")
             arena = map_arena(header["arena"]) if "arena" in header else None
-            self._clients[identity] = _Client(pid if type(pid) is int else -1, str(host), time.time(), now,
-                                              arena=arena)
+            self._clients[identity] = _Client(pid if type(pid) is int else -1, str(host), time.time(), now, arena=arena)
             self._reply(sock, identity, MessageKind.WELCOME, {"daemon_pid": os.getpid(), "arena": arena is not None})
             self.pipeline.put(Work(identity, seq))
         elif kind == MessageKind.BYE:
@@ -257,9 +260,14 @@ class Server:
             "queue_bytes": queued_bytes,
             "open_files": self.pipeline.open_files(),
             "clients": [
-                {"id": identity.hex(), "pid": c.pid, "host": c.host, "records": c.records,
-                 "connected_at": c.connected_at, "shared_arena": c.arena is not None}
+                {
+                    "id": identity.hex(),
+                    "pid": c.pid,
+                    "host": c.host,
+                    "records": c.records,
+                    "connected_at": c.connected_at,
+                    "shared_arena": c.arena is not None,
+                }
                 for identity, c in self._clients.items()
             ],
         }
-

@@ -35,8 +35,15 @@ def clean_tag(tag: str) -> str:
     return _INVALID_TAG_CHARACTERS.sub("_", tag).lstrip("/")
 
 
-def scalar(tag: str, value: float, *, display_name: str = "", summary_description: str = "",
-           new_style: bool = False, double_precision: bool = False) -> summary_pb2.Summary:
+def scalar(
+    tag: str,
+    value: float,
+    *,
+    display_name: str = "",
+    summary_description: str = "",
+    new_style: bool = False,
+    double_precision: bool = False,
+) -> summary_pb2.Summary:
     """A scalar: ``simple_value`` (float32) as tensorboardX, with metadata only when a
     display name or description is given.
 
@@ -65,8 +72,9 @@ def scalar(tag: str, value: float, *, display_name: str = "", summary_descriptio
     return Summary(value=[entry])
 
 
-def histogram(tag: str, values: np.ndarray, bins: str | int | list[float] = TENSORFLOW_BINS,
-              max_bins: int | None = None) -> summary_pb2.Summary:
+def histogram(
+    tag: str, values: np.ndarray, bins: str | int | list[float] = TENSORFLOW_BINS, max_bins: int | None = None
+) -> summary_pb2.Summary:
     """A histogram of ``values``; see ``logger_daemon.histogram.histogram_proto`` for ``bins``."""
     histo = histogram_proto(values, bins, max_bins)
     return Summary(value=[Summary.Value(tag=clean_tag(tag), histo=histo)])
@@ -81,8 +89,7 @@ def image(tag: str, array: np.ndarray, dataformats: str = "CHW") -> summary_pb2.
     """
     pixels = to_hwc(_to_uint8(np.asarray(array)), dataformats)
     height, width, channels = pixels.shape
-    picture = Summary.Image(height=height, width=width, colorspace=channels,
-                            encoded_image_string=encode_png(pixels))
+    picture = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=encode_png(pixels))
     return Summary(value=[Summary.Value(tag=clean_tag(tag), image=picture)])
 
 
@@ -102,11 +109,8 @@ def text(tag: str, text: str) -> summary_pb2.Summary:
         string_val=[encoded],
         tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]),
     )
-    metadata = SummaryMetadata(
-        plugin_data=SummaryMetadata.PluginData(plugin_name="text", content=_TEXT_PLUGIN_CONTENT)
-    )
-    return Summary(value=[Summary.Value(tag=tag + "/text_summary", metadata=metadata,
-                                        tensor=tensor)])
+    metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="text", content=_TEXT_PLUGIN_CONTENT))
+    return Summary(value=[Summary.Value(tag=tag + "/text_summary", metadata=metadata, tensor=tensor)])
 
 
 def _single_float(value: object) -> float:

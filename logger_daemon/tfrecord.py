@@ -39,13 +39,13 @@ def read_records(blob: bytes) -> list[bytes]:
     """The payloads of the complete, valid records at the start of `blob` (stops at the first bad one)."""
     records, offset = [], 0
     while offset + 12 <= len(blob):
-        header = blob[offset:offset + 8]
+        header = blob[offset : offset + 8]
         (length,) = _LENGTH.unpack(header)
         (header_crc,) = _CRC.unpack_from(blob, offset + 8)
         end = offset + 12 + length + 4
         if header_crc != masked_crc32c(header) or end > len(blob):
             break
-        data = blob[offset + 12:end - 4]
+        data = blob[offset + 12 : end - 4]
         if _CRC.unpack_from(blob, end - 4)[0] != masked_crc32c(data):
             break
         records.append(data)
@@ -61,10 +61,11 @@ def frame_rows(rows: np.ndarray) -> bytes:
     count, length = rows.shape
     out = np.empty((count, length + 16), np.uint8)
     out[:, :12] = np.frombuffer(_length_header(length), np.uint8)
-    out[:, 12:12 + length] = rows
+    out[:, 12 : 12 + length] = rows
     blob = memoryview(rows.tobytes())
-    crcs = np.fromiter(map(crc32c.crc32c, (blob[i:i + length] for i in range(0, count * length, length))),
-                       np.uint64, count)
+    crcs = np.fromiter(
+        map(crc32c.crc32c, (blob[i : i + length] for i in range(0, count * length, length))), np.uint64, count
+    )
     masked = (((crcs >> np.uint64(15)) | (crcs << np.uint64(17))) + np.uint64(_MASK_DELTA)) & np.uint64(0xFFFFFFFF)
-    out[:, 12 + length:] = masked.astype("<u4").view(np.uint8).reshape(count, 4)
+    out[:, 12 + length :] = masked.astype("<u4").view(np.uint8).reshape(count, 4)
     return out.tobytes()

@@ -57,11 +57,7 @@ def _generated_files(root: Path) -> dict[str, Path]:
     directory = root / PACKAGE
     if not directory.is_dir():
         return {}
-    return {
-        p.name: p
-        for p in sorted(directory.iterdir())
-        if p.is_file() and p.name.endswith(GENERATED_SUFFIXES)
-    }
+    return {p.name: p for p in sorted(directory.iterdir()) if p.is_file() and p.name.endswith(GENERATED_SUFFIXES)}
 
 
 def generate(out_root: Path) -> dict[str, Path]:

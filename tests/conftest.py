@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -24,8 +24,9 @@ from logger_client._transport import shutdown_transport
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def wait_for(condition: Callable[[], object], timeout_s: float = 20.0, interval_s: float = 0.02,
-             message: str = "condition") -> object:
+def wait_for(
+    condition: Callable[[], object], timeout_s: float = 20.0, interval_s: float = 0.02, message: str = "condition"
+) -> object:
     """Polls `condition` until it returns a truthy value; fails the test after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -40,9 +41,22 @@ def wait_for(condition: Callable[[], object], timeout_s: float = 20.0, interval_
 def stop_daemon(runtime_dir: str, timeout_s: float = 15.0) -> None:
     """Stops the daemon of `runtime_dir` politely, then by SIGKILL; returns once it is gone."""
     if daemon_running(runtime_dir):
-        subprocess.run([sys.executable, "-m", "logger_daemon", "stop", "--force", "--runtime-dir", runtime_dir,
-                        "--timeout", str(timeout_s)], stdin=subprocess.DEVNULL, capture_output=True,
-                       timeout=timeout_s + 30)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "logger_daemon",
+                "stop",
+                "--force",
+                "--runtime-dir",
+                runtime_dir,
+                "--timeout",
+                str(timeout_s),
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout_s + 30,
+        )
 
 
 @pytest.fixture
@@ -75,7 +89,9 @@ def daemon(runtime_dir: str) -> Iterator[subprocess.Popen]:
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "logger_daemon", "run", "--runtime-dir", runtime_dir],
-            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
     try:
         wait_for(lambda: daemon_running(runtime_dir) or process.poll() is not None, message="the daemon to start")

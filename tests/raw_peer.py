@@ -43,8 +43,11 @@ class RawPeer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             message = self.receive(max(0.01, deadline - time.monotonic()))
-            if message is not None and message.kind == kind and (
-                    kind != MessageKind.ACK or message.header["acked"] >= seq):
+            if (
+                message is not None
+                and message.kind == kind
+                and (kind != MessageKind.ACK or message.header["acked"] >= seq)
+            ):
                 return message.header
         pytest.fail(f"no {kind.name} (seq {seq}) within {timeout_s}s")
 

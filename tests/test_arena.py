@@ -11,15 +11,15 @@ import gc
 import os
 
 import numpy as np
-
 from conftest import wait_for
 from raw_peer import RawPeer
+from test_daemon import accumulator
+from test_wire import cli_status
+
 from logger_client import SummaryWriter
 from logger_client._arena import _CHUNK, _INITIAL_BYTES, _MIN_SLOT, Arena
 from logger_client._transport import get_transport
 from logger_client._wire import MessageKind
-from test_daemon import accumulator
-from test_wire import cli_status
 
 F32 = np.dtype(np.float32)
 SLOT_VALUES = _MIN_SLOT // 4  # float32 values in the smallest array the arena takes

@@ -28,8 +28,14 @@ pytestmark = pytest.mark.timeout(900)
 WRITERS = ("logger_client", "tensorboardX", "torch")
 CALLS = ("add_scalar", "add_scalars", "add_text", "add_histogram", "add_image_small", "add_image_large")
 THROUGHPUT = ("e2e_one_writer", "e2e_four_processes")
-TARGETS = ("add_scalar_ratio", "add_scalar_abs", "add_image_large_ratio", "add_histogram_ratio",
-           "e2e_one_writer_ratio", "training_loop_overhead")
+TARGETS = (
+    "add_scalar_ratio",
+    "add_scalar_abs",
+    "add_image_large_ratio",
+    "add_histogram_ratio",
+    "e2e_one_writer_ratio",
+    "training_loop_overhead",
+)
 
 
 def _daemon_pids() -> set[int]:
@@ -53,7 +59,11 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, str]
     before = _daemon_pids()
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, f"stdout:\n{done.stdout[-5000:]}\nstderr:\n{done.stderr[-5000:]}"
     leftover = _daemon_pids() - before
@@ -126,8 +136,13 @@ def test_report_has_context_and_targets(quick_run: tuple[dict, str, str]) -> Non
     assert [t["name"] for t in doc["targets"]] == list(TARGETS)
     for target in doc["targets"]:
         assert target["result"] in ("PASS", "FAIL"), target
-    for heading in ("## Targets", "## Per-call cost", "## End-to-end throughput", "## Training-loop overhead",
-                    "## Peak resident memory"):
+    for heading in (
+        "## Targets",
+        "## Per-call cost",
+        "## End-to-end throughput",
+        "## Training-loop overhead",
+        "## Peak resident memory",
+    ):
         assert heading in stdout
     for writer in WRITERS:
         assert f"| add_scalar | {writer} |" in stdout
@@ -138,8 +153,13 @@ def test_report_has_context_and_targets(quick_run: tuple[dict, str, str]) -> Non
 
 def test_compare_two_runs(quick_run: tuple[dict, str, str]) -> None:
     _, _, out = quick_run
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--compare", out, "--against", out],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--compare", out, "--against", out],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "add_scalar / logger_client / mean_us" in done.stdout
     assert "+0.0 %" in done.stdout

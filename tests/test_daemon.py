@@ -15,24 +15,24 @@ import stat
 import subprocess
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import psutil
 import pytest
+from conftest import stop_daemon, wait_for
+from raw_peer import RawPeer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.compat.proto.event_pb2 import Event as TbEvent
 
 import logger_client
-from raw_peer import RawPeer
-from conftest import stop_daemon, wait_for
 from logger_client import SummaryWriter
 from logger_client._discovery import LOG_NAME, PID_NAME, SOCKET_NAME, daemon_pid, daemon_running
 from logger_client._transport import shutdown_transport
 from logger_client._wire import MessageKind, RecordKind
 
-PRELUDE = '''
+PRELUDE = """
 import json, os, sys, time
 
 def wait_file(path, timeout=90):
@@ -46,10 +46,11 @@ def touch(path, text=""):
     with open(path + ".tmp", "w") as f:
         f.write(text)
     os.rename(path + ".tmp", path)
-'''
+"""
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
 
 class Spawned:
     """A started script: its Popen and the files its output goes to."""
@@ -88,8 +89,12 @@ def spawn(tmp_path) -> Callable[..., Spawned]:
         out_path = str(tmp_path / f"script{index}.out")
         with open(out_path, "wb") as out:
             process = subprocess.Popen(
-                [sys.executable, str(script), *map(str, args)], stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=str(tmp_path),
+                [sys.executable, str(script), *map(str, args)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+                cwd=str(tmp_path),
             )
         spawned = Spawned(process, out_path)
         started.append(spawned)
@@ -111,8 +116,13 @@ def touch(path) -> None:
 
 
 def cli(*args: str, timeout_s: float = 30.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "logger_daemon", *args], capture_output=True, text=True,
-                          timeout=timeout_s, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "logger_daemon", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def status_json() -> dict:
@@ -166,15 +176,19 @@ def daemon_processes(runtime_dir: str) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline", "status"]):
         cmdline = process.info["cmdline"] or []
-        if (process.info["status"] != psutil.STATUS_ZOMBIE and "logger_daemon" in cmdline and "run" in cmdline
-                and runtime_dir in cmdline):
+        if (
+            process.info["status"] != psutil.STATUS_ZOMBIE
+            and "logger_daemon" in cmdline
+            and "run" in cmdline
+            and runtime_dir in cmdline
+        ):
             found.append(process)
     return found
 
 
 # -- many processes, one directory ---------------------------------------------------------------
 
-RANK_WRITER = '''
+RANK_WRITER = """
 from logger_client import SummaryWriter
 logdir, index, sync, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 writer = SummaryWriter(logdir)
@@ -185,15 +199,18 @@ for step in range(count):
     writer.add_scalar(f"rank{index}/loss", index * 100000 + step, step)
 assert writer.flush(timeout=60)
 assert writer.close(timeout=60)
-'''
+"""
 
 
 def _run_together(spawn, tmp_path, scripts_args: list[tuple]) -> None:
     """Starts one process per (script, *args); they touch `ready-<i>` and wait for `go`, so their
     logging overlaps; all must succeed."""
     procs = [spawn(script, *args) for script, *args in scripts_args]
-    wait_for(lambda: all(os.path.exists(tmp_path / f"ready-{i}") for i in range(len(procs))), timeout_s=60,
-             message="every writer to be open")
+    wait_for(
+        lambda: all(os.path.exists(tmp_path / f"ready-{i}") for i in range(len(procs))),
+        timeout_s=60,
+        message="every writer to be open",
+    )
     touch(tmp_path / "go")
     for proc in procs:
         proc.assert_ok(timeout_s=90)
@@ -221,7 +238,7 @@ def test_four_processes_one_logdir_one_file(daemon, logdir, spawn, tmp_path):
     assert status["records_dropped"] == {}
 
 
-SHARED_TAG_WRITER = '''
+SHARED_TAG_WRITER = """
 from logger_client import SummaryWriter
 logdir, index, sync, procs, total = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 writer = SummaryWriter(logdir)
@@ -233,13 +250,14 @@ for n, step in enumerate(range(index, total, procs)):
     if n % 25 == 24:
         assert writer.flush(timeout=60)  # small messages, so the processes' records interleave
 assert writer.close(timeout=60)
-'''
+"""
 
 
 def test_processes_writing_the_same_tag_never_go_back_in_steps(daemon, logdir, spawn, tmp_path):
     procs_count, total = 3, 3000
-    _run_together(spawn, tmp_path,
-                  [(SHARED_TAG_WRITER, logdir, i, tmp_path, procs_count, total) for i in range(procs_count)])
+    _run_together(
+        spawn, tmp_path, [(SHARED_TAG_WRITER, logdir, i, tmp_path, procs_count, total) for i in range(procs_count)]
+    )
 
     files = event_files(logdir)
     assert len(files) == 1
@@ -257,7 +275,7 @@ def test_processes_writing_the_same_tag_never_go_back_in_steps(daemon, logdir, s
     assert set(status["records_dropped"]) <= {"step_out_of_order"}
 
 
-LATE_WRITER = '''
+LATE_WRITER = """
 from logger_client import SummaryWriter
 writer = SummaryWriter(sys.argv[1])
 writer.add_scalar("t", 2.0, 50)
@@ -265,7 +283,7 @@ writer.add_scalar("t", 3.0, 150)
 assert writer.flush(timeout=30)
 touch(sys.argv[2], json.dumps(writer.stats()))
 assert writer.close(timeout=30)
-'''
+"""
 
 
 def test_an_older_step_from_another_process_is_dropped_and_counted(daemon, logdir, spawn, tmp_path):
@@ -285,6 +303,7 @@ def test_an_older_step_from_another_process_is_dropped_and_counted(daemon, logdi
 
 
 # -- flush and close -----------------------------------------------------------------------------
+
 
 def test_flush_returns_only_once_everything_before_it_is_readable(daemon, logdir):
     writer = SummaryWriter(logdir)
@@ -320,14 +339,17 @@ def test_records_before_another_writer_opens_are_readable_without_flush(daemon, 
         first.add_scalar("loss", float(step), step)
     second = SummaryWriter(os.path.join(logdir, "second"))  # its OPEN goes out in the same message
     try:
-        wait_for(lambda: len(scalars(os.path.join(logdir, "first"), "loss")) == 10, timeout_s=4,
-                 message="the first writer's scalars to be readable")
+        wait_for(
+            lambda: len(scalars(os.path.join(logdir, "first"), "loss")) == 10,
+            timeout_s=4,
+            message="the first writer's scalars to be readable",
+        )
     finally:
         first.close(timeout=10)
         second.close(timeout=10)
 
 
-AFTER_DAEMON_DIES = '''
+AFTER_DAEMON_DIES = """
 from logger_client import SummaryWriter
 logdir, sync = sys.argv[1], sys.argv[2]
 writer = SummaryWriter(logdir)
@@ -343,22 +365,29 @@ start = time.monotonic()
 closed = writer.close(timeout=2)
 close_s = time.monotonic() - start
 touch(f"{sync}/result", json.dumps({"flushed": flushed, "flush_s": flush_s, "closed": closed, "close_s": close_s}))
-'''
+"""
 
 
-def _run_past_a_killed_daemon(script, runtime_dir, logdir, spawn, tmp_path, env,
-                              result_timeout_s: float) -> tuple[Spawned, dict, float]:
+def _run_past_a_killed_daemon(
+    script, runtime_dir, logdir, spawn, tmp_path, env, result_timeout_s: float
+) -> tuple[Spawned, dict, float]:
     """Runs `script` (which touches `ready`, waits for `killed`, writes `result` as JSON), SIGKILLs
     the daemon in between; returns the process, its result and when the result came."""
     proc = spawn(script, logdir, tmp_path, env=env)
-    wait_for(lambda: os.path.exists(tmp_path / "ready") or proc.process.poll() is not None, timeout_s=60,
-             message="the writer to be connected")
+    wait_for(
+        lambda: os.path.exists(tmp_path / "ready") or proc.process.poll() is not None,
+        timeout_s=60,
+        message="the writer to be connected",
+    )
     assert proc.process.poll() is None, proc.output()
     os.kill(daemon_pid(runtime_dir), signal.SIGKILL)
     wait_for(lambda: not daemon_running(runtime_dir), message="the daemon to die")
     touch(tmp_path / "killed")
-    wait_for(lambda: os.path.exists(tmp_path / "result") or proc.process.poll() is not None,
-             timeout_s=result_timeout_s, message="the script's result")
+    wait_for(
+        lambda: os.path.exists(tmp_path / "result") or proc.process.poll() is not None,
+        timeout_s=result_timeout_s,
+        message="the script's result",
+    )
     result_at = time.monotonic()
     assert os.path.exists(tmp_path / "result"), proc.output()
     return proc, json.loads((tmp_path / "result").read_text()), result_at
@@ -366,8 +395,9 @@ def _run_past_a_killed_daemon(script, runtime_dir, logdir, spawn, tmp_path, env,
 
 def _kill_daemon_under_a_writer(runtime_dir, logdir, spawn, tmp_path, env) -> tuple[Spawned, dict, float]:
     """Runs AFTER_DAEMON_DIES; returns the process, its flush/close result and when the result came."""
-    proc, result, result_at = _run_past_a_killed_daemon(AFTER_DAEMON_DIES, runtime_dir, logdir, spawn,
-                                                        tmp_path, env, result_timeout_s=20)
+    proc, result, result_at = _run_past_a_killed_daemon(
+        AFTER_DAEMON_DIES, runtime_dir, logdir, spawn, tmp_path, env, result_timeout_s=20
+    )
     assert result["flushed"] is False and 0.9 <= result["flush_s"] < 2.0
     assert result["closed"] is False and 1.9 <= result["close_s"] < 3.0
     return proc, result, result_at
@@ -375,21 +405,22 @@ def _kill_daemon_under_a_writer(runtime_dir, logdir, spawn, tmp_path, env) -> tu
 
 def test_flush_and_close_are_bounded_when_the_daemon_is_killed(daemon, runtime_dir, logdir, spawn, tmp_path):
     close_timeout_s = 3.0
-    proc, _, result_at = _kill_daemon_under_a_writer(runtime_dir, logdir, spawn, tmp_path,
-                                                     {"LOGGER_CLOSE_TIMEOUT_S": str(close_timeout_s)})
+    proc, _, result_at = _kill_daemon_under_a_writer(
+        runtime_dir, logdir, spawn, tmp_path, {"LOGGER_CLOSE_TIMEOUT_S": str(close_timeout_s)}
+    )
     # Interpreter exit waits at most close_timeout_s more for what is still unconfirmed.
     proc.assert_ok(timeout_s=close_timeout_s + 5)
     assert time.monotonic() - result_at < close_timeout_s + 2.5
     assert scalars(logdir, "loss") == [(0, 1.0)]
 
 
-def test_the_process_exits_promptly_after_close_when_the_daemon_is_killed(daemon, runtime_dir, logdir, spawn,
-                                                                           tmp_path):
+def test_the_process_exits_promptly_after_close_when_the_daemon_is_killed(daemon, runtime_dir, logdir, spawn, tmp_path):
     proc, _, _ = _kill_daemon_under_a_writer(runtime_dir, logdir, spawn, tmp_path, {})
     assert proc.process.wait(timeout=3) == 0  # the spawn fixture kills it if it is still there
 
 
 # -- finding and starting the daemon -------------------------------------------------------------
+
 
 def test_a_writer_starts_a_detached_daemon(runtime_dir, logdir):
     assert not daemon_running(runtime_dir)
@@ -414,7 +445,7 @@ def test_a_writer_starts_a_detached_daemon(runtime_dir, logdir):
     writer.close(timeout=10)
 
 
-STARTING_TOGETHER = '''
+STARTING_TOGETHER = """
 from logger_client import SummaryWriter
 logdir, index, sync = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 wait_file(f"{sync}/go")
@@ -424,7 +455,7 @@ assert writer.flush(timeout=60)
 touch(f"{sync}/ready-{index}", str(os.getpid()))
 wait_file(f"{sync}/release")
 assert writer.close(timeout=30)
-'''
+"""
 
 
 def test_processes_starting_at_once_share_one_daemon(runtime_dir, logdir, spawn, tmp_path):
@@ -432,9 +463,14 @@ def test_processes_starting_at_once_share_one_daemon(runtime_dir, logdir, spawn,
     procs = [spawn(STARTING_TOGETHER, logdir, index, tmp_path) for index in range(4)]
     time_limit = time.monotonic() + 60
     touch(tmp_path / "go")  # the processes poll for this file every 2 ms: they start together
-    wait_for(lambda: all(os.path.exists(tmp_path / f"ready-{i}") for i in range(4))
-             or any(p.process.poll() is not None for p in procs), timeout_s=time_limit - time.monotonic(),
-             message="every process to be connected")
+    wait_for(
+        lambda: (
+            all(os.path.exists(tmp_path / f"ready-{i}") for i in range(4))
+            or any(p.process.poll() is not None for p in procs)
+        ),
+        timeout_s=time_limit - time.monotonic(),
+        message="every process to be connected",
+    )
     assert all(p.process.poll() is None for p in procs), [p.output() for p in procs]
     pid = daemon_pid(runtime_dir)
     running = daemon_processes(runtime_dir)
@@ -464,8 +500,11 @@ def test_an_auto_started_daemon_exits_after_its_idle_timeout(runtime_dir, logdir
     assert writer.close(timeout=10)
     assert shutdown_transport(5.0) is True  # says goodbye: no client left
     wait_for(lambda: not daemon_running(runtime_dir), timeout_s=15, message="the idle daemon to exit")
-    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
-             timeout_s=10, message="the daemon process to end")
+    wait_for(
+        lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+        timeout_s=10,
+        message="the daemon process to end",
+    )
     assert not os.path.exists(os.path.join(runtime_dir, PID_NAME))
     assert scalars(logdir, "loss") == [(7, 3.0)]
 
@@ -533,6 +572,7 @@ def test_status_and_stop_without_a_daemon(runtime_dir):
 
 # -- the runtime directory -----------------------------------------------------------------------
 
+
 def test_the_runtime_dir_is_created_private(runtime_dir, logdir, monkeypatch):
     fresh = os.path.join(runtime_dir, "fresh")
     monkeypatch.setenv("LOGGER_RUNTIME_DIR", fresh)
@@ -564,8 +604,16 @@ def test_a_runtime_dir_open_to_others_is_refused(runtime_dir, logdir):
 
 # -- run names -----------------------------------------------------------------------------------
 
-_ESCAPING = [("../x", "a"), ("/abs", "a"), ("a/../../x", "b"), ("ok", "../../x"), ("ok", "/etc"),
-             ("..", "a/../.."), (".", "."), ("a", "..")]
+_ESCAPING = [
+    ("../x", "a"),
+    ("/abs", "a"),
+    ("a/../../x", "b"),
+    ("ok", "../../x"),
+    ("ok", "/etc"),
+    ("..", "a/../.."),
+    (".", "."),
+    ("a", ".."),
+]
 
 
 def test_add_scalars_refuses_runs_that_leave_the_logdir(daemon, logdir):
@@ -591,8 +639,17 @@ def test_a_raw_client_cannot_write_outside_the_logdir(daemon, runtime_dir, tmp_p
     outside.mkdir()
     os.symlink(outside, root / "link")
     os.symlink("../outside", root / "rel_link")
-    bad_runs = ["../evil", "a/../../evil", "/abs/evil", str(outside), "link", "link/deeper", "rel_link/x", "..",
-                "sub/../../evil"]
+    bad_runs = [
+        "../evil",
+        "a/../../evil",
+        "/abs/evil",
+        str(outside),
+        "link",
+        "link/deeper",
+        "rel_link/x",
+        "..",
+        "sub/../../evil",
+    ]
     peer = RawPeer(runtime_dir)
     try:
         peer.send_message(MessageKind.HELLO, {"pid": os.getpid(), "host": "raw"})
@@ -615,7 +672,7 @@ def test_a_raw_client_cannot_write_outside_the_logdir(daemon, runtime_dir, tmp_p
 # -- fork safety ---------------------------------------------------------------------------------
 
 # The fork happens in a fresh process, not in pytest's: see the stale-transport test below for why.
-FORKING_WRITER = '''
+FORKING_WRITER = """
 from logger_client import SummaryWriter
 from logger_client._transport import shutdown_transport
 logdir, sync = sys.argv[1], sys.argv[2]
@@ -648,7 +705,7 @@ touch(f"{sync}/parent-ready")
 _, status = os.waitpid(child, 0)
 assert os.waitstatus_to_exitcode(status) == 0, status
 assert writer.close(timeout=20)
-'''
+"""
 
 
 def _kill_quietly(pid: int) -> None:
@@ -662,8 +719,11 @@ def _spawn_parent_and_child(spawn, script, logdir, tmp_path) -> tuple[Spawned, s
     """Runs a forking `script`; returns its process and what the child wrote to `child-ready`."""
     proc = spawn(script, logdir, tmp_path)
     ready = [tmp_path / "parent-ready", tmp_path / "child-ready"]
-    wait_for(lambda: all(p.exists() for p in ready) or proc.process.poll() is not None, timeout_s=60,
-             message="parent and child to be connected")
+    wait_for(
+        lambda: all(p.exists() for p in ready) or proc.process.poll() is not None,
+        timeout_s=60,
+        message="parent and child to be connected",
+    )
     assert all(p.exists() for p in ready), proc.output()
     return proc, (tmp_path / "child-ready").read_text()
 
@@ -685,12 +745,13 @@ def test_a_forked_child_logs_through_its_own_connection(daemon, logdir, spawn, t
     assert scalars(logdir, "both") == [(s, float(s)) for s in range(100)]
     histograms = accumulator(logdir)
     for tag in ("child_h", "parent_h"):
-        assert [(h.step, h.histogram_value.min, h.histogram_value.max) for h in histograms.Histograms(tag)] == \
-            [(s, s, s) for s in range(100)]
+        assert [(h.step, h.histogram_value.min, h.histogram_value.max) for h in histograms.Histograms(tag)] == [
+            (s, s, s) for s in range(100)
+        ]
     assert len(event_files(logdir)) == 1
 
 
-STALE_TRANSPORT = '''
+STALE_TRANSPORT = """
 import threading
 from logger_client import SummaryWriter
 from logger_client._transport import shutdown_transport
@@ -717,7 +778,7 @@ if child == 0:
 touch(f"{sync}/parent-ready")
 os.waitpid(child, 0)
 writer.close(timeout=20)
-'''
+"""
 
 
 def test_a_forked_child_does_not_revive_a_shut_down_transport(daemon, logdir, spawn, tmp_path):
@@ -736,7 +797,7 @@ def test_a_forked_child_does_not_revive_a_shut_down_transport(daemon, logdir, sp
 
 # -- bounded memory ------------------------------------------------------------------------------
 
-IMAGES_AFTER_DAEMON_DIES = '''
+IMAGES_AFTER_DAEMON_DIES = """
 import numpy as np, psutil
 from logger_client import SummaryWriter
 logdir, sync = sys.argv[1], sys.argv[2]
@@ -756,7 +817,7 @@ rss_after = me.memory_info().rss
 touch(f"{sync}/result", json.dumps({"stats": writer.stats(), "rss_before": rss_before, "rss_after": rss_after,
                                     "max_call_s": max(times)}))
 writer.close(timeout=0.5)
-'''
+"""
 
 
 def test_arrays_piling_up_wake_the_io_thread_once_per_quarter_of_the_bound(daemon, logdir, monkeypatch):
@@ -778,15 +839,22 @@ def test_arrays_piling_up_wake_the_io_thread_once_per_quarter_of_the_bound(daemo
         wait_for(written(3 * round_ + 3), timeout_s=20, message="the arrays to be written before the linger")
         assert transport._array_bytes_queued == 0
     assert writer.close(timeout=20)
-    assert [e.step for e in EventAccumulator(logdir, size_guidance={"images": 0}).Reload().Images("img")] == list(range(6))
+    assert [e.step for e in EventAccumulator(logdir, size_guidance={"images": 0}).Reload().Images("img")] == list(
+        range(6)
+    )
 
 
 def test_client_memory_is_bounded_when_the_daemon_is_gone(daemon, runtime_dir, logdir, spawn, tmp_path):
     bound, arena = 64 * 2**20, 32 * 2**20
     proc, result, _ = _run_past_a_killed_daemon(
-        IMAGES_AFTER_DAEMON_DIES, runtime_dir, logdir, spawn, tmp_path,
+        IMAGES_AFTER_DAEMON_DIES,
+        runtime_dir,
+        logdir,
+        spawn,
+        tmp_path,
         {"LOGGER_MAX_BUFFER_BYTES": str(bound), "LOGGER_ARENA_BYTES": str(arena), "LOGGER_CLOSE_TIMEOUT_S": "1"},
-        result_timeout_s=60)
+        result_timeout_s=60,
+    )
     stats = result["stats"]
     dropped = stats["records_dropped"].get("client_buffer_full", 0)
     assert dropped > 0
@@ -798,7 +866,7 @@ def test_client_memory_is_bounded_when_the_daemon_is_gone(daemon, runtime_dir, l
     proc.assert_ok(timeout_s=15)
 
 
-SCALARS_AFTER_DAEMON_DIES = '''
+SCALARS_AFTER_DAEMON_DIES = """
 import psutil
 from logger_client import SummaryWriter
 logdir, sync = sys.argv[1], sys.argv[2]
@@ -814,16 +882,20 @@ time.sleep(1.0)  # let the I/O thread take what it may
 rss_after = me.memory_info().rss
 touch(f"{sync}/result", json.dumps({"stats": writer.stats(), "rss_before": rss_before, "rss_after": rss_after}))
 writer.close(timeout=0.5)
-'''
+"""
 
 
-def test_client_memory_for_scalars_is_bounded_when_the_daemon_is_gone(daemon, runtime_dir, logdir, spawn,
-                                                                        tmp_path):
+def test_client_memory_for_scalars_is_bounded_when_the_daemon_is_gone(daemon, runtime_dir, logdir, spawn, tmp_path):
     bound = 50_000
     proc, result, _ = _run_past_a_killed_daemon(
-        SCALARS_AFTER_DAEMON_DIES, runtime_dir, logdir, spawn, tmp_path,
+        SCALARS_AFTER_DAEMON_DIES,
+        runtime_dir,
+        logdir,
+        spawn,
+        tmp_path,
         {"LOGGER_MAX_PENDING_RECORDS": str(bound), "LOGGER_BATCH_RECORDS": "1000", "LOGGER_CLOSE_TIMEOUT_S": "1"},
-        result_timeout_s=120)
+        result_timeout_s=120,
+    )
     stats = result["stats"]
     dropped = stats["records_dropped"].get("client_queue_full", 0)
     assert dropped >= 1_000_000 - 2 * bound - 2000  # all but the bound's worth were refused, counted
@@ -833,6 +905,7 @@ def test_client_memory_for_scalars_is_bounded_when_the_daemon_is_gone(daemon, ru
 
 
 # -- values and bad writer options ---------------------------------------------------------------
+
 
 def test_a_scalar_beyond_float32_range_is_written_as_infinity(daemon, logdir):
     writer = SummaryWriter(logdir)
@@ -864,8 +937,10 @@ def _open_raw_writer(runtime_dir: str, options: dict) -> None:
     try:
         peer.send_message(MessageKind.HELLO, {"pid": os.getpid(), "host": "raw"})
         peer.wait_for_reply(MessageKind.WELCOME)
-        records = [[int(RecordKind.OPEN), 1, "", "", 0, time.time(), options],
-                   [int(RecordKind.SCALAR), 1, "", "loss", 6, 1.0, 1.0]]
+        records = [
+            [int(RecordKind.OPEN), 1, "", "", 0, time.time(), options],
+            [int(RecordKind.SCALAR), 1, "", "loss", 6, 1.0, 1.0],
+        ]
         peer.send_message(MessageKind.RECORDS, {"records": records})
         peer.wait_for_reply(MessageKind.ACK, timeout_s=5, seq=peer.send_message(MessageKind.FLUSH, {}))
     finally:
@@ -897,12 +972,16 @@ def assert_other_writer_works(logdir: str) -> None:
 
 # -- module hygiene ------------------------------------------------------------------------------
 
+
 def test_importing_the_client_imports_no_protobuf_torch_or_daemon():
-    code = ("import logger_client, sys; "
-            "leaked = {'google.protobuf', 'torch', 'logger_daemon', 'tensorboard', 'tensorboardX'} & set(sys.modules); "
-            "assert not leaked, leaked")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                            stdin=subprocess.DEVNULL)
+    code = (
+        "import logger_client, sys; "
+        "leaked = {'google.protobuf', 'torch', 'logger_daemon', 'tensorboard', 'tensorboardX'} & set(sys.modules); "
+        "assert not leaked, leaked"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
     assert result.returncode == 0, result.stderr
 
 

@@ -20,26 +20,24 @@ import re
 import socket
 import time
 import warnings
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
+import tensorboardX
+from conftest import wait_for
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator as ea
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 from tensorboard.util import tensor_util
 
-import tensorboardX
-
 from logger_client import SummaryWriter
 from logger_client._discovery import daemon_running
 
-from conftest import wait_for
-
 #: size_guidance 0 for every kind: the accumulator keeps every event, no reservoir sampling.
-KEEP_ALL = {kind: 0 for kind in (ea.COMPRESSED_HISTOGRAMS, ea.IMAGES, ea.AUDIO, ea.SCALARS,
-                                 ea.HISTOGRAMS, ea.TENSORS)}
+KEEP_ALL = dict.fromkeys((ea.COMPRESSED_HISTOGRAMS, ea.IMAGES, ea.AUDIO, ea.SCALARS, ea.HISTOGRAMS, ea.TENSORS), 0)
 HISTOGRAM_FIELDS = ("min", "max", "num", "sum", "sum_squares", "bucket_limit", "bucket")
 WALLTIME = 1_700_000_000.125  # explicit wall times, passed identically to both writers
 
@@ -99,24 +97,35 @@ def snapshot(root: str) -> dict[str, dict[str, Any]]:
         tags = acc.Tags()
         if not any(tags.values()):
             continue
-        data: dict[str, Any] = {"tags": {kind: sorted(value) if isinstance(value, list) else value
-                                         for kind, value in tags.items()}}
-        data["scalars"] = {
-            tag: [(e.step, e.wall_time, e.value) for e in acc.Scalars(tag)] for tag in tags[ea.SCALARS]
+        data: dict[str, Any] = {
+            "tags": {kind: sorted(value) if isinstance(value, list) else value for kind, value in tags.items()}
         }
+        data["scalars"] = {tag: [(e.step, e.wall_time, e.value) for e in acc.Scalars(tag)] for tag in tags[ea.SCALARS]}
         data["histograms"] = {
-            tag: [(e.step, e.wall_time, {field: getattr(e.histogram_value, field) for field in HISTOGRAM_FIELDS})
-                  for e in acc.Histograms(tag)]
+            tag: [
+                (e.step, e.wall_time, {field: getattr(e.histogram_value, field) for field in HISTOGRAM_FIELDS})
+                for e in acc.Histograms(tag)
+            ]
             for tag in tags[ea.HISTOGRAMS]
         }
         data["images"] = {
-            tag: [{"step": e.step, "wall_time": e.wall_time, "width": e.width, "height": e.height,
-                   "pixels": decode_png(e.encoded_image_string)} for e in acc.Images(tag)]
+            tag: [
+                {
+                    "step": e.step,
+                    "wall_time": e.wall_time,
+                    "width": e.width,
+                    "height": e.height,
+                    "pixels": decode_png(e.encoded_image_string),
+                }
+                for e in acc.Images(tag)
+            ]
             for tag in tags[ea.IMAGES]
         }
         data["tensors"] = {
-            tag: [(e.step, e.wall_time, e.tensor_proto.dtype, tensor_util.make_ndarray(e.tensor_proto))
-                  for e in acc.Tensors(tag)]
+            tag: [
+                (e.step, e.wall_time, e.tensor_proto.dtype, tensor_util.make_ndarray(e.tensor_proto))
+                for e in acc.Tensors(tag)
+            ]
             for tag in tags[ea.TENSORS]
         }
         data["metadata"] = {}
@@ -125,8 +134,12 @@ def snapshot(root: str) -> dict[str, dict[str, Any]]:
                 metadata = acc.SummaryMetadata(tag)
             except KeyError:
                 continue
-            data["metadata"][tag] = (metadata.plugin_data.plugin_name, metadata.plugin_data.content,
-                                     metadata.display_name, metadata.summary_description)
+            data["metadata"][tag] = (
+                metadata.plugin_data.plugin_name,
+                metadata.plugin_data.content,
+                metadata.display_name,
+                metadata.summary_description,
+            )
         data["colorspace"] = raw_image_colorspaces(os.path.join(root, run))
         result[run] = data
     return result
@@ -146,8 +159,9 @@ def assert_same(ours: Any, theirs: Any, path: str = "") -> None:
             assert_same(a, b, f"{path}[{index}]")
     elif isinstance(theirs, np.ndarray):
         assert isinstance(ours, np.ndarray), f"{path}: {type(ours).__name__} vs ndarray"
-        assert ours.dtype == theirs.dtype and ours.shape == theirs.shape, \
+        assert ours.dtype == theirs.dtype and ours.shape == theirs.shape, (
             f"{path}: {ours.dtype}{ours.shape} (ours) != {theirs.dtype}{theirs.shape} (reference)"
+        )
         if ours.dtype.kind in "OSU":
             assert ours.tolist() == theirs.tolist(), f"{path}: {ours.tolist()!r} != {theirs.tolist()!r}"
         else:
@@ -174,8 +188,14 @@ def _rng(seed: int = 0) -> np.random.Generator:
 
 
 class Case:
-    def __init__(self, name: str, calls: Callable[[Any], None], expect: list[tuple[str, str, str]],
-                 reference: str = "tensorboardX", marks: tuple = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        calls: Callable[[Any], None],
+        expect: list[tuple[str, str, str]],
+        reference: str = "tensorboardX",
+        marks: tuple = (),
+    ) -> None:
         self.name, self.calls, self.expect, self.reference = name, calls, expect, reference
         self.marks = marks
 
@@ -202,24 +222,44 @@ def _scalar_many(w):
 
 
 def _scalar_numpy(w):
-    values = [np.float32(0.1), np.float64(1 / 3), np.int64(7), np.int32(-2), np.float16(0.5),
-              np.array(2.25), np.array([4.5]), np.uint8(200)]
+    values = [
+        np.float32(0.1),
+        np.float64(1 / 3),
+        np.int64(7),
+        np.int32(-2),
+        np.float16(0.5),
+        np.array(2.25),
+        np.array([4.5]),
+        np.uint8(200),
+    ]
     for step, value in enumerate(values):
         w.add_scalar("numpy", value, step, walltime=WALLTIME + step)
 
 
 def _scalar_torch(w):
     torch = _torch()
-    values = [torch.tensor(2.5), torch.tensor(1 / 3, dtype=torch.float64), torch.tensor(3),
-              torch.tensor(0.25, requires_grad=True) * 2, torch.tensor([1.5]), torch.tensor(0.7, dtype=torch.float16)]
+    values = [
+        torch.tensor(2.5),
+        torch.tensor(1 / 3, dtype=torch.float64),
+        torch.tensor(3),
+        torch.tensor(0.25, requires_grad=True) * 2,
+        torch.tensor([1.5]),
+        torch.tensor(0.7, dtype=torch.float16),
+    ]
     for step, value in enumerate(values):
         w.add_scalar("torch", value, step, walltime=WALLTIME + step)
 
 
 def _scalar_metadata(w):
     for step in range(3):
-        w.add_scalar("described", step * 0.5, step, walltime=WALLTIME + step,
-                     display_name="Described loss", summary_description="the **loss**, described")
+        w.add_scalar(
+            "described",
+            step * 0.5,
+            step,
+            walltime=WALLTIME + step,
+            display_name="Described loss",
+            summary_description="the **loss**, described",
+        )
         w.add_scalar("named only", step, step, walltime=WALLTIME + step, display_name="Only a name")
 
 
@@ -241,24 +281,32 @@ def _scalar_double_only(w):
 
 def _scalars_flat(w):
     for step in range(10):
-        w.add_scalars("loss", {"train": 1.0 / (step + 1), "val": 1.5 / (step + 1), "test": np.float32(step)},
-                      step, walltime=WALLTIME + step)
+        w.add_scalars(
+            "loss",
+            {"train": 1.0 / (step + 1), "val": 1.5 / (step + 1), "test": np.float32(step)},
+            step,
+            walltime=WALLTIME + step,
+        )
         w.add_scalar("loss", step, step, walltime=WALLTIME + step)  # the main run has a "loss" tag too
 
 
 def _scalars_nested(w):
     for step in range(6):
-        w.add_scalars("loss/by split", {"train": step, "val/clean": step * 2.0, "val/noisy": -step},
-                      step, walltime=WALLTIME + step)
-        w.add_scalars("lr", {"group0": 0.1 * 0.5 ** step}, step, walltime=WALLTIME + step)
+        w.add_scalars(
+            "loss/by split",
+            {"train": step, "val/clean": step * 2.0, "val/noisy": -step},
+            step,
+            walltime=WALLTIME + step,
+        )
+        w.add_scalars("lr", {"group0": 0.1 * 0.5**step}, step, walltime=WALLTIME + step)
 
 
 def _histogram(bins, values=None, max_bins=None):
     def calls(w):
         data = _rng(1).normal(loc=0.5, scale=2.0, size=1000) if values is None else values()
         for step in range(2):
-            w.add_histogram("weights", data * (step + 1), step, bins=bins, walltime=WALLTIME + step,
-                            max_bins=max_bins)
+            w.add_histogram("weights", data * (step + 1), step, bins=bins, walltime=WALLTIME + step, max_bins=max_bins)
+
     return calls
 
 
@@ -266,6 +314,7 @@ def _histogram_values(make):
     def calls(w):
         w.add_histogram("values", make(), 3, walltime=WALLTIME)
         w.add_histogram("values_auto", make(), 3, bins="auto", walltime=WALLTIME)
+
     return calls
 
 
@@ -294,6 +343,7 @@ def _image(make, dataformats, tag="image"):
     def calls(w):
         w.add_image(tag, make(), 0, walltime=WALLTIME, dataformats=dataformats)
         w.add_image(tag, _inverted(make()), 1, walltime=WALLTIME + 1, dataformats=dataformats)
+
     return calls
 
 
@@ -311,12 +361,14 @@ def _torch_image(*shape, dtype="float32"):
         if dtype == "uint8":
             return torch.tensor(_uint8_image(*shape)(), dtype=torch.uint8)
         return torch.tensor(_float_image(*shape)(), dtype=torch.float32)
+
     return make
 
 
 def _images(make, dataformats="NCHW"):
     def calls(w):
         w.add_images("batch", make(), 0, walltime=WALLTIME, dataformats=dataformats)
+
     return calls
 
 
@@ -333,8 +385,12 @@ def _images_list_hwc(w):
 def _text(w):
     w.add_text("notes", "plain text", 0, walltime=WALLTIME)
     w.add_text("notes", "Ünïcödé — 日本語テキスト, emoji 🚀🔥, RTL שלום", 1, walltime=WALLTIME + 1)
-    w.add_text("notes", "# Title\n\n**bold** _it_ `code`\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n- x\n- y",
-               2, walltime=WALLTIME + 2)
+    w.add_text(
+        "notes",
+        "# Title\n\n**bold** _it_ `code`\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n- x\n- y",
+        2,
+        walltime=WALLTIME + 2,
+    )
     w.add_text("run config", "lr=0.1, batch=32", 0, walltime=WALLTIME)  # text tags are not cleaned
     w.add_text("empty", "", 0, walltime=WALLTIME)
     w.add_text("whitespace", "  indented\n\ttabbed  \n", 0, walltime=WALLTIME)
@@ -350,59 +406,132 @@ def _everything_interleaved(w):
         w.add_text("t", f"step {step}", step, walltime=WALLTIME + step)
 
 
-HIST_BINS = ["tensorflow", "auto", "fd", "doane", "scott", "stone", "rice", "sturges", "sqrt", 10, 1,
-             [-4.0, -1.0, 0.0, 0.5, 2.0, 8.0], np.linspace(-3, 3, 13)]
+HIST_BINS = [
+    "tensorflow",
+    "auto",
+    "fd",
+    "doane",
+    "scott",
+    "stone",
+    "rice",
+    "sturges",
+    "sqrt",
+    10,
+    1,
+    [-4.0, -1.0, 0.0, 0.5, 2.0, 8.0],
+    np.linspace(-3, 3, 13),
+]
 
 CASES = [
-    Case("scalar-plain", _scalar_plain,
-         [(".", "scalars", "loss"), (".", "scalars", "train_accuracy_"), (".", "scalars", "leading/slash")]),
+    Case(
+        "scalar-plain",
+        _scalar_plain,
+        [(".", "scalars", "loss"), (".", "scalars", "train_accuracy_"), (".", "scalars", "leading/slash")],
+    ),
     Case("scalar-many-batches", _scalar_many, [(".", "scalars", "many/a"), (".", "scalars", "many/b")]),
     Case("scalar-numpy", _scalar_numpy, [(".", "scalars", "numpy")]),
     Case("scalar-torch", _scalar_torch, [(".", "scalars", "torch")]),
-    Case("scalar-display_name-description", _scalar_metadata,
-         [(".", "scalars", "described"), (".", "scalars", "named_only")]),
-    Case("scalar-new_style", _scalar_new_style, [(".", "tensors", "new style"), (".", "tensors", "new/ratio")],
-         reference="torch"),
-    Case("scalar-new_style-double_precision", _scalar_new_style_double, [(".", "tensors", "double")],
-         reference="torch"),
-    Case("scalar-double_precision-only", _scalar_double_only, [(".", "scalars", "double_only")],
-         reference="torch"),
-    Case("scalars-flat", _scalars_flat,
-         [("loss/train", "scalars", "loss"), ("loss/val", "scalars", "loss"), ("loss/test", "scalars", "loss"),
-          (".", "scalars", "loss")]),
-    Case("scalars-main_tag-with-slash", _scalars_nested,
-         [("loss/by split/train", "scalars", "loss/by_split"), ("loss/by split/val/clean", "scalars", "loss/by_split"),
-          ("lr/group0", "scalars", "lr")]),
-    *[Case(f"histogram-bins-{bins if not isinstance(bins, (list, np.ndarray)) else 'edges-' + type(bins).__name__}",
-           _histogram(bins), [(".", "histograms", "weights")]) for bins in HIST_BINS],
+    Case(
+        "scalar-display_name-description",
+        _scalar_metadata,
+        [(".", "scalars", "described"), (".", "scalars", "named_only")],
+    ),
+    Case(
+        "scalar-new_style",
+        _scalar_new_style,
+        [(".", "tensors", "new style"), (".", "tensors", "new/ratio")],
+        reference="torch",
+    ),
+    Case(
+        "scalar-new_style-double_precision", _scalar_new_style_double, [(".", "tensors", "double")], reference="torch"
+    ),
+    Case("scalar-double_precision-only", _scalar_double_only, [(".", "scalars", "double_only")], reference="torch"),
+    Case(
+        "scalars-flat",
+        _scalars_flat,
+        [
+            ("loss/train", "scalars", "loss"),
+            ("loss/val", "scalars", "loss"),
+            ("loss/test", "scalars", "loss"),
+            (".", "scalars", "loss"),
+        ],
+    ),
+    Case(
+        "scalars-main_tag-with-slash",
+        _scalars_nested,
+        [
+            ("loss/by split/train", "scalars", "loss/by_split"),
+            ("loss/by split/val/clean", "scalars", "loss/by_split"),
+            ("lr/group0", "scalars", "lr"),
+        ],
+    ),
+    *[
+        Case(
+            f"histogram-bins-{bins if not isinstance(bins, (list, np.ndarray)) else 'edges-' + type(bins).__name__}",
+            _histogram(bins),
+            [(".", "histograms", "weights")],
+        )
+        for bins in HIST_BINS
+    ],
     Case("histogram-max_bins-int", _histogram(100, max_bins=7), [(".", "histograms", "weights")]),
     Case("histogram-max_bins-tensorflow", _histogram("tensorflow", max_bins=30), [(".", "histograms", "weights")]),
     Case("histogram-max_bins-auto", _histogram("auto", max_bins=3), [(".", "histograms", "weights")]),
     Case("histogram-max_bins-larger-than-bins", _histogram(5, max_bins=50), [(".", "histograms", "weights")]),
-    Case("histogram-float32", _histogram_values(lambda: _rng(5).normal(size=(20, 30)).astype(np.float32)),
-         [(".", "histograms", "values"), (".", "histograms", "values_auto")]),
-    Case("histogram-float64", _histogram_values(lambda: _rng(5).normal(size=(20, 30))),
-         [(".", "histograms", "values")]),
-    Case("histogram-int64", _histogram_values(lambda: _rng(6).integers(-100, 1000, size=500)),
-         [(".", "histograms", "values")]),
-    Case("histogram-int32", _histogram_values(lambda: _rng(6).integers(0, 5, size=(7, 9)).astype(np.int32)),
-         [(".", "histograms", "values")]),
-    Case("histogram-uint8", _histogram_values(lambda: _rng(6).integers(0, 256, size=300).astype(np.uint8)),
-         [(".", "histograms", "values")]),
+    Case(
+        "histogram-float32",
+        _histogram_values(lambda: _rng(5).normal(size=(20, 30)).astype(np.float32)),
+        [(".", "histograms", "values"), (".", "histograms", "values_auto")],
+    ),
+    Case(
+        "histogram-float64", _histogram_values(lambda: _rng(5).normal(size=(20, 30))), [(".", "histograms", "values")]
+    ),
+    Case(
+        "histogram-int64",
+        _histogram_values(lambda: _rng(6).integers(-100, 1000, size=500)),
+        [(".", "histograms", "values")],
+    ),
+    Case(
+        "histogram-int32",
+        _histogram_values(lambda: _rng(6).integers(0, 5, size=(7, 9)).astype(np.int32)),
+        [(".", "histograms", "values")],
+    ),
+    Case(
+        "histogram-uint8",
+        _histogram_values(lambda: _rng(6).integers(0, 256, size=300).astype(np.uint8)),
+        [(".", "histograms", "values")],
+    ),
     Case("histogram-bool", _histogram_values(lambda: _rng(6).random(40) > 0.3), [(".", "histograms", "values")]),
     # Foreign byte order: small (numpy's copy) and past the streaming copy's threshold.
-    Case("histogram-big-endian", _histogram_values(lambda: _rng(5).normal(size=300).astype(">f4")),
-         [(".", "histograms", "values")]),
-    Case("histogram-big-endian-large", _histogram_values(lambda: _rng(5).normal(size=70_000).astype(">f8")),
-         [(".", "histograms", "values")]),
-    Case("image-CHW-float-big-endian", _image(lambda: _float_image(3, 5, 7)().astype(">f4"), "CHW"),
-         [(".", "images", "image")]),
-    Case("histogram-large", _histogram("tensorflow", values=lambda: _rng(8).standard_cauchy(400_000)),
-         [(".", "histograms", "weights")]),
-    Case("histogram-torch", _histogram_torch,
-         [(".", "histograms", "float32"), (".", "histograms", "float64"), (".", "histograms", "int64")]),
-    Case("histogram-edge-cases", _histogram_edge_cases,
-         [(".", "histograms", "constant"), (".", "histograms", "single"), (".", "histograms", "wide")]),
+    Case(
+        "histogram-big-endian",
+        _histogram_values(lambda: _rng(5).normal(size=300).astype(">f4")),
+        [(".", "histograms", "values")],
+    ),
+    Case(
+        "histogram-big-endian-large",
+        _histogram_values(lambda: _rng(5).normal(size=70_000).astype(">f8")),
+        [(".", "histograms", "values")],
+    ),
+    Case(
+        "image-CHW-float-big-endian",
+        _image(lambda: _float_image(3, 5, 7)().astype(">f4"), "CHW"),
+        [(".", "images", "image")],
+    ),
+    Case(
+        "histogram-large",
+        _histogram("tensorflow", values=lambda: _rng(8).standard_cauchy(400_000)),
+        [(".", "histograms", "weights")],
+    ),
+    Case(
+        "histogram-torch",
+        _histogram_torch,
+        [(".", "histograms", "float32"), (".", "histograms", "float64"), (".", "histograms", "int64")],
+    ),
+    Case(
+        "histogram-edge-cases",
+        _histogram_edge_cases,
+        [(".", "histograms", "constant"), (".", "histograms", "single"), (".", "histograms", "wide")],
+    ),
     Case("image-CHW-float", _image(_float_image(3, 5, 7), "CHW"), [(".", "images", "image")]),
     Case("image-HWC-float", _image(_float_image(5, 7, 3), "HWC"), [(".", "images", "image")]),
     Case("image-HW-float", _image(_float_image(5, 7), "HW"), [(".", "images", "image")]),
@@ -414,17 +543,29 @@ CASES = [
     Case("image-4-channel-CHW-float", _image(_float_image(4, 5, 7), "CHW"), [(".", "images", "image")]),
     Case("image-4-channel-HWC-uint8", _image(_uint8_image(5, 7, 4), "HWC"), [(".", "images", "image")]),
     Case("image-2-channel-HWC-float", _image(_float_image(5, 7, 2), "HWC"), [(".", "images", "image")]),
-    Case("image-HWC-float16", _image(lambda: _float_image(6, 5, 3)().astype(np.float16), "HWC"),
-         [(".", "images", "image")]),
-    Case("image-HWC-float32", _image(lambda: _float_image(6, 5, 3)().astype(np.float32), "HWC"),
-         [(".", "images", "image")]),
+    Case(
+        "image-HWC-float16",
+        _image(lambda: _float_image(6, 5, 3)().astype(np.float16), "HWC"),
+        [(".", "images", "image")],
+    ),
+    Case(
+        "image-HWC-float32",
+        _image(lambda: _float_image(6, 5, 3)().astype(np.float32), "HWC"),
+        [(".", "images", "image")],
+    ),
     Case("image-large-CHW", _image(_float_image(3, 300, 400), "CHW"), [(".", "images", "image")]),
-    Case("image-float-out-of-range", _image(lambda: _rng(13).uniform(-0.5, 1.5, size=(3, 6, 5)), "CHW"),
-         [(".", "images", "image")]),
+    Case(
+        "image-float-out-of-range",
+        _image(lambda: _rng(13).uniform(-0.5, 1.5, size=(3, 6, 5)), "CHW"),
+        [(".", "images", "image")],
+    ),
     Case("image-WHC", _image(_float_image(7, 5, 3), "WHC"), [(".", "images", "image")]),
     Case("image-WH-uint8", _image(_uint8_image(7, 5), "WH"), [(".", "images", "image")]),
-    Case("image-lowercase-hwc-tag-cleaned", _image(_float_image(4, 4, 3), "hwc", tag="my image!"),
-         [(".", "images", "my_image_")]),
+    Case(
+        "image-lowercase-hwc-tag-cleaned",
+        _image(_float_image(4, 4, 3), "hwc", tag="my image!"),
+        [(".", "images", "my_image_")],
+    ),
     Case("image-torch-CHW-float", _image(_torch_image(3, 5, 7), "CHW"), [(".", "images", "image")]),
     Case("image-torch-HWC-uint8", _image(_torch_image(5, 7, 3, dtype="uint8"), "HWC"), [(".", "images", "image")]),
     Case("images-NCHW", _images(_float_image(3, 3, 5, 7)), [(".", "images", "batch")]),
@@ -438,9 +579,17 @@ CASES = [
     Case("images-NWHC", _images(_float_image(3, 5, 4, 3), "NWHC"), [(".", "images", "batch")]),
     Case("images-torch-NCHW", _images(_torch_image(9, 3, 4, 5)), [(".", "images", "batch")]),
     Case("text", _text, [(".", "tensors", "notes/text_summary"), (".", "tensors", "run config/text_summary")]),
-    Case("everything-interleaved", _everything_interleaved,
-         [(".", "scalars", "loss"), ("split/a", "scalars", "split"), (".", "histograms", "h"),
-          (".", "images", "img"), (".", "tensors", "t/text_summary")]),
+    Case(
+        "everything-interleaved",
+        _everything_interleaved,
+        [
+            (".", "scalars", "loss"),
+            ("split/a", "scalars", "split"),
+            (".", "histograms", "h"),
+            (".", "images", "img"),
+            (".", "tensors", "t/text_summary"),
+        ],
+    ),
 ]
 
 
@@ -448,6 +597,7 @@ def reference_writer(kind: str, logdir: str):
     if kind == "torch":
         _torch()
         from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
+
         return TorchSummaryWriter(log_dir=logdir)
     return tensorboardX.SummaryWriter(logdir=logdir)
 
@@ -467,8 +617,9 @@ def test_parity(case: Case, runtime_dir: str, tmp_path) -> None:
 
     ours_data, theirs_data = snapshot(ours_root), snapshot(theirs_root)
     for run, kind, tag in case.expect:
-        assert tag in theirs_data.get(run, {}).get("tags", {}).get(kind, []), \
+        assert tag in theirs_data.get(run, {}).get("tags", {}).get(kind, []), (
             f"the reference has no {kind} tag {tag!r} in run {run!r}: {sorted(theirs_data)}"
+        )
     assert sorted(ours_data) == sorted(theirs_data), "runs differ"
     assert_same(ours_data, theirs_data)
     assert ours.stats()["records_dropped"] == {}
@@ -539,8 +690,12 @@ def test_get_logdir_and_log_dir_alias(runtime_dir: str, tmp_path) -> None:
     both = SummaryWriter(logdir=str(tmp_path / "first"), log_dir=str(tmp_path / "second"))
     try:
         assert both.get_logdir() == str(tmp_path / "first")
-        assert both.get_logdir() == tensorboardX.SummaryWriter(
-            logdir=str(tmp_path / "first"), log_dir=str(tmp_path / "second"), write_to_disk=False).logdir
+        assert (
+            both.get_logdir()
+            == tensorboardX.SummaryWriter(
+                logdir=str(tmp_path / "first"), log_dir=str(tmp_path / "second"), write_to_disk=False
+            ).logdir
+        )
     finally:
         both.close()
 
@@ -595,8 +750,9 @@ def test_purge_step(runtime_dir: str, tmp_path) -> None:
     _purge_session(SummaryWriter, ours_root)
     _purge_session(tensorboardX.SummaryWriter, theirs_root)
     ours, theirs = snapshot(ours_root), snapshot(theirs_root)
-    expected = [(s, WALLTIME + s, float(s)) for s in range(5)] + \
-               [(s, WALLTIME + 100 + s, 100.0 + s) for s in range(5, 10)]
+    expected = [(s, WALLTIME + s, float(s)) for s in range(5)] + [
+        (s, WALLTIME + 100 + s, 100.0 + s) for s in range(5, 10)
+    ]
     assert theirs["."]["scalars"]["loss"] == expected  # the reference behaves as TensorBoard documents
     assert ours["."]["scalars"]["loss"] == expected
     assert [h[0] for h in ours["."]["histograms"]["h"]] == list(range(10))
@@ -617,9 +773,14 @@ def test_default_walltime_is_the_time_of_the_call(runtime_dir: str, logdir: str)
         assert writer.flush() is True
     runs = load_runs(logdir)
     main = runs["."]
-    times = [main.Scalars("s")[0].wall_time, runs["m/k"].Scalars("m")[0].wall_time,
-             main.Histograms("h")[0].wall_time, main.Images("i")[0].wall_time, main.Images("j")[0].wall_time,
-             main.Tensors("t/text_summary")[0].wall_time]
+    times = [
+        main.Scalars("s")[0].wall_time,
+        runs["m/k"].Scalars("m")[0].wall_time,
+        main.Histograms("h")[0].wall_time,
+        main.Images("i")[0].wall_time,
+        main.Images("j")[0].wall_time,
+        main.Tensors("t/text_summary")[0].wall_time,
+    ]
     assert all(before <= t <= after for t in times), (before, times, after)
 
 
@@ -725,35 +886,56 @@ BAD_CALLS = [
     ("add_histogram-empty-list", lambda w: w.add_histogram("h", []), ValueError, "values"),
     ("add_histogram-bins-name", lambda w: w.add_histogram("h", np.arange(3), bins="bogus"), ValueError, "bins"),
     ("add_histogram-bins-zero", lambda w: w.add_histogram("h", np.arange(3), bins=0), ValueError, "bins"),
-    ("add_histogram-bins-decreasing", lambda w: w.add_histogram("h", np.arange(3), bins=[3, 2, 1]),
-     ValueError, "bins"),
+    ("add_histogram-bins-decreasing", lambda w: w.add_histogram("h", np.arange(3), bins=[3, 2, 1]), ValueError, "bins"),
     ("add_histogram-max_bins", lambda w: w.add_histogram("h", np.arange(3), max_bins=0), ValueError, "max_bins"),
     ("add_histogram-values-str", lambda w: w.add_histogram("h", np.array(["a", "b"])), TypeError, "values"),
     ("add_image-tag", lambda w: w.add_image(None, IMAGE), TypeError, "tag"),
-    ("add_image-dataformats-letters", lambda w: w.add_image("i", IMAGE, dataformats="CHX"), ValueError,
-     "dataformats"),
-    ("add_image-dataformats-repeated", lambda w: w.add_image("i", IMAGE, dataformats="HHW"), ValueError,
-     "dataformats"),
+    ("add_image-dataformats-letters", lambda w: w.add_image("i", IMAGE, dataformats="CHX"), ValueError, "dataformats"),
+    ("add_image-dataformats-repeated", lambda w: w.add_image("i", IMAGE, dataformats="HHW"), ValueError, "dataformats"),
     ("add_image-dataformats-type", lambda w: w.add_image("i", IMAGE, dataformats=3), TypeError, "dataformats"),
-    ("add_image-ndim-mismatch", lambda w: w.add_image("i", np.zeros((4, 5)), dataformats="CHW"), ValueError,
-     "img_tensor"),
-    ("add_image-ndim-5", lambda w: w.add_image("i", np.zeros((1, 1, 3, 4, 5)), dataformats="CHW"), ValueError,
-     "img_tensor"),
+    (
+        "add_image-ndim-mismatch",
+        lambda w: w.add_image("i", np.zeros((4, 5)), dataformats="CHW"),
+        ValueError,
+        "img_tensor",
+    ),
+    (
+        "add_image-ndim-5",
+        lambda w: w.add_image("i", np.zeros((1, 1, 3, 4, 5)), dataformats="CHW"),
+        ValueError,
+        "img_tensor",
+    ),
     ("add_image-channels", lambda w: w.add_image("i", np.zeros((5, 4, 4))), ValueError, "img_tensor"),
     ("add_image-empty", lambda w: w.add_image("i", np.zeros((3, 0, 4))), ValueError, "img_tensor"),
     ("add_images-ndim", lambda w: w.add_images("i", IMAGE), ValueError, "img_tensor"),
-    ("add_images-dataformats", lambda w: w.add_images("i", np.zeros((2,) + IMAGE.shape), dataformats="NCHWX"),
-     ValueError, "dataformats"),
-    ("add_images-list-layout", lambda w: w.add_images("i", [IMAGE, IMAGE], dataformats="NCHW"), ValueError,
-     "dataformats"),
-    ("add_images-list-shapes", lambda w: w.add_images("i", [IMAGE, np.zeros((3, 5, 5))], dataformats="CHW"), ValueError,
-     "img_tensor"),
+    (
+        "add_images-dataformats",
+        lambda w: w.add_images("i", np.zeros((2,) + IMAGE.shape), dataformats="NCHWX"),
+        ValueError,
+        "dataformats",
+    ),
+    (
+        "add_images-list-layout",
+        lambda w: w.add_images("i", [IMAGE, IMAGE], dataformats="NCHW"),
+        ValueError,
+        "dataformats",
+    ),
+    (
+        "add_images-list-shapes",
+        lambda w: w.add_images("i", [IMAGE, np.zeros((3, 5, 5))], dataformats="CHW"),
+        ValueError,
+        "img_tensor",
+    ),
     ("add_text-tag", lambda w: w.add_text(7, "x"), TypeError, "tag"),
     ("add_text-not-str", lambda w: w.add_text("t", 42), TypeError, "text_string"),
     ("add_text-bytes", lambda w: w.add_text("t", b"bytes"), TypeError, "text_string"),
     ("constructor-unknown-kwarg", lambda w: SummaryWriter(w.get_logdir(), bogus=1), TypeError, "bogus"),
-    ("constructor-filename_suffix", lambda w: SummaryWriter(w.get_logdir(), filename_suffix=3), TypeError,
-     "filename_suffix"),
+    (
+        "constructor-filename_suffix",
+        lambda w: SummaryWriter(w.get_logdir(), filename_suffix=3),
+        TypeError,
+        "filename_suffix",
+    ),
     ("constructor-purge_step", lambda w: SummaryWriter(w.get_logdir(), purge_step="x"), TypeError, "purge_step"),
 ]
 
@@ -797,9 +979,8 @@ def test_tensorboardX_rejects_unbinnable_histograms_at_the_call(values, bins, tm
 
 @pytest.mark.parametrize("values, bins", UNBINNABLE)
 def test_unbinnable_histogram_raises_at_the_call(runtime_dir: str, logdir: str, values, bins) -> None:
-    with SummaryWriter(logdir) as writer:
-        with pytest.raises(ValueError, match="values"):
-            writer.add_histogram("h", values, 0, bins=bins)
+    with SummaryWriter(logdir) as writer, pytest.raises(ValueError, match="values"):
+        writer.add_histogram("h", values, 0, bins=bins)
 
 
 def test_stats_do_not_count_dropped_records_as_written(runtime_dir: str, logdir: str) -> None:
@@ -848,8 +1029,9 @@ def test_filename_suffix_with_slash_raises_at_construction(runtime_dir: str, tmp
     finally:
         writer.close()
     written = load_runs(str(tmp_path))
-    assert written or flushed is False or sum(stats["records_dropped"].values()) >= 1 or stats["error"], \
+    assert written or flushed is False or sum(stats["records_dropped"].values()) >= 1 or stats["error"], (
         f"filename_suffix='/x' accepted, nothing written, yet flush() -> {flushed} and stats {stats}"
+    )
 
 
 # -- flush() ----------------------------------------------------------------------------------------

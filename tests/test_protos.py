@@ -72,11 +72,7 @@ _TB_COMPAT = "tensorboard.compat.proto.{}_pb2"
 _COUNTERPARTS = {
     **{
         name: _TB_COMPAT.format(name)
-        for name in (
-            "event summary histogram tensor tensor_shape types resource_handle "
-            "graph node_def attr_value versions full_type function op_def "
-            "graph_debug_info"
-        ).split()
+        for name in ["event", "summary", "histogram", "tensor", "tensor_shape", "types", "resource_handle", "graph", "node_def", "attr_value", "versions", "full_type", "function", "op_def", "graph_debug_info"]
     },
     "plugin_scalar": "tensorboard.plugins.scalar.plugin_data_pb2",
     "plugin_histogram": "tensorboard.plugins.histogram.plugin_data_pb2",
@@ -140,10 +136,7 @@ def _message_shape(msg, package: str) -> tuple:
 def _file_shape(file_descriptor) -> tuple:
     package = file_descriptor.package
     return (
-        sorted(
-            _message_shape(m, package)
-            for m in file_descriptor.message_types_by_name.values()
-        ),
+        sorted(_message_shape(m, package) for m in file_descriptor.message_types_by_name.values()),
         sorted(_enum_shape(e) for e in file_descriptor.enum_types_by_name.values()),
     )
 
@@ -172,9 +165,7 @@ def _build_event() -> event_pb2.Event:
     )
     string_tensor = tensor_pb2.TensorProto(
         dtype=types_pb2.DT_STRING,
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=2)]
-        ),
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=2)]),
         string_val=[b"hello", "w\u00f6rld".encode()],
     )
     histo = summary_pb2.HistogramProto(
@@ -186,9 +177,7 @@ def _build_event() -> event_pb2.Event:
         bucket_limit=[0.0, 1.0, 3.0],
         bucket=[1.0, 1.0, 2.0],
     )
-    image = summary_pb2.Summary.Image(
-        height=2, width=3, colorspace=3, encoded_image_string=b"\x89PNG\r\n\x1a\n"
-    )
+    image = summary_pb2.Summary.Image(height=2, width=3, colorspace=3, encoded_image_string=b"\x89PNG\r\n\x1a\n")
     summary = summary_pb2.Summary(
         value=[
             summary_pb2.Summary.Value(tag="loss", simple_value=0.25),
@@ -251,9 +240,7 @@ def test_event_header_and_session_log_parse_with_tensorboard():
     assert tb.WhichOneof("what") == "file_version"
     assert tb.file_version == "brain.Event:2"
 
-    start = event_pb2.Event(
-        step=7, session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)
-    )
+    start = event_pb2.Event(step=7, session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
     tb = tb_event_pb2.Event.FromString(start.SerializeToString())
     assert tb.session_log.status == tb_event_pb2.SessionLog.START
 
@@ -332,9 +319,7 @@ def test_hparams_plugin_data_round_trips():
     assert theirs.experiment.metric_infos[0].dataset_type == tb_api.DATASET_VALIDATION
 
     start = plugin_hparams_pb2.HParamsPluginData(
-        session_start_info=plugin_hparams_pb2.SessionStartInfo(
-            group_name="g1", start_time_secs=3.0
-        )
+        session_start_info=plugin_hparams_pb2.SessionStartInfo(group_name="g1", start_time_secs=3.0)
     )
     start.session_start_info.hparams["lr"].number_value = 0.01
     start.session_start_info.hparams["optimizer"].string_value = "adam"
@@ -344,9 +329,7 @@ def test_hparams_plugin_data_round_trips():
     assert theirs.session_start_info.hparams["nesterov"].bool_value is True
 
     end = plugin_hparams_pb2.HParamsPluginData(
-        session_end_info=plugin_hparams_pb2.SessionEndInfo(
-            status=api_pb2.STATUS_SUCCESS, end_time_secs=9.0
-        )
+        session_end_info=plugin_hparams_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS, end_time_secs=9.0)
     )
     theirs = _assert_round_trip(end, tb_hp.HParamsPluginData)
     assert theirs.session_end_info.status == tb_api.STATUS_SUCCESS
@@ -362,18 +345,12 @@ def test_custom_scalar_layout_round_trips():
                 chart=[
                     layout_pb2.Chart(
                         title="train vs val",
-                        multiline=layout_pb2.MultilineChartContent(
-                            tag=[r"loss/train", r"loss/val.*"]
-                        ),
+                        multiline=layout_pb2.MultilineChartContent(tag=[r"loss/train", r"loss/val.*"]),
                     ),
                     layout_pb2.Chart(
                         title="band",
                         margin=layout_pb2.MarginChartContent(
-                            series=[
-                                layout_pb2.MarginChartContent.Series(
-                                    value="m", lower="lo", upper="hi"
-                                )
-                            ]
+                            series=[layout_pb2.MarginChartContent.Series(value="m", lower="lo", upper="hi")]
                         ),
                     ),
                 ],

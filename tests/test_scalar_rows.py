@@ -50,9 +50,15 @@ def test_a_display_name_that_is_not_a_str_is_refused(daemon, logdir):
     writer.close(timeout=20)
 
 
-@pytest.mark.parametrize("step, error", [
-    (1 << 63, ValueError), (-(1 << 63) - 1, ValueError), ("3", TypeError), (object(), TypeError),
-])
+@pytest.mark.parametrize(
+    "step, error",
+    [
+        (1 << 63, ValueError),
+        (-(1 << 63) - 1, ValueError),
+        ("3", TypeError),
+        (object(), TypeError),
+    ],
+)
 def test_a_bad_step_is_refused_at_the_call_naming_global_step(daemon, logdir, step, error):
     writer = SummaryWriter(logdir)
     writer.add_scalar("x", 0.0, 0)  # the tag's key exists: the fast path is the one checking

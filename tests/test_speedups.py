@@ -16,12 +16,11 @@ import weakref
 import numpy as np
 import pytest
 from PIL import Image
+from test_daemon import accumulator
 
-from logger_client import SummaryWriter
-from logger_client import _fast
+from logger_client import SummaryWriter, _fast
 from logger_client._convert import STREAM_MIN_BYTES, to_owned_array
 from logger_client._wire import SCALAR_ROW
-from test_daemon import accumulator
 
 extension = pytest.importorskip("logger_client._speedups", reason="the optional C extension was not built")
 stream_copy = extension.stream_copy
@@ -29,11 +28,23 @@ NOW = 1.5e9  # a wall time given explicitly (2017: earlier than any "now" of a t
 
 # (step, walltime, value): the C row and the Python fallback's must agree on each, -1 included.
 ROW_ARGUMENTS = [
-    (0, NOW, 0.5), (None, NOW, -1.25), (7, NOW, math.inf), (-(1 << 63), NOW, 1.0), ((1 << 63) - 1, 0.0, 2.0),
-    (1 << 63, NOW, 1.0), (-(1 << 63) - 1, NOW, 1.0), (True, NOW, 1.0), (3.0, NOW, 1.0), (np.int64(3), NOW, 1.0),
-    ("3", NOW, 1.0), (3, 5, 1.0), (3, np.float64(NOW), 1.0), (3, NOW, 1), (3, NOW, np.float32(1.0)), (3, NOW, None),
+    (0, NOW, 0.5),
+    (None, NOW, -1.25),
+    (7, NOW, math.inf),
+    (-(1 << 63), NOW, 1.0),
+    ((1 << 63) - 1, 0.0, 2.0),
+    (1 << 63, NOW, 1.0),
+    (-(1 << 63) - 1, NOW, 1.0),
+    (True, NOW, 1.0),
+    (3.0, NOW, 1.0),
+    (np.int64(3), NOW, 1.0),
+    ("3", NOW, 1.0),
+    (3, 5, 1.0),
+    (3, np.float64(NOW), 1.0),
+    (3, NOW, 1),
+    (3, NOW, np.float32(1.0)),
+    (3, NOW, None),
 ]
-
 
 
 @pytest.mark.parametrize("step, walltime, value", ROW_ARGUMENTS)
@@ -95,9 +106,9 @@ def test_stream_copy_copies_every_byte_and_nothing_around_them(size: int, misali
     source = np.random.default_rng(size).integers(0, 256, size=size + misalignment, dtype=np.uint8)[misalignment:]
     memory = np.full(size + 2 * GUARD + 16, 0xAB, np.uint8)
     start = GUARD + (-memory.ctypes.data - GUARD) % 16 + misalignment  # `misalignment` past a 16-byte boundary
-    stream_copy(memory[start:start + size], source)
-    assert np.array_equal(memory[start:start + size], source)
-    assert (memory[:start] == 0xAB).all() and (memory[start + size:] == 0xAB).all()
+    stream_copy(memory[start : start + size], source)
+    assert np.array_equal(memory[start : start + size], source)
+    assert (memory[:start] == 0xAB).all() and (memory[start + size :] == 0xAB).all()
 
 
 def test_stream_copy_refuses_buffers_of_different_lengths() -> None:
@@ -136,8 +147,10 @@ def test_large_arrays_changed_right_after_each_call_are_written_as_they_were(dae
             writer.add_histogram("big/histogram", histogram, step)
             writer.add_image("big/image", image, step)
     events = accumulator(logdir)
-    assert [(h.step, h.histogram_value.min, h.histogram_value.max, h.histogram_value.num)
-            for h in events.Histograms("big/histogram")] == [(s, s, s, histogram.size) for s in range(12)]
+    assert [
+        (h.step, h.histogram_value.min, h.histogram_value.max, h.histogram_value.num)
+        for h in events.Histograms("big/histogram")
+    ] == [(s, s, s, histogram.size) for s in range(12)]
     images = events.Images("big/image")
     assert [i.step for i in images] == list(range(12))
     for entry in images:
@@ -210,15 +223,18 @@ def test_the_c_add_scalar_writes_what_the_python_method_writes(daemon, logdir, t
     assert len(accumulator(logdir).Tensors("options")) == len(accumulator(python_logdir).Tensors("options")) == 1
 
 
-@pytest.mark.parametrize("args, kwargs, error, message", [
-    (("t", "x", 1), {}, TypeError, "scalar_value"),
-    (("t", 1.0, "3"), {}, TypeError, "global_step"),
-    (("t", 1.0, 1 << 64), {}, ValueError, "global_step"),
-    (("t", 1.0, 1, "now"), {}, TypeError, "walltime"),
-    ((5, 1.0, 1), {}, TypeError, "tag"),
-    (("t", 1.0, 1), {"global_step": 2}, TypeError, "global_step"),
-    (("t", 1.0), {"step": 2}, TypeError, "step"),
-])
+@pytest.mark.parametrize(
+    "args, kwargs, error, message",
+    [
+        (("t", "x", 1), {}, TypeError, "scalar_value"),
+        (("t", 1.0, "3"), {}, TypeError, "global_step"),
+        (("t", 1.0, 1 << 64), {}, ValueError, "global_step"),
+        (("t", 1.0, 1, "now"), {}, TypeError, "walltime"),
+        ((5, 1.0, 1), {}, TypeError, "tag"),
+        (("t", 1.0, 1), {"global_step": 2}, TypeError, "global_step"),
+        (("t", 1.0), {"step": 2}, TypeError, "step"),
+    ],
+)
 def test_the_c_add_scalar_raises_what_the_method_raises(daemon, logdir, args, kwargs, error, message) -> None:
     with SummaryWriter(logdir) as writer:
         writer.add_scalar("t", 0.0, 0)  # the tag is known: the C path sees these calls first

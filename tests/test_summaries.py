@@ -13,11 +13,10 @@ import zlib
 
 import numpy as np
 import pytest
+import tensorboardX
 from google.protobuf import text_format
 from PIL import Image
 from tensorboard.compat.proto.summary_pb2 import Summary as TbSummary
-
-import tensorboardX
 from tensorboardX import summary as tbx
 
 from logger_daemon import summaries
@@ -38,8 +37,7 @@ def _quiet_numpy():
 
 @pytest.fixture(scope="module")
 def tbx_default_bins(tmp_path_factory):
-    writer = tensorboardX.SummaryWriter(logdir=str(tmp_path_factory.mktemp("tbx")),
-                                        write_to_disk=False)
+    writer = tensorboardX.SummaryWriter(logdir=str(tmp_path_factory.mktemp("tbx")), write_to_disk=False)
     bins = writer.default_bins
     writer.close()
     return bins
@@ -74,9 +72,28 @@ def assert_equivalent(ours, theirs) -> None:
 # -- scalars -------------------------------------------------------------------------
 
 SCALARS = [
-    1.5, 0.0, -3.25, 7, True, 2**40, 1e-40, 1e39, 1e300, float("nan"), float("inf"), -float("inf"),
-    np.float16(0.1), np.float32(0.1), np.float64(0.1), np.int8(-5), np.int64(123456789),
-    np.uint8(200), np.bool_(True), np.array(2.5), np.array([3.0]), np.array([[4.0]], np.float32),
+    1.5,
+    0.0,
+    -3.25,
+    7,
+    True,
+    2**40,
+    1e-40,
+    1e39,
+    1e300,
+    float("nan"),
+    float("inf"),
+    -float("inf"),
+    np.float16(0.1),
+    np.float32(0.1),
+    np.float64(0.1),
+    np.int8(-5),
+    np.int64(123456789),
+    np.uint8(200),
+    np.bool_(True),
+    np.array(2.5),
+    np.array([3.0]),
+    np.array([[4.0]], np.float32),
 ]
 
 
@@ -87,8 +104,7 @@ def test_scalar_matches_tensorboardx(value):
 
 @pytest.mark.parametrize("display_name,description", [("Loss", ""), ("", "what it is"), ("L", "D")])
 def test_scalar_metadata_matches_tensorboardx(display_name, description):
-    ours = summaries.scalar("train/loss", 0.5, display_name=display_name,
-                            summary_description=description)
+    ours = summaries.scalar("train/loss", 0.5, display_name=display_name, summary_description=description)
     assert_equivalent(ours, tbx.scalar("train/loss", 0.5, display_name, description))
 
 
@@ -158,13 +174,17 @@ def test_histogram_stone_matches_tensorboardx(tbx_default_bins):
     _check_histogram(RNG.normal(size=300), "stone", None, tbx_default_bins)
 
 
-@pytest.mark.parametrize("edges", [
-    [-3.0, -1.0, 0.0, 0.5, 1.0, 3.0],
-    [0, 1, 2, 3, 4],
-    [-10.0, 10.0],
-    [-1.0, 0.0, 0.0, 1.0],
-    np.linspace(-2.0, 2.0, 41),
-], ids=["floats", "ints", "one_bin", "repeated_edge", "array"])
+@pytest.mark.parametrize(
+    "edges",
+    [
+        [-3.0, -1.0, 0.0, 0.5, 1.0, 3.0],
+        [0, 1, 2, 3, 4],
+        [-10.0, 10.0],
+        [-1.0, 0.0, 0.0, 1.0],
+        np.linspace(-2.0, 2.0, 41),
+    ],
+    ids=["floats", "ints", "one_bin", "repeated_edge", "array"],
+)
 @pytest.mark.parametrize("name", ["normal_f32", "ints", "single", "on_edges"])
 def test_histogram_explicit_edges(name, edges, tbx_default_bins):
     values = HIST_VALUES[name]
@@ -173,10 +193,21 @@ def test_histogram_explicit_edges(name, edges, tbx_default_bins):
     _check_histogram(values, edges, None, tbx_default_bins)
 
 
-@pytest.mark.parametrize("bins,max_bins", [
-    ("tensorflow", 50), ("tensorflow", 7), ("tensorflow", 1), ("tensorflow", 5000),
-    (100, 7), (100, 10), (101, 10), (64, 3), ("auto", 4), ([0.0, 0.1, 0.2, 0.5, 0.9, 1.0], 2),
-])
+@pytest.mark.parametrize(
+    "bins,max_bins",
+    [
+        ("tensorflow", 50),
+        ("tensorflow", 7),
+        ("tensorflow", 1),
+        ("tensorflow", 5000),
+        (100, 7),
+        (100, 10),
+        (101, 10),
+        (64, 3),
+        ("auto", 4),
+        ([0.0, 0.1, 0.2, 0.5, 0.9, 1.0], 2),
+    ],
+)
 def test_histogram_max_bins(bins, max_bins, tbx_default_bins):
     values = np.abs(HIST_VALUES["normal_f32"]) / 4.0
     _check_histogram(values, bins, max_bins, tbx_default_bins)
@@ -193,15 +224,19 @@ def test_default_edges_are_tensorboardx_default_bins(tbx_default_bins):
     assert not edges.flags.writeable
 
 
-@pytest.mark.parametrize("values,bins,max_bins", [
-    (np.zeros(0), "tensorflow", None),
-    (np.zeros((3, 0)), 10, None),
-    (np.array([1.0, np.inf]), "auto", None),
-    (np.array([np.nan, np.nan]), "tensorflow", None),
-    (np.array([5.0, 6.0]), [0.0, 1.0, 2.0], None),
-    (np.array([1.0, 2.0]), [1.0, 0.0], None),
-    (np.array([1.0, 2.0]), 10, 0),
-], ids=["empty", "empty_2d", "inf_auto", "all_nan", "outside_edges", "bad_edges", "zero_max_bins"])
+@pytest.mark.parametrize(
+    "values,bins,max_bins",
+    [
+        (np.zeros(0), "tensorflow", None),
+        (np.zeros((3, 0)), 10, None),
+        (np.array([1.0, np.inf]), "auto", None),
+        (np.array([np.nan, np.nan]), "tensorflow", None),
+        (np.array([5.0, 6.0]), [0.0, 1.0, 2.0], None),
+        (np.array([1.0, 2.0]), [1.0, 0.0], None),
+        (np.array([1.0, 2.0]), 10, 0),
+    ],
+    ids=["empty", "empty_2d", "inf_auto", "all_nan", "outside_edges", "bad_edges", "zero_max_bins"],
+)
 def test_histogram_rejects_bad_input(values, bins, max_bins, tbx_default_bins):
     with pytest.raises(ValueError, match="values|bins"):
         histogram_proto(values, bins, max_bins)
@@ -217,6 +252,7 @@ def test_histogram_does_not_modify_input():
 
 
 # -- images --------------------------------------------------------------------------
+
 
 def _unit(shape, dtype=np.float32):
     return RNG.random(shape).astype(dtype)
@@ -283,18 +319,21 @@ def test_images_of_a_stacked_list_match_tensorboardx():
     assert_equivalent(ours, tbx.image("list", np.stack(frames), dataformats="NCHW"))
 
 
-@pytest.mark.parametrize("array,dataformats,argument", [
-    (np.zeros((3, 4, 5)), "HW", "array"),
-    (np.zeros((4, 5)), "CHW", "array"),
-    (np.zeros((3, 4, 5)), "CHX", "dataformats"),
-    (np.zeros((3, 4, 5)), "CCW", "dataformats"),
-    (np.zeros((3, 4, 5)), "C", "dataformats"),
-    (np.zeros((1, 2, 3, 4, 5)), "NTCHW", "dataformats"),
-    (np.zeros((3, 0, 5)), "CHW", "array"),
-    (np.zeros((0, 3, 4, 5)), "NCHW", "array"),
-    (np.zeros((5, 4, 5)), "CHW", "array"),
-    (np.zeros((2, 2, 4, 5)), "NCHW", "array"),
-])
+@pytest.mark.parametrize(
+    "array,dataformats,argument",
+    [
+        (np.zeros((3, 4, 5)), "HW", "array"),
+        (np.zeros((4, 5)), "CHW", "array"),
+        (np.zeros((3, 4, 5)), "CHX", "dataformats"),
+        (np.zeros((3, 4, 5)), "CCW", "dataformats"),
+        (np.zeros((3, 4, 5)), "C", "dataformats"),
+        (np.zeros((1, 2, 3, 4, 5)), "NTCHW", "dataformats"),
+        (np.zeros((3, 0, 5)), "CHW", "array"),
+        (np.zeros((0, 3, 4, 5)), "NCHW", "array"),
+        (np.zeros((5, 4, 5)), "CHW", "array"),
+        (np.zeros((2, 2, 4, 5)), "NCHW", "array"),
+    ],
+)
 def test_image_rejects_bad_input(array, dataformats, argument):
     with pytest.raises(ValueError, match=argument):
         summaries.image("img", array, dataformats=dataformats)
@@ -309,14 +348,18 @@ def test_to_hwc_keeps_dtype_and_tiles_row_major():
 
 # -- text ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("tag,content", [
-    ("notes", "plain ascii"),
-    ("notes", ""),
-    ("unicode", "héllo wörld — 日本語 🚀"),
-    ("md", "# Title\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"),
-    ("a tag with spaces", "tags are not cleaned for text"),
-    ("nul", "a\x00b"),
-])
+
+@pytest.mark.parametrize(
+    "tag,content",
+    [
+        ("notes", "plain ascii"),
+        ("notes", ""),
+        ("unicode", "héllo wörld — 日本語 🚀"),
+        ("md", "# Title\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"),
+        ("a tag with spaces", "tags are not cleaned for text"),
+        ("nul", "a\x00b"),
+    ],
+)
 def test_text_matches_tensorboardx(tag, content):
     assert_equivalent(summaries.text(tag, content), tbx.text(tag, content))
 
@@ -328,23 +371,32 @@ def test_text_rejects_unencodable():
 
 # -- PNG encoder ---------------------------------------------------------------------
 
+
 def _chunks(png: bytes):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     offset = 8
     while offset < len(png):
-        (length,) = struct.unpack(">I", png[offset:offset + 4])
-        kind = png[offset + 4:offset + 8]
-        data = png[offset + 8:offset + 8 + length]
-        (crc,) = struct.unpack(">I", png[offset + 8 + length:offset + 12 + length])
+        (length,) = struct.unpack(">I", png[offset : offset + 4])
+        kind = png[offset + 4 : offset + 8]
+        data = png[offset + 8 : offset + 8 + length]
+        (crc,) = struct.unpack(">I", png[offset + 8 + length : offset + 12 + length])
         assert crc == zlib.crc32(kind + data), kind
         yield kind, data
         offset += 12 + length
 
 
-@pytest.mark.parametrize("shape,mode", [
-    ((7, 9), "L"), ((7, 9, 1), "L"), ((5, 3, 2), "LA"), ((16, 33, 3), "RGB"),
-    ((4, 6, 4), "RGBA"), ((1, 1, 3), "RGB"), ((300, 2, 3), "RGB"),
-])
+@pytest.mark.parametrize(
+    "shape,mode",
+    [
+        ((7, 9), "L"),
+        ((7, 9, 1), "L"),
+        ((5, 3, 2), "LA"),
+        ((16, 33, 3), "RGB"),
+        ((4, 6, 4), "RGBA"),
+        ((1, 1, 3), "RGB"),
+        ((300, 2, 3), "RGB"),
+    ],
+)
 def test_encode_png_decodes_with_pil(shape, mode):
     pixels = RNG.integers(0, 256, shape, dtype=np.uint8)
     png = encode_png(pixels)
@@ -365,10 +417,17 @@ def test_encode_png_accepts_any_strides_and_compresses_smooth_images():
     assert len(png) < pixels.nbytes // 20
 
 
-@pytest.mark.parametrize("pixels", [
-    np.zeros((4, 4, 3), np.float32), np.zeros((4, 4, 5), np.uint8), np.zeros((0, 4, 3), np.uint8),
-    np.zeros((2, 2, 2, 3), np.uint8), np.zeros(4, np.uint8),
-], ids=["float", "5_channels", "empty", "4d", "1d"])
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        np.zeros((4, 4, 3), np.float32),
+        np.zeros((4, 4, 5), np.uint8),
+        np.zeros((0, 4, 3), np.uint8),
+        np.zeros((2, 2, 2, 3), np.uint8),
+        np.zeros(4, np.uint8),
+    ],
+    ids=["float", "5_channels", "empty", "4d", "1d"],
+)
 def test_encode_png_rejects_bad_pixels(pixels):
     with pytest.raises(ValueError, match="pixels"):
         encode_png(pixels)

@@ -20,19 +20,18 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
+from conftest import REPO, wait_for
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator as ea
 
-from conftest import REPO, wait_for
-
 STEPS = 30
 RANKS = 2
-KEEP_ALL = {kind: 0 for kind in (ea.COMPRESSED_HISTOGRAMS, ea.IMAGES, ea.AUDIO, ea.SCALARS,
-                                 ea.HISTOGRAMS, ea.TENSORS)}
+KEEP_ALL = dict.fromkeys((ea.COMPRESSED_HISTOGRAMS, ea.IMAGES, ea.AUDIO, ea.SCALARS, ea.HISTOGRAMS, ea.TENSORS), 0)
 EXPECTED_SCALAR_TAGS = {
     ".": {f"{name}/rank{rank}" for name in ("loss", "lr") for rank in range(RANKS)},
     "loss_by_split/train": {"loss_by_split"},
@@ -45,9 +44,12 @@ def demo_logdir(runtime_dir: str, tmp_path) -> str:
     """The demo's log root, written by 2 ranks x 30 steps through a daemon of this test's runtime dir."""
     logdir = str(tmp_path / "runs")
     result = subprocess.run(
-        [sys.executable, "-m", "logger_client.demo", "--logdir", logdir, "--ranks", str(RANKS),
-         "--steps", str(STEPS)],
-        cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "logger_client.demo", "--logdir", logdir, "--ranks", str(RANKS), "--steps", str(STEPS)],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, f"demo failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
     assert f"wrote {RANKS} ranks x {STEPS} steps" in result.stdout
@@ -68,9 +70,22 @@ class TensorBoard:
         self.log_path = log_path
         with open(log_path, "wb") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--port", str(self.port),
-                 "--host", "127.0.0.1", f"--load_fast={load_fast}"],
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "tensorboard.main",
+                    "--logdir",
+                    logdir,
+                    "--port",
+                    str(self.port),
+                    "--host",
+                    "127.0.0.1",
+                    f"--load_fast={load_fast}",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def log(self) -> str:
@@ -131,12 +146,18 @@ def _scalar_tags(server: TensorBoard) -> dict[str, set[str]] | None:
 
 def test_tensorboard_serves_the_demo(tensorboard: TensorBoard, demo_logdir: str) -> None:
     server = tensorboard
-    wait_for(lambda: _scalar_tags(server), timeout_s=60, interval_s=0.2,
-             message=f"tensorboard to list the demo's scalar tags {EXPECTED_SCALAR_TAGS}")
+    wait_for(
+        lambda: _scalar_tags(server),
+        timeout_s=60,
+        interval_s=0.2,
+        message=f"tensorboard to list the demo's scalar tags {EXPECTED_SCALAR_TAGS}",
+    )
     assert sorted(server.get_json("data/runs")) == sorted(EXPECTED_SCALAR_TAGS)
 
-    files = {run: ea.EventAccumulator(os.path.join(demo_logdir, run), size_guidance=KEEP_ALL).Reload()
-             for run in EXPECTED_SCALAR_TAGS}
+    files = {
+        run: ea.EventAccumulator(os.path.join(demo_logdir, run), size_guidance=KEEP_ALL).Reload()
+        for run in EXPECTED_SCALAR_TAGS
+    }
 
     # Scalars: every point, equal to what TensorBoard's loader reads from the files.
     for run, tags in EXPECTED_SCALAR_TAGS.items():
@@ -145,10 +166,12 @@ def test_tensorboard_serves_the_demo(tensorboard: TensorBoard, demo_logdir: str)
             assert [step for _, step, _ in points] == list(range(STEPS)), (run, tag)
             assert [[e.wall_time, e.step, e.value] for e in files[run].Scalars(tag)] == points, (run, tag)
     loss = [value for _, _, value in server.get_json("data/plugin/scalars/scalars", run=".", tag="loss/rank0")]
-    train = [v for _, _, v in server.get_json("data/plugin/scalars/scalars", run="loss_by_split/train",
-                                               tag="loss_by_split")]
-    val = [v for _, _, v in server.get_json("data/plugin/scalars/scalars", run="loss_by_split/val",
-                                             tag="loss_by_split")]
+    train = [
+        v for _, _, v in server.get_json("data/plugin/scalars/scalars", run="loss_by_split/train", tag="loss_by_split")
+    ]
+    val = [
+        v for _, _, v in server.get_json("data/plugin/scalars/scalars", run="loss_by_split/val", tag="loss_by_split")
+    ]
     assert train == loss  # rank 0 logs the same float as loss/rank0 and as the train split
     np.testing.assert_allclose(val, np.array(loss) * 1.1 + 0.01, rtol=1e-6)
     assert loss[-1] < loss[0]  # the demo trains: its loss goes down
@@ -156,7 +179,8 @@ def test_tensorboard_serves_the_demo(tensorboard: TensorBoard, demo_logdir: str)
     # Histograms: the weights and gradients of each rank, every 10 steps.
     histogram_tags = server.get_json("data/plugin/histograms/tags")
     assert {run: set(tags) for run, tags in histogram_tags.items()} == {
-        ".": {f"{name}/rank{rank}" for name in ("weights", "gradients") for rank in range(RANKS)}}
+        ".": {f"{name}/rank{rank}" for name in ("weights", "gradients") for rank in range(RANKS)}
+    }
     for rank in range(RANKS):
         histograms = server.get_json("data/plugin/histograms/histograms", run=".", tag=f"weights/rank{rank}")
         assert [step for _, step, _ in histograms] == list(range(0, STEPS, 10))

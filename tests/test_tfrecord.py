@@ -49,6 +49,7 @@ def _scalar(value) -> float:
 
 # -- CRC and framing -----------------------------------------------------------------------------
 
+
 def test_masked_crc_golden_value():
     assert masked_crc32c(struct.pack("<Q", 24)) == 0x224B7FA3
 
@@ -64,7 +65,7 @@ def test_frame_layout():
     assert len(record) == 8 + 4 + len(data) + 4
     assert struct.unpack_from("<Q", record, 0)[0] == len(data)
     assert struct.unpack_from("<I", record, 8)[0] == masked_crc32c(record[:8])
-    assert record[12:12 + len(data)] == data
+    assert record[12 : 12 + len(data)] == data
     assert struct.unpack_from("<I", record, 12 + len(data))[0] == masked_crc32c(data)
 
 
@@ -105,18 +106,66 @@ def test_length_with_a_valid_crc_but_past_the_end_stops_reading():
 
 # -- scalar Event bytes --------------------------------------------------------------------------
 
+
 def _protobuf_scalar_event(wall_time: float, step: int, tag: str, value: float) -> bytes:
-    return Event(wall_time=wall_time, step=step,
-                 summary=Summary(value=[Summary.Value(tag=tag, simple_value=value)])).SerializeToString()
+    return Event(
+        wall_time=wall_time, step=step, summary=Summary(value=[Summary.Value(tag=tag, simple_value=value)])
+    ).SerializeToString()
 
 
-_TAGS = ["loss", "a/b/c", "t", "ünïcödé/λ", "emoji 😀", "x" * 120, "y" * 127, "z" * 128, "w" * 300,
-         "v" * 16383, "u" * 16384, "s" * 20000]
-_STEPS = [0, 1, 2, 127, 128, 129, 16383, 16384, 2**21, 2**31 - 1, 2**31, 2**32, 2**53 + 1, 2**63 - 1,
-          -1, -2, -128, -(2**31), -(2**63)]
+_TAGS = [
+    "loss",
+    "a/b/c",
+    "t",
+    "ünïcödé/λ",
+    "emoji 😀",
+    "x" * 120,
+    "y" * 127,
+    "z" * 128,
+    "w" * 300,
+    "v" * 16383,
+    "u" * 16384,
+    "s" * 20000,
+]
+_STEPS = [
+    0,
+    1,
+    2,
+    127,
+    128,
+    129,
+    16383,
+    16384,
+    2**21,
+    2**31 - 1,
+    2**31,
+    2**32,
+    2**53 + 1,
+    2**63 - 1,
+    -1,
+    -2,
+    -128,
+    -(2**31),
+    -(2**63),
+]
 _WALL_TIMES = [0.0, 1.0, 1e-300, 1_700_000_000.123456, 4e9, -5.5]
-_VALUES = [0.0, -0.0, 1.0, -2.5, 0.1, 1.1, 3.4028234e38, -3.4028234e38, 1e-45, 1.17e-38,
-           float("inf"), float("-inf"), float("nan"), 123456789.0, 16777217.0]
+_VALUES = [
+    0.0,
+    -0.0,
+    1.0,
+    -2.5,
+    0.1,
+    1.1,
+    3.4028234e38,
+    -3.4028234e38,
+    1e-45,
+    1.17e-38,
+    float("inf"),
+    float("-inf"),
+    float("nan"),
+    123456789.0,
+    16777217.0,
+]
 
 
 def test_scalar_event_bytes_equal_protobuf():
@@ -158,6 +207,7 @@ def test_scalar_event_beyond_float32_range_is_infinity_as_protobuf(value):
 
 # -- event files ---------------------------------------------------------------------------------
 
+
 def test_event_file_is_read_by_tensorboards_loader(tmp_path):
     events = EventFile(str(tmp_path / "run"))
     expected = [(step, f"tag{step % 3}", step * 0.5) for step in range(500)]
@@ -192,8 +242,13 @@ def test_event_file_name_pattern(tmp_path):
     events = EventFile(str(tmp_path), filename_suffix=".rank3")
     events.close()
     name = os.path.basename(events.path)
-    pattern = (r"events\.out\.tfevents\.(\d{10})\." + re.escape(socket.gethostname())
-               + r"\." + str(os.getpid()) + r"\.\d+\.rank3")
+    pattern = (
+        r"events\.out\.tfevents\.(\d{10})\."
+        + re.escape(socket.gethostname())
+        + r"\."
+        + str(os.getpid())
+        + r"\.\d+\.rank3"
+    )
     assert re.fullmatch(pattern, name), name
     assert event_file_name(5.0).startswith("events.out.tfevents.0000000005.")
 
@@ -231,10 +286,12 @@ def test_an_existing_file_is_never_reused(tmp_path):
 
 # -- the column-wise scalar path (whole groups of one tag at once) -------------------------------
 
+
 def _rows_api():
     if not hasattr(event_codec, "scalar_event_rows"):
         pytest.skip("event_codec.scalar_event_rows is not there")
     from logger_daemon.tfrecord import frame_rows
+
     return event_codec.scalar_event_rows, frame_rows
 
 
@@ -244,11 +301,13 @@ def test_scalar_event_rows_equal_protobuf_in_input_order():
     steps = [0, 1, 127, 128, 16384, 2**31, 2**63 - 1, -1, -(2**63), 5, 0, 300]
     steps += [rng.randint(-(2**63), 2**63 - 1) for _ in range(100)] + [rng.randint(0, 1000) for _ in range(100)]
     wall_times = [[0.0, -0.0, 1.5, 1_700_000_000.25][i % 4] for i in range(len(steps))]
-    values = [[1.0, float("nan"), float("inf"), -0.0, 1e40, -1e300, 0.1, 3.4028234e38][i % 8]
-              for i in range(len(steps))]
+    values = [
+        [1.0, float("nan"), float("inf"), -0.0, 1e40, -1e300, 0.1, 3.4028234e38][i % 8] for i in range(len(steps))
+    ]
     for tag in ["loss", "é/" + "x" * 200, "t" * 20000]:
-        pieces = scalar_event_rows(tag, np.array(wall_times, np.float64), np.array(steps, np.int64),
-                                   np.array(values, np.float64))
+        pieces = scalar_event_rows(
+            tag, np.array(wall_times, np.float64), np.array(steps, np.int64), np.array(values, np.float64)
+        )
         events = [row.tobytes() for piece in pieces for row in piece]
         expected = [_protobuf_scalar_event(w, s, tag, v) for w, s, v in zip(wall_times, steps, values)]
         assert events == expected

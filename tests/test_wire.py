@@ -20,10 +20,10 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from conftest import wait_for
+from raw_peer import RawPeer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from raw_peer import RawPeer
-from conftest import wait_for
 from logger_client import SummaryWriter, _wire
 from logger_client._discovery import daemon_running
 from logger_client._wire import MessageKind, ProtocolError, RecordKind
@@ -48,6 +48,7 @@ def refusal(frames) -> ProtocolError:
 
 # -- encode / decode -----------------------------------------------------------------------------
 
+
 def test_round_trip_without_arrays():
     header = {"cid": b"\x01" * 16, "seq": 7, "records": [[3, 1, "", "loss", 5, 1.5, 0.25]]}
     message = _wire.decode(_wire.encode(MessageKind.RECORDS, dict(header)))
@@ -57,9 +58,13 @@ def test_round_trip_without_arrays():
 
 
 def test_round_trip_with_arrays_is_zero_copy():
-    arrays = [np.arange(12, dtype=np.float32).reshape(3, 4), np.array([True, False]),
-              np.zeros((2, 0, 3), np.uint8), np.array(7, dtype=np.int64),
-              np.linspace(0, 1, 10, dtype=np.float16)]
+    arrays = [
+        np.arange(12, dtype=np.float32).reshape(3, 4),
+        np.array([True, False]),
+        np.zeros((2, 0, 3), np.uint8),
+        np.array(7, dtype=np.int64),
+        np.linspace(0, 1, 10, dtype=np.float16),
+    ]
     frames = _wire.encode(MessageKind.RECORDS, {"seq": 1, "records": []}, arrays)
     for array, frame in zip(arrays, frames[2:]):
         assert frame is array  # handed to ZeroMQ as is: no copy on the sending side
@@ -80,8 +85,10 @@ def test_round_trip_through_real_zmq_sockets_is_zero_copy():
         a.bind("inproc://wire-test")
         b.connect("inproc://wire-test")
         image = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-        a.send_multipart(_wire.encode(MessageKind.RECORDS, {"seq": 3, "records": [[5, 1, "", "img", 0, 1.0, 0]]},
-                                      [image]), copy=False)
+        a.send_multipart(
+            _wire.encode(MessageKind.RECORDS, {"seq": 3, "records": [[5, 1, "", "img", 0, 1.0, 0]]}, [image]),
+            copy=False,
+        )
         assert b.poll(5000)
         frames = b.recv_multipart(copy=False)
         message = _wire.decode(frames)
@@ -100,6 +107,7 @@ def test_every_message_kind_round_trips():
 
 
 # -- refusals ------------------------------------------------------------------------------------
+
 
 def test_too_few_frames_is_refused():
     assert refusal([fixed(3)]).reason == "malformed_message"
@@ -155,8 +163,10 @@ def _array_message(descriptions, buffers) -> list:
     return [fixed(3), msgpack.packb({"seq": 1, "records": [], "arrays": descriptions})] + list(buffers)
 
 
-@pytest.mark.parametrize("dtype", ["object", "complex64", "complex128", "O", "V8", "<U4", "datetime64[s]",
-                                   "float128", "S3", "bfloat16", 5, None])
+@pytest.mark.parametrize(
+    "dtype",
+    ["object", "complex64", "complex128", "O", "V8", "<U4", "datetime64[s]", "float128", "S3", "bfloat16", 5, None],
+)
 def test_dtype_not_allowed_is_refused(dtype):
     error = refusal(_array_message([[dtype, [1]]], [b"\0" * 8]))
     assert error.reason == "bad_array"
@@ -257,8 +267,12 @@ def test_pack_records_counts_the_control_records_among_rows():
 def test_allowed_dtypes_all_decode():
     for name in sorted(_wire.ALLOWED_DTYPES):
         array = np.ones((2, 3), dtype=name)
-        message = _wire.decode([bytes(f) if not isinstance(f, np.ndarray) else f.tobytes()
-                                for f in _wire.encode(MessageKind.RECORDS, {}, [array])])
+        message = _wire.decode(
+            [
+                bytes(f) if not isinstance(f, np.ndarray) else f.tobytes()
+                for f in _wire.encode(MessageKind.RECORDS, {}, [array])
+            ]
+        )
         np.testing.assert_array_equal(message.arrays[0], array)
     assert not {"object", "complex64", "complex128", "void"} & _wire.ALLOWED_DTYPES
 
@@ -268,41 +282,70 @@ def test_allowed_dtypes_all_decode():
 GOOD = [int(RecordKind.SCALAR), 1, "run", "loss", 5, 1.5, 0.25]
 
 
-@pytest.mark.parametrize("raw", [
-    [int(RecordKind.SCALAR), 1, "", "loss", 0, 0.0, 1.0],
-    [int(RecordKind.SCALAR), 1, "", "loss", -(1 << 63), 1, 3],
-    [int(RecordKind.SCALAR), 1, "", "loss", (1 << 63) - 1, 1.0, 3.5, {"display_name": "x"}],
-    [int(RecordKind.TEXT), 2, "a/b", "t", 1, 1.0, "hello"],
-    [int(RecordKind.OPEN), 1, "", "", 0, 1.0, {"logdir": "/tmp/x"}],
-    [int(RecordKind.CLOSE), 1, "", "", 0, 1.0, None],
-    [int(RecordKind.IMAGE), 1, "", "img", 0, 1.0, 1, {"dataformats": "CHW"}],
-    [int(RecordKind.HISTOGRAM), 1, "", "h", 0, 1.0, 0],
-    [int(RecordKind.IMAGES), 1, "r" * _wire.MAX_NAME_CHARS, "t" * _wire.MAX_NAME_CHARS, 0, 1.0, 0],
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [int(RecordKind.SCALAR), 1, "", "loss", 0, 0.0, 1.0],
+        [int(RecordKind.SCALAR), 1, "", "loss", -(1 << 63), 1, 3],
+        [int(RecordKind.SCALAR), 1, "", "loss", (1 << 63) - 1, 1.0, 3.5, {"display_name": "x"}],
+        [int(RecordKind.TEXT), 2, "a/b", "t", 1, 1.0, "hello"],
+        [int(RecordKind.OPEN), 1, "", "", 0, 1.0, {"logdir": "/tmp/x"}],
+        [int(RecordKind.CLOSE), 1, "", "", 0, 1.0, None],
+        [int(RecordKind.IMAGE), 1, "", "img", 0, 1.0, 1, {"dataformats": "CHW"}],
+        [int(RecordKind.HISTOGRAM), 1, "", "h", 0, 1.0, 0],
+        [int(RecordKind.IMAGES), 1, "r" * _wire.MAX_NAME_CHARS, "t" * _wire.MAX_NAME_CHARS, 0, 1.0, 0],
+    ],
+)
 def test_good_records_are_accepted(raw):
     record = _check_record(list(raw), 2)
     assert [int(record[0]), *record[1:7]] == raw[:7]
 
 
-@pytest.mark.parametrize("raw", [
-    "not a list", (3, 1, "", "t", 0, 1.0, 1.0), GOOD[:6], GOOD + [{}, 1], [],
-    [99, *GOOD[1:]], [0, *GOOD[1:]], ["3", *GOOD[1:]], [3.0, *GOOD[1:]], [None, *GOOD[1:]], [True, *GOOD[1:]],
-    GOOD[:1] + ["1"] + GOOD[2:], GOOD[:1] + [1.0] + GOOD[2:], GOOD[:1] + [True] + GOOD[2:],
-    GOOD[:4] + ["5"] + GOOD[5:], GOOD[:4] + [5.0] + GOOD[5:], GOOD[:4] + [1 << 63] + GOOD[5:],
-    GOOD[:4] + [-(1 << 63) - 1] + GOOD[5:], GOOD[:4] + [None] + GOOD[5:],
-    GOOD[:2] + [b"run"] + GOOD[3:], GOOD[:2] + [None] + GOOD[3:], GOOD[:3] + [7] + GOOD[4:],
-    GOOD[:3] + ["t" * (_wire.MAX_NAME_CHARS + 1)] + GOOD[4:], GOOD[:2] + ["r" * (_wire.MAX_NAME_CHARS + 1)] + GOOD[3:],
-    GOOD[:5] + ["now"] + GOOD[6:], GOOD[:5] + [None] + GOOD[6:],
-    GOOD[:6] + ["1.0"], GOOD[:6] + [None], GOOD[:6] + [True], GOOD[:6] + [[1.0]],
-    GOOD + [[]], GOOD + ["opts"], GOOD + [None],
-    [int(RecordKind.TEXT), 1, "", "t", 0, 1.0, 5],
-    [int(RecordKind.OPEN), 1, "", "", 0, 1.0, "/tmp"],
-    [int(RecordKind.CLOSE), 1, "", "", 0, 1.0, 0],
-    [int(RecordKind.IMAGE), 1, "", "img", 0, 1.0, 2],
-    [int(RecordKind.IMAGE), 1, "", "img", 0, 1.0, -1],
-    [int(RecordKind.HISTOGRAM), 1, "", "h", 0, 1.0, 1.0],
-    [int(RecordKind.IMAGES), 1, "", "img", 0, 1.0, True],
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "not a list",
+        (3, 1, "", "t", 0, 1.0, 1.0),
+        GOOD[:6],
+        GOOD + [{}, 1],
+        [],
+        [99, *GOOD[1:]],
+        [0, *GOOD[1:]],
+        ["3", *GOOD[1:]],
+        [3.0, *GOOD[1:]],
+        [None, *GOOD[1:]],
+        [True, *GOOD[1:]],
+        GOOD[:1] + ["1"] + GOOD[2:],
+        GOOD[:1] + [1.0] + GOOD[2:],
+        GOOD[:1] + [True] + GOOD[2:],
+        GOOD[:4] + ["5"] + GOOD[5:],
+        GOOD[:4] + [5.0] + GOOD[5:],
+        GOOD[:4] + [1 << 63] + GOOD[5:],
+        GOOD[:4] + [-(1 << 63) - 1] + GOOD[5:],
+        GOOD[:4] + [None] + GOOD[5:],
+        GOOD[:2] + [b"run"] + GOOD[3:],
+        GOOD[:2] + [None] + GOOD[3:],
+        GOOD[:3] + [7] + GOOD[4:],
+        GOOD[:3] + ["t" * (_wire.MAX_NAME_CHARS + 1)] + GOOD[4:],
+        GOOD[:2] + ["r" * (_wire.MAX_NAME_CHARS + 1)] + GOOD[3:],
+        GOOD[:5] + ["now"] + GOOD[6:],
+        GOOD[:5] + [None] + GOOD[6:],
+        GOOD[:6] + ["1.0"],
+        GOOD[:6] + [None],
+        GOOD[:6] + [True],
+        GOOD[:6] + [[1.0]],
+        GOOD + [[]],
+        GOOD + ["opts"],
+        GOOD + [None],
+        [int(RecordKind.TEXT), 1, "", "t", 0, 1.0, 5],
+        [int(RecordKind.OPEN), 1, "", "", 0, 1.0, "/tmp"],
+        [int(RecordKind.CLOSE), 1, "", "", 0, 1.0, 0],
+        [int(RecordKind.IMAGE), 1, "", "img", 0, 1.0, 2],
+        [int(RecordKind.IMAGE), 1, "", "img", 0, 1.0, -1],
+        [int(RecordKind.HISTOGRAM), 1, "", "h", 0, 1.0, 1.0],
+        [int(RecordKind.IMAGES), 1, "", "img", 0, 1.0, True],
+    ],
+)
 def test_bad_records_are_refused(raw):
     with pytest.raises(ProtocolError) as info:
         _check_record(raw, 2)
@@ -310,6 +353,7 @@ def test_bad_records_are_refused(raw):
 
 
 # -- a real daemon fed bad bytes -----------------------------------------------------------------
+
 
 @pytest.fixture
 def peer(daemon, runtime_dir):
@@ -321,8 +365,13 @@ def peer(daemon, runtime_dir):
 
 
 def cli_status(timeout_s: float = 30.0) -> dict:
-    result = subprocess.run([sys.executable, "-m", "logger_daemon", "status", "--json"], capture_output=True,
-                            text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [sys.executable, "-m", "logger_daemon", "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -397,8 +446,11 @@ def test_daemon_survives_garbage_and_counts_it_by_reason(daemon, runtime_dir, pe
 
     assert_writer_works(logdir)
     expected = Counter(reason for _, reason in garbage + silent)
-    status = wait_for(lambda: (s := cli_status())["records_dropped"] == expected and s, timeout_s=10,
-                      message=f"status to count {dict(expected)}")
+    status = wait_for(
+        lambda: (s := cli_status())["records_dropped"] == expected and s,
+        timeout_s=10,
+        message=f"status to count {dict(expected)}",
+    )
     assert status["records_written"] == 10
 
 
@@ -415,11 +467,23 @@ def open_record(logdir: str, stream: int = 1) -> list:
 
 def test_malformed_records_mixed_with_good_ones(daemon, peer, logdir):
     bad_records = [
-        "nope", [], [3, 1, "", "bad"], [99, 1, "", "bad", 1, 1.0, 1.0], [3, "1", "", "bad", 1, 1.0, 1.0],
-        [3, 1, "", "bad", "1", 1.0, 1.0], [3, 1, "", "bad", 1, "t", 1.0], [3, 1, "", "bad", 1, 1.0, "x"],
-        [3, 1, "", "bad", 1, 1.0, True], [3, 1, "", "bad", 1, 1.0, 1.0, []], [4, 1, "", "bad", 1, 1.0, 0],
-        [3, 1, "", "bad", 1 << 63, 1.0, 1.0], [3, 1, None, "bad", 1, 1.0, 1.0], [3, [1], "", "bad", 1, 1.0, 1.0],
-        [3, 1, "", {"a": 1}, 1, 1.0, 1.0], [7, 1, "", "bad", 1, 1.0, None], [1, 1, "", "", 0, 1.0, "/tmp"],
+        "nope",
+        [],
+        [3, 1, "", "bad"],
+        [99, 1, "", "bad", 1, 1.0, 1.0],
+        [3, "1", "", "bad", 1, 1.0, 1.0],
+        [3, 1, "", "bad", "1", 1.0, 1.0],
+        [3, 1, "", "bad", 1, "t", 1.0],
+        [3, 1, "", "bad", 1, 1.0, "x"],
+        [3, 1, "", "bad", 1, 1.0, True],
+        [3, 1, "", "bad", 1, 1.0, 1.0, []],
+        [4, 1, "", "bad", 1, 1.0, 0],
+        [3, 1, "", "bad", 1 << 63, 1.0, 1.0],
+        [3, 1, None, "bad", 1, 1.0, 1.0],
+        [3, [1], "", "bad", 1, 1.0, 1.0],
+        [3, 1, "", {"a": 1}, 1, 1.0, 1.0],
+        [7, 1, "", "bad", 1, 1.0, None],
+        [1, 1, "", "", 0, 1.0, "/tmp"],
     ]
     welcome = hello(peer)
     assert welcome.header["daemon_pid"] == daemon.pid
@@ -444,16 +508,19 @@ def test_malformed_records_mixed_with_good_ones(daemon, peer, logdir):
 _LONG = "t" * (_wire.MAX_NAME_CHARS + 1)
 
 
-@pytest.mark.parametrize("bad", [
-    pytest.param([3, 1, "", "tag", True, 1.0, 1.0], id="bool-step"),
-    pytest.param([3, 1, "", "tag", 7, 1.0, True], id="bool-value"),
-    pytest.param([3, 1, "", "tag", 7, True, 1.0], id="bool-wall-time"),
-    pytest.param([3, 1, "", "tag", "7", 1.0, 1.0], id="str-step"),
-    pytest.param([3, 1, "", "tag", 7.0, 1.0, 1.0], id="float-step"),
-    pytest.param([3, 1, "", "tag", 1 << 63, 1.0, 1.0], id="step-beyond-int64"),
-    pytest.param([3, 1, "", "tag", 7, 1.0, None], id="none-value"),
-    pytest.param([3, 1, "", "tag", 7, "now", 1.0], id="str-wall-time"),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param([3, 1, "", "tag", True, 1.0, 1.0], id="bool-step"),
+        pytest.param([3, 1, "", "tag", 7, 1.0, True], id="bool-value"),
+        pytest.param([3, 1, "", "tag", 7, True, 1.0], id="bool-wall-time"),
+        pytest.param([3, 1, "", "tag", "7", 1.0, 1.0], id="str-step"),
+        pytest.param([3, 1, "", "tag", 7.0, 1.0, 1.0], id="float-step"),
+        pytest.param([3, 1, "", "tag", 1 << 63, 1.0, 1.0], id="step-beyond-int64"),
+        pytest.param([3, 1, "", "tag", 7, 1.0, None], id="none-value"),
+        pytest.param([3, 1, "", "tag", 7, "now", 1.0], id="str-wall-time"),
+    ],
+)
 def test_a_malformed_scalar_among_good_ones_of_its_tag_is_refused(daemon, peer, logdir, bad):
     tag = bad[3]
     hello(peer)
@@ -482,8 +549,9 @@ def test_records_message_with_a_bad_array_is_refused_whole(daemon, peer, logdir)
     peer.wait_acked(seq)
     image = [int(RecordKind.IMAGE), 1, "", "img", 0, 1.0, 0, {"dataformats": "HWC"}]
     scalar = [int(RecordKind.SCALAR), 1, "", "lost", 0, 1.0, 1.0]
-    body = msgpack.packb({"cid": peer.cid, "seq": seq + 1, "records": [image, scalar],
-                          "arrays": [["uint8", [4, 4, 3]]]})
+    body = msgpack.packb(
+        {"cid": peer.cid, "seq": seq + 1, "records": [image, scalar], "arrays": [["uint8", [4, 4, 3]]]}
+    )
     peer.send([fixed(int(MessageKind.RECORDS)), body, b"\0" * 47])  # one byte short
     reply = peer.receive()
     assert reply is not None and reply.kind == MessageKind.REFUSED
@@ -509,8 +577,7 @@ def test_daemon_survives_an_array_shape_that_overflows(daemon, peer, logdir):
 def test_daemon_survives_bad_options_of_a_well_formed_record(daemon, peer, logdir):
     hello(peer)
     image = np.zeros((4, 4, 3), np.uint8)
-    records = [open_record(logdir),
-               [int(RecordKind.IMAGE), 1, "", "img", 0, 1.0, 0, {"dataformats": 5}]]
+    records = [open_record(logdir), [int(RecordKind.IMAGE), 1, "", "img", 0, 1.0, 0, {"dataformats": 5}]]
     peer.send_message(MessageKind.RECORDS, {"records": records}, [image])
     flush = peer.send_message(MessageKind.FLUSH, {})
     peer.wait_acked(flush, timeout_s=5)
@@ -519,6 +586,7 @@ def test_daemon_survives_bad_options_of_a_well_formed_record(daemon, peer, logdi
 
 
 # -- packed scalar rows ------------------------------------------------------------------------
+
 
 def key_record(key: int, tag: str, run: str = "", stream: int = 1) -> list:
     return [int(RecordKind.KEY), stream, run, tag, 0, 0.0, key]
@@ -530,10 +598,14 @@ def rows(*items: tuple) -> bytes:
 
 def test_packed_rows_are_written_by_their_keys_in_step_order(daemon, peer, logdir):
     hello(peer)
-    records = [open_record(logdir), key_record(0, "loss"), key_record(7, "acc", run="eval"),
-               rows((0, 2, 102.0, 0.5), (7, 1, 201.0, 0.9), (0, 1, 101.0, 0.25)),
-               [int(RecordKind.SCALAR), 1, "", "loss", 3, 103.0, 0.125],  # a list record between bins
-               rows((0, 4, 104.0, 0.0625))]
+    records = [
+        open_record(logdir),
+        key_record(0, "loss"),
+        key_record(7, "acc", run="eval"),
+        rows((0, 2, 102.0, 0.5), (7, 1, 201.0, 0.9), (0, 1, 101.0, 0.25)),
+        [int(RecordKind.SCALAR), 1, "", "loss", 3, 103.0, 0.125],  # a list record between bins
+        rows((0, 4, 104.0, 0.0625)),
+    ]
     peer.send_message(MessageKind.RECORDS, {"records": records})
     peer.wait_acked(peer.send_message(MessageKind.FLUSH, {}))
     assert scalars_in(logdir, "loss") == [(1, 0.25), (2, 0.5), (3, 0.125), (4, 0.0625)]
@@ -544,10 +616,13 @@ def test_packed_rows_are_written_by_their_keys_in_step_order(daemon, peer, logdi
 
 def test_rows_of_an_unknown_key_or_a_bad_length_are_refused_and_counted(daemon, peer, logdir):
     hello(peer)
-    records = [open_record(logdir), key_record(0, "fine"),
-               rows((0, 1, 1.0, 1.0), (5, 1, 1.0, 1.0), (5, 2, 1.0, 1.0)),  # key 5 was never defined
-               rows((0, 2, 2.0, 2.0))[:-1],  # one byte short of a row
-               key_record(_wire.MAX_SCALAR_KEYS, "too far")]
+    records = [
+        open_record(logdir),
+        key_record(0, "fine"),
+        rows((0, 1, 1.0, 1.0), (5, 1, 1.0, 1.0), (5, 2, 1.0, 1.0)),  # key 5 was never defined
+        rows((0, 2, 2.0, 2.0))[:-1],  # one byte short of a row
+        key_record(_wire.MAX_SCALAR_KEYS, "too far"),
+    ]
     peer.send_message(MessageKind.RECORDS, {"records": records})
     peer.wait_acked(peer.send_message(MessageKind.FLUSH, {}))
     assert scalars_in(logdir, "fine") == [(1, 1.0)]
@@ -574,8 +649,11 @@ def test_a_key_is_the_clients_own(daemon, peer, runtime_dir, logdir):
 def test_a_large_bin_of_interleaved_keys_is_read_as_columns(daemon, peer, logdir):
     hello(peer)
     steps = range(40)  # more rows than the daemon reads one by one
-    interleaved = [row for step in steps for row in ((0, step, 100.0 + step, step / 2), (1, step, 100.0 + step, -step),
-                                                     (9, step, 100.0 + step, 0.0))]
+    interleaved = [
+        row
+        for step in steps
+        for row in ((0, step, 100.0 + step, step / 2), (1, step, 100.0 + step, -step), (9, step, 100.0 + step, 0.0))
+    ]
     records = [open_record(logdir), key_record(0, "a"), key_record(1, "b"), rows(*interleaved[::-1])]
     peer.send_message(MessageKind.RECORDS, {"records": records})
     peer.wait_acked(peer.send_message(MessageKind.FLUSH, {}))
