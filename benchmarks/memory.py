@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import Any
 
-from logger_client._discovery import daemon_pid
+from logger_client.runtime import daemon_pid
 
 _MB = 1024 * 1024
 

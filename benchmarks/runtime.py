@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from logger_client._discovery import daemon_pid
+from logger_client.runtime import daemon_pid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Pins every BLAS / OpenMP pool of a child to one thread (OPENBLAS_CORETYPE is left as it is).

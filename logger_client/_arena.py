@@ -1,8 +1,8 @@
 """Pre-faulted memory for the one copy of each logged array.
 
 Copying a tensor into freshly allocated memory costs far more than the copy: every new page
-faults and is zeroed by the kernel (about 3 ms for 3 MB here, against 0.2-0.5 ms for the copy into
-pages already mapped). A step that logs many arrays back to back (a histogram per layer) outruns
+faults and is zeroed by the kernel, several times the cost of copying into pages already mapped
+(docs/history.md has a measurement). A step that logs many arrays back to back (a histogram per layer) outruns
 the daemon, so their copies cannot all reuse the memory of arrays already sent.
 
 So the arena maps one region (`arena_bytes`, virtual until used) and, from the first array on, a
@@ -72,6 +72,14 @@ class Arena:
         self._released: deque[int] = deque()
         self._watches: dict[int, weakref.ref] = {}  # offset -> the weak reference that frees it
 
+    def close(self) -> None:
+        """Closes the memfd behind the region; a forked child does so and makes an arena of its own
+        (it must not write into memory its parent's daemon reads)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._shared = None
+
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """An uninitialised C-contiguous array, in the arena when a slot is free."""
         nbytes = math.prod(shape) * dtype.itemsize
@@ -109,26 +117,9 @@ class Arena:
         offset = array.ctypes.data - self._base
         return offset if offset >= 0 and offset + array.nbytes <= self._capacity else None
 
-    def after_fork(self) -> None:
-        """A forked child starts with an empty arena of its own: the parent's region is the
-        parent's (the child must not write into memory its parent's daemon reads)."""
-        if self._fd is not None:
-            os.close(self._fd)
-        self.__init__(self._capacity)
-
-    def holds(self, array: np.ndarray) -> bool:
-        """Whether `array`'s memory lies in this arena."""
-        return self._view is not None and self._base <= array.ctypes.data < self._base + self._capacity
-
     @property
     def faulted_bytes(self) -> int:
         return self._faulted
-
-    @property
-    def used_bytes(self) -> int:
-        with self._lock:
-            self._collect()
-            return sum(end - offset for offset, end in self._ends.items() if offset not in self._done)
 
     # -- under the lock ----------------------------------------------------------------------
 
@@ -168,6 +159,7 @@ class Arena:
         self._base = np.frombuffer(self._view, np.uint8, count=1).ctypes.data
 
     def _fault_in(self) -> None:
+        assert self._map is not None  # mapped by _want before this thread starts
         base = ctypes.addressof(ctypes.c_char.from_buffer(self._map))
         while True:
             with self._lock:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ._fast import STREAMING, stream_copy
-from ._wire import ALLOWED_DTYPES
+from .protocol import ALLOWED_DTYPES, INT64_MAX, INT64_MIN
 
 
 def _is_torch_tensor(value: Any) -> bool:
@@ -49,7 +49,7 @@ def to_step(value: Any, name: str = "global_step") -> int:
     """A step as an int, the way tensorboardX stores it (`int(step)`); None is step 0."""
     if value is None:
         return 0
-    if isinstance(value, str) or isinstance(value, bytes):
+    if isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     if _is_torch_tensor(value) or isinstance(value, np.ndarray):
         value = to_float(value, name)
@@ -57,7 +57,7 @@ def to_step(value: Any, name: str = "global_step") -> int:
         step = int(value)
     except (TypeError, ValueError, OverflowError):
         raise TypeError(f"{name} must be an integer, got {value!r}") from None
-    if not -(1 << 63) <= step < (1 << 63):
+    if not INT64_MIN <= step <= INT64_MAX:
         raise ValueError(f"{name} must fit in 64 bits, got {step}")
     return step
 
@@ -111,7 +111,7 @@ def to_owned_array(value: Any, name: str, empty: EmptyArray = new_array) -> np.n
     if native is not source:
         return native  # converted from a foreign byte order: that copy is already ours
     owned = empty(source.shape, source.dtype)
-    if STREAMING and owned.nbytes >= STREAM_MIN_BYTES and source.flags.c_contiguous:
+    if STREAMING and stream_copy is not None and owned.nbytes >= STREAM_MIN_BYTES and source.flags.c_contiguous:
         stream_copy(owned, source)
     else:
         np.copyto(owned, source)

@@ -6,10 +6,12 @@ for large arrays), else in Python here with the same results. `NATIVE` says whic
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from time import time
+from types import ModuleType
 from typing import Any
 
-from ._wire import SCALAR_ROW
+from .protocol import INT64_MAX, INT64_MIN, SCALAR_ROW
 
 __all__ = ["NATIVE", "STREAMING", "ScalarCall", "append_scalar_row", "stream_copy"]
 
@@ -24,17 +26,27 @@ def _append_scalar_row(queue: list, key: int, step: Any, walltime: float | None,
         return -1
     if step is None:
         step = 0
-    elif type(step) is not int or not -(1 << 63) <= step < 1 << 63:
+    elif type(step) is not int or not INT64_MIN <= step <= INT64_MAX:
         return -1
     queue.append(_pack_row(key, step, time() if walltime is None else walltime, value))
     return len(queue)
 
 
-try:
+def _load_extension() -> ModuleType | None:
     if os.environ.get("LOGGER_PURE_PYTHON", "") not in ("", "0"):
-        raise ImportError("LOGGER_PURE_PYTHON is set")
-    from ._speedups import STREAMING, ScalarCall, append_scalar_row, stream_copy
+        return None
+    try:
+        from . import _speedups
+    except ImportError:  # built without a C compiler: add_scalar stays Python, numpy copies arrays
+        return None
+    return _speedups
 
-    NATIVE = True
-except ImportError:  # built without a C compiler: add_scalar stays Python, numpy copies arrays
-    NATIVE, STREAMING, ScalarCall, append_scalar_row, stream_copy = False, 0, None, _append_scalar_row, None
+
+_native = _load_extension()
+NATIVE = _native is not None
+STREAMING: int = _native.STREAMING if _native is not None else 0
+ScalarCall = _native.ScalarCall if _native is not None else None
+append_scalar_row: Callable[[Any, int, Any, Any, Any], int] = (
+    _native.append_scalar_row if _native is not None else _append_scalar_row
+)
+stream_copy = _native.stream_copy if _native is not None else None

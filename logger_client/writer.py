@@ -15,30 +15,33 @@ from datetime import datetime
 from functools import lru_cache
 from time import time
 from types import MethodType
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
-from ._config import Settings
-from ._convert import new_array, to_float, to_owned_array, to_step, to_walltime
+from ._convert import to_float, to_owned_array, to_step, to_walltime
+from ._daemon_transport import get_transport
 from ._fast import ScalarCall, append_scalar_row
-from ._transport import Transport, get_transport
-from ._wire import SCALAR_ROW, RecordKind
+from .in_memory import InMemoryTransport
+from .protocol import INT64_MAX, INT64_MIN, SCALAR_ROW, RecordKind
+from .settings import Settings
+from .transport import Transport, TransportStats
 
 __all__ = ["SummaryWriter"]
 
-_SCALAR = int(RecordKind.SCALAR)
-_HISTOGRAM = int(RecordKind.HISTOGRAM)
-_IMAGE = int(RecordKind.IMAGE)
-_IMAGES = int(RecordKind.IMAGES)
-_TEXT = int(RecordKind.TEXT)
+# Module-level names for the kinds: reading an enum member off its class costs ~150 ns a call.
+_SCALAR = RecordKind.SCALAR
+_HISTOGRAM = RecordKind.HISTOGRAM
+_IMAGE = RecordKind.IMAGE
+_IMAGES = RecordKind.IMAGES
+_TEXT = RecordKind.TEXT
 _pack_scalar_row = SCALAR_ROW.pack
 
 #: `bins` names numpy.histogram understands, plus tensorboardX's own exponential 'tensorflow' bins.
 HISTOGRAM_BIN_NAMES = frozenset(["tensorflow", "auto", "fd", "doane", "scott", "stone", "rice", "sturges", "sqrt"])
 _IMAGE_AXES = frozenset("NCHW")
 
-Number = Union[int, float]
+Number = int | float
 
 
 def _check_tag(tag: Any, name: str = "tag") -> str:
@@ -54,7 +57,7 @@ def _walltime(walltime: Any) -> float:
 
 def _step_and_time(global_step: Any, walltime: Any) -> tuple[int, float]:
     """The record's step (None is 0, as tensorboardX) and its wall time (now, unless given)."""
-    if type(global_step) is not int or not -(1 << 63) <= global_step < 1 << 63:  # an int64 needs no call
+    if type(global_step) is not int or not INT64_MIN <= global_step <= INT64_MAX:  # an int64 needs no call
         global_step = to_step(global_step)
     return global_step, time() if walltime is None else to_walltime(walltime)
 
@@ -143,6 +146,8 @@ class SummaryWriter:
         write_to_disk: If False, calls are checked and discarded.
         log_dir: Alias of `logdir` (torch.utils.tensorboard's name).
         comet_config: Accepted for compatibility with tensorboardX; Comet is not used.
+        transport: Where records go instead of the node's daemon, e.g. an
+            `in_memory.InMemoryTransport()` to test training code without one (keyword only).
     """
 
     def __init__(
@@ -156,6 +161,8 @@ class SummaryWriter:
         write_to_disk: bool | None = True,
         log_dir: str | None = None,
         comet_config: dict | None = None,
+        *,
+        transport: Transport | None = None,
         **kwargs: Any,
     ) -> None:
         if kwargs:
@@ -178,10 +185,10 @@ class SummaryWriter:
             raise ValueError(f"filename_suffix must be a plain file name suffix, got {filename_suffix!r}")
         self.logdir = os.fspath(logdir)
         self.purge_step = purge_step
-        self._max_queue = max_queue
         self._flush_secs = flush_secs
         self._filename_suffix = filename_suffix
         self._write_to_disk = bool(write_to_disk)
+        self._given_transport = transport
         self._settings = Settings.from_env()
         self._closed = True
         # The key of this writer's packed scalar rows per tag (add_scalars: per (main_tag, key)).
@@ -189,16 +196,18 @@ class SummaryWriter:
         self._open()
 
     def _open(self) -> None:
-        if self._write_to_disk:
+        if not self._write_to_disk:
+            self._transport: Transport = InMemoryTransport(keep=False)
+        elif self._given_transport is not None:
+            self._transport = self._given_transport
+        else:
             # As tensorboardX: a log directory that cannot be made fails here, at construction,
             # not later in the daemon where the caller would never see it.
             os.makedirs(self.logdir, exist_ok=True)
-            self._transport: Transport = get_transport(self._settings)
-        else:
-            self._transport = _DiscardingTransport()
+            self._transport = get_transport(self._settings)
         self._queue = self._transport.queue
         self._batch_records = self._transport.batch_records
-        self._stream = self._transport.open_stream(
+        self._writer_id = self._transport.open_writer(
             {
                 "logdir": os.path.abspath(self.logdir),
                 "purge_step": self.purge_step,
@@ -215,7 +224,7 @@ class SummaryWriter:
         below. Bound again whenever one of those changes (open, close). Not where a subclass
         overrides add_scalar, or without the extension."""
         if ScalarCall is not None and type(self).add_scalar is SummaryWriter.add_scalar and type(self._queue) is list:
-            self.add_scalar = ScalarCall(
+            self.add_scalar = ScalarCall(  # type: ignore[method-assign]  # the instance's, over the method
                 self._scalar_keys,
                 self._queue,
                 self._batch_records,
@@ -236,8 +245,8 @@ class SummaryWriter:
         scalar_value: Number | Any,
         global_step: int | None = None,
         walltime: float | None = None,
-        display_name: str | None = "",
-        summary_description: str | None = "",
+        display_name: str | bool | None = "",
+        summary_description: str | bool | None = "",
         new_style: bool = False,
         double_precision: bool = False,
     ) -> None:
@@ -255,13 +264,16 @@ class SummaryWriter:
             return
         # The training thread's hottest path: a dict hit and one call that reads the clock, packs
         # the row and appends it (in C where the extension is built; see _fast).
+        key: int | None
         try:
             key = self._scalar_keys[tag]
         except (KeyError, TypeError):  # a new tag (checked there), or no tag at all
             key = self._new_scalar_key(tag, "", tag)
             if key is None:
                 value = to_float(scalar_value, "scalar_value")
-                self._append_record((_SCALAR, self._stream, "", tag, to_step(global_step), _walltime(walltime), value))
+                self._append_record(
+                    (_SCALAR, self._writer_id, "", tag, to_step(global_step), _walltime(walltime), value)
+                )
                 return
         length = append_scalar_row(self._queue, key, global_step, walltime, scalar_value)
         if length < 0:  # a value, step or walltime of another type: converted (or refused) here
@@ -295,7 +307,7 @@ class SummaryWriter:
         self._append_record(
             (
                 _SCALAR,
-                self._stream,
+                self._writer_id,
                 "",
                 _check_tag(tag),
                 step,
@@ -315,7 +327,7 @@ class SummaryWriter:
         no keys left, the records go as tuples)."""
         _check_tag(tag)
         self._ensure_open()
-        key = self._transport.scalar_key(self._stream, run, tag)
+        key = self._transport.scalar_key(self._writer_id, run, tag)
         if key is not None:
             self._scalar_keys[cache_key] = key
         return key
@@ -340,7 +352,7 @@ class SummaryWriter:
         step, walltime = _step_and_time(global_step, walltime)
         self._ensure_open()
         keys = self._scalar_keys
-        rows = []
+        rows: list[bytes | tuple] = []
         for name, value in tag_scalar_dict.items():
             value = to_float(value, f"tag_scalar_dict[{name!r}]")
             key = keys.get((main_tag, name))
@@ -348,7 +360,7 @@ class SummaryWriter:
                 run = _check_run(main_tag, name)
                 key = self._new_scalar_key((main_tag, name), run, main_tag)
                 if key is None:
-                    rows.append((_SCALAR, self._stream, run, main_tag, step, walltime, value))
+                    rows.append((_SCALAR, self._writer_id, run, main_tag, step, walltime, value))
                     continue
             rows.append(_pack_scalar_row(key, step, walltime, value))
         queue = self._queue
@@ -425,7 +437,7 @@ class SummaryWriter:
 
     def _submit_array(self, kind: int, tag: str, step: int, walltime: float, array: np.ndarray, options: dict) -> None:
         self._ensure_open()
-        self._transport.submit_array((kind, self._stream, "", tag, step, walltime, array, options))
+        self._transport.submit_array((kind, self._writer_id, "", tag, step, walltime, array, options))
 
     # -- text --------------------------------------------------------------------------------
 
@@ -442,7 +454,7 @@ class SummaryWriter:
             raise TypeError(f"text_string must be a str, got {type(text_string).__name__}")
         step, walltime = _step_and_time(global_step, walltime)
         self._ensure_open()
-        self._append_record((_TEXT, self._stream, "", tag, step, walltime, text_string))
+        self._append_record((_TEXT, self._writer_id, "", tag, step, walltime, text_string))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -470,11 +482,11 @@ class SummaryWriter:
         self._closed = True
         self._scalar_keys = {}  # keys name this stream: a reopened writer gets a new one
         self._bind_add_scalar()
-        return self._transport.close_stream(
-            self._stream, self._settings.close_timeout_s if timeout is None else timeout
+        return self._transport.close_writer(
+            self._writer_id, self._settings.close_timeout_s if timeout is None else timeout
         )
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> TransportStats:
         """The process's transport counts: records sent, written, dropped by reason."""
         return self._transport.stats()
 
@@ -483,53 +495,3 @@ class SummaryWriter:
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         self.close()
-
-
-class _DiscardingTransport:
-    """The transport of `write_to_disk=False`: checks happen, nothing is kept or sent."""
-
-    batch_records = 1 << 30
-
-    def __init__(self) -> None:
-        self.queue: Any = _NullQueue()
-
-    def open_stream(self, options: dict[str, Any]) -> int:
-        return 0
-
-    def scalar_key(self, stream: int, run: str, tag: str) -> int | None:
-        return 0
-
-    def close_stream(self, stream: int, timeout_s: float) -> bool:
-        return True
-
-    def submit_array(self, record: tuple) -> None:
-        pass
-
-    empty_array = staticmethod(new_array)
-
-    def on_backlog(self, length: int, added: int = 1) -> None:
-        pass
-
-    def flush(self, timeout_s: float) -> bool:
-        return True
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "records_sent": 0,
-            "records_written": 0,
-            "records_dropped": {},
-            "array_bytes_held": 0,
-            "queued": 0,
-            "error": None,
-        }
-
-
-class _NullQueue:
-    def append(self, item: Any) -> None:
-        pass
-
-    def extend(self, items: Any) -> None:
-        pass
-
-    def __len__(self) -> int:
-        return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import fcntl
 import gc
 import json
 import logging
@@ -16,18 +15,20 @@ from typing import Any
 
 import zmq
 
-from logger_client import _wire
-from logger_client._config import Settings
-from logger_client._discovery import (
+from logger_client import protocol
+from logger_client.protocol import MessageKind
+from logger_client.runtime import (
     DAEMON_LOCK_NAME,
     LOG_NAME,
     PID_NAME,
+    LockTimeout,
     daemon_pid,
     daemon_running,
     endpoint,
     ensure_runtime_dir,
+    take_lock,
 )
-from logger_client._wire import MessageKind
+from logger_client.settings import Settings
 
 log = logging.getLogger("logger_daemon")
 
@@ -39,17 +40,10 @@ _LOCK_RETRY_S = 1.0
 
 def _take_daemon_lock(runtime_dir: str) -> int | None:
     """The lock's fd, held for the process's life; None if another daemon holds it."""
-    fd = os.open(os.path.join(runtime_dir, DAEMON_LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
-    deadline = time.monotonic() + _LOCK_RETRY_S
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                os.close(fd)
-                return None
-            time.sleep(0.02)
+    try:
+        return take_lock(os.path.join(runtime_dir, DAEMON_LOCK_NAME), _LOCK_RETRY_S)
+    except LockTimeout:
+        return None
 
 
 def _detach() -> None:
@@ -112,10 +106,10 @@ def request(runtime_dir: str, kind: MessageKind, timeout_s: float) -> dict[str, 
     sock.setsockopt(zmq.LINGER, 0)
     try:
         sock.connect(endpoint(runtime_dir))
-        sock.send_multipart(_wire.encode(kind, {}))
-        if not sock.poll(timeout_s * 1000):
+        sock.send_multipart(protocol.encode(kind, {}))
+        if not sock.poll(int(timeout_s * 1000)):
             return None
-        return _wire.decode(sock.recv_multipart()).header
+        return protocol.decode(sock.recv_multipart()).header
     finally:
         sock.close()
         context.term()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import struct
 from functools import lru_cache
-from math import copysign, inf
 
 import numpy as np
 
@@ -54,19 +53,6 @@ def _scalar_summary_prefix(tag: str) -> bytes:
     return _EVENT_SUMMARY + _varint(summary_length) + summary_value + value
 
 
-def scalar_event(wall_time: float, step: int, tag: str, value: float) -> bytes:
-    """Event(wall_time, step, summary=[Value(tag, simple_value=value)]), serialized."""
-    # As protobuf: a field is left out when its bits are zero (so -0.0 is kept).
-    head = _WALL_TIME.pack(_EVENT_WALL_TIME, wall_time) if wall_time or copysign(1.0, wall_time) < 0 else b""
-    if step:
-        head += _EVENT_STEP + _varint(step)
-    try:
-        packed = _FLOAT.pack(value)
-    except OverflowError:  # beyond float32's range: protobuf stores infinity
-        packed = _FLOAT.pack(copysign(inf, value))
-    return head + _scalar_summary_prefix(tag) + packed
-
-
 def _varint_lengths(steps: np.ndarray) -> np.ndarray:
     """Bytes of each step's varint; 0 for step 0 (the field is then left out), 10 for negatives."""
     unsigned = steps.astype(np.uint64)
@@ -79,10 +65,13 @@ def _varint_lengths(steps: np.ndarray) -> np.ndarray:
 
 
 def scalar_event_rows(tag: str, wall_times: np.ndarray, steps: np.ndarray, values: np.ndarray) -> list[np.ndarray]:
-    """Serialized scalar Events, the same bytes as `scalar_event`, built on whole columns.
+    """Serialized Events `Event(wall_time, step, summary=[Value(tag, simple_value=value)])`, one
+    per row of the columns, the bytes protobuf gives, built on whole columns.
 
     Returns uint8 arrays of shape (n, length), one per run of consecutive events whose layout
-    (step varint length, wall_time present) is the same, in input order.
+    (step varint length, wall_time present) is the same, in input order. As protobuf: a field is
+    left out when its bits are zero (so -0.0 is kept), and a double beyond float32's range
+    becomes infinity.
     """
     prefix = np.frombuffer(_scalar_summary_prefix(tag), np.uint8)
     has_wall = wall_times.view(np.uint64) != 0

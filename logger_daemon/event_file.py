@@ -12,8 +12,10 @@ import os
 import socket
 import time
 
-from logger_daemon.event_codec import file_version_event
-from logger_daemon.tfrecord import frame
+import numpy as np
+
+from logger_daemon.event_codec import file_version_event, scalar_event_rows
+from logger_daemon.tfrecord import frame, frame_rows
 
 _file_counter = itertools.count()
 
@@ -39,7 +41,7 @@ class EventFile:
         while True:
             self.path = os.path.join(directory, event_file_name(now, filename_suffix))
             try:
-                self._file = open(self.path, "xb", buffering=1 << 20)  # never reuse a name
+                self._file = open(self.path, "xb", buffering=1 << 20)  # noqa: SIM115 (open for the file's life); "x": never reuse a name
                 break
             except FileExistsError:
                 continue
@@ -50,10 +52,15 @@ class EventFile:
 
     def write(self, event: bytes) -> None:
         """Appends one serialized Event (framed here); visible to readers after `flush()`."""
-        self.write_framed(frame(event))
+        self._write_framed(frame(event))
 
-    def write_framed(self, records: bytes) -> None:
-        """Appends records already framed as TFRecords."""
+    def write_scalars(self, tag: str, wall_times: np.ndarray, steps: np.ndarray, values: np.ndarray) -> None:
+        """Appends one simple-value scalar Event per row of the columns, encoded and framed on
+        whole columns (the bytes `write` would give each Event). `tag` is written as given."""
+        for rows in scalar_event_rows(tag, wall_times, steps, values):
+            self._write_framed(frame_rows(rows))
+
+    def _write_framed(self, records: bytes) -> None:
         self._file.write(records)
         self.bytes_written += len(records)
         self._unflushed = self._unsynced = True

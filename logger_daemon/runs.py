@@ -3,15 +3,18 @@
 TensorBoard keeps a tag's points in step order and discards what it holds at later steps when an
 older step shows up, and two writers in one directory clobber each other. So every client writing
 a directory goes through the one `RunLog` of that directory, which refuses a step older than one
-it has already written for the same tag.
+it has already written for the same tag. `Runs` maps each client's writers to their `RunLog`s.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from logger_client.protocol import DropReason
 from logger_daemon.event_codec import session_start_event
 from logger_daemon.event_file import EventFile
 
@@ -42,7 +45,7 @@ class RunLog:
     def __init__(self, path: str, filename_suffix: str) -> None:
         self.path = path
         self.filename_suffix = filename_suffix
-        self.users: set[tuple[bytes, int]] = set()  # (client, stream) writing here
+        self.users: set[tuple[bytes, int]] = set()  # (client, writer id) writing here
         self.last_steps: dict[str, int] = {}
         self.file: EventFile | None = None
 
@@ -72,6 +75,112 @@ class RunLog:
         self.event_file().write(session_start_event(wall_time, step))
         self.last_steps.clear()
 
+    def flush(self) -> None:
+        """Hands what was written to the OS: readable by TensorBoard from then on."""
+        if self.file is not None:
+            self.file.flush()
+
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+
+
+class RefusedWriter(ValueError):
+    """A writer's records cannot go anywhere; `reason` is what they are counted under."""
+
+    def __init__(self, reason: DropReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+@dataclass
+class _Writer:
+    """A SummaryWriter of some client: its log directory and the runs it has written."""
+
+    logdir: str
+    filename_suffix: str
+    runs: dict[str, RunLog] = field(default_factory=dict)
+
+
+WriterKey = tuple[bytes, int]  # (client, writer id)
+
+
+class Runs:
+    """Every run directory the daemon writes, and which client's writer writes where.
+
+    Writers that write the same directory share its `RunLog`, so one file holds them all in step
+    order; a directory's file is closed when its last writer is.
+    """
+
+    def __init__(self) -> None:
+        self._writers: dict[WriterKey, _Writer] = {}
+        self._runs: dict[str, RunLog] = {}
+
+    def open_writer(self, client: bytes, writer: int, options: dict[str, Any], wall_time: float) -> None:
+        """Registers a writer's log directory, with its purge if it asks for one. Raises RefusedWriter."""
+        logdir = options.get("logdir")
+        suffix = options.get("filename_suffix") or ""
+        try:
+            if type(logdir) is not str or type(suffix) is not str or "/" in suffix or "\0" in suffix:
+                raise BadRunName(f"bad logdir {logdir!r} or filename_suffix {suffix!r}")
+            run = self._run_at(resolve_run(logdir, ""), suffix)
+            purge_step = options.get("purge_step")
+            if type(purge_step) is int:
+                run.purge_from(purge_step, wall_time)
+        except (BadRunName, OSError, ValueError) as exc:  # ValueError: e.g. a NUL in a path
+            raise RefusedWriter(DropReason.BAD_LOGDIR, f"refusing a writer: {exc}") from exc
+        key = (client, writer)
+        self._writers[key] = _Writer(logdir, suffix, {"": run})
+        run.users.add(key)
+
+    def run_for(self, client: bytes, writer: int, run_name: str) -> RunLog:
+        """The run a writer's records of sub-run `run_name` go to. Raises RefusedWriter."""
+        opened = self._writers.get((client, writer))
+        if opened is None:
+            raise RefusedWriter(DropReason.UNKNOWN_WRITER, f"writer {writer} of client {client.hex()} is not open")
+        run = opened.runs.get(run_name)
+        if run is None:
+            try:
+                run = self._run_at(resolve_run(opened.logdir, run_name), opened.filename_suffix)
+            except BadRunName as exc:
+                raise RefusedWriter(DropReason.BAD_RUN_NAME, str(exc)) from exc
+            opened.runs[run_name] = run
+            run.users.add((client, writer))
+        return run
+
+    def close_writer(self, key: WriterKey) -> None:
+        """The writer is closed: files no other writer uses are closed too."""
+        opened = self._writers.pop(key, None)
+        if opened is None:
+            return
+        for run in opened.runs.values():
+            run.users.discard(key)
+            if not run.users:
+                run.close()
+                self._runs.pop(run.path, None)
+
+    def close_client(self, client: bytes) -> None:
+        """Every writer of a client that is gone."""
+        for key in [key for key in self._writers if key[0] == client]:
+            self.close_writer(key)
+
+    def open_files(self) -> int:
+        return sum(1 for run in list(self._runs.values()) if run.file is not None)
+
+    def fsync(self) -> None:
+        for run in self._runs.values():
+            if run.file is not None:
+                run.file.fsync()
+
+    def close(self) -> None:
+        """Closes every file (fsynced first)."""
+        for run in self._runs.values():
+            run.close()
+        self._runs.clear()
+        self._writers.clear()
+
+    def _run_at(self, path: str, suffix: str) -> RunLog:
+        run = self._runs.get(path)
+        if run is None:
+            run = self._runs[path] = RunLog(path, suffix)
+        return run

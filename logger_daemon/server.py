@@ -20,10 +20,11 @@ from typing import Any
 
 import zmq
 
-from logger_client import _wire
-from logger_client._config import Settings
-from logger_client._wire import MessageKind, ProtocolError
-from logger_daemon.pipeline import Pipeline, Work
+from logger_client import protocol
+from logger_client.protocol import DropReason, MessageKind, ProtocolError
+from logger_client.settings import Settings
+from logger_daemon.intake import Work
+from logger_daemon.pipeline import Pipeline
 from logger_daemon.stats import Stats
 
 log = logging.getLogger("logger_daemon")
@@ -173,14 +174,14 @@ class Server:
             identity, body = frames[0].bytes, frames[1:]
             client = self._clients.get(identity)
             try:
-                message = _wire.decode(body, client.arena if client is not None else None)
+                message = protocol.decode(body, client.arena if client is not None else None)
             except ProtocolError as exc:
                 self.stats.drop(exc.reason)
                 log.warning("refused a message: %s", exc)
-                self._reply(sock, identity, MessageKind.REFUSED, {"reason": exc.reason, "detail": exc.detail})
+                self._reply(sock, identity, MessageKind.REFUSED, {"reason": exc.reason.value, "detail": exc.detail})
                 continue
             except Exception:  # a peer's bytes must never stop the loop; a bug here is logged
-                self.stats.drop("malformed_message")
+                self.stats.drop(DropReason.MALFORMED_MESSAGE)
                 log.exception("could not decode a message")
                 continue
             try:
@@ -189,10 +190,10 @@ class Server:
                 self.stats.drop(exc.reason)
                 log.warning("refused a message: %s", exc)
             except Exception:
-                self.stats.drop("malformed_message")
+                self.stats.drop(DropReason.MALFORMED_MESSAGE)
                 log.exception("could not handle a %s message", message.kind.name)
 
-    def _dispatch(self, sock: zmq.Socket, identity: bytes, client: _Client | None, message: _wire.Message) -> None:
+    def _dispatch(self, sock: zmq.Socket, identity: bytes, client: _Client | None, message: protocol.Message) -> None:
         kind, header = message.kind, message.header
         now = time.monotonic()
         if client is not None:
@@ -201,11 +202,11 @@ class Server:
         if kind == MessageKind.RECORDS:
             records = header.get("records")
             if not isinstance(records, list) or type(seq) is not int:
-                raise ProtocolError("malformed_message", "RECORDS without a records list and an int seq")
-            count = len(records) + sum(len(r) // _wire.SCALAR_ROW.size - 1 for r in records if type(r) is bytes)
+                raise ProtocolError(DropReason.MALFORMED_MESSAGE, "RECORDS without a records list and an int seq")
+            work = Work.of_records(identity, seq, records, message.arrays)
             if client is not None:
-                client.records += count
-            self.pipeline.put(Work(identity, seq, records, message.arrays, count=count))
+                client.records += work.count
+            self.pipeline.put(work)
         elif kind == MessageKind.FLUSH and type(seq) is int:
             self.pipeline.put(Work(identity, seq, flush=True))
         elif kind == MessageKind.HELLO and type(seq) is int:
@@ -222,7 +223,7 @@ class Server:
             self._reply(sock, identity, MessageKind.STOP_REPLY, {"stopping": True})
             self.request_stop()
         elif kind != MessageKind.HEARTBEAT:
-            raise ProtocolError("malformed_message", f"unexpected {kind.name} message")
+            raise ProtocolError(DropReason.MALFORMED_MESSAGE, f"unexpected {kind.name} message")
 
     def _client_gone(self, identity: bytes) -> None:
         if self._clients.pop(identity, None) is not None:
@@ -246,7 +247,7 @@ class Server:
     @staticmethod
     def _reply(sock: zmq.Socket, identity: bytes, kind: MessageKind, header: dict[str, Any]) -> None:
         try:
-            sock.send_multipart([identity, *_wire.encode(kind, header)], flags=zmq.NOBLOCK)
+            sock.send_multipart([identity, *protocol.encode(kind, header)], flags=zmq.NOBLOCK)
         except zmq.ZMQError:
             pass  # the peer is gone or not reading; it will not miss a reply it cannot take
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
+
+from logger_client.protocol import DropReason
 
 
 class Stats:
@@ -29,10 +31,10 @@ class Stats:
             self.written += records
             self.bytes_written += nbytes
 
-    def drop(self, reason: str, count: int = 1) -> None:
+    def drop(self, reason: DropReason, count: int = 1) -> None:
         """Counts `count` records refused or lost for `reason`."""
         with self._lock:
-            self.dropped[reason] += count
+            self.dropped[reason.value] += count
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -44,3 +46,21 @@ class Stats:
                 "records_dropped": dict(self.dropped),
                 "bytes_written": self.bytes_written,
             }
+
+
+class Drops:
+    """Records refused while handling client messages: counted in `Stats` at once (so `status`
+    shows them as they happen), and per client until its next acknowledgement carries them."""
+
+    def __init__(self, stats: Stats) -> None:
+        self._stats = stats
+        self._by_client: defaultdict[bytes, Counter[str]] = defaultdict(Counter)
+
+    def add(self, reason: DropReason, count: int, client: bytes) -> None:
+        self._stats.drop(reason, count)
+        self._by_client[client][reason.value] += count
+
+    def take(self) -> dict[bytes, Counter[str]]:
+        """The per-client counts since the last take."""
+        taken, self._by_client = self._by_client, defaultdict(Counter)
+        return dict(taken)

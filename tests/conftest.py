@@ -3,6 +3,10 @@
 Every test that talks to a daemon gets its own `LOGGER_RUNTIME_DIR`, so daemons of different tests
 never meet. At teardown the process's transport is shut down and any daemon of that directory is
 stopped (then killed, if it does not stop within its deadline).
+
+Tests that start daemons, subprocesses or benchmarks are marked `e2e`, so that
+`python -m pytest -m "not e2e"` is the fast, in-process loop; the daemon fixtures refuse a test
+that is not marked.
 """
 
 from __future__ import annotations
@@ -15,18 +19,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 
-from logger_client._discovery import daemon_running
-from logger_client._transport import shutdown_transport
+from logger_client._daemon_transport import shutdown_transport
+from logger_client.runtime import daemon_running
+
+T = TypeVar("T")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def wait_for(
-    condition: Callable[[], object], timeout_s: float = 20.0, interval_s: float = 0.02, message: str = "condition"
-) -> object:
+    condition: Callable[[], T], timeout_s: float = 20.0, interval_s: float = 0.02, message: str = "condition"
+) -> T:
     """Polls `condition` until it returns a truthy value; fails the test after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -59,9 +66,16 @@ def stop_daemon(runtime_dir: str, timeout_s: float = 15.0) -> None:
         )
 
 
+def require_e2e(request: pytest.FixtureRequest) -> None:
+    """Fails a test that starts a daemon without the `e2e` mark (it would slow the fast loop)."""
+    if request.node.get_closest_marker("e2e") is None:
+        pytest.fail(f"{request.node.nodeid} starts a daemon: mark it @pytest.mark.e2e")
+
+
 @pytest.fixture
-def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def runtime_dir(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A private runtime directory for this test (short: ipc socket paths are limited to ~100 bytes)."""
+    require_e2e(request)
     path = tempfile.mkdtemp(prefix="tbl-")
     os.chmod(path, 0o700)
     monkeypatch.setenv("LOGGER_RUNTIME_DIR", path)
@@ -95,7 +109,9 @@ def daemon(runtime_dir: str) -> Iterator[subprocess.Popen]:
         )
     try:
         wait_for(lambda: daemon_running(runtime_dir) or process.poll() is not None, message="the daemon to start")
-        assert process.poll() is None, open(log_path).read()
+        if process.poll() is not None:
+            with open(log_path) as log:
+                pytest.fail(f"the daemon exited at start:\n{log.read()}")
         yield process
     finally:
         shutdown_transport(5.0)

@@ -8,9 +8,9 @@ import time
 import pytest
 import zmq
 
-from logger_client import _wire
-from logger_client._discovery import endpoint
-from logger_client._wire import MessageKind
+from logger_client import protocol
+from logger_client.protocol import MessageKind
+from logger_client.runtime import endpoint
 
 
 class RawPeer:
@@ -30,13 +30,13 @@ class RawPeer:
 
     def send_message(self, kind: MessageKind, header: dict, arrays=()) -> int:
         self.seq += 1
-        self.send(_wire.encode(kind, {**header, "cid": self.cid, "seq": self.seq}, list(arrays)))
+        self.send(protocol.encode(kind, {**header, "cid": self.cid, "seq": self.seq}, list(arrays)))
         return self.seq
 
-    def receive(self, timeout_s: float = 10.0) -> _wire.Message | None:
-        if not self.sock.poll(timeout_s * 1000):
+    def receive(self, timeout_s: float = 10.0) -> protocol.Message | None:
+        if not self.sock.poll(int(timeout_s * 1000)):
             return None
-        return _wire.decode(self.sock.recv_multipart())
+        return protocol.decode(self.sock.recv_multipart())
 
     def wait_for_reply(self, kind: MessageKind, timeout_s: float = 10.0, seq: int = 0) -> dict:
         """The header of the next `kind` message (for ACK: one acknowledging `seq`); fails on timeout."""

@@ -34,7 +34,9 @@ from tensorboard.backend.event_processing.event_file_loader import LegacyEventFi
 from tensorboard.util import tensor_util
 
 from logger_client import SummaryWriter
-from logger_client._discovery import daemon_running
+from logger_client.runtime import daemon_running
+
+pytestmark = pytest.mark.e2e
 
 #: size_guidance 0 for every kind: the accumulator keeps every event, no reservoir sampling.
 KEEP_ALL = dict.fromkeys((ea.COMPRESSED_HISTOGRAMS, ea.IMAGES, ea.AUDIO, ea.SCALARS, ea.HISTOGRAMS, ea.TENSORS), 0)
@@ -723,8 +725,8 @@ def test_default_logdir(runtime_dir: str, tmp_path, monkeypatch, comment: str) -
     acc = load_runs(str(tmp_path / "runs"))
     assert list(acc) == [os.path.relpath(logdir, "runs")]
     assert acc[os.path.relpath(logdir, "runs")].Scalars("z")[0].value == 3.0
-    reference = tensorboardX.SummaryWriter(comment=comment, write_to_disk=False)
-    assert DEFAULT_LOGDIR.fullmatch(reference.logdir)["rest"] == match["rest"]
+    reference = DEFAULT_LOGDIR.fullmatch(tensorboardX.SummaryWriter(comment=comment, write_to_disk=False).logdir)
+    assert reference and reference["rest"] == match["rest"]
 
 
 def _purge_session(writer_cls, logdir: str) -> None:
@@ -858,7 +860,7 @@ def test_write_to_disk_false_writes_nothing(runtime_dir: str, tmp_path) -> None:
     assert writer.close() is True
     # The arguments are still checked.
     with pytest.raises(TypeError, match="tag"):
-        writer.add_scalar(3, 1.0)
+        writer.add_scalar(3, 1.0)  # type: ignore[arg-type]  # wrong on purpose
     assert not logdir.exists()
     assert list(tmp_path.iterdir()) == []
     assert not daemon_running(runtime_dir), "write_to_disk=False started a daemon"
@@ -932,18 +934,23 @@ BAD_CALLS = [
     ("constructor-unknown-kwarg", lambda w: SummaryWriter(w.get_logdir(), bogus=1), TypeError, "bogus"),
     (
         "constructor-filename_suffix",
-        lambda w: SummaryWriter(w.get_logdir(), filename_suffix=3),
+        lambda w: SummaryWriter(w.get_logdir(), filename_suffix=3),  # type: ignore[arg-type]
         TypeError,
         "filename_suffix",
     ),
-    ("constructor-purge_step", lambda w: SummaryWriter(w.get_logdir(), purge_step="x"), TypeError, "purge_step"),
+    (
+        "constructor-purge_step",
+        lambda w: SummaryWriter(w.get_logdir(), purge_step="x"),  # type: ignore[arg-type]
+        TypeError,
+        "purge_step",
+    ),
 ]
 
 
 def test_argument_errors_raise_at_the_call(runtime_dir: str, logdir: str) -> None:
     """Each bad call raises a message naming the argument, and writes nothing."""
     with SummaryWriter(logdir) as writer:
-        for name, call, error, argument in BAD_CALLS:
+        for _name, call, error, argument in BAD_CALLS:
             with pytest.raises(error, match=argument):
                 call(writer)
         writer.add_scalar("good", 1.0, 0)

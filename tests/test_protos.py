@@ -49,6 +49,7 @@ tb_event_pb2 = pytest.importorskip("tensorboard.compat.proto.event_pb2")
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_generated_modules_match_sources():
     if importlib.util.find_spec("grpc_tools") is None:
         pytest.skip("grpcio-tools not installed; cannot regenerate protobuf modules")
@@ -72,7 +73,23 @@ _TB_COMPAT = "tensorboard.compat.proto.{}_pb2"
 _COUNTERPARTS = {
     **{
         name: _TB_COMPAT.format(name)
-        for name in ["event", "summary", "histogram", "tensor", "tensor_shape", "types", "resource_handle", "graph", "node_def", "attr_value", "versions", "full_type", "function", "op_def", "graph_debug_info"]
+        for name in [
+            "event",
+            "summary",
+            "histogram",
+            "tensor",
+            "tensor_shape",
+            "types",
+            "resource_handle",
+            "graph",
+            "node_def",
+            "attr_value",
+            "versions",
+            "full_type",
+            "function",
+            "op_def",
+            "graph_debug_info",
+        ]
     },
     "plugin_scalar": "tensorboard.plugins.scalar.plugin_data_pb2",
     "plugin_histogram": "tensorboard.plugins.histogram.plugin_data_pb2",
@@ -397,6 +414,7 @@ _ORDERS = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("order", sorted(_ORDERS))
 def test_coexists_with_tensorboard_and_tensorboardx(order):
     pytest.importorskip("tensorboardX.proto.event_pb2")

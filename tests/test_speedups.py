@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import weakref
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +21,8 @@ from test_daemon import accumulator
 
 from logger_client import SummaryWriter, _fast
 from logger_client._convert import STREAM_MIN_BYTES, to_owned_array
-from logger_client._wire import SCALAR_ROW
+from logger_client.in_memory import InMemoryTransport
+from logger_client.protocol import SCALAR_ROW
 
 extension = pytest.importorskip("logger_client._speedups", reason="the optional C extension was not built")
 stream_copy = extension.stream_copy
@@ -136,6 +138,7 @@ def test_large_arrays_are_owned_copies_whatever_their_layout() -> None:
         assert owned.max() >= 0
 
 
+@pytest.mark.e2e
 def test_large_arrays_changed_right_after_each_call_are_written_as_they_were(daemon, logdir) -> None:
     histogram = np.empty(STREAM_MIN_BYTES // 4 + 1000, np.float32)
     image = np.empty((3, 256, 256), np.float32)
@@ -163,7 +166,7 @@ def test_large_arrays_changed_right_after_each_call_are_written_as_they_were(dae
 # -- the C add_scalar ----------------------------------------------------------------------------
 
 # The ways add_scalar is called, each once in a fresh writer: (args, kwargs).
-CALLS = [
+CALLS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
     (("plain", 0.5), {}),
     (("plain", 1.5, 7), {}),
     (("plain", 2.5, 8, NOW), {}),
@@ -196,21 +199,23 @@ def _logged(logdir: str) -> list:
     return found
 
 
-def test_a_writer_gets_the_c_add_scalar_unless_it_overrides_it_or_discards(daemon, logdir) -> None:
+def test_a_writer_gets_the_c_add_scalar_unless_it_overrides_it_or_discards(logdir) -> None:
     class Counting(SummaryWriter):
         calls = 0
 
-        def add_scalar(self, *args, **kwargs) -> None:  # type: ignore[override]
+        def add_scalar(self, *args, **kwargs) -> None:
             Counting.calls += 1
             super().add_scalar(*args, **kwargs)
 
-    with SummaryWriter(logdir) as writer, Counting(logdir + "/sub") as counting:
+    memory = InMemoryTransport()
+    with SummaryWriter(logdir, transport=memory) as writer, Counting(logdir + "/sub", transport=memory) as counting:
         assert type(writer.add_scalar) is extension.ScalarCall
         counting.add_scalar("x", 1.0, 1)
         assert Counting.calls == 1
     assert type(SummaryWriter(logdir, write_to_disk=False).add_scalar) is not extension.ScalarCall
 
 
+@pytest.mark.e2e
 def test_the_c_add_scalar_writes_what_the_python_method_writes(daemon, logdir, tmp_path) -> None:
     with SummaryWriter(logdir) as writer:
         for args, kwargs in CALLS:
@@ -235,8 +240,8 @@ def test_the_c_add_scalar_writes_what_the_python_method_writes(daemon, logdir, t
         (("t", 1.0), {"step": 2}, TypeError, "step"),
     ],
 )
-def test_the_c_add_scalar_raises_what_the_method_raises(daemon, logdir, args, kwargs, error, message) -> None:
-    with SummaryWriter(logdir) as writer:
+def test_the_c_add_scalar_raises_what_the_method_raises(logdir, args, kwargs, error, message) -> None:
+    with SummaryWriter(logdir, transport=InMemoryTransport()) as writer:
         writer.add_scalar("t", 0.0, 0)  # the tag is known: the C path sees these calls first
         assert type(writer.add_scalar) is extension.ScalarCall
         with pytest.raises(error, match=message):
@@ -245,8 +250,8 @@ def test_the_c_add_scalar_raises_what_the_method_raises(daemon, logdir, args, kw
             SummaryWriter.add_scalar(writer, *args, **kwargs)
 
 
-def test_a_writer_with_the_c_add_scalar_is_collected(daemon, logdir) -> None:
-    writer = SummaryWriter(logdir)
+def test_a_writer_with_the_c_add_scalar_is_collected(logdir) -> None:
+    writer = SummaryWriter(logdir, transport=InMemoryTransport())
     writer.add_scalar("t", 1.0, 1)
     writer.close()
     gone = weakref.ref(writer)

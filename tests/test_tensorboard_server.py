@@ -29,6 +29,8 @@ from conftest import REPO, wait_for
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator as ea
 
+pytestmark = pytest.mark.e2e
+
 STEPS = 30
 RANKS = 2
 KEEP_ALL = dict.fromkeys((ea.COMPRESSED_HISTOGRAMS, ea.IMAGES, ea.AUDIO, ea.SCALARS, ea.HISTOGRAMS, ea.TENSORS), 0)

@@ -107,6 +107,14 @@ def test_length_with_a_valid_crc_but_past_the_end_stops_reading():
 # -- scalar Event bytes --------------------------------------------------------------------------
 
 
+def scalar_event(wall_time: float, step: int, tag: str, value: float) -> bytes:
+    """One event through the daemon's column encoder."""
+    (rows,) = event_codec.scalar_event_rows(
+        tag, np.array([wall_time], np.float64), np.array([step], np.int64), np.array([value], np.float64)
+    )
+    return rows[0].tobytes()
+
+
 def _protobuf_scalar_event(wall_time: float, step: int, tag: str, value: float) -> bytes:
     return Event(
         wall_time=wall_time, step=step, summary=Summary(value=[Summary.Value(tag=tag, simple_value=value)])
@@ -171,7 +179,7 @@ _VALUES = [
 def test_scalar_event_bytes_equal_protobuf():
     cases = 0
     for tag, step, wall_time, value in itertools.product(_TAGS, _STEPS, _WALL_TIMES, _VALUES):
-        ours = event_codec.scalar_event(wall_time, step, tag, value)
+        ours = scalar_event(wall_time, step, tag, value)
         assert ours == _protobuf_scalar_event(wall_time, step, tag, value), (tag[:20], step, wall_time, value)
         cases += 1
     assert cases == len(_TAGS) * len(_STEPS) * len(_WALL_TIMES) * len(_VALUES)
@@ -184,7 +192,7 @@ def test_scalar_event_random_cases_equal_protobuf_and_parse_back():
         step = rng.randint(-(2**63), 2**63 - 1) if rng.random() < 0.5 else rng.randint(0, 10**6)
         wall_time = rng.uniform(0, 2e9)
         value = struct.unpack("<f", struct.pack("<f", rng.uniform(-1e30, 1e30)))[0]
-        ours = event_codec.scalar_event(wall_time, step, tag, value)
+        ours = scalar_event(wall_time, step, tag, value)
         assert ours == _protobuf_scalar_event(wall_time, step, tag, value)
         parsed = TbEvent.FromString(ours)
         assert (parsed.wall_time, parsed.step, parsed.summary.value[0].tag) == (wall_time, step, tag)
@@ -193,14 +201,14 @@ def test_scalar_event_random_cases_equal_protobuf_and_parse_back():
 
 def test_scalar_event_with_an_empty_tag_parses_as_protobufs():
     # proto3 omits an empty string; the hand-made bytes carry it. Both parse to the same Event.
-    ours = TbEvent.FromString(event_codec.scalar_event(12.5, 3, "", 2.0))
+    ours = TbEvent.FromString(scalar_event(12.5, 3, "", 2.0))
     theirs = TbEvent.FromString(_protobuf_scalar_event(12.5, 3, "", 2.0))
     assert ours == theirs
 
 
 @pytest.mark.parametrize("value", [1e40, -1e300, 3.5e38])
 def test_scalar_event_beyond_float32_range_is_infinity_as_protobuf(value):
-    ours = event_codec.scalar_event(1.0, 1, "loss", value)
+    ours = scalar_event(1.0, 1, "loss", value)
     assert ours == _protobuf_scalar_event(1.0, 1, "loss", value)
     assert TbEvent.FromString(ours).summary.value[0].simple_value == math.copysign(math.inf, value)
 
@@ -212,7 +220,7 @@ def test_event_file_is_read_by_tensorboards_loader(tmp_path):
     events = EventFile(str(tmp_path / "run"))
     expected = [(step, f"tag{step % 3}", step * 0.5) for step in range(500)]
     for step, tag, value in expected:
-        events.write(event_codec.scalar_event(1000.0 + step, step, tag, value))
+        events.write(scalar_event(1000.0 + step, step, tag, value))
     events.flush()  # readable from here on, before close
     loaded = _load(events.path)
     assert loaded[0].file_version == "brain.Event:2"
@@ -228,7 +236,7 @@ def test_event_file_is_read_by_tensorboards_loader(tmp_path):
 
 def test_event_file_records_are_valid_tfrecords(tmp_path):
     events = EventFile(str(tmp_path))
-    payloads = [event_codec.scalar_event(5.0, i, "t", float(i)) for i in range(50)]
+    payloads = [scalar_event(5.0, i, "t", float(i)) for i in range(50)]
     for payload in payloads:
         events.write(payload)
     events.close()

@@ -10,8 +10,10 @@ import os
 import tempfile
 from dataclasses import dataclass, fields
 
-#: Directory holding the daemon's socket, lock and log; created 0700 and checked on use.
-ENV_RUNTIME_DIR = "LOGGER_RUNTIME_DIR"
+__all__ = ["ENV_PREFIX", "Settings"]
+
+#: Every setting `name` is overridden by the environment variable `LOGGER_<NAME>`.
+ENV_PREFIX = "LOGGER_"
 
 
 def _default_runtime_dir() -> str:
@@ -24,6 +26,7 @@ def _default_runtime_dir() -> str:
 class Settings:
     """Defaults for client and daemon; `Settings.from_env()` applies `LOGGER_<NAME>` overrides."""
 
+    #: Directory of the daemon's socket, locks and log (see `runtime`); default per user.
     runtime_dir: str = ""
     #: Small records per message; a full batch is sent at once, a partial one after `linger_s`.
     batch_records: int = 4096
@@ -59,14 +62,14 @@ class Settings:
         """Defaults overridden by `LOGGER_RUNTIME_DIR`, `LOGGER_BATCH_RECORDS`, `LOGGER_LINGER_S`, ..."""
         values = {}
         for field in fields(cls):
-            raw = os.environ.get("LOGGER_" + field.name.upper())
+            raw = os.environ.get(ENV_PREFIX + field.name.upper())
             if raw is None or raw == "":
                 continue
-            kind = type(field.default)
+            kind: type = type(field.default)
             try:
                 values[field.name] = kind(raw)
             except ValueError:
-                raise ValueError(f"LOGGER_{field.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
+                raise ValueError(f"{ENV_PREFIX}{field.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
         settings = cls(**values)
         if not settings.runtime_dir:
             settings = cls(**{**values, "runtime_dir": _default_runtime_dir()})

@@ -1,0 +1,319 @@
+"""The transport to the node's daemon: a `Producer` the writers feed, and one background I/O thread
+per process that moves what it packs to a `Sender` on a ZeroMQ socket.
+
+The I/O thread wakes when a producer packed a batch, a flush or close is asked or arrays pile up
+(a quarter of the array bound queued), and every `linger_s` otherwise, so a record is on its way
+within `linger_s`. It takes the GIL as seldom as it can: a training thread coming back from its
+step waits for it (see docs/design.md, Threading and the GIL).
+
+`get_transport()` gives the process's one transport; `shutdown_transport()` flushes and closes it
+(at interpreter exit too); a forked child resets it to a connection of its own.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import zmq
+
+from ._arena import Arena
+from ._discovery import find_or_start_daemon
+from ._producer import Batch, Producer
+from ._sender import Sender, connect_dealer
+from .settings import Settings
+from .transport import TransportStats
+
+log = logging.getLogger("logger_client")
+
+#: How long exiting waits for a daemon that already let a flush time out.
+_GRACE_AFTER_TIMEOUT_S = 0.5
+#: How long shutdown waits for the I/O thread beyond its flush.
+_JOIN_GRACE_S = 1.0
+
+
+class DaemonTransport:
+    """The process's connection to its daemon, shared by every SummaryWriter of the process.
+
+    `find_endpoint` gives the daemon's ZeroMQ endpoint (by default: the runtime directory's,
+    starting a daemon there if none runs); it is called on the I/O thread.
+    """
+
+    def __init__(self, settings: Settings, find_endpoint: Callable[[Settings], str] = find_or_start_daemon) -> None:
+        self.settings = settings
+        self._find_endpoint = find_endpoint
+        self._arena = Arena(settings.arena_bytes)
+        self._producer = Producer(settings, self._wake)
+        self.queue = self._producer.queue
+        self.batch_records = self._producer.batch_records
+        self._pid = os.getpid()
+        self._wake_r, self._wake_w = _wake_pipe()
+        self._stopping = threading.Event()
+        self._connected = threading.Event()  # set once the daemon answered, or the thread failed
+        self._error: str | None = None
+        self._daemon_unresponsive = False  # a flush timed out and no ack came since
+        self._sender: Sender | None = None  # the I/O thread's; read by `stats` from other threads
+        self._thread = threading.Thread(target=self._run, name="logger-client-io", daemon=True)
+        self._thread.start()
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: a connection of its own, never the parent's socket or thread. The
+        child's writers stay open and are announced to its daemon again."""
+        self._producer.reset_after_fork()
+        self._arena.close()
+        self._arena = Arena(self.settings.arena_bytes)
+        self._pid = os.getpid()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self._wake_r, self._wake_w = _wake_pipe()
+        self._stopping = threading.Event()
+        self._connected = threading.Event()
+        self._error = None
+        self._daemon_unresponsive = False
+        self._sender = None
+        self._thread = threading.Thread(target=self._run, name="logger-client-io", daemon=True)
+        self._thread.start()
+
+    # -- the Transport interface: any thread -------------------------------------------------------
+
+    def open_writer(self, options: dict[str, Any]) -> int:
+        return self._producer.open_writer(options)
+
+    def scalar_key(self, writer: int, run: str, tag: str) -> int | None:
+        return self._producer.scalar_key(writer, run, tag)
+
+    def close_writer(self, writer: int, timeout_s: float) -> bool:
+        """Sends a writer's close and waits until the daemon has written all it sent."""
+        self._producer.close_writer(writer)
+        return self.flush(timeout_s)
+
+    def submit_array(self, record: tuple) -> None:
+        self._producer.submit_array(record)
+
+    def empty_array(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        return self._arena.empty(shape, dtype)
+
+    def on_backlog(self, length: int, added: int = 1) -> None:
+        self._producer.on_backlog(length, added)
+
+    def flush(self, timeout_s: float) -> bool:
+        """Blocks until everything queued before this call is written by the daemon, or timeout."""
+        if not self._thread.is_alive():
+            return False  # nothing will ever acknowledge it
+        request = self._producer.request_flush()
+        done = request.done.wait(timeout_s)
+        if not done:
+            self._daemon_unresponsive = True  # until the daemon next answers
+        return done
+
+    def stats(self) -> TransportStats:
+        """Counts since this process connected.
+
+        `records_sent`: data records handed to the daemon; `records_written`: those it confirmed
+        written; `records_dropped`: by reason, both what this client could not keep and what the
+        daemon refused (whose reasons `logger-daemon status` shows too).
+        """
+        sender = self._sender
+        sent, acked, refused = sender.counts() if sender is not None else (0, 0, Counter[str]())
+        return {
+            "records_sent": sent,
+            "records_written": acked - sum(refused.values()),
+            "records_dropped": dict(self._producer.dropped() + refused),
+            "array_bytes_held": self._producer.array_bytes_held(),
+            "arena_bytes": self._arena.faulted_bytes,
+            "queued": self._producer.queued(),
+            "error": self._error,
+        }
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def wait_connected(self) -> None:
+        """Waits for the daemon's welcome; raises if none comes within `connect_timeout_s`."""
+        timeout_s = self.settings.connect_timeout_s
+        if not self._connected.wait(timeout_s):
+            raise ConnectionError(self._error or f"the daemon did not answer within {timeout_s}s")
+        if self._error:
+            raise ConnectionError(self._error)
+
+    def shutdown(self, timeout_s: float) -> bool:
+        """Flushes within `timeout_s`, says goodbye and stops the I/O thread. Never blocks longer.
+
+        With nothing unacknowledged there is nothing to wait for; after a flush that already
+        timed out (the daemon is presumed gone) only a short grace is given, so a process whose
+        daemon died exits promptly.
+        """
+        deadline = time.monotonic() + timeout_s
+        if self._daemon_unresponsive:
+            timeout_s = min(timeout_s, _GRACE_AFTER_TIMEOUT_S)
+        if not self._thread.is_alive():
+            flushed = False
+        elif self._producer.idle():
+            flushed = True
+        else:
+            flushed = self.flush(timeout_s)
+        self._stopping.set()
+        self._wake()
+        self._thread.join(max(0.0, deadline - time.monotonic()) + _JOIN_GRACE_S)
+        return flushed
+
+    def owned_by_this_process(self) -> bool:
+        """False in a forked child until `reset_after_fork` ran."""
+        return self._pid == os.getpid()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already
+
+    def _fail(self, error: str) -> None:
+        if self._error is None:  # the first cause is the one to report
+            log.error("%s", error)
+            self._error = error
+        self._connected.set()
+
+    # -- the I/O thread ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        context = zmq.Context()
+        sock = None
+        try:
+            sock = connect_dealer(context, self._find_endpoint(self.settings))
+            sender = Sender(sock, self._arena)
+            sender.hello()
+            self._sender = sender
+            self._producer.announce_again()
+            self._serve(sender)
+        except Exception as exc:  # the thread must record why it stopped, never die silently
+            self._fail(f"logger_client I/O thread failed: {exc!r}")
+        finally:
+            if sock is not None:
+                sock.close(linger=0)
+            context.term()
+            lost = self._producer.give_up()
+            if lost:
+                log.warning("logger_client: %d record(s) were not confirmed written by the daemon", lost)
+
+    def _serve(self, sender: Sender) -> None:
+        poller = zmq.Poller()
+        poller.register(sender.sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        producer = self._producer
+        last_sent = next_drain = time.monotonic()
+        while True:
+            timeout_ms = math.ceil(max(0.0, next_drain - time.monotonic()) * 1000)
+            events = dict(poller.poll(timeout_ms))
+            woken = self._wake_r in events
+            if woken:
+                _empty_pipe(self._wake_r)
+            if sender.sock in events:
+                self._receive(sender)
+            now = time.monotonic()
+            # The queue is drained when the linger is up or something special (an array, a flush)
+            # waits in it; a plain wake-up only sends what producers packed. Never merely because
+            # an ack came in: that would send a trickle of tiny batches.
+            linger_up = now >= next_drain or self._stopping.is_set()
+            if (woken or linger_up) and self._send(sender, linger_up or producer.specials_waiting()):
+                last_sent = now
+            if linger_up:
+                next_drain = now + producer.linger_s
+            sender.retry_unsent()
+            if now - last_sent > self.settings.heartbeat_s:
+                sender.heartbeat()
+                last_sent = now
+            if self._stopping.is_set() and not self.queue:
+                sender.bye()
+                return
+
+    def _send(self, sender: Sender, drain_queue: bool) -> bool:
+        """Sends what producers packed and, if `drain_queue`, what is queued; whether anything went.
+        Leaves everything queued while the daemon is behind: there the bounds apply."""
+        if sender.unsent_bytes() > self.settings.max_buffer_bytes:
+            return False
+        # Producers' batches go out without the pack lock, so producers go on packing meanwhile.
+        outgoing = self._producer.drain() if drain_queue else self._producer.take_packed()
+        for item in outgoing:
+            if isinstance(item, Batch):
+                sender.send_batch(item)
+            else:
+                sender.send_flush(item)
+        return bool(outgoing)
+
+    def _receive(self, sender: Sender) -> None:
+        records, array_bytes = sender.receive()
+        if records or array_bytes:
+            self._producer.release(records, array_bytes)
+        if sender.welcomed:  # the daemon answers: not presumed gone
+            self._daemon_unresponsive = False
+            self._connected.set()
+        if sender.error:
+            self._fail(sender.error)
+
+
+def _wake_pipe() -> tuple[int, int]:
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)
+    return read, write
+
+
+def _empty_pipe(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+# -- the process's transport -----------------------------------------------------------------------
+
+_transport: DaemonTransport | None = None
+_transport_lock = threading.Lock()
+
+
+def get_transport(settings: Settings | None = None) -> DaemonTransport:
+    """The process's transport, connecting (and starting a daemon) on first use."""
+    global _transport
+    with _transport_lock:
+        if _transport is None:
+            transport = DaemonTransport(settings or Settings.from_env())
+            try:
+                transport.wait_connected()
+            except BaseException:
+                transport.shutdown(0.0)
+                raise
+            _transport = transport
+        return _transport
+
+
+def shutdown_transport(timeout_s: float | None = None) -> bool:
+    """Flushes and disconnects the process's transport; the next writer connects afresh.
+
+    Returns whether everything was confirmed written. Runs at interpreter exit; tests call it to
+    move between daemons.
+    """
+    global _transport
+    with _transport_lock:
+        transport, _transport = _transport, None
+    if transport is None or not transport.owned_by_this_process():
+        return True
+    return transport.shutdown(transport.settings.close_timeout_s if timeout_s is None else timeout_s)
+
+
+def _after_fork_in_child() -> None:
+    global _transport_lock
+    _transport_lock = threading.Lock()  # another thread may have held it at the fork
+    if _transport is not None:  # only the live transport: a shut-down one stays down
+        _transport.reset_after_fork()
+
+
+atexit.register(shutdown_transport)
+os.register_at_fork(after_in_child=_after_fork_in_child)

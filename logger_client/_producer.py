@@ -1,0 +1,421 @@
+"""The producer side of the transport: the queue training threads append to, its bounds, and the
+packing of queued items into message bodies that the sender numbers and sends.
+
+A training thread only appends an item to `Producer.queue`, a list (an append is one C call under
+the GIL, so producers take no lock): a plain scalar as one packed row (`bytes`, see
+`protocol.SCALAR_ROW`), anything else as a tuple. A producer whose append fills a batch of plain
+items packs that batch itself, while the rows are still in its CPU cache. Everything else is
+drained by the I/O thread. docs/design.md (Threading and the GIL) says who holds which lock when.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from .protocol import (
+    ARRAY_KINDS,
+    CONTROL_KINDS,
+    KIND,
+    MAX_ARRAYS_PER_MESSAGE,
+    MAX_SCALAR_KEYS,
+    VALUE,
+    DropReason,
+    RecordKind,
+)
+from .settings import Settings
+
+_OPEN = RecordKind.OPEN
+_CLOSE = RecordKind.CLOSE
+_KEY = RecordKind.KEY
+#: The kind of a queue item that is a flush request, not a record.
+FLUSH_MARKER = -1
+#: Items the I/O thread must look at one by one (arrays, flush requests). Producers count them as
+#: they append them, and pack no batch while one waits in the queue.
+_SPECIAL_KINDS = ARRAY_KINDS | {FLUSH_MARKER}
+#: Items the record bound never drops: the specials, and control records (a lost scalar key would
+#: lose every later row of its tag).
+_KEPT_KINDS = _SPECIAL_KINDS | CONTROL_KINDS
+#: Fastest a writer's `flush_secs` may make the linger.
+_MIN_LINGER_S = 0.005
+
+
+class FlushRequest:
+    """A pending flush(): done once the daemon acknowledges the FLUSH message numbered `seq`."""
+
+    __slots__ = ("done", "seq")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.seq: int | None = None
+
+
+class Batch:
+    """The body of one RECORDS message: its records list already msgpack (`packed`, no arrays),
+    or as a list (`records`) with the arrays it carries. `data` counts its data records (not
+    writers' opens and closes, nor keys): what its acknowledgement releases from the record bound."""
+
+    __slots__ = ("array_bytes", "arrays", "data", "packed", "records")
+
+    def __init__(self, packed: bytes | None = None, data: int = 0) -> None:
+        self.packed = packed
+        self.records: list[Any] = []
+        self.arrays: list[np.ndarray] = []
+        self.array_bytes = 0
+        self.data = data
+
+
+#: What the I/O thread sends, in queue order.
+Outgoing = Batch | FlushRequest
+
+
+def take(queue: list, count: int) -> list:
+    """Takes the first `count` items off `queue`; the caller holds the pack lock.
+
+    Two C calls, not one per item: a copy, then a cut. Producers only append meanwhile, so the
+    cut removes exactly what was copied."""
+    items = queue[:count]
+    del queue[:count]
+    return items
+
+
+def row_runs(items: list) -> Iterator[tuple[int, int, Any]]:
+    """Splits queued items, scalar rows (bytes) and records (tuples), into runs of rows: yields
+    (start, stop, record) where items[start:stop] are rows and `record` is the tuple that follows
+    them, or None after the last run.
+
+    The records are found by `list.index` over the items' types, in C, so that going through a
+    batch costs Python work per record, not per row (thousands of rows sit between two arrays)."""
+    types = list(map(type, items))
+    start, end = 0, len(items)
+    while start < end:
+        try:
+            stop = types.index(tuple, start)
+        except ValueError:
+            yield start, end, None
+            return
+        yield start, stop, items[stop]
+        start = stop + 1
+
+
+def join_rows(items: list) -> list:
+    """`items` with each run of scalar rows (bytes) joined into one bin, in place of the rows:
+    the daemon reads a bin as columns, so one bin per row would cost it a numpy call per row."""
+    joined: list = []
+    for start, stop, record in row_runs(items):
+        if stop > start:
+            joined.append(b"".join(items[start:stop]))
+        if record is not None:
+            joined.append(record)
+    return joined
+
+
+def pack_records(items: list) -> tuple[bytes, int]:
+    """Plain queued items (rows and records without arrays) as a msgpack records list, and how
+    many of them are control records. A batch of rows only, the common case, becomes one bin,
+    joined in C."""
+    try:
+        return msgpack.packb([b"".join(items)], use_bin_type=True), 0
+    except TypeError:  # not all rows
+        joined = join_rows(items)
+        controls = sum(1 for record in joined if type(record) is tuple and record[KIND] in CONTROL_KINDS)
+        return msgpack.packb(joined, use_bin_type=True), controls
+
+
+class Producer:
+    """The queue, its bounds and its packing; shared by every writer of the process.
+
+    Memory is bounded while the daemon is slow or gone: at most `max_buffer_bytes` of arrays, and
+    `max_pending_records` records queued plus about as many taken off the queue and not yet
+    acknowledged, wait here; what does not fit is dropped and counted by reason.
+    """
+
+    def __init__(self, settings: Settings, wake: Callable[[], None]) -> None:
+        self.settings = settings
+        self.batch_records = settings.batch_records
+        self.queue: list = []
+        self._wake = wake
+        # `_lock` guards the counters and maps below; `_pack_lock` the taking of items off the
+        # queue (by producers packing and by the I/O thread draining), which keeps batches in
+        # queue order. Neither guards an append.
+        self._lock = threading.Lock()
+        self._pack_lock = threading.Lock()
+        self._writers: dict[int, dict[str, Any]] = {}  # open writers: id -> their OPEN options
+        self._next_writer = 1
+        self._scalar_keys: dict[int, tuple[int, str, str]] = {}  # key -> (writer, run, tag)
+        self.linger_s = settings.linger_s
+        self._packed: deque[Batch] = deque()  # batches producers packed, oldest first
+        # Data records taken off the queue (packed or drained: under the pack lock), and those
+        # acknowledged or given up (by the I/O thread): their difference counts against the bound.
+        self._taken = 0
+        self._released = 0
+        self._array_bytes_held = 0  # arrays queued or unacknowledged
+        self._array_bytes_queued = 0  # arrays queued, not yet taken by the I/O thread
+        self._specials_queued = 0  # counted by producers under `_lock` as they append them
+        self._specials_taken = 0  # counted by the I/O thread as it takes them
+        self._dropped: Counter[str] = Counter()
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: the parent sends what it queued and packed; the child starts empty
+        (its writers stay open, and are announced to its own connection). Locks are new: another
+        thread of the parent may have held one at the fork."""
+        self.queue.clear()
+        self._lock = threading.Lock()
+        self._pack_lock = threading.Lock()
+        self._packed.clear()
+        self._taken = self._released = 0
+        self._array_bytes_held = self._array_bytes_queued = 0
+        self._specials_queued = self._specials_taken = 0
+        self._dropped = Counter()
+
+    # -- writers: any thread -----------------------------------------------------------------------
+
+    def open_writer(self, options: dict[str, Any]) -> int:
+        """Registers a writer's log directory; the daemon opens it before the writer's records."""
+        with self._lock:
+            writer = self._next_writer
+            self._next_writer += 1
+            self._writers[writer] = options
+            # A writer asking for flush_secs below the default visibility gets records sent sooner.
+            self.linger_s = max(_MIN_LINGER_S, min(self.linger_s, options["flush_secs"] / 2))
+            self.queue.append((_OPEN, writer, "", "", 0, time.time(), options))
+        return writer
+
+    def scalar_key(self, writer: int, run: str, tag: str) -> int | None:
+        """A new key for packed scalar rows of (writer, run, tag); None once all keys are taken.
+
+        Its KEY record is queued before this returns, so it reaches the daemon before any row
+        that uses the key, from any thread."""
+        with self._lock:
+            key = len(self._scalar_keys)
+            if key >= MAX_SCALAR_KEYS:
+                return None
+            self._scalar_keys[key] = (writer, run, tag)
+            self.queue.append((_KEY, writer, run, tag, 0, 0.0, key))
+        return key
+
+    def close_writer(self, writer: int) -> None:
+        """Queues a writer's close."""
+        with self._lock:
+            self._writers.pop(writer, None)
+            self.queue.append((_CLOSE, writer, "", "", 0, time.time(), None))
+
+    def announce_again(self) -> None:
+        """Puts the open writers and their scalar keys in front of the queue, for a new connection
+        (after a fork or a reconnect): they must reach the daemon before anything queued."""
+        with self._pack_lock, self._lock:
+            again: list[tuple] = [
+                (_OPEN, writer, "", "", 0, time.time(), options) for writer, options in self._writers.items()
+            ]
+            again += [
+                (_KEY, writer, run, tag, 0, 0.0, key)
+                for key, (writer, run, tag) in self._scalar_keys.items()
+                if writer in self._writers
+            ]
+            self.queue[:0] = again
+
+    # -- records: any thread -----------------------------------------------------------------------
+
+    def submit_array(self, record: tuple) -> None:
+        """Queues a record carrying an array (in its value slot), within the byte bound."""
+        nbytes = record[VALUE].nbytes
+        bound = self.settings.max_buffer_bytes
+        with self._lock:
+            if self._array_bytes_held + nbytes > bound:
+                self._dropped[DropReason.CLIENT_BUFFER_FULL.value] += 1
+                return
+            self._array_bytes_held += nbytes
+            self._specials_queued += 1
+            self.queue.append(record)
+            # No wake-up per array: a woken I/O thread takes the GIL, which the training thread,
+            # back from its copy, then waits for. The linger sends arrays soon enough; only arrays
+            # piling up towards the bound wake it, once per quarter of the bound queued.
+            queued = self._array_bytes_queued + nbytes
+            self._array_bytes_queued = queued
+            quarter = bound // 4
+            pressing = queued > quarter >= queued - nbytes
+        if pressing:
+            self._wake()
+
+    def request_flush(self) -> FlushRequest:
+        """Queues a flush request behind everything queued so far, and wakes the I/O thread."""
+        request = FlushRequest()
+        with self._lock:
+            self._specials_queued += 1
+            self.queue.append((FLUSH_MARKER, request))
+        self._wake()
+        return request
+
+    def on_backlog(self, length: int, added: int = 1) -> None:
+        """Called by a producer whose append of `added` items made the queue `length` long
+        (>= batch_records): packs a batch each time the length crosses a multiple of it, and
+        drops the newest item while the queue is over its bound."""
+        if length > self.settings.max_pending_records:
+            with self._pack_lock:  # no batch is being taken off the queue meanwhile
+                try:
+                    newest = self.queue.pop()  # the newest is dropped, so what is kept stays in order
+                except IndexError:
+                    return
+                if _is_kept(newest):
+                    self.queue.append(newest)  # another thread's flush, array, writer or key: not ours to drop
+                    return
+            with self._lock:
+                self._dropped[DropReason.CLIENT_QUEUE_FULL.value] += 1
+        elif length % self.batch_records < added:
+            # With no room in the bound the items stay queued, where the check above drops.
+            if self.room() > 0:
+                self._pack_here()
+            self._wake()
+
+    def _pack_here(self) -> None:
+        """Packs the queued items on this (producer) thread; skipped if a special item waits or
+        the I/O thread is draining: then the I/O thread does it."""
+        if not self._pack_lock.acquire(blocking=False):
+            return
+        try:
+            # First the length, then the specials (see drain): never more than the bound leaves.
+            length = min(len(self.queue), self.room())
+            if length <= 0 or self._specials_queued != self._specials_taken:
+                return
+            packed, controls = pack_records(take(self.queue, length))
+            self._packed.append(Batch(packed, length - controls))
+            self._taken += length - controls
+        finally:
+            self._pack_lock.release()
+
+    def room(self) -> int:
+        """How many more data records may be taken off the queue while unacknowledged."""
+        return self.settings.max_pending_records - (self._taken - self._released)
+
+    # -- the I/O thread ----------------------------------------------------------------------------
+
+    def specials_waiting(self) -> bool:
+        """Whether an array or a flush request waits in the queue."""
+        return self._specials_queued != self._specials_taken
+
+    def take_packed(self) -> list[Batch]:
+        """The batches producers had packed when called, oldest first (a burst packs more
+        meanwhile, which would keep the caller going)."""
+        packed = self._packed
+        return [packed.popleft() for _ in range(len(packed))]
+
+    def drain(self) -> list[Outgoing]:
+        """Everything packed and queued, in queue order, within the record bound: full batches,
+        batches around arrays and flush requests. Producers go on appending meanwhile."""
+        with self._pack_lock:
+            out: list[Outgoing] = list(self.take_packed())  # packed before the lock: older than the queue
+            # Length first, then the specials count that producers raise before appending: if it
+            # has not moved, the next `length` items are plain and go as they are, unlooked at.
+            length = min(len(self.queue), self.room())
+            if length <= 0:
+                return out
+            if self._specials_queued == self._specials_taken:
+                while length:
+                    count = min(length, self.batch_records)
+                    packed, controls = pack_records(take(self.queue, count))
+                    out.append(Batch(packed, count - controls))
+                    self._taken += count - controls
+                    length -= count
+            else:
+                out.extend(self._drain_mixed(take(self.queue, length)))
+            return out
+
+    def _drain_mixed(self, items: list) -> list[Outgoing]:
+        """Batches of `items`, some of which are arrays or flush requests, cut at each flush and at
+        a batch's size. Each run of scalar rows between two records is cut and joined in C
+        (`row_runs`): the Python work here is per record, not per row."""
+        limit = self.batch_records
+        out: list[Outgoing] = []
+        batch, size = Batch(), 0  # size: records in the batch, controls and each row counted
+        for start, stop, record in row_runs(items):
+            while start < stop:  # a long run fills as many batches as it takes
+                count = min(stop - start, limit - size)
+                batch.records.append(b"".join(items[start : start + count]))
+                batch.data += count
+                size += count
+                start += count
+                if size >= limit:
+                    out.append(self._close_batch(batch))
+                    batch, size = Batch(), 0
+            if record is None:
+                break
+            kind = record[KIND]
+            if kind in _SPECIAL_KINDS:
+                self._specials_taken += 1
+            if kind == FLUSH_MARKER:
+                if size:
+                    out.append(self._close_batch(batch))
+                    batch, size = Batch(), 0
+                out.append(record[1])
+                continue
+            if kind in ARRAY_KINDS:
+                array = record[VALUE]
+                record = (*record[:VALUE], len(batch.arrays), *record[VALUE + 1 :])
+                batch.arrays.append(array)
+                batch.array_bytes += array.nbytes
+            batch.records.append(record)
+            batch.data += kind not in CONTROL_KINDS
+            size += 1
+            if size >= limit or len(batch.arrays) >= MAX_ARRAYS_PER_MESSAGE:
+                out.append(self._close_batch(batch))
+                batch, size = Batch(), 0
+        if size:
+            out.append(self._close_batch(batch))
+        return out
+
+    def _close_batch(self, batch: Batch) -> Batch:
+        """Counts a finished batch as taken; its arrays leave the count of array bytes queued."""
+        self._taken += batch.data
+        if batch.array_bytes:
+            with self._lock:
+                self._array_bytes_queued -= batch.array_bytes
+        return batch
+
+    def release(self, records: int, array_bytes: int) -> None:
+        """The daemon acknowledged `records` data records and `array_bytes` of arrays."""
+        self._released += records
+        if array_bytes:
+            with self._lock:
+                self._array_bytes_held -= array_bytes
+
+    def give_up(self) -> int:
+        """The connection is over: every data record not acknowledged (taken or still queued) is
+        counted as lost with the daemon; returns how many."""
+        with self._pack_lock:
+            queued = sum(1 for item in self.queue if _is_data(item))
+            lost = self._taken - self._released + queued
+            self._released = self._taken
+        if lost:
+            with self._lock:
+                self._dropped[DropReason.DAEMON_UNREACHABLE.value] += lost
+        return lost
+
+    def idle(self) -> bool:
+        """Whether nothing is queued, packed or unacknowledged."""
+        return not self.queue and self._taken == self._released
+
+    def queued(self) -> int:
+        return len(self.queue)
+
+    def dropped(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self._dropped)
+
+    def array_bytes_held(self) -> int:
+        return self._array_bytes_held
+
+
+def _is_kept(item: Any) -> bool:
+    """Whether a queue item is one the bound never drops (a row is `bytes`, never kept)."""
+    return type(item) is tuple and item[KIND] in _KEPT_KINDS
+
+
+def _is_data(item: Any) -> bool:
+    """Whether a queue item is a data record (a row, or a record that is neither control nor flush)."""
+    return type(item) is bytes or (item[KIND] != FLUSH_MARKER and item[KIND] not in CONTROL_KINDS)

@@ -1,0 +1,77 @@
+"""What a `SummaryWriter` needs from the thing that carries its records: the `Transport` interface.
+
+Two implementations: the daemon's (`get_transport()`, one per process, over ZeroMQ) and
+`logger_client.in_memory.InMemoryTransport`, which keeps records in this process (or discards
+them, for `write_to_disk=False`), so that training code can be tested without a daemon.
+
+Records are the tuples and packed rows described in `logger_client.protocol`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, TypedDict
+
+import numpy as np
+
+__all__ = ["Transport", "TransportStats"]
+
+
+class TransportStats(TypedDict):
+    """What `SummaryWriter.stats()` returns: counts since this process connected."""
+
+    #: Data records handed to the daemon.
+    records_sent: int
+    #: Data records the daemon confirmed written.
+    records_written: int
+    #: Records lost, by `protocol.DropReason` value: what this client could not keep, and what the
+    #: daemon refused of its records.
+    records_dropped: dict[str, int]
+    #: Array bytes queued or not yet acknowledged.
+    array_bytes_held: int
+    #: Pre-faulted memory this process holds for array copies (see README, client memory).
+    arena_bytes: int
+    #: Items waiting in the queue.
+    queued: int
+    #: Why the transport stopped working, if it did.
+    error: str | None
+
+
+class Transport(Protocol):
+    """Carries a process's records. `queue` is appended to by writers directly (a plain scalar as
+    one packed row, anything else as a record tuple); every other call goes through a method."""
+
+    #: The items writers append; `on_backlog` is called once it holds `batch_records` or more.
+    queue: Any
+    batch_records: int
+
+    def open_writer(self, options: dict[str, Any]) -> int:
+        """Registers a writer (its OPEN options); returns the writer's id."""
+        ...
+
+    def scalar_key(self, writer: int, run: str, tag: str) -> int | None:
+        """A key for packed scalar rows of (writer, run, tag); None when no key is left."""
+        ...
+
+    def close_writer(self, writer: int, timeout_s: float) -> bool:
+        """Closes a writer; whether everything it logged was written within `timeout_s`."""
+        ...
+
+    def submit_array(self, record: tuple) -> None:
+        """Queues a record whose value is an array (obtained from `empty_array`, or owned)."""
+        ...
+
+    def empty_array(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """Memory for the one copy of a logged array."""
+        ...
+
+    def on_backlog(self, length: int, added: int = 1) -> None:
+        """The queue reached `length` items with the last append of `added`."""
+        ...
+
+    def flush(self, timeout_s: float) -> bool:
+        """Whether everything queued before the call was written within `timeout_s`."""
+        ...
+
+    def stats(self) -> TransportStats:
+        """Counts of what was sent, written and dropped."""
+        ...

@@ -1,0 +1,108 @@
+"""The client's public surface, pinned: what a user imports, what the daemon may import, and the one
+place each protocol name is defined."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import logger_client
+from logger_client import SummaryWriter
+from logger_client.protocol import DropReason
+
+REPO = Path(__file__).resolve().parent.parent
+#: The client's modules that other packages (the daemon, tests of user code) may import.
+PUBLIC_MODULES = {
+    "logger_client.protocol",
+    "logger_client.settings",
+    "logger_client.runtime",
+    "logger_client.transport",
+    "logger_client.in_memory",
+    "logger_client.writer",
+}
+
+
+def test_the_package_surface_is_pinned():
+    assert logger_client.__all__ == ["SummaryWriter", "__version__"]
+    assert logger_client.SummaryWriter is SummaryWriter
+    assert isinstance(logger_client.__version__, str)
+    namespace: dict = {}
+    exec("from logger_client import *", namespace)
+    assert {name for name in namespace if not name.startswith("__")} | {"__version__"} == set(logger_client.__all__)
+
+
+def test_the_public_modules_are_the_ones_without_an_underscore_and_each_says_what_it_exports():
+    found = {
+        f"logger_client.{path.stem}"
+        for path in (REPO / "logger_client").glob("*.py")
+        if not path.stem.startswith("_") and path.stem != "demo"
+    }
+    assert found == PUBLIC_MODULES
+    for name in sorted(PUBLIC_MODULES):
+        module = importlib.import_module(name)
+        assert module.__doc__, f"{name} has no docstring"
+        exported = getattr(module, "__all__", None)
+        assert exported, f"{name} has no __all__"
+        missing = [symbol for symbol in exported if not hasattr(module, symbol)]
+        assert not missing, f"{name}.__all__ names what it lacks: {missing}"
+
+
+def _client_imports(path: Path) -> list[str]:
+    """Every `logger_client...` name a module imports, as `module` or `module:name`."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names if alias.name.startswith("logger_client")]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("logger_client"):
+            names += [f"{node.module}:{alias.name}" for alias in node.names]
+    return names
+
+
+def test_the_daemon_imports_only_public_names_of_the_client():
+    private = [
+        f"{path.relative_to(REPO)}: {name}"
+        for path in sorted((REPO / "logger_daemon").rglob("*.py"))
+        for name in _client_imports(path)
+        if any(part.startswith("_") for part in re.split(r"[.:]", name))
+    ]
+    assert private == []
+
+
+def test_each_drop_reason_is_spelled_only_in_the_protocol():
+    """Counters take `DropReason` members: a reason written as a string elsewhere would be a second
+    definition, free to drift."""
+    spelled = [
+        f"{path.relative_to(REPO)}: {reason.value}"
+        for package in ("logger_client", "logger_daemon")
+        for path in sorted((REPO / package).rglob("*.py"))
+        if path.name != "protocol.py" and "protos" not in path.parts
+        for reason in DropReason
+        if f'"{reason.value}"' in path.read_text()
+    ]
+    assert spelled == []
+
+
+def test_readme_lists_every_drop_reason_and_nothing_else():
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("\n### Drop reasons\n", 1)[1].split("\n#", 1)[0]
+    listed = re.findall(r"^\| `([a-z_]+)` \|", section, flags=re.MULTILINE)
+    assert listed == [reason.value for reason in DropReason]
+
+
+@pytest.mark.e2e
+def test_importing_the_client_imports_no_protobuf_torch_or_daemon():
+    code = (
+        "import logger_client, logger_client.in_memory, sys; "
+        "leaked = {'google.protobuf', 'torch', 'logger_daemon', 'tensorboard', 'tensorboardX'} & set(sys.modules); "
+        "assert not leaked, leaked"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+    assert result.returncode == 0, result.stderr
