@@ -2,7 +2,8 @@
 
 Run inside a fresh benchmark child, one writer per child. The writer is constructed and warmed up
 first (the first call starts threads, files or - for logger_client - the daemon; none of that is a
-per-call cost) and left idle for `SETTLE_S`, then the calls are made in blocks that alternate between two ways of timing:
+per-call cost) and left idle for `SETTLE_S`, then the calls are made in blocks that alternate
+between two ways of timing:
 
 * timed blocks: every call between a pair of `time.perf_counter_ns()`, minus the median cost of an
   empty pair measured just before -> the median and p99;
@@ -25,10 +26,9 @@ import numpy as np
 from benchmarks.writers import WriterAdapter
 
 _EMPTY_PAIRS = 20_000
-#: Idle time after the warm-up, for every writer alike: start-up work that a writer's first calls
-#: set going in the background (logger_client faulting in its arena for arrays, the anchors'
-#: writer threads draining) ends before anything is timed, as it would long before a job's
-#: next logging step.
+#: Idle time after the warm-up, for every writer alike, so that background start-up work
+#: (logger_client faulting in its arena, the anchors' writer threads draining) ends before anything
+#: is timed.
 SETTLE_S = 0.5
 #: Calls per block: about 100 blocks per workload, half of them timed call by call.
 _BLOCKS = 100
@@ -97,7 +97,7 @@ def _untimed_block(method: Any, tag: str, values: list, start: int, stop: int) -
 def empty_pair_ns() -> int:
     """Median cost of an empty `perf_counter_ns()` pair: subtracted from every timed call."""
     clock = time.perf_counter_ns
-    samples = []
+    samples: list[int] = []
     append = samples.append
     for _ in range(_EMPTY_PAIRS):
         t0 = clock()

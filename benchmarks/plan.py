@@ -2,10 +2,9 @@
 
 Every writer gets exactly the same workload and the same number of calls. Sizes for the call
 workloads that the issue leaves open are chosen so that the whole suite fits in 10 minutes on
-2 cores with the anchors' costs measured here (tensorboardX ~150 us per add_scalar; its and
-torch's 1 000 000-call end-to-end runs alone take about 5 of the 10 minutes), and so that the
-array workloads stay inside logger_client's documented client buffer (256 MiB of arrays in
-flight): 40 histograms of 1e6 float32 are 160 MB, 30 images of 3x512x512 float32 are 94 MB.
+2 cores (the anchors' own runs, above all their 1 000 000-call end-to-end runs, take most of
+it), and so that the array workloads stay inside logger_client's documented client buffer
+(256 MiB of arrays in flight): 40 histograms of 1e6 float32 are 160 MB, 30 images of 3x512x512 float32 are 94 MB.
 """
 
 from __future__ import annotations

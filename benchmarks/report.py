@@ -42,11 +42,11 @@ METHOD = {
         "x = tanh(x @ w) in float32 with rows calibrated to ~step_ms a step on one BLAS thread "
         "(OMP/OPENBLAS/MKL_NUM_THREADS=1, torch.set_num_threads(1)). One process, one writer open "
         "throughout. Every step reads its scalars_per_step metrics off x (.tolist(), as loss.item() "
-        "would), with or without logging. The logged loop runs in blocks of arrays_every steps (each block's first step "
-        "logs the image and histogram); each block is timed beside a plain block and a third block "
-        "of the same length, in an order rotating through the permutations: a control block (plain "
-        "again) in even rounds, a null block (the logged loop with a writer whose methods do "
-        "nothing) in odd ones. overhead_pct (the target's figure) = median "
+        "would), with or without logging. The logged loop runs in blocks of arrays_every steps "
+        "(each block's first step logs the image and histogram); each block is timed beside a plain "
+        "block and a third block of the same length, in an order rotating through the permutations: "
+        "a control block (plain again) in even rounds, a null block (the logged loop with a writer "
+        "whose methods do nothing) in odd ones. overhead_pct (the target's figure) = median "
         "over all blocks of logged / plain - 1 on the wall clock; noise_floor_pct = the same median "
         "for control / plain (identical work: the method's resolution on this machine); "
         "call_floor_pct = the same for null / plain (what making the calls costs at all, the floor "
@@ -165,7 +165,7 @@ def now() -> dict[str, str]:
 
 
 def _ok(result: dict[str, Any] | None) -> bool:
-    return bool(result) and "error" not in result
+    return result is not None and bool(result) and "error" not in result
 
 
 def add_ratios(workloads: dict[str, Any]) -> None:
@@ -293,13 +293,15 @@ def _error_row(leading: list[str], result: dict[str, Any], columns: int) -> str:
 def markdown(doc: dict[str, Any]) -> str:
     m, v = doc["machine"], doc["versions"]
     workloads = doc["workloads"]
+    quick = " (--quick: sizes too small to mean anything)" if doc["quick"] else ""
+    modified = " (product code modified)" if v["git"]["product_code_modified"] else ""
     lines = [
-        f"# logger_client vs tensorboardX vs torch.utils.tensorboard{' (--quick: sizes too small to mean anything)' if doc['quick'] else ''}",
+        f"# logger_client vs tensorboardX vs torch.utils.tensorboard{quick}",
         "",
         f"{doc['date']} · {m['cpu_count']} cores ({m['usable_cores']} usable), {m.get('cpu_model')}, "
-        f"{m.get('memory_gib')} GiB · Python {m['python']} · tensorboardX {v['tensorboardX']} · torch {v['torch']} · "
-        f"tensorboard {v['tensorboard']} · numpy {v['numpy']} · logger_client {v['tb-logger-service']} "
-        f"@ {(v['git']['commit'] or '?')[:10]}{' (product code modified)' if v['git']['product_code_modified'] else ''} · "
+        f"{m.get('memory_gib')} GiB · Python {m['python']} · tensorboardX {v['tensorboardX']} · "
+        f"torch {v['torch']} · tensorboard {v['tensorboard']} · numpy {v['numpy']} · "
+        f"logger_client {v['tb-logger-service']} @ {(v['git']['commit'] or '?')[:10]}{modified} · "
         f"suite {doc['total_s']:.0f} s · load average {_load(doc.get('load_average_at_start'))} at start, "
         f"{_load(doc.get('load_average_at_end'))} at end"
         + (f" · {doc['jobs']} tasks at once (not a measurement)" if doc.get("jobs", 1) > 1 else ""),
@@ -324,45 +326,49 @@ def markdown(doc: dict[str, Any]) -> str:
         goal = f"≥ {t['threshold']:g}×" if t["name"].endswith("_ratio") else f"≤ {t['threshold']:g}"
         lines.append(f"| {t['description']} | {shown} | {goal} | **{t['result']}** |")
 
-    calls_rows = [(name, e) for name, e in workloads.items() if e["group"] == "calls"]
+    calls_rows = [e for e in workloads.values() if e["group"] == "calls"]
     if calls_rows:
         lines += [
             "",
             "## Per-call cost on the calling thread (µs per call)",
             "",
-            "| workload | writer | calls | median | mean | p99 | mean: × lower than tensorboardX | close() s | verified on disk |",
+            "| workload | writer | calls | median | mean | p99 | mean: × lower than tensorboardX | close() s "
+            "| verified on disk |",
             "|---|---|---:|---:|---:|---:|---:|---:|---|",
         ]
-        for name, entry in calls_rows:
+        for entry in calls_rows:
             for writer, r in entry["writers"].items():
                 if not _ok(r):
                     lines.append(_error_row([entry["label"], writer], r, 9))
                     continue
                 lines.append(
-                    f"| {entry['label']} | {writer} | {r['calls']:,} | {_us(r['median_us'])} | {_us(r['mean_us'])} | "
-                    f"{_us(r['p99_us'])} | {_x(r.get(f'mean_x_lower_than_{REFERENCE}'))} | {r['close_s']:.2f} | {_verified(r)} |"
+                    f"| {entry['label']} | {writer} | {r['calls']:,} | {_us(r['median_us'])} | "
+                    f"{_us(r['mean_us'])} | {_us(r['p99_us'])} | {_x(r.get(f'mean_x_lower_than_{REFERENCE}'))} | "
+                    f"{r['close_s']:.2f} | {_verified(r)} |"
                 )
 
-    tp_rows = [(name, e) for name, e in workloads.items() if e["group"] == "throughput"]
+    tp_rows = [e for e in workloads.values() if e["group"] == "throughput"]
     if tp_rows:
         lines += [
             "",
             "## End-to-end throughput (first call until close() returns, everything written)",
             "",
-            "| workload | writer | scalars | seconds | scalars/s | × tensorboardX | of which close() s | verified on disk |",
+            "| workload | writer | scalars | seconds | scalars/s | × tensorboardX | of which close() s "
+            "| verified on disk |",
             "|---|---|---:|---:|---:|---:|---:|---|",
         ]
-        for name, entry in tp_rows:
+        for entry in tp_rows:
             for writer, r in entry["writers"].items():
                 if not _ok(r):
                     lines.append(_error_row([entry["label"], writer], r, 8))
                     continue
                 lines.append(
-                    f"| {entry['label']} | {writer} | {r['calls']:,} | {r['total_s']:.2f} | {r['scalars_per_s']:,.0f} | "
-                    f"{_x(r.get(f'x_{REFERENCE}_throughput'))} | {r['close_s']:.2f} | {_verified(r)} |"
+                    f"| {entry['label']} | {writer} | {r['calls']:,} | {r['total_s']:.2f} | "
+                    f"{r['scalars_per_s']:,.0f} | {_x(r.get(f'x_{REFERENCE}_throughput'))} | {r['close_s']:.2f} | "
+                    f"{_verified(r)} |"
                 )
 
-    for name, entry in workloads.items():
+    for entry in workloads.values():
         if entry["group"] != "training_loop":
             continue
         p = entry["params"]
@@ -370,8 +376,8 @@ def markdown(doc: dict[str, Any]) -> str:
             "",
             f"## Training-loop overhead ({p['steps']:,} steps of ~{p['calibrated_step_ms']:.1f} ms, "
             f"{p['scalars_per_step']} scalars a step, a {'x'.join(map(str, p['image_shape']))} image and a "
-            f"{p['histogram_values']:,}-value histogram every {p['arrays_every']} steps; {_count(p['repeats'], 'repeat')}, "
-            f"each block of {p['arrays_every']} steps timed beside a plain one)",
+            f"{p['histogram_values']:,}-value histogram every {p['arrays_every']} steps; "
+            f"{_count(p['repeats'], 'repeat')}, each block of {p['arrays_every']} steps timed beside a plain one)",
             "",
             "| writer | no logging s | logging s | overhead: median of block pairs | middle half of pairs | "
             "per repeat | noise floor (plain vs plain) | call floor (a writer doing nothing) | "
@@ -402,7 +408,7 @@ def markdown(doc: dict[str, Any]) -> str:
         + " |",
         "|---|" + "---:|" * (len(writers) + 1),
     ]
-    for name, entry in workloads.items():
+    for entry in workloads.values():
         cells = []
         for w in writers:
             r = entry["writers"].get(w)
@@ -474,7 +480,6 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> str:
         change = (b / a - 1) * 100 if a else float("inf")
         metric = key.rsplit(" / ", 1)[1]
         better = (change < 0) == (metric in _LOWER_IS_BETTER or metric == "daemon_peak_rss_mb")
-        lines.append(
-            f"| {key} | {a:,.4g} | {b:,.4g} | {change:+.1f} % | {'better' if better and abs(change) >= 1 else ('worse' if abs(change) >= 1 else '')} |"
-        )
+        verdict = ("better" if better else "worse") if abs(change) >= 1 else ""
+        lines.append(f"| {key} | {a:,.4g} | {b:,.4g} | {change:+.1f} % | {verdict} |")
     return "\n".join(lines) + "\n"

@@ -101,10 +101,17 @@ class Suite:
         """N children into one log dir, released together once all have constructed their writer."""
         spec = {**spec, "wait_for_go": True}
         children = [self.runtime.start_child(task, spec, rank=rank, interactive=True) for rank in range(processes)]
-        watchdog = threading.Timer(self.child_timeout_s, lambda: [c.kill() for c in children if c.poll() is None])
+
+        def kill_running() -> None:
+            for c in children:
+                if c.poll() is None:
+                    c.kill()
+
+        watchdog = threading.Timer(self.child_timeout_s, kill_running)
         watchdog.start()
         try:
             for rank, child in enumerate(children):
+                assert child.stdout is not None  # interactive children have pipes
                 while True:
                     line = child.stdout.readline()
                     if not line:
@@ -114,6 +121,7 @@ class Suite:
                     if line.strip() == "READY":
                         break
             for child in children:
+                assert child.stdin is not None
                 child.stdin.write("GO\n")
                 child.stdin.flush()
             workers = [
@@ -168,14 +176,14 @@ def run_plan(
         "load_average_at_start": _load(),
     }
     try:
-        entries = []
+        entries: list[tuple[Workload, str, dict[str, Any]]] = []
         for workload in plan:
             params = dict(workload.params)
             if workload.group == "training_loop":
                 calibration = suite.calibrate(params["step_ms"])
                 params["rows"] = calibration["rows"]
                 params["calibrated_step_ms"] = calibration["measured_step_ms"]
-            entry = {"group": workload.group, "label": workload.label, "params": params, "writers": {}}
+            entry: dict[str, Any] = {"group": workload.group, "label": workload.label, "params": params, "writers": {}}
             results[workload.name] = entry
             entries.extend((workload, writer, entry) for writer in writers)
 
@@ -188,7 +196,7 @@ def run_plan(
                 outcomes = list(pool.map(one, entries))
         else:
             outcomes = [one(item) for item in entries]
-        for (workload, writer, entry), outcome in zip(entries, outcomes):
+        for (_, writer, entry), outcome in zip(entries, outcomes):
             entry["writers"][writer] = outcome
     finally:
         runtime.close()

@@ -15,9 +15,9 @@ its own tag, in step order.
 
 Each rank's writer gets `filename_suffix=".rank<r>"`: tensorboardX names its event files
 `events.out.tfevents.<seconds>.<host>` with no pid, so writers of several processes started in
-the same second write one file name and clobber each other (with defaults, 1 000 of 4 000 scalars
-were left on disk). The suffix is what a tensorboardX user must do; the other writers get the
-same argument so that the workload is the same for all three.
+the same second write one file name and clobber each other. The suffix is what a tensorboardX
+user must do; the other writers get the same argument so that the workload is the same for all
+three.
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ def _logged_loop(
     image: np.ndarray,
     histogram: np.ndarray,
     prefix: str = "train",
-) -> float:
+) -> _Clocks:
     scalars = len(tags)
     add_scalar = writer.add_scalar
     with _Clocks() as clocks:
@@ -183,9 +183,9 @@ def run(adapter: WriterAdapter, params: dict[str, Any], logdir: str) -> dict[str
     block (the logged loop's next `arrays_every` steps, so its image and histogram come first), and
     a third block: a control block (plain again) in even rounds, a null block (the logged loop with
     a writer that does nothing) in odd ones. Adjacent blocks see the same machine, so a block
-    pair's ratio is free of the drift of a shared VM (whose speed wanders by tens of percent within
-    a minute); the control/plain ratios measure what is left, the method's own noise floor, and
-    the null/plain ratios the call floor; both are reported beside."""
+    pair's ratio is free of the drift of a shared VM, whose speed can wander within a minute; the
+    control/plain ratios measure what is left, the method's own noise floor, and the null/plain
+    ratios the call floor; both are reported beside."""
     _pin_torch_threads()
     rows = params["rows"]
     steps, every, repeats = params["steps"], params["arrays_every"], params["repeats"]

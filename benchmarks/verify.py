@@ -32,7 +32,7 @@ _CRC = struct.Struct("<I")
 
 def event_files(logdir: str) -> list[str]:
     """Every `*tfevents*` file under `logdir`, sorted."""
-    found = []
+    found: list[str] = []
     for directory, _, names in os.walk(logdir):
         found.extend(os.path.join(directory, name) for name in names if "tfevents" in name)
     return sorted(found)
