@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -94,7 +95,7 @@ class InMemoryTransport:
         return out
 
     def stats(self) -> TransportStats:
-        kept = len(self.records()) if isinstance(self.queue, list) else 0
+        kept = len(self.records())
         return {
             "records_sent": kept,
             "records_written": kept,
@@ -117,3 +118,6 @@ class _NullQueue:
 
     def __len__(self) -> int:
         return 0
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
