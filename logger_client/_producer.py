@@ -21,9 +21,11 @@ import numpy as np
 
 from .protocol import (
     ARRAY_KINDS,
+    ARRAY_MAP_KINDS,
     CONTROL_KINDS,
     KIND,
     MAX_ARRAYS_PER_MESSAGE,
+    MAX_ARRAYS_PER_RECORD,
     MAX_SCALAR_KEYS,
     VALUE,
     DropReason,
@@ -38,7 +40,7 @@ _KEY = RecordKind.KEY
 FLUSH_MARKER = -1
 #: Items the I/O thread must look at one by one (arrays, flush requests). Producers count them as
 #: they append them, and pack no batch while one waits in the queue.
-_SPECIAL_KINDS = ARRAY_KINDS | {FLUSH_MARKER}
+_SPECIAL_KINDS = ARRAY_KINDS | ARRAY_MAP_KINDS | {FLUSH_MARKER}
 #: Items the record bound never drops: the specials, and control records (a lost scalar key would
 #: lose every later row of its tag).
 _KEPT_KINDS = _SPECIAL_KINDS | CONTROL_KINDS
@@ -69,6 +71,12 @@ class Batch:
         self.arrays: list[np.ndarray] = []
         self.array_bytes = 0
         self.data = data
+
+    def carry(self, array: np.ndarray) -> int:
+        """Adds `array` to the message; its index among the message's arrays."""
+        self.arrays.append(array)
+        self.array_bytes += array.nbytes
+        return len(self.arrays) - 1
 
 
 #: What the I/O thread sends, in queue order.
@@ -223,8 +231,10 @@ class Producer:
     # -- records: any thread -----------------------------------------------------------------------
 
     def submit_array(self, record: tuple) -> None:
-        """Queues a record carrying an array (in its value slot), within the byte bound."""
-        nbytes = record[VALUE].nbytes
+        """Queues a record carrying an array (in its value slot), or a map of names to arrays,
+        within the byte bound."""
+        value = record[VALUE]
+        nbytes = value.nbytes if type(value) is not dict else sum(array.nbytes for array in value.values())
         bound = self.settings.max_buffer_bytes
         with self._lock:
             if self._array_bytes_held + nbytes > bound:
@@ -355,14 +365,14 @@ class Producer:
                 out.append(record[1])
                 continue
             if kind in ARRAY_KINDS:
-                array = record[VALUE]
-                record = (*record[:VALUE], len(batch.arrays), *record[VALUE + 1 :])
-                batch.arrays.append(array)
-                batch.array_bytes += array.nbytes
+                record = (*record[:VALUE], batch.carry(record[VALUE]), *record[VALUE + 1 :])
+            elif kind in ARRAY_MAP_KINDS:
+                indices = {role: batch.carry(array) for role, array in record[VALUE].items()}
+                record = (*record[:VALUE], indices, *record[VALUE + 1 :])
             batch.records.append(record)
             batch.data += kind not in CONTROL_KINDS
             size += 1
-            if size >= limit or len(batch.arrays) >= MAX_ARRAYS_PER_MESSAGE:
+            if size >= limit or len(batch.arrays) > MAX_ARRAYS_PER_MESSAGE - MAX_ARRAYS_PER_RECORD:
                 out.append(self._close_batch(batch))
                 batch, size = Batch(), 0
         if size:

@@ -39,12 +39,14 @@ import numpy as np
 __all__ = [
     "ALLOWED_DTYPES",
     "ARRAY_KINDS",
+    "ARRAY_MAP_KINDS",
     "CONTROL_KINDS",
     "INT64_MAX",
     "INT64_MIN",
     "KIND",
     "MAGIC",
     "MAX_ARRAYS_PER_MESSAGE",
+    "MAX_ARRAYS_PER_RECORD",
     "MAX_ARRAY_DIMS",
     "MAX_ARRAY_DIM_SIZE",
     "MAX_HEADER_MAP_ENTRIES",
@@ -97,6 +99,8 @@ MAX_ARRAY_DIM_SIZE = 1 << 40
 MAX_SCALAR_KEYS = 1 << 16
 #: Longest tag or run name, in characters.
 MAX_NAME_CHARS = 4096
+#: Most arrays one record carries (a value that maps roles to arrays).
+MAX_ARRAYS_PER_RECORD = 8
 #: Steps are int64, as TensorBoard's Event.step.
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
@@ -142,10 +146,36 @@ class RecordKind(IntEnum):
     IMAGES = 6  # value: array index; options: dataformats
     TEXT = 7  # value: str
     KEY = 8  # value: the key (< MAX_SCALAR_KEYS) that packed scalar rows use for (writer, run, tag)
+    HISTOGRAM_RAW = 9  # value: {bucket_limits, bucket_counts}; options: min, max, num, sum, sum_squares
+    IMAGE_WITH_BOXES = 10  # value: {image, boxes}; options: dataformats, labels
+    AUDIO = 11  # value: array of samples; options: sample_rate
+    VIDEO = 12  # value: array of frames; options: fps, dataformats
+    TENSOR = 13  # value: array
+    PR_CURVE = 14  # value: {labels, predictions, (weights)}; options: num_thresholds
+    PR_CURVE_RAW = 15  # value: {true_positive_counts, ..., recall}; options: num_thresholds
+    MESH = 16  # value: {vertices, (colors), (faces)}; options: config_dict
+    EMBEDDING = 17  # value: {mat, (label_img)}; options: metadata, metadata_header, tag
+    HPARAMS = 18  # value: {hparam_dict, metric_dict, hparam_domain_discrete}
+    CUSTOM_SCALARS = 19  # value: the layout map
+    GRAPH = 20  # value: a plain description of the graph (a map)
+    ONNX_GRAPH = 21  # value: the model file's bytes
 
 
-#: Kinds whose value is an array.
-ARRAY_KINDS = frozenset([RecordKind.HISTOGRAM, RecordKind.IMAGE, RecordKind.IMAGES])
+#: Kinds whose value is one array (its index among the message's arrays).
+ARRAY_KINDS = frozenset(
+    [RecordKind.HISTOGRAM, RecordKind.IMAGE, RecordKind.IMAGES, RecordKind.AUDIO, RecordKind.VIDEO, RecordKind.TENSOR]
+)
+#: Kinds whose value maps each role to an array (its index among the message's arrays).
+ARRAY_MAP_KINDS = frozenset(
+    [
+        RecordKind.HISTOGRAM_RAW,
+        RecordKind.IMAGE_WITH_BOXES,
+        RecordKind.PR_CURVE,
+        RecordKind.PR_CURVE_RAW,
+        RecordKind.MESH,
+        RecordKind.EMBEDDING,
+    ]
+)
 #: Kinds that are not data: the daemon acts on them, and they are never counted written or lost.
 CONTROL_KINDS = frozenset([RecordKind.OPEN, RecordKind.CLOSE, RecordKind.KEY])
 
@@ -376,6 +406,19 @@ _VALUE_TYPES: dict[int, tuple[type, ...]] = {
     RecordKind.IMAGES: (int,),
     RecordKind.TEXT: (str,),
     RecordKind.KEY: (int,),
+    RecordKind.HISTOGRAM_RAW: (dict,),
+    RecordKind.IMAGE_WITH_BOXES: (dict,),
+    RecordKind.AUDIO: (int,),
+    RecordKind.VIDEO: (int,),
+    RecordKind.TENSOR: (int,),
+    RecordKind.PR_CURVE: (dict,),
+    RecordKind.PR_CURVE_RAW: (dict,),
+    RecordKind.MESH: (dict,),
+    RecordKind.EMBEDDING: (dict,),
+    RecordKind.HPARAMS: (dict,),
+    RecordKind.CUSTOM_SCALARS: (dict,),
+    RecordKind.GRAPH: (dict,),
+    RecordKind.ONNX_GRAPH: (bytes,),
 }
 _KEY = RecordKind.KEY
 
@@ -403,6 +446,13 @@ def check_record(raw: Any, array_count: int) -> Record:
         )
     if kind in ARRAY_KINDS and not 0 <= value < array_count:
         raise ProtocolError(DropReason.MALFORMED_RECORD, f"array index {value} out of range")
+    if kind in ARRAY_MAP_KINDS and not (
+        0 < len(value) <= MAX_ARRAYS_PER_RECORD
+        and all(type(role) is str and type(index) is int and 0 <= index < array_count for role, index in value.items())
+    ):
+        raise ProtocolError(
+            DropReason.MALFORMED_RECORD, f"arrays must map at most {MAX_ARRAYS_PER_RECORD} names to array indices"
+        )
     if kind == _KEY and not 0 <= value < MAX_SCALAR_KEYS:
         raise ProtocolError(DropReason.MALFORMED_RECORD, f"scalar key {value} out of range")
     if len(raw) == 8 and type(raw[OPTIONS]) is not dict:

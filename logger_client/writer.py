@@ -7,25 +7,30 @@ transport queue. Encoding, histogramming, protobuf and disk I/O all happen in th
 
 from __future__ import annotations
 
-import os
 import posixpath
-import socket
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from functools import lru_cache
-from time import time
 from types import MethodType
 from typing import Any
 
 import numpy as np
 
-from ._convert import to_float, to_owned_array, to_step, to_walltime
-from ._daemon_transport import get_transport
+from ._convert import to_float, to_owned_array, to_step
 from ._fast import ScalarCall, append_scalar_row
-from .in_memory import InMemoryTransport
-from .protocol import INT64_MAX, INT64_MIN, SCALAR_ROW, RecordKind
-from .settings import Settings
-from .transport import Transport, TransportStats
+from ._writer_base import (
+    Number,
+    WriterBase,
+    check_dataformats,
+    check_image,
+    check_tag,
+    step_and_time,
+    walltime_or_now,
+)
+from ._writer_graph import GraphMethods
+from ._writer_media import MediaMethods
+from ._writer_plugins import PluginMethods
+from ._writer_projector import ProjectorMethods
+from .protocol import SCALAR_ROW, RecordKind
 
 __all__ = ["SummaryWriter"]
 
@@ -39,53 +44,6 @@ _pack_scalar_row = SCALAR_ROW.pack
 
 #: `bins` names numpy.histogram understands, plus tensorboardX's own exponential 'tensorflow' bins.
 HISTOGRAM_BIN_NAMES = frozenset(["tensorflow", "auto", "fd", "doane", "scott", "stone", "rice", "sturges", "sqrt"])
-_IMAGE_AXES = frozenset("NCHW")
-
-Number = int | float
-
-
-def _check_tag(tag: Any, name: str = "tag") -> str:
-    if type(tag) is not str:
-        raise TypeError(f"{name} must be a str, got {type(tag).__name__}")
-    return tag
-
-
-def _walltime(walltime: Any) -> float:
-    """A record's wall time: now, unless given."""
-    return time() if walltime is None else to_walltime(walltime)
-
-
-def _step_and_time(global_step: Any, walltime: Any) -> tuple[int, float]:
-    """The record's step (None is 0, as tensorboardX) and its wall time (now, unless given)."""
-    if type(global_step) is not int or not INT64_MIN <= global_step <= INT64_MAX:  # an int64 needs no call
-        global_step = to_step(global_step)
-    return global_step, time() if walltime is None else to_walltime(walltime)
-
-
-def _check_dataformats(dataformats: Any, ndim: int, allowed_ndims: Sequence[int]) -> str:
-    if not isinstance(dataformats, str):
-        raise TypeError(f"dataformats must be a str such as 'CHW', got {type(dataformats).__name__}")
-    layout = dataformats.upper()
-    if not layout or set(layout) - _IMAGE_AXES or len(set(layout)) != len(layout):
-        raise ValueError(f"dataformats must use each of the letters N, C, H, W at most once, got {dataformats!r}")
-    if len(layout) not in allowed_ndims:
-        raise ValueError(f"dataformats {dataformats!r} has {len(layout)} axes; this call takes {allowed_ndims}")
-    if "H" not in layout or "W" not in layout:
-        raise ValueError(f"dataformats {dataformats!r} must name both H and W")
-    if len(layout) != ndim:
-        raise ValueError(f"img_tensor has {ndim} dimensions but dataformats {dataformats!r} names {len(layout)}")
-    return layout
-
-
-def _check_image(array: np.ndarray, layout: str) -> None:
-    if array.size == 0:
-        raise ValueError(f"img_tensor is empty (shape {array.shape})")
-    # As tensorboardX: gray, gray+alpha (single images only), RGB, RGBA.
-    channels = (1, 3, 4) if "N" in layout else (1, 2, 3, 4)
-    if "C" in layout and array.shape[layout.index("C")] not in channels:
-        raise ValueError(
-            f"img_tensor has {array.shape[layout.index('C')]} channels on axis C of {layout!r}; expected {channels}"
-        )
 
 
 def _check_bins(bins: Any) -> str | int | list:
@@ -129,7 +87,7 @@ def _check_run(main_tag: str, key: Any) -> str:
     return run
 
 
-class SummaryWriter:
+class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods, WriterBase):
     """Writes TensorBoard event files through the node's logging daemon.
 
     A drop-in for `tensorboardX.SummaryWriter` (and `torch.utils.tensorboard.SummaryWriter`):
@@ -150,74 +108,6 @@ class SummaryWriter:
             `in_memory.InMemoryTransport()` to test training code without one (keyword only).
     """
 
-    def __init__(
-        self,
-        logdir: str | None = None,
-        comment: str | None = "",
-        purge_step: int | None = None,
-        max_queue: int | None = 10,
-        flush_secs: Number | None = 120,
-        filename_suffix: str | None = "",
-        write_to_disk: bool | None = True,
-        log_dir: str | None = None,
-        comet_config: dict | None = None,
-        *,
-        transport: Transport | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if kwargs:
-            raise TypeError(f"SummaryWriter got unexpected keyword arguments: {sorted(kwargs)}")
-        if log_dir is not None and logdir is None:
-            logdir = log_dir
-        if not logdir:
-            stamp = datetime.now().strftime("%b%d_%H-%M-%S")
-            logdir = os.path.join("runs", stamp + "_" + socket.gethostname() + (comment or ""))
-        if not isinstance(logdir, (str, os.PathLike)):
-            raise TypeError(f"logdir must be a str or path, got {type(logdir).__name__}")
-        if purge_step is not None:
-            purge_step = to_step(purge_step, "purge_step")
-        if flush_secs is not None and not (isinstance(flush_secs, (int, float)) and flush_secs > 0):
-            raise ValueError(f"flush_secs must be a positive number of seconds, got {flush_secs!r}")
-        filename_suffix = filename_suffix or ""
-        if not isinstance(filename_suffix, str):
-            raise TypeError(f"filename_suffix must be a str, got {type(filename_suffix).__name__}")
-        if "/" in filename_suffix or "\0" in filename_suffix:
-            raise ValueError(f"filename_suffix must be a plain file name suffix, got {filename_suffix!r}")
-        self.logdir = os.fspath(logdir)
-        self.purge_step = purge_step
-        self._flush_secs = flush_secs
-        self._filename_suffix = filename_suffix
-        self._write_to_disk = bool(write_to_disk)
-        self._given_transport = transport
-        self._settings = Settings.from_env()
-        self._closed = True
-        # The key of this writer's packed scalar rows per tag (add_scalars: per (main_tag, key)).
-        self._scalar_keys: dict[Any, int] = {}
-        self._open()
-
-    def _open(self) -> None:
-        if not self._write_to_disk:
-            self._transport: Transport = InMemoryTransport(keep=False)
-        elif self._given_transport is not None:
-            self._transport = self._given_transport
-        else:
-            # As tensorboardX: a log directory that cannot be made fails here, at construction,
-            # not later in the daemon where the caller would never see it.
-            os.makedirs(self.logdir, exist_ok=True)
-            self._transport = get_transport(self._settings)
-        self._queue = self._transport.queue
-        self._batch_records = self._transport.batch_records
-        self._writer_id = self._transport.open_writer(
-            {
-                "logdir": os.path.abspath(self.logdir),
-                "purge_step": self.purge_step,
-                "filename_suffix": self._filename_suffix,
-                "flush_secs": float(self._flush_secs or 120),
-            }
-        )
-        self._closed = False
-        self._bind_add_scalar()
-
     def _bind_add_scalar(self) -> None:
         """Gives this writer the C add_scalar (see _speedups.c) over its current key table, queue
         and transport: the plain call without a Python frame, every other call to the method
@@ -231,11 +121,6 @@ class SummaryWriter:
                 self._transport.on_backlog,
                 MethodType(SummaryWriter.add_scalar, self),
             )
-
-    def _ensure_open(self) -> None:
-        # tensorboardX reopens its file writer on use after close(); so do we.
-        if self._closed:
-            self._open()
 
     # -- scalars -----------------------------------------------------------------------------
 
@@ -272,13 +157,13 @@ class SummaryWriter:
             if key is None:
                 value = to_float(scalar_value, "scalar_value")
                 self._append_record(
-                    (_SCALAR, self._writer_id, "", tag, to_step(global_step), _walltime(walltime), value)
+                    (_SCALAR, self._writer_id, "", tag, to_step(global_step), walltime_or_now(walltime), value)
                 )
                 return
         length = append_scalar_row(self._queue, key, global_step, walltime, scalar_value)
         if length < 0:  # a value, step or walltime of another type: converted (or refused) here
             value = to_float(scalar_value, "scalar_value")
-            length = append_scalar_row(self._queue, key, to_step(global_step), _walltime(walltime), value)
+            length = append_scalar_row(self._queue, key, to_step(global_step), walltime_or_now(walltime), value)
         if length >= self._batch_records:
             self._transport.on_backlog(length)
 
@@ -293,7 +178,7 @@ class SummaryWriter:
         new_style: Any,
         double_precision: Any,
     ) -> None:
-        value, step, walltime = to_float(value, "scalar_value"), to_step(step), _walltime(walltime)
+        value, step, walltime = to_float(value, "scalar_value"), to_step(step), walltime_or_now(walltime)
         if isinstance(display_name, bool):  # torch's positional order: (..., new_style, double_precision)
             new_style = new_style or display_name
             display_name = ""
@@ -309,7 +194,7 @@ class SummaryWriter:
                 _SCALAR,
                 self._writer_id,
                 "",
-                _check_tag(tag),
+                check_tag(tag),
                 step,
                 walltime,
                 value,
@@ -325,18 +210,12 @@ class SummaryWriter:
     def _new_scalar_key(self, cache_key: Any, run: str, tag: Any) -> int | None:
         """Checks a tag met for the first time and gets its key for packed rows (None: there are
         no keys left, the records go as tuples)."""
-        _check_tag(tag)
+        check_tag(tag)
         self._ensure_open()
         key = self._transport.scalar_key(self._writer_id, run, tag)
         if key is not None:
             self._scalar_keys[cache_key] = key
         return key
-
-    def _append_record(self, record: tuple) -> None:
-        queue = self._queue
-        queue.append(record)
-        if len(queue) >= self._batch_records:
-            self._transport.on_backlog(len(queue))
 
     def add_scalars(
         self,
@@ -346,10 +225,10 @@ class SummaryWriter:
         walltime: float | None = None,
     ) -> None:
         """Logs several scalars under one chart: each key is a run `<logdir>/<main_tag>/<key>`."""
-        _check_tag(main_tag, "main_tag")
+        check_tag(main_tag, "main_tag")
         if not isinstance(tag_scalar_dict, Mapping):
             raise TypeError(f"tag_scalar_dict must be a dict of name -> number, got {type(tag_scalar_dict).__name__}")
-        step, walltime = _step_and_time(global_step, walltime)
+        step, walltime = step_and_time(global_step, walltime)
         self._ensure_open()
         keys = self._scalar_keys
         rows: list[bytes | tuple] = []
@@ -380,11 +259,11 @@ class SummaryWriter:
         max_bins: int | None = None,
     ) -> None:
         """Logs a histogram of `values`; the daemon computes it with tensorboardX's bucketing."""
-        _check_tag(tag)
+        check_tag(tag)
         bins = _check_bins(bins)
         if max_bins is not None and not (isinstance(max_bins, (int, np.integer)) and max_bins > 0):
             raise ValueError(f"max_bins must be a positive int or None, got {max_bins!r}")
-        step, walltime = _step_and_time(global_step, walltime)
+        step, walltime = step_and_time(global_step, walltime)
         array = to_owned_array(values, "values", self._transport.empty_array)
         if array.size == 0:
             raise ValueError("values is empty: a histogram needs at least one value")
@@ -402,11 +281,11 @@ class SummaryWriter:
         dataformats: str = "CHW",
     ) -> None:
         """Logs an image: uint8 in [0, 255] or float in [0, 1]; layout given by `dataformats`."""
-        _check_tag(tag)
-        step, walltime = _step_and_time(global_step, walltime)
+        check_tag(tag)
+        step, walltime = step_and_time(global_step, walltime)
         array = to_owned_array(img_tensor, "img_tensor", self._transport.empty_array)
-        layout = _check_dataformats(dataformats, array.ndim, (2, 3, 4))
-        _check_image(array, layout)
+        layout = check_dataformats(dataformats, array.ndim, (2, 3, 4))
+        check_image(array, layout)
         self._submit_array(_IMAGE, tag, step, walltime, array, {"dataformats": layout})
 
     def add_images(
@@ -418,8 +297,8 @@ class SummaryWriter:
         dataformats: str = "NCHW",
     ) -> None:
         """Logs a batch of images as one grid (8 per row). A list of CHW or HWC images is stacked."""
-        _check_tag(tag)
-        step, walltime = _step_and_time(global_step, walltime)
+        check_tag(tag)
+        step, walltime = step_and_time(global_step, walltime)
         if isinstance(img_tensor, list):
             if not isinstance(dataformats, str) or dataformats.upper() not in ("CHW", "HWC"):
                 raise ValueError(f"a list of images needs dataformats 'CHW' or 'HWC', got {dataformats!r}")
@@ -431,13 +310,9 @@ class SummaryWriter:
             array, dataformats = np.stack(parts), "N" + dataformats.upper()
         else:
             array = to_owned_array(img_tensor, "img_tensor", self._transport.empty_array)
-        layout = _check_dataformats(dataformats, array.ndim, (4,))
-        _check_image(array, layout)
+        layout = check_dataformats(dataformats, array.ndim, (4,))
+        check_image(array, layout)
         self._submit_array(_IMAGES, tag, step, walltime, array, {"dataformats": layout})
-
-    def _submit_array(self, kind: int, tag: str, step: int, walltime: float, array: np.ndarray, options: dict) -> None:
-        self._ensure_open()
-        self._transport.submit_array((kind, self._writer_id, "", tag, step, walltime, array, options))
 
     # -- text --------------------------------------------------------------------------------
 
@@ -449,49 +324,9 @@ class SummaryWriter:
         walltime: float | None = None,
     ) -> None:
         """Logs a string (markdown is rendered by TensorBoard's text plugin)."""
-        _check_tag(tag)
+        check_tag(tag)
         if not isinstance(text_string, str):
             raise TypeError(f"text_string must be a str, got {type(text_string).__name__}")
-        step, walltime = _step_and_time(global_step, walltime)
+        step, walltime = step_and_time(global_step, walltime)
         self._ensure_open()
         self._append_record((_TEXT, self._writer_id, "", tag, step, walltime, text_string))
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def get_logdir(self) -> str:
-        """The directory this writer's event file is in, as given to the constructor."""
-        return self.logdir
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Waits until the daemon has written and fsynced everything logged before this call.
-
-        Returns False if that did not happen within `timeout` seconds (default: flush_timeout_s).
-        """
-        if self._closed:
-            return True
-        return self._transport.flush(self._settings.flush_timeout_s if timeout is None else timeout)
-
-    def close(self, timeout: float | None = None) -> bool:
-        """Flushes and closes this writer, waiting at most `timeout` (default close_timeout_s).
-
-        Returns whether the daemon confirmed everything written. Never blocks past the timeout,
-        even when the daemon is gone. Closing twice is harmless.
-        """
-        if self._closed:
-            return True
-        self._closed = True
-        self._scalar_keys = {}  # keys name this stream: a reopened writer gets a new one
-        self._bind_add_scalar()
-        return self._transport.close_writer(
-            self._writer_id, self._settings.close_timeout_s if timeout is None else timeout
-        )
-
-    def stats(self) -> TransportStats:
-        """The process's transport counts: records sent, written, dropped by reason."""
-        return self._transport.stats()
-
-    def __enter__(self) -> SummaryWriter:
-        return self
-
-    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
-        self.close()

@@ -19,6 +19,7 @@ import numpy as np
 
 from logger_client.protocol import (
     ARRAY_KINDS,
+    ARRAY_MAP_KINDS,
     KIND,
     MAX_NAME_CHARS,
     RUN,
@@ -202,6 +203,8 @@ class Intake:
                 out.received += 1
                 if kind in ARRAY_KINDS:
                     record[VALUE] = work.arrays[record[VALUE]]
+                elif kind in ARRAY_MAP_KINDS:
+                    record[VALUE] = {role: work.arrays[index] for role, index in record[VALUE].items()}
                 group = parts[(record[WRITER], record[RUN], record[TAG])]
                 group.records.append(record)
                 group.mixed = True

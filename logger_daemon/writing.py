@@ -10,7 +10,6 @@ encoded on whole numpy columns; anything else one record at a time.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -19,18 +18,14 @@ import numpy as np
 from logger_client.protocol import (
     KIND,
     STEP,
-    TAG,
-    VALUE,
-    WALL_TIME,
     DropReason,
     ProtocolError,
     Record,
     RecordKind,
     check_record,
-    record_options,
 )
 from logger_daemon import summaries
-from logger_daemon.event_codec import summary_event
+from logger_daemon.encoders import ENCODERS
 from logger_daemon.intake import Group
 from logger_daemon.reduce import reduce_records
 from logger_daemon.runs import RunLog
@@ -40,33 +35,9 @@ log = logging.getLogger("logger_daemon")
 
 _SCALAR = RecordKind.SCALAR
 
-#: Options each record kind may carry to its summary function; anything else is ignored.
-_OPTION_NAMES = {
-    RecordKind.SCALAR: ("display_name", "summary_description", "new_style", "double_precision"),
-    RecordKind.HISTOGRAM: ("bins", "max_bins"),
-    RecordKind.IMAGE: ("dataformats",),
-    RecordKind.IMAGES: ("dataformats",),
-    RecordKind.TEXT: (),
-}
-_SUMMARY_FUNCTIONS: dict[int, Callable[..., Any]] = {
-    RecordKind.SCALAR: summaries.scalar,
-    RecordKind.HISTOGRAM: summaries.histogram,
-    RecordKind.IMAGE: summaries.image,
-    RecordKind.IMAGES: summaries.images,
-    RecordKind.TEXT: summaries.text,
-}
 _clean_tag = lru_cache(maxsize=65536)(summaries.clean_tag)
 
 Groups = dict[tuple[RunLog, str], Group]
-
-
-def encode_record(record: Record) -> bytes:
-    """The serialized Event of one checked data record; raises ValueError/TypeError on bad values."""
-    kind = record[KIND]
-    options = record_options(record)
-    options = {name: options[name] for name in _OPTION_NAMES[kind] if name in options}
-    summary = _SUMMARY_FUNCTIONS[kind](record[TAG], record[VALUE], **options)
-    return summary_event(record[WALL_TIME], record[STEP], summary)
 
 
 def write_groups(groups: Groups, drops: Drops) -> tuple[int, int, set[RunLog]]:
@@ -138,12 +109,17 @@ def _write_each(run: RunLog, tag: str, records: list[Record], owners: list[tuple
             drops.add(DropReason.STEP_OUT_OF_ORDER, 1, client)
             continue
         try:
-            event = encode_record(record)
-        except Exception as exc:  # any value a peer sent that a summary function rejects
-            log.warning("cannot encode a %s record %r at step %d: %s", RecordKind(record[KIND]).name, tag, step, exc)
+            events = ENCODERS[record[KIND]](record, run.path)
+        except OSError as exc:  # files an encoder writes beside the events (the projector's)
+            log.error("cannot write the files of a %s record %r: %s", RecordKind(record[KIND]).name, tag, exc)
+            drops.add(DropReason.IO_ERROR, 1, client)
+            continue
+        except Exception as exc:  # any value a peer sent that an encoder rejects (or no encoder)
+            log.warning("cannot encode a %s record %r at step %d: %r", RecordKind(record[KIND]).name, tag, step, exc)
             drops.add(DropReason.ENCODE_ERROR, 1, client)
             continue
-        file.write(event)
+        for event in events:
+            file.write(event)
         written += 1
     return written
 

@@ -165,6 +165,22 @@ def test_a_drain_cuts_batches_at_arrays_flushes_and_the_batch_size_in_queue_orde
     assert sum(b.data for b in out if isinstance(b, Batch)) == 20 + 1 + 1  # rows, the image, the text
 
 
+def test_a_record_carrying_several_arrays_names_each_by_its_index_in_the_message():
+    producer = make(max_buffer_bytes=10_000)
+    labels, predictions = np.ones(100, np.bool_), np.linspace(0, 1, 100)
+    value = {"labels": labels, "predictions": predictions}
+    producer.submit_array((RecordKind.PR_CURVE, 1, "", "pr", 0, 1.0, value, {"num_thresholds": 127}))
+    assert producer.array_bytes_held() == labels.nbytes + predictions.nbytes
+    image = np.zeros((3, 4, 4), np.uint8)
+    producer.submit_array((RecordKind.IMAGE, 1, "", "i", 0, 1.0, image, {}))
+    (batch,) = producer.drain()
+    assert isinstance(batch, Batch) and batch.arrays[0] is labels and batch.arrays[2] is image
+    records = decoded(batch)
+    assert records[0][protocol.VALUE] == {"labels": 0, "predictions": 1} and records[1][protocol.VALUE] == 2
+    assert protocol.check_record(records[0], len(batch.arrays)) is records[0]
+    assert batch.array_bytes == labels.nbytes + predictions.nbytes + image.nbytes
+
+
 def test_each_batch_of_a_mixed_drain_holds_at_most_a_batch_of_records():
     producer = make()
     producer.submit_array((RecordKind.HISTOGRAM, 1, "", "h", 0, 1.0, np.arange(4.0), {}))

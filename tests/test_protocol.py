@@ -246,6 +246,10 @@ GOOD = [int(RecordKind.SCALAR), 1, "run", "loss", 5, 1.5, 0.25]
         [int(RecordKind.IMAGE), 1, "", "img", 0, 1.0, 1, {"dataformats": "CHW"}],
         [int(RecordKind.HISTOGRAM), 1, "", "h", 0, 1.0, 0],
         [int(RecordKind.IMAGES), 1, "r" * protocol.MAX_NAME_CHARS, "t" * protocol.MAX_NAME_CHARS, 0, 1.0, 0],
+        [int(RecordKind.AUDIO), 1, "", "a", 0, 1.0, 1, {"sample_rate": 8000}],
+        [int(RecordKind.PR_CURVE), 1, "", "pr", 0, 1.0, {"labels": 0, "predictions": 1}],
+        [int(RecordKind.HPARAMS), 1, "", "", 0, 1.0, {"hparam_dict": {"lr": 0.1}, "metric_dict": {}}],
+        [int(RecordKind.ONNX_GRAPH), 1, "", "", 0, 1.0, b"model"],
     ],
 )
 def test_good_records_are_accepted(raw):
@@ -296,6 +300,12 @@ def test_good_records_are_accepted(raw):
         [int(RecordKind.IMAGE), 1, "", "img", 0, 1.0, -1],
         [int(RecordKind.HISTOGRAM), 1, "", "h", 0, 1.0, 1.0],
         [int(RecordKind.IMAGES), 1, "", "img", 0, 1.0, True],
+        [int(RecordKind.PR_CURVE), 1, "", "pr", 0, 1.0, {"labels": 0, "predictions": 2}],  # no array 2
+        [int(RecordKind.PR_CURVE), 1, "", "pr", 0, 1.0, {"labels": 0, 1: 1}],  # a role that is not a str
+        [int(RecordKind.PR_CURVE), 1, "", "pr", 0, 1.0, {}],  # no array at all
+        [int(RecordKind.MESH), 1, "", "m", 0, 1.0, {str(i): 0 for i in range(protocol.MAX_ARRAYS_PER_RECORD + 1)}],
+        [int(RecordKind.PR_CURVE), 1, "", "pr", 0, 1.0, 0],  # an index where a map of them belongs
+        [int(RecordKind.ONNX_GRAPH), 1, "", "", 0, 1.0, "model"],
     ],
 )
 def test_bad_records_are_refused(raw):

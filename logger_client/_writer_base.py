@@ -1,0 +1,228 @@
+"""What every `SummaryWriter` method shares: the constructor, the writer's connection to its
+transport, turning checked arguments into queued records, and the lifecycle (flush, close, stats).
+
+The methods themselves live by family: `writer.py` (scalars, histograms, images, text) and the
+`_writer_*.py` mixins, each a subclass of `WriterBase`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from datetime import datetime
+from time import time
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ._convert import to_step, to_walltime
+from ._daemon_transport import get_transport
+from .in_memory import InMemoryTransport
+from .protocol import INT64_MAX, INT64_MIN
+from .settings import Settings
+from .transport import Transport, TransportStats
+
+Number = int | float
+_Writer = TypeVar("_Writer", bound="WriterBase")
+_IMAGE_AXES = frozenset("NCHW")
+
+
+def check_tag(tag: Any, name: str = "tag") -> str:
+    if type(tag) is not str:
+        raise TypeError(f"{name} must be a str, got {type(tag).__name__}")
+    return tag
+
+
+def walltime_or_now(walltime: Any) -> float:
+    """A record's wall time: now, unless given."""
+    return time() if walltime is None else to_walltime(walltime)
+
+
+def step_and_time(global_step: Any, walltime: Any) -> tuple[int, float]:
+    """The record's step (None is 0, as tensorboardX) and its wall time (now, unless given)."""
+    if type(global_step) is not int or not INT64_MIN <= global_step <= INT64_MAX:  # an int64 needs no call
+        global_step = to_step(global_step)
+    return global_step, time() if walltime is None else to_walltime(walltime)
+
+
+def check_dataformats(dataformats: Any, ndim: int, allowed_ndims: Sequence[int]) -> str:
+    if not isinstance(dataformats, str):
+        raise TypeError(f"dataformats must be a str such as 'CHW', got {type(dataformats).__name__}")
+    layout = dataformats.upper()
+    if not layout or set(layout) - _IMAGE_AXES or len(set(layout)) != len(layout):
+        raise ValueError(f"dataformats must use each of the letters N, C, H, W at most once, got {dataformats!r}")
+    if len(layout) not in allowed_ndims:
+        raise ValueError(f"dataformats {dataformats!r} has {len(layout)} axes; this call takes {allowed_ndims}")
+    if "H" not in layout or "W" not in layout:
+        raise ValueError(f"dataformats {dataformats!r} must name both H and W")
+    if len(layout) != ndim:
+        raise ValueError(f"img_tensor has {ndim} dimensions but dataformats {dataformats!r} names {len(layout)}")
+    return layout
+
+
+def check_image(array: np.ndarray, layout: str) -> None:
+    if array.size == 0:
+        raise ValueError(f"img_tensor is empty (shape {array.shape})")
+    # As tensorboardX: gray, gray+alpha (single images only), RGB, RGBA.
+    channels = (1, 3, 4) if "N" in layout else (1, 2, 3, 4)
+    if "C" in layout and array.shape[layout.index("C")] not in channels:
+        raise ValueError(
+            f"img_tensor has {array.shape[layout.index('C')]} channels on axis C of {layout!r}; expected {channels}"
+        )
+
+
+class WriterBase:
+    """The state and plumbing of a writer; `SummaryWriter` documents the constructor."""
+
+    def __init__(
+        self,
+        logdir: str | None = None,
+        comment: str | None = "",
+        purge_step: int | None = None,
+        max_queue: int | None = 10,
+        flush_secs: Number | None = 120,
+        filename_suffix: str | None = "",
+        write_to_disk: bool | None = True,
+        log_dir: str | None = None,
+        comet_config: dict | None = None,
+        *,
+        transport: Transport | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs:
+            raise TypeError(f"SummaryWriter got unexpected keyword arguments: {sorted(kwargs)}")
+        if log_dir is not None and logdir is None:
+            logdir = log_dir
+        if not logdir:
+            stamp = datetime.now().strftime("%b%d_%H-%M-%S")
+            logdir = os.path.join("runs", stamp + "_" + socket.gethostname() + (comment or ""))
+        if not isinstance(logdir, (str, os.PathLike)):
+            raise TypeError(f"logdir must be a str or path, got {type(logdir).__name__}")
+        if purge_step is not None:
+            purge_step = to_step(purge_step, "purge_step")
+        if flush_secs is not None and not (isinstance(flush_secs, (int, float)) and flush_secs > 0):
+            raise ValueError(f"flush_secs must be a positive number of seconds, got {flush_secs!r}")
+        filename_suffix = filename_suffix or ""
+        if not isinstance(filename_suffix, str):
+            raise TypeError(f"filename_suffix must be a str, got {type(filename_suffix).__name__}")
+        if "/" in filename_suffix or "\0" in filename_suffix:
+            raise ValueError(f"filename_suffix must be a plain file name suffix, got {filename_suffix!r}")
+        self.logdir = os.fspath(logdir)
+        self.purge_step = purge_step
+        self._flush_secs = flush_secs
+        self._filename_suffix = filename_suffix
+        self._write_to_disk = bool(write_to_disk)
+        self._given_transport = transport
+        self._settings = Settings.from_env()
+        self._closed = True
+        # The key of this writer's packed scalar rows per tag (add_scalars: per (main_tag, key)).
+        self._scalar_keys: dict[Any, int] = {}
+        self._open()
+
+    def _open(self) -> None:
+        if not self._write_to_disk:
+            self._transport: Transport = InMemoryTransport(keep=False)
+        elif self._given_transport is not None:
+            self._transport = self._given_transport
+        else:
+            # As tensorboardX: a log directory that cannot be made fails here, at construction,
+            # not later in the daemon where the caller would never see it.
+            os.makedirs(self.logdir, exist_ok=True)
+            self._transport = get_transport(self._settings)
+        self._queue = self._transport.queue
+        self._batch_records = self._transport.batch_records
+        self._writer_id = self._transport.open_writer(
+            {
+                "logdir": os.path.abspath(self.logdir),
+                "purge_step": self.purge_step,
+                "filename_suffix": self._filename_suffix,
+                "flush_secs": float(self._flush_secs or 120),
+            }
+        )
+        self._closed = False
+        self._bind_add_scalar()
+
+    def _bind_add_scalar(self) -> None:
+        """Called whenever the writer (re)opens: `SummaryWriter` binds its C add_scalar here."""
+
+    def _ensure_open(self) -> None:
+        # tensorboardX reopens its file writer on use after close(); so do we.
+        if self._closed:
+            self._open()
+
+    def _append_record(self, record: tuple) -> None:
+        queue = self._queue
+        queue.append(record)
+        if len(queue) >= self._batch_records:
+            self._transport.on_backlog(len(queue))
+
+    def _submit_array(
+        self,
+        kind: int,
+        tag: str,
+        step: int,
+        walltime: float,
+        value: np.ndarray | dict[str, np.ndarray],
+        options: dict[str, Any],
+        run: str = "",
+    ) -> None:
+        """Queues a record whose value is an owned array (or a map of names to owned arrays) within
+        the transport's array bound: the arrays must come from `to_owned_array`."""
+        self._ensure_open()
+        self._transport.submit_array((kind, self._writer_id, run, tag, step, walltime, value, options))
+
+    def _queue_record(
+        self,
+        kind: int,
+        tag: str,
+        step: int,
+        walltime: float,
+        value: Any,
+        options: dict[str, Any] | None = None,
+        run: str = "",
+    ) -> None:
+        """Queues a record whose value is plain data (numbers, strings, lists, maps, bytes)."""
+        self._ensure_open()
+        record = (kind, self._writer_id, run, tag, step, walltime, value)
+        self._append_record(record if options is None else (*record, options))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def get_logdir(self) -> str:
+        """The directory this writer's event file is in, as given to the constructor."""
+        return self.logdir
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Waits until the daemon has written and fsynced everything logged before this call.
+
+        Returns False if that did not happen within `timeout` seconds (default: flush_timeout_s).
+        """
+        if self._closed:
+            return True
+        return self._transport.flush(self._settings.flush_timeout_s if timeout is None else timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flushes and closes this writer, waiting at most `timeout` (default close_timeout_s).
+
+        Returns whether the daemon confirmed everything written. Never blocks past the timeout,
+        even when the daemon is gone. Closing twice is harmless.
+        """
+        if self._closed:
+            return True
+        self._closed = True
+        self._scalar_keys = {}  # keys name this writer's id: a reopened writer gets a new one
+        self._bind_add_scalar()
+        return self._transport.close_writer(
+            self._writer_id, self._settings.close_timeout_s if timeout is None else timeout
+        )
+
+    def stats(self) -> TransportStats:
+        """The process's transport counts: records sent, written, dropped by reason."""
+        return self._transport.stats()
+
+    def __enter__(self: _Writer) -> _Writer:
+        return self
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        self.close()
