@@ -62,6 +62,21 @@ def to_step(value: Any, name: str = "global_step") -> int:
     return step
 
 
+def check_text(value: Any, name: str) -> str:
+    """`value` if it is a str that UTF-8 can encode (the wire's and TensorBoard's text); a str
+    holding lone surrogates (from undecodable bytes) is refused here, where the caller sees it."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    if not value.isascii():  # O(1) for most strings: CPython knows when a str is ASCII
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"{name} is not valid text: {exc.reason} at position {exc.start} ({value[exc.start : exc.end]!r})"
+            ) from None
+    return value
+
+
 def to_walltime(value: Any) -> float:
     """An explicit walltime (seconds since the epoch) as a float."""
     try:

@@ -16,6 +16,7 @@ import atexit
 import logging
 import math
 import os
+import sys
 import threading
 import time
 from collections import Counter
@@ -65,6 +66,8 @@ class DaemonTransport:
         self._connected = threading.Event()  # set once the daemon answered, or the thread failed
         self._error: str | None = None
         self._daemon_unresponsive = False  # a flush timed out and no ack came since
+        self._flush_lock = threading.Lock()
+        self._drops_at_last_flush = 0
         self._sender: Sender | None = None  # the I/O thread's; read by `stats` from other threads
         self._thread = threading.Thread(target=self._run, name="logger-client-io", daemon=True)
         self._thread.start()
@@ -84,6 +87,8 @@ class DaemonTransport:
         self._connected = threading.Event()
         self._error = None
         self._daemon_unresponsive = False
+        self._flush_lock = threading.Lock()
+        self._drops_at_last_flush = 0
         self._sender = None
         self._thread = threading.Thread(target=self._run, name="logger-client-io", daemon=True)
         self._thread.start()
@@ -103,10 +108,22 @@ class DaemonTransport:
         if not self._thread.is_alive():
             return False  # nothing will ever acknowledge it
         request = self._producer.request_flush()
-        done = request.done.wait(timeout_s)
-        if not done:
+        if not request.done.wait(timeout_s):
             self._daemon_unresponsive = True  # until the daemon next answers
-        return done
+            return False
+        return self._nothing_dropped_since_last_flush()
+
+    def _nothing_dropped_since_last_flush(self) -> bool:
+        """Whether no record was dropped (by this client or the daemon) since the previous flush
+        returned: only then is everything logged before this flush on disk. The daemon reports
+        its refusals with its acknowledgements, so they are all in by the time a flush is done."""
+        sender = self._sender
+        refused = sender.counts()[2] if sender is not None else Counter[str]()
+        total = sum(self._producer.dropped().values()) + sum(refused.values())
+        with self._flush_lock:
+            clean = total == self._drops_at_last_flush
+            self._drops_at_last_flush = total
+        return clean
 
     def stats(self) -> TransportStats:
         """Counts since this process connected.
@@ -184,7 +201,6 @@ class DaemonTransport:
             sender = Sender(sock, self._arena)
             sender.hello()
             self._sender = sender
-            self._producer.announce_again()
             self._serve(sender)
         except Exception as exc:  # the thread must record why it stopped, never die silently
             self._fail(f"logger_client I/O thread failed: {exc!r}")
@@ -235,10 +251,15 @@ class DaemonTransport:
         # Producers' batches go out without the pack lock, so producers go on packing meanwhile.
         outgoing = self._producer.drain() if drain_queue else self._producer.take_packed()
         for item in outgoing:
-            if isinstance(item, Batch):
-                sender.send_batch(item)
-            else:
+            if not isinstance(item, Batch):
                 sender.send_flush(item)
+                continue
+            try:
+                sender.send_batch(item)
+            except (TypeError, ValueError, OverflowError):  # a value msgpack refuses: this batch only
+                log.exception("logger_client: a batch of %d record(s) could not be encoded", item.data)
+                self._producer.release(item.data, 0)
+                self._producer.refuse(item.data, item.array_bytes)
         return bool(outgoing)
 
     def _receive(self, sender: Sender) -> None:
@@ -308,6 +329,22 @@ def _after_fork_in_child() -> None:
     _transport_lock = threading.Lock()  # another thread may have held it at the fork
     if _transport is not None:  # only the live transport: a shut-down one stays down
         _transport.reset_after_fork()
+        _flush_at_multiprocessing_exit()
+
+
+def _flush_at_multiprocessing_exit() -> None:
+    """A multiprocessing child (a DataLoader worker) ends with os._exit, which skips atexit, after
+    running multiprocessing's finalizers: one of them delivers what the child logged. The child
+    clears the finalizers it inherits before running its after-fork callbacks, so the finalizer is
+    registered from one of those."""
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None and _transport is not None:
+        mp_util.register_after_fork(_transport, _finalize_at_exit)
+
+
+def _finalize_at_exit(transport: DaemonTransport) -> None:
+    mp_util = sys.modules["multiprocessing.util"]
+    mp_util.Finalize(None, shutdown_transport, exitpriority=0)
 
 
 atexit.register(shutdown_transport)

@@ -10,6 +10,7 @@ drained by the I/O thread. docs/design.md (Threading and the GIL) says who holds
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter, deque
@@ -32,6 +33,8 @@ from .protocol import (
     RecordKind,
 )
 from .settings import Settings
+
+log = logging.getLogger("logger_client")
 
 _OPEN = RecordKind.OPEN
 _CLOSE = RecordKind.CLOSE
@@ -124,16 +127,33 @@ def join_rows(items: list) -> list:
     return joined
 
 
-def pack_records(items: list) -> tuple[bytes, int]:
-    """Plain queued items (rows and records without arrays) as a msgpack records list, and how
-    many of them are control records. A batch of rows only, the common case, becomes one bin,
+def pack_records(items: list) -> tuple[bytes, int, int]:
+    """Plain queued items (rows and records without arrays) as a msgpack records list, how many
+    of them are control records, and how many records were left out because msgpack refuses a
+    value of theirs (the rest still go). A batch of rows only, the common case, becomes one bin,
     joined in C."""
     try:
-        return msgpack.packb([b"".join(items)], use_bin_type=True), 0
+        return msgpack.packb([b"".join(items)], use_bin_type=True), 0, 0
     except TypeError:  # not all rows
         joined = join_rows(items)
-        controls = sum(1 for record in joined if type(record) is tuple and record[KIND] in CONTROL_KINDS)
-        return msgpack.packb(joined, use_bin_type=True), controls
+    try:
+        packed = msgpack.packb(joined, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError):
+        kept = [item for item in joined if type(item) is bytes or _packable(item)]
+        return msgpack.packb(kept, use_bin_type=True), _controls(kept), len(joined) - len(kept)
+    return packed, _controls(joined), 0
+
+
+def _controls(records: list) -> int:
+    return sum(1 for record in records if type(record) is tuple and record[KIND] in CONTROL_KINDS)
+
+
+def _packable(record: tuple) -> bool:
+    try:
+        msgpack.packb(record, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
 
 
 class Producer:
@@ -170,9 +190,9 @@ class Producer:
         self._dropped: Counter[str] = Counter()
 
     def reset_after_fork(self) -> None:
-        """In a forked child: the parent sends what it queued and packed; the child starts empty
-        (its writers stay open, and are announced to its own connection). Locks are new: another
-        thread of the parent may have held one at the fork."""
+        """In a forked child: the parent sends what it queued and packed; the child starts empty,
+        its writers still open and announced again at the head of its queue, before anything it
+        logs. Locks are new: another thread of the parent may have held one at the fork."""
         self.queue.clear()
         self._lock = threading.Lock()
         self._pack_lock = threading.Lock()
@@ -181,6 +201,7 @@ class Producer:
         self._array_bytes_held = self._array_bytes_queued = 0
         self._specials_queued = self._specials_taken = 0
         self._dropped = Counter()
+        self.announce_again()
 
     # -- writers: any thread -----------------------------------------------------------------------
 
@@ -293,9 +314,11 @@ class Producer:
             length = min(len(self.queue), self.room())
             if length <= 0 or self._specials_queued != self._specials_taken:
                 return
-            packed, controls = pack_records(take(self.queue, length))
-            self._packed.append(Batch(packed, length - controls))
-            self._taken += length - controls
+            packed, controls, refused = pack_records(take(self.queue, length))
+            self._packed.append(Batch(packed, length - controls - refused))
+            self._taken += length - controls - refused
+            if refused:
+                self.refuse(refused)
         finally:
             self._pack_lock.release()
 
@@ -328,9 +351,11 @@ class Producer:
             if self._specials_queued == self._specials_taken:
                 while length:
                     count = min(length, self.batch_records)
-                    packed, controls = pack_records(take(self.queue, count))
-                    out.append(Batch(packed, count - controls))
-                    self._taken += count - controls
+                    packed, controls, refused = pack_records(take(self.queue, count))
+                    out.append(Batch(packed, count - controls - refused))
+                    self._taken += count - controls - refused
+                    if refused:
+                        self.refuse(refused)
                     length -= count
             else:
                 out.extend(self._drain_mixed(take(self.queue, length)))
@@ -386,6 +411,14 @@ class Producer:
             with self._lock:
                 self._array_bytes_queued -= batch.array_bytes
         return batch
+
+    def refuse(self, records: int, array_bytes: int = 0) -> None:
+        """`records` data records (and their arrays) could not be encoded for the wire: counted as
+        `unencodable`. Records already taken off the queue must be released by the caller."""
+        with self._lock:
+            self._dropped[DropReason.UNENCODABLE.value] += records
+            self._array_bytes_held -= array_bytes
+        log.error("logger_client: %d record(s) could not be encoded for the daemon and were dropped", records)
 
     def release(self, records: int, array_bytes: int) -> None:
         """The daemon acknowledged `records` data records and `array_bytes` of arrays."""

@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ._convert import to_step, to_walltime
+from ._convert import check_text, to_step, to_walltime
 from ._daemon_transport import get_transport
 from .in_memory import InMemoryTransport
-from .protocol import INT64_MAX, INT64_MIN
+from .protocol import INT64_MAX, INT64_MIN, MAX_NAME_CHARS
 from .settings import Settings
 from .transport import Transport, TransportStats
 
@@ -29,8 +29,10 @@ _IMAGE_AXES = frozenset("NCHW")
 
 
 def check_tag(tag: Any, name: str = "tag") -> str:
-    if type(tag) is not str:
-        raise TypeError(f"{name} must be a str, got {type(tag).__name__}")
+    """`tag` if the daemon can take it: UTF-8 text of at most `MAX_NAME_CHARS` characters."""
+    check_text(tag, name)
+    if len(tag) > MAX_NAME_CHARS:
+        raise ValueError(f"{name} has {len(tag)} characters; at most {MAX_NAME_CHARS} are allowed")
     return tag
 
 
@@ -99,13 +101,14 @@ class WriterBase:
             logdir = os.path.join("runs", stamp + "_" + socket.gethostname() + (comment or ""))
         if not isinstance(logdir, (str, os.PathLike)):
             raise TypeError(f"logdir must be a str or path, got {type(logdir).__name__}")
+        logdir = check_text(os.fspath(logdir), "logdir")
+        if "\0" in logdir:
+            raise ValueError("logdir must not contain a NUL character")
         if purge_step is not None:
             purge_step = to_step(purge_step, "purge_step")
         if flush_secs is not None and not (isinstance(flush_secs, (int, float)) and flush_secs > 0):
             raise ValueError(f"flush_secs must be a positive number of seconds, got {flush_secs!r}")
-        filename_suffix = filename_suffix or ""
-        if not isinstance(filename_suffix, str):
-            raise TypeError(f"filename_suffix must be a str, got {type(filename_suffix).__name__}")
+        filename_suffix = check_text(filename_suffix or "", "filename_suffix")
         if "/" in filename_suffix or "\0" in filename_suffix:
             raise ValueError(f"filename_suffix must be a plain file name suffix, got {filename_suffix!r}")
         self.logdir = os.fspath(logdir)

@@ -222,6 +222,8 @@ class DropReason(str, Enum):
     CLIENT_QUEUE_FULL = "client_queue_full"
     #: Client side: records the daemon never confirmed written.
     DAEMON_UNREACHABLE = "daemon_unreachable"
+    #: Client side: a record the wire cannot carry (a value msgpack refuses).
+    UNENCODABLE = "unencodable"
 
 
 class ProtocolError(ValueError):

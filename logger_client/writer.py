@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._convert import to_float, to_owned_array, to_step
+from ._convert import check_text, to_float, to_owned_array, to_step
 from ._fast import ScalarCall, append_scalar_row
 from ._writer_base import (
     Number,
@@ -79,8 +79,9 @@ def _check_binnable(values: np.ndarray, bins: str | int | list) -> None:
 @lru_cache(maxsize=4096)  # the same few (main_tag, key) pairs, every step
 def _check_run(main_tag: str, key: Any) -> str:
     """The sub-run of `add_scalars`, laid out as tensorboardX does: `<logdir>/<main_tag>/<key>`."""
-    if type(key) is not str:
-        raise TypeError(f"tag_scalar_dict keys must be str, got {type(key).__name__}")
+    check_tag(key, "tag_scalar_dict key")
+    if "\0" in key:
+        raise ValueError(f"tag_scalar_dict key {key!r} holds a NUL character, which a directory name cannot")
     run = posixpath.normpath(posixpath.join(main_tag, key))
     if posixpath.isabs(run) or run == ".." or run.startswith("../") or run == ".":
         raise ValueError(f"main_tag {main_tag!r} with key {key!r} would leave the log directory")
@@ -186,8 +187,8 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
             double_precision = double_precision or summary_description
             summary_description = ""
         for name, text in (("display_name", display_name), ("summary_description", summary_description)):
-            if text is not None and not isinstance(text, str):
-                raise TypeError(f"{name} must be a str, got {type(text).__name__}")
+            if text is not None:
+                check_text(text, name)
         self._ensure_open()
         self._append_record(
             (
@@ -325,8 +326,7 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
     ) -> None:
         """Logs a string (markdown is rendered by TensorBoard's text plugin)."""
         check_tag(tag)
-        if not isinstance(text_string, str):
-            raise TypeError(f"text_string must be a str, got {type(text_string).__name__}")
+        check_text(text_string, "text_string")
         step, walltime = step_and_time(global_step, walltime)
         self._ensure_open()
         self._append_record((_TEXT, self._writer_id, "", tag, step, walltime, text_string))

@@ -54,7 +54,7 @@ class Harness:
     def packed_work(self, client: bytes, items: list) -> Work:
         """One RECORDS message whose records were packed as the client packs them (rows joined)."""
         self._seq[client] += 1
-        packed, _ = pack_records(items)
+        packed, _, _ = pack_records(items)
         frames = protocol.encode_packed_records(client, self._seq[client], packed)
         message = protocol.decode(frames)
         return Work.of_records(client, self._seq[client], message.header["records"], message.arrays)

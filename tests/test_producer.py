@@ -99,10 +99,10 @@ def test_pack_records_counts_the_control_records_among_rows():
     key = (int(RecordKind.KEY), 1, "", "t", 0, 0.0, 0)
     text = (int(RecordKind.TEXT), 1, "", "t", 0, 1.0, "x")
     row = ROW(0, 1, 2.0, 3.0)
-    packed, controls = pack_records([key, row, row, text, row, key])
-    assert controls == 2
+    packed, controls, refused = pack_records([key, row, row, text, row, key])
+    assert (controls, refused) == (2, 0)
     assert msgpack.unpackb(packed) == [list(key), row * 2, list(text), row, list(key)]
-    assert pack_records([row, row]) == (msgpack.packb([row * 2]), 0)
+    assert pack_records([row, row]) == (msgpack.packb([row * 2]), 0, 0)
 
 
 # -- packing on the producer's thread ----------------------------------------------------------------
@@ -292,9 +292,10 @@ def test_reset_after_fork_empties_the_queue_and_frees_locks_held_at_the_fork():
     holder.start()
     holder.join()
     producer.reset_after_fork()
-    assert producer.queue == [] and producer.idle()
+    # Nothing of the parent's; the child's writer announced again, ahead of anything it logs.
+    assert [(item[protocol.KIND], item[protocol.WRITER]) for item in producer.queue] == [(RecordKind.OPEN, writer)]
     start = time.monotonic()
-    append_rows(producer, 0, range(8))  # packing takes the pack lock: it must be free
+    append_rows(producer, 0, range(7))  # packing takes the pack lock: it must be free
     assert time.monotonic() - start < 1
-    producer.announce_again()
-    assert producer.queue[0][protocol.WRITER] == writer
+    (batch,) = producer.take_packed()
+    assert decoded(batch)[0][protocol.KIND] == RecordKind.OPEN and batch.data == 7

@@ -60,7 +60,7 @@ def receive_all(sender: Sender) -> tuple[int, int]:
 
 
 def rows_batch(steps: range) -> Batch:
-    packed, _ = pack_records([SCALAR_ROW.pack(0, step, 1.0, float(step)) for step in steps])
+    packed, _, _ = pack_records([SCALAR_ROW.pack(0, step, 1.0, float(step)) for step in steps])
     return Batch(packed, len(steps))
 
 
