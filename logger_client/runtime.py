@@ -15,6 +15,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .settings import ENV_PREFIX
+
 __all__ = [
     "DAEMON_LOCK_NAME",
     "LOG_NAME",
@@ -38,6 +40,9 @@ LOG_NAME = "daemon.log"
 
 #: How often a waiter tries a lock again.
 _LOCK_POLL_S = 0.01
+#: Longest path of a unix socket (sun_path, less its terminating NUL).
+_MAX_IPC_PATH_BYTES = 107
+_RUNTIME_DIR_VARIABLE = ENV_PREFIX + "RUNTIME_DIR"
 
 
 class LockTimeout(TimeoutError):
@@ -45,15 +50,32 @@ class LockTimeout(TimeoutError):
 
 
 def ensure_runtime_dir(path: str) -> str:
-    """Creates the per-user runtime directory (mode 0700) or checks that an existing one is private."""
-    os.makedirs(path, mode=0o700, exist_ok=True)
+    """Creates the per-user runtime directory (mode 0700) or checks that an existing one is
+    private: a directory (not a link), owned by this user, that no one else can open. Each error
+    says what to fix."""
+    elsewhere = f"or set {_RUNTIME_DIR_VARIABLE} to a directory of your own"
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise PermissionError(f"cannot create the runtime directory {path} ({exc.strerror}): {elsewhere}") from None
     info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        raise PermissionError(f"runtime directory {path} is a symbolic link: remove it, {elsewhere}")
     if not stat.S_ISDIR(info.st_mode):
-        raise PermissionError(f"runtime directory {path} is not a directory")
+        raise PermissionError(f"runtime directory {path} is not a directory: remove it, {elsewhere}")
     if info.st_uid != os.getuid():
-        raise PermissionError(f"runtime directory {path} belongs to uid {info.st_uid}, not to this user")
+        raise PermissionError(
+            f"runtime directory {path} belongs to uid {info.st_uid}, not to this user (uid {os.getuid()}): "
+            f"another user made it; {elsewhere}"
+        )
     if info.st_mode & 0o077:
-        raise PermissionError(f"runtime directory {path} is open to other users (mode {oct(info.st_mode & 0o777)})")
+        raise PermissionError(
+            f"runtime directory {path} is open to other users (mode {oct(info.st_mode & 0o777)}): "
+            f"run `chmod 700 {path}`, {elsewhere}"
+        )
+    socket_path = os.path.join(path, SOCKET_NAME)
+    if len(os.fsencode(socket_path)) > _MAX_IPC_PATH_BYTES:
+        raise ValueError(f"the daemon's socket path {socket_path} is too long for a unix socket: {elsewhere}")
     return path
 
 

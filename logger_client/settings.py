@@ -7,7 +7,7 @@ daemon starts (not at import), so a test or a launcher can set the environment f
 from __future__ import annotations
 
 import os
-import tempfile
+import socket
 from dataclasses import dataclass, fields
 
 __all__ = ["ENV_PREFIX", "Settings"]
@@ -17,9 +17,15 @@ ENV_PREFIX = "LOGGER_"
 
 
 def _default_runtime_dir() -> str:
-    """A per-user directory: under $XDG_RUNTIME_DIR when the session has one, else under /tmp."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    return os.path.join(base, f"tb-logger-{os.getuid()}")
+    """A directory only this user can open: under $XDG_RUNTIME_DIR when the session has one (a
+    per-user tmpfs), else in the user's cache directory; never in a shared directory such as
+    /tmp, where another user could create it first. Named per host: home directories are often
+    shared between the nodes of a cluster."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return os.path.join(runtime, f"tb-logger-{os.getuid()}")
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "tb-logger", socket.gethostname())
 
 
 @dataclass(frozen=True)
