@@ -26,9 +26,9 @@ from typing import Any
 import zmq
 
 from ._arena import Arena
-from ._discovery import find_or_start_daemon
+from ._discovery import DaemonUnavailable, daemon_alive, find_or_start_daemon
 from ._producer import Batch, Producer
-from ._sender import Sender, connect_dealer
+from ._sender import Sender, connect_dealer, new_client_id
 from .settings import Settings
 from .transport import TransportStats
 
@@ -38,6 +38,12 @@ log = logging.getLogger("logger_client")
 _GRACE_AFTER_TIMEOUT_S = 0.5
 #: How long shutdown waits for the I/O thread beyond its flush.
 _JOIN_GRACE_S = 1.0
+#: How often the I/O thread checks that its daemon is alive (its lock is held).
+_PROBE_S = 0.5
+#: Waits between attempts to find or start a daemon, while none can be had.
+_RETRY_FIRST_S = 1.0
+_RETRY_MAX_S = 30.0
+_POLL_WHILE_DISCONNECTED_S = 0.1
 
 
 class DaemonTransport:
@@ -47,9 +53,16 @@ class DaemonTransport:
     starting a daemon there if none runs); it is called on the I/O thread.
     """
 
-    def __init__(self, settings: Settings, find_endpoint: Callable[[Settings], str] = find_or_start_daemon) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        find_endpoint: Callable[[Settings], str] = find_or_start_daemon,
+        daemon_alive: Callable[[Settings], bool] = daemon_alive,
+    ) -> None:
         self.settings = settings
         self._find_endpoint = find_endpoint
+        self._daemon_alive = daemon_alive
+        self._cid = new_client_id()
         self._arena = Arena(settings.arena_bytes)
         self._producer = Producer(settings, self._wake)
         self.queue = self._producer.queue
@@ -65,6 +78,7 @@ class DaemonTransport:
         self._stopping = threading.Event()
         self._connected = threading.Event()  # set once the daemon answered, or the thread failed
         self._error: str | None = None
+        self._disconnected: str | None = None  # why no daemon can be had now, while that lasts
         self._daemon_unresponsive = False  # a flush timed out and no ack came since
         self._flush_lock = threading.Lock()
         self._drops_at_last_flush = 0
@@ -80,12 +94,14 @@ class DaemonTransport:
         self._arena = Arena(self.settings.arena_bytes)
         self.empty_array = self._arena.empty
         self._pid = os.getpid()
+        self._cid = new_client_id()
         os.close(self._wake_r)
         os.close(self._wake_w)
         self._wake_r, self._wake_w = _wake_pipe()
         self._stopping = threading.Event()
         self._connected = threading.Event()
         self._error = None
+        self._disconnected = None
         self._daemon_unresponsive = False
         self._flush_lock = threading.Lock()
         self._drops_at_last_flush = 0
@@ -111,7 +127,7 @@ class DaemonTransport:
         if not request.done.wait(timeout_s):
             self._daemon_unresponsive = True  # until the daemon next answers
             return False
-        return self._nothing_dropped_since_last_flush()
+        return request.ok and self._nothing_dropped_since_last_flush()
 
     def _nothing_dropped_since_last_flush(self) -> bool:
         """Whether no record was dropped (by this client or the daemon) since the previous flush
@@ -141,7 +157,8 @@ class DaemonTransport:
             "array_bytes_held": self._producer.array_bytes_held(),
             "arena_bytes": self._arena.faulted_bytes,
             "queued": self._producer.queued(),
-            "error": self._error,
+            "records_pending": self._producer.pending(),
+            "error": self._error or self._disconnected,
         }
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -195,29 +212,60 @@ class DaemonTransport:
 
     def _run(self) -> None:
         context = zmq.Context()
-        sock = None
+        sender = None
         try:
             sock = connect_dealer(context, self._find_endpoint(self.settings))
-            sender = Sender(sock, self._arena)
+            sender = Sender(sock, self._arena, self._producer.release, self._cid)
             sender.hello()
             self._sender = sender
-            self._serve(sender)
+            while not self._serve(sender):  # the daemon is gone: find or start the next one
+                if not self._reconnect(context, sender):
+                    break
         except Exception as exc:  # the thread must record why it stopped, never die silently
             self._fail(f"logger_client I/O thread failed: {exc!r}")
         finally:
-            if sock is not None:
-                sock.close(linger=0)
+            if sender is not None:
+                sender.sock.close(linger=0)
+                sender.fail_flushes()
             context.term()
+            self._producer.fail_flushes()
             lost = self._producer.give_up()
             if lost:
                 log.warning("logger_client: %d record(s) were not confirmed written by the daemon", lost)
 
-    def _serve(self, sender: Sender) -> None:
+    def _reconnect(self, context: zmq.Context, sender: Sender) -> bool:
+        """Moves `sender` to a daemon found or started the usual way, and resends everything not
+        acknowledged to it. Retries, backing off, while none can be had: meanwhile every flush
+        returns False at once. False if the transport is shutting down first."""
+        sender.sock.close(linger=0)
+        backoff_s = _RETRY_FIRST_S
+        while not self._stopping.is_set():
+            try:
+                endpoint = self._find_endpoint(self.settings)
+            except (DaemonUnavailable, OSError) as exc:
+                self._disconnected = f"no daemon to be had: {exc}"
+                log.error("logger_client: %s; retrying in %.0fs", self._disconnected, backoff_s)
+                sender.fail_flushes()
+                deadline = time.monotonic() + backoff_s
+                while time.monotonic() < deadline and not self._stopping.is_set():
+                    self._producer.fail_flushes()
+                    self._stopping.wait(_POLL_WHILE_DISCONNECTED_S)
+                backoff_s = min(2 * backoff_s, _RETRY_MAX_S)
+                continue
+            sender.reconnect(connect_dealer(context, endpoint))
+            sender.resend([self._producer.announcement()])
+            self._disconnected = None
+            log.warning("logger_client: the daemon was gone; reconnected and resent what it had not written")
+            return True
+        return False
+
+    def _serve(self, sender: Sender) -> bool:
+        """Moves records until the transport stops (True) or the daemon is gone (False)."""
         poller = zmq.Poller()
         poller.register(sender.sock, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         producer = self._producer
-        last_sent = next_drain = time.monotonic()
+        last_sent = next_drain = last_probe = time.monotonic()
         while True:
             timeout_ms = math.ceil(max(0.0, next_drain - time.monotonic()) * 1000)
             events = dict(poller.poll(timeout_ms))
@@ -239,9 +287,15 @@ class DaemonTransport:
             if now - last_sent > self.settings.heartbeat_s:
                 sender.heartbeat()
                 last_sent = now
+            if sender.unknown_to_daemon:  # a daemon that restarted: it must hear HELLO first
+                return False
+            if now - last_probe > _PROBE_S:
+                last_probe = now
+                if not self._daemon_alive(self.settings):
+                    return False
             if self._stopping.is_set() and not self.queue:
                 sender.bye()
-                return
+                return True
 
     def _send(self, sender: Sender, drain_queue: bool) -> bool:
         """Sends what producers packed and, if `drain_queue`, what is queued; whether anything went.
@@ -263,9 +317,7 @@ class DaemonTransport:
         return bool(outgoing)
 
     def _receive(self, sender: Sender) -> None:
-        records, array_bytes = sender.receive()
-        if records or array_bytes:
-            self._producer.release(records, array_bytes)
+        sender.receive()
         if sender.welcomed:  # the daemon answers: not presumed gone
             self._daemon_unresponsive = False
             if not self._connected.is_set():

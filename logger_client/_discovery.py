@@ -54,6 +54,11 @@ def spawn_daemon(settings: Settings) -> None:
         )
 
 
+def daemon_alive(settings: Settings) -> bool:
+    """Whether a daemon holds the lock of `settings.runtime_dir` (a frozen one does; a dead one not)."""
+    return daemon_running(settings.runtime_dir)
+
+
 def find_or_start_daemon(settings: Settings) -> str:
     """The endpoint of the node's daemon, started here first if none is running."""
     runtime_dir = ensure_runtime_dir(settings.runtime_dir)

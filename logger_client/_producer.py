@@ -52,13 +52,19 @@ _MIN_LINGER_S = 0.005
 
 
 class FlushRequest:
-    """A pending flush(): done once the daemon acknowledges the FLUSH message numbered `seq`."""
+    """A pending flush(): done once the daemon acknowledges the FLUSH message numbered `seq`, or
+    failed (`ok` False) when there is no daemon to acknowledge it."""
 
-    __slots__ = ("done", "seq")
+    __slots__ = ("done", "ok", "seq")
 
     def __init__(self) -> None:
         self.done = threading.Event()
+        self.ok = True
         self.seq: int | None = None
+
+    def fail(self) -> None:
+        self.ok = False
+        self.done.set()
 
 
 class Batch:
@@ -175,6 +181,9 @@ class Producer:
         self._lock = threading.Lock()
         self._pack_lock = threading.Lock()
         self._writers: dict[int, dict[str, Any]] = {}  # open writers: id -> their OPEN options
+        # Writers closed since everything sent was last acknowledged: a new daemon must know them
+        # too, to write what they logged before their CLOSE (which it may be sent again).
+        self._closing: dict[int, dict[str, Any]] = {}
         self._next_writer = 1
         self._scalar_keys: dict[int, tuple[int, str, str]] = {}  # key -> (writer, run, tag)
         self.linger_s = settings.linger_s
@@ -201,6 +210,7 @@ class Producer:
         self._array_bytes_held = self._array_bytes_queued = 0
         self._specials_queued = self._specials_taken = 0
         self._dropped = Counter()
+        self._closing.clear()  # what they logged is the parent's to deliver
         self.announce_again()
 
     # -- writers: any thread -----------------------------------------------------------------------
@@ -232,22 +242,38 @@ class Producer:
     def close_writer(self, writer: int) -> None:
         """Queues a writer's close."""
         with self._lock:
-            self._writers.pop(writer, None)
+            options = self._writers.pop(writer, None)
+            if options is not None:
+                self._closing[writer] = options
             self.queue.append((_CLOSE, writer, "", "", 0, time.time(), None))
 
     def announce_again(self) -> None:
-        """Puts the open writers and their scalar keys in front of the queue, for a new connection
-        (after a fork or a reconnect): they must reach the daemon before anything queued."""
+        """Puts the open writers and their scalar keys in front of the queue (a forked child's new
+        connection): they must reach the daemon before anything queued."""
         with self._pack_lock, self._lock:
-            again: list[tuple] = [
-                (_OPEN, writer, "", "", 0, time.time(), options) for writer, options in self._writers.items()
-            ]
-            again += [
-                (_KEY, writer, run, tag, 0, 0.0, key)
-                for key, (writer, run, tag) in self._scalar_keys.items()
-                if writer in self._writers
-            ]
-            self.queue[:0] = again
+            self.queue[:0] = self._announcements()
+
+    def announcement(self) -> Batch:
+        """The open writers and their scalar keys as a batch of their own, for a new daemon."""
+        with self._lock:
+            packed, _, _ = pack_records(self._announcements())
+        return Batch(packed, 0)
+
+    def _announcements(self) -> list[tuple]:
+        """OPEN and KEY records of the open writers; the caller holds `_lock`. A writer's purge is
+        not repeated (again it would hide what the writer logged since), and the daemon is told
+        the writer continues its session."""
+        writers = {**self._closing, **self._writers}
+        again: list[tuple] = [
+            (_OPEN, writer, "", "", 0, time.time(), {**options, "purge_step": None, "announced": True})
+            for writer, options in writers.items()
+        ]
+        again += [
+            (_KEY, writer, run, tag, 0, 0.0, key)
+            for key, (writer, run, tag) in self._scalar_keys.items()
+            if writer in writers
+        ]
+        return again
 
     # -- records: any thread -----------------------------------------------------------------------
 
@@ -423,9 +449,11 @@ class Producer:
     def release(self, records: int, array_bytes: int) -> None:
         """The daemon acknowledged `records` data records and `array_bytes` of arrays."""
         self._released += records
-        if array_bytes:
+        if array_bytes or (self._closing and self.idle()):
             with self._lock:
                 self._array_bytes_held -= array_bytes
+                if self.idle():  # every CLOSE sent is acknowledged too: no daemon needs them again
+                    self._closing.clear()
 
     def give_up(self) -> int:
         """The connection is over: every data record not acknowledged (taken or still queued) is
@@ -439,12 +467,24 @@ class Producer:
                 self._dropped[DropReason.DAEMON_UNREACHABLE.value] += lost
         return lost
 
+    def fail_flushes(self) -> None:
+        """There is no daemon to be had: the flush requests queued return False now. They stay
+        queued, with the records around them, for the next daemon."""
+        for item in list(self.queue):  # a snapshot: producers append meanwhile, without a lock
+            if type(item) is tuple and item[KIND] == FLUSH_MARKER:
+                item[1].fail()
+
     def idle(self) -> bool:
         """Whether nothing is queued, packed or unacknowledged."""
         return not self.queue and self._taken == self._released
 
     def queued(self) -> int:
         return len(self.queue)
+
+    def pending(self) -> int:
+        """Data records logged and not yet confirmed written: queued, packed, or sent and waiting
+        for the daemon's acknowledgement."""
+        return self._taken - self._released + sum(1 for item in list(self.queue) if _is_data(item))
 
     def dropped(self) -> Counter[str]:
         with self._lock:

@@ -103,6 +103,7 @@ class InMemoryTransport:
             "array_bytes_held": 0,
             "arena_bytes": 0,
             "queued": 0,
+            "records_pending": 0,
             "error": None,
         }
 

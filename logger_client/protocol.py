@@ -19,6 +19,13 @@ that is a bin holds `SCALAR_ROW` rows (key, step, wall_time, value), one after t
 key names (writer, run, tag), as defined by an earlier KEY record of the same client,
 ``[KEY, writer, run, tag, 0, 0.0, key]``.
 
+Sequence numbers (`seq`) count one connection's messages: the daemon acknowledges every seq up to
+the one it names, once written. A RECORDS message also carries its message id (`mid`), numbered
+by the client once and kept when the message is sent again to a new daemon, so that a daemon can
+tell a record it (or the daemon before it) already wrote. A daemon that does not know a client
+(it restarted) refuses its messages with reason `UNKNOWN_CLIENT`; the client then says HELLO
+again and resends everything not acknowledged.
+
 Compatibility rules: fields are only ever added, with defaults; kind codes never change.
 Nothing here ever unpickles: msgpack and raw buffers only. docs/design.md describes the flow.
 """
@@ -61,6 +68,7 @@ __all__ = [
     "SCALAR_ROW_DTYPE",
     "STEP",
     "TAG",
+    "UNKNOWN_CLIENT",
     "VALUE",
     "WALL_TIME",
     "WRITER",
@@ -123,7 +131,7 @@ class MessageKind(IntEnum):
 
     HELLO = 1  # client -> daemon: {cid, pid, host, arena: {pid, fd, size} (optional)}
     WELCOME = 2  # daemon -> client: {daemon_pid, arena: whether it mapped the client's arena}
-    RECORDS = 3  # client -> daemon: {cid, seq, records, arrays}
+    RECORDS = 3  # client -> daemon: {cid, seq, mid, records, arrays}
     FLUSH = 4  # client -> daemon: {cid, seq}; acknowledged once written and fsynced
     ACK = 5  # daemon -> client: {acked, dropped}: every seq up to `acked` is written
     BYE = 6  # client -> daemon: {cid}
@@ -132,13 +140,13 @@ class MessageKind(IntEnum):
     STATUS_REPLY = 9  # daemon -> asker: the status map
     STOP = 10  # anyone -> daemon: write everything, then exit
     STOP_REPLY = 11
-    REFUSED = 12  # daemon -> client: {reason, detail}
+    REFUSED = 12  # daemon -> client: {reason, detail}; reason UNKNOWN_CLIENT: say HELLO, then resend
 
 
 class RecordKind(IntEnum):
     """What a record asks the daemon to do."""
 
-    OPEN = 1  # value: {logdir, purge_step, filename_suffix, flush_secs}
+    OPEN = 1  # value: {logdir, purge_step, filename_suffix, flush_secs, announced (an existing writer, again)}
     CLOSE = 2  # the writer is closed
     SCALAR = 3  # value: float
     HISTOGRAM = 4  # value: array index; options: bins, max_bins
@@ -226,6 +234,10 @@ class DropReason(str, Enum):
     UNENCODABLE = "unencodable"
 
 
+#: REFUSED's reason when the daemon does not know the client: HELLO, then resend (nothing is lost).
+UNKNOWN_CLIENT = "unknown_client"
+
+
 class ProtocolError(ValueError):
     """A message or record that does not follow this protocol, and the reason it is counted under."""
 
@@ -274,19 +286,21 @@ def encode(
     return frames
 
 
-def encode_packed_records(cid: bytes, seq: int, packed_records: bytes) -> list[Any]:
+def encode_packed_records(cid: bytes, seq: int, mid: int, packed_records: bytes) -> list[Any]:
     """Frames of a RECORDS message whose records list is already msgpack (`packed_records`).
 
     A msgpack map is its entries one after the other, so the header is put together from
-    packed pieces: the same bytes as `encode(RECORDS, {"cid", "seq", "records"})`.
+    packed pieces: the same bytes as `encode(RECORDS, {"cid", "seq", "mid", "records"})`.
     """
     header = b"".join(
         (
-            b"\x83",
+            b"\x84",
             msgpack.packb("cid"),
             msgpack.packb(cid, use_bin_type=True),
             msgpack.packb("seq"),
             msgpack.packb(seq),
+            msgpack.packb("mid"),
+            msgpack.packb(mid),
             msgpack.packb("records"),
             packed_records,
         )

@@ -32,6 +32,9 @@ class TransportStats(TypedDict):
     arena_bytes: int
     #: Items waiting in the queue.
     queued: int
+    #: Data records logged and not yet confirmed written (queued, or sent and unacknowledged):
+    #: they are delivered when a daemon can be had, or counted as `daemon_unreachable` at exit.
+    records_pending: int
     #: Why the transport stopped working, if it did.
     error: str | None
 

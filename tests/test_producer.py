@@ -51,7 +51,7 @@ def decoded(batch: object) -> list:
     """A batch's records as the daemon decodes them."""
     assert isinstance(batch, Batch), f"expected a batch, got {batch!r}"
     if batch.packed is not None:
-        frames = protocol.encode_packed_records(b"c", 1, batch.packed)
+        frames = protocol.encode_packed_records(b"c", 1, 1, batch.packed)
     else:
         frames = protocol.encode(protocol.MessageKind.RECORDS, {"records": batch.records}, batch.arrays)
     return protocol.decode(frames).header["records"]
@@ -262,12 +262,44 @@ def test_giving_up_counts_everything_unacknowledged_as_lost():
 # -- writers, linger, fork ---------------------------------------------------------------------------
 
 
-def test_a_new_connection_gets_open_writers_and_their_keys_first():
+def announced(producer: Producer) -> list[tuple]:
+    records = decoded(producer.announcement())
+    return sorted((record[protocol.KIND], record[protocol.WRITER]) for record in records)
+
+
+def test_a_new_daemon_gets_the_open_writers_and_their_keys_and_no_purge():
+    producer = make()
+    kept = producer.open_writer({"logdir": "/x", "purge_step": 7, "filename_suffix": "", "flush_secs": 120.0})
+    producer.scalar_key(kept, "", "a")
+    (opened, key) = decoded(producer.announcement())
+    assert (opened[protocol.KIND], key[protocol.KIND]) == (RecordKind.OPEN, RecordKind.KEY)
+    assert opened[protocol.VALUE]["purge_step"] is None  # purged once: again it would hide data
+    assert opened[protocol.VALUE]["announced"] is True  # the writer continues its session
+
+
+def test_a_closed_writer_is_announced_until_everything_it_logged_is_acknowledged():
+    """Its records (and its CLOSE) may be sent again to a new daemon, which must know it."""
     producer = make()
     kept, closed = open_writer(producer), open_writer(producer)
     producer.scalar_key(kept, "", "a")
     producer.scalar_key(closed, "", "b")
+    append_rows(producer, 1, range(3))
     producer.close_writer(closed)
+    out = producer.drain()
+    assert announced(producer) == [
+        (RecordKind.OPEN, kept),
+        (RecordKind.OPEN, closed),
+        (RecordKind.KEY, kept),
+        (RecordKind.KEY, closed),
+    ]
+    producer.release(sum(batch.data for batch in out if isinstance(batch, Batch)), 0)  # all acknowledged
+    assert announced(producer) == [(RecordKind.OPEN, kept), (RecordKind.KEY, kept)]
+
+
+def test_a_forked_child_puts_its_writers_at_the_head_of_its_queue():
+    producer = make()
+    kept = open_writer(producer)
+    producer.scalar_key(kept, "", "a")
     producer.drain()
     append_rows(producer, 0, range(2))
     producer.announce_again()

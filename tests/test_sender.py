@@ -47,16 +47,42 @@ def context() -> Iterator[zmq.Context]:
     context.destroy(linger=0)
 
 
+class Released:
+    """The (records, array bytes) acknowledgements released, as the transport's producer sees them."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def __call__(self, records: int, array_bytes: int) -> None:
+        self.calls.append((records, array_bytes))
+
+    def take(self) -> tuple[int, int]:
+        total = (sum(r for r, _ in self.calls), sum(b for _, b in self.calls))
+        self.calls.clear()
+        return total
+
+
+RELEASED: dict[int, Released] = {}
+
+
+def sender_on(sock: zmq.Socket, arena: Arena | None = None) -> Sender:
+    released = Released()
+    sender = Sender(sock, arena, released)
+    RELEASED[id(sender)] = released
+    return sender
+
+
 @pytest.fixture
 def pair(context: zmq.Context) -> tuple[Sender, FakeDaemon]:
     daemon = FakeDaemon(context, "inproc://sender-test")
-    return Sender(connect_dealer(context, "inproc://sender-test")), daemon
+    return sender_on(connect_dealer(context, "inproc://sender-test")), daemon
 
 
 def receive_all(sender: Sender) -> tuple[int, int]:
-    """What `receive` released, once the reply had time to cross the pair."""
+    """What acknowledgements released, once the reply had time to cross the pair."""
     assert sender.sock.poll(5000), "no reply within 5 s"
-    return sender.receive()
+    sender.receive()
+    return RELEASED[id(sender)].take()
 
 
 def rows_batch(steps: range) -> Batch:
@@ -67,8 +93,8 @@ def rows_batch(steps: range) -> Batch:
 def test_messages_are_numbered_from_the_hello_on(pair):
     sender, daemon = pair
     sender.hello()
-    identity, hello = daemon.receive()
-    assert identity == sender.cid
+    _, hello = daemon.receive()
+    assert hello.header["cid"] == sender.cid
     assert hello.kind == MessageKind.HELLO and hello.header["seq"] == 1 and hello.header["pid"] == os.getpid()
     assert sender.send_batch(rows_batch(range(5))) == 2
     _, records = daemon.receive()
@@ -122,7 +148,7 @@ def test_messages_the_peer_cannot_take_are_parked_and_sent_in_order_later(contex
     sock.setsockopt(zmq.SNDHWM, 1)
     sock.connect("inproc://slow-daemon")
     daemon.sock.setsockopt(zmq.RCVHWM, 1)
-    sender = Sender(sock)
+    sender = sender_on(sock)
     array = np.zeros(100, np.uint8)
     sent = 0
     while not sender.unsent_bytes():  # until the pipe is full and a message is parked
@@ -159,7 +185,7 @@ def test_a_refusal_and_an_undecodable_reply_are_errors(pair):
 def test_arrays_in_a_shared_arena_travel_as_offsets_and_are_held_until_acknowledged(context):
     arena = Arena(8 * 2**20)
     daemon = FakeDaemon(context, "inproc://arena-test")
-    sender = Sender(connect_dealer(context, "inproc://arena-test"), arena)
+    sender = sender_on(connect_dealer(context, "inproc://arena-test"), arena)
     sender.hello()
     identity, hello = daemon.receive()
     daemon.arena = map_arena(hello.header["arena"])
@@ -188,3 +214,65 @@ def test_arrays_in_a_shared_arena_travel_as_offsets_and_are_held_until_acknowled
     receive_all(sender)
     assert arena.offset_of(arena.empty((64, 64), np.dtype(np.float32))) == offset  # back, and reused
     arena.close()
+
+
+def test_a_flush_is_done_only_after_what_its_acknowledgement_released_is_counted(context):
+    """A caller back from flush() must find the acknowledged records released (stats, bounds)."""
+    daemon = FakeDaemon(context, "inproc://order")
+    request = FlushRequest()
+    seen: list[bool] = []  # whether the flush was done when its records were released
+    sender = Sender(connect_dealer(context, "inproc://order"), None, lambda r, b: seen.append(request.done.is_set()))
+    sender.send_batch(rows_batch(range(3)))
+    seq = sender.send_flush(request)
+    identity, _ = daemon.receive()
+    daemon.receive()
+    daemon.reply(identity, MessageKind.ACK, {"acked": seq})
+    assert sender.sock.poll(5000)
+    sender.receive()
+    assert seen == [False] and request.done.is_set()
+
+
+def test_a_new_daemon_gets_hello_the_writers_then_everything_unacknowledged_in_order(context):
+    first = FakeDaemon(context, "inproc://first")
+    sender = sender_on(connect_dealer(context, "inproc://first"))
+    sender.hello()
+    identity, _ = first.receive()
+    batches = [rows_batch(range(n, n + 2)) for n in range(0, 8, 2)]
+    for batch in batches:
+        sender.send_batch(batch)
+    request = FlushRequest()
+    sender.send_flush(request)
+    mids = [first.receive()[1].header["mid"] for _ in batches]
+    first.receive()
+    first.reply(identity, MessageKind.ACK, {"acked": 3})  # the first two written, then it died
+    assert receive_all(sender) == (4, 0)
+    second = FakeDaemon(context, "inproc://second")
+    sender.reconnect(connect_dealer(context, "inproc://second"))
+    announcement = Batch(pack_records([(RecordKind.OPEN, 1, "", "", 0, 1.0, {"logdir": "/x"})])[0], 0)
+    sender.resend([announcement])
+    received = [second.receive() for _ in range(5)]
+    assert len({identity for identity, _ in received}) == 1  # one new connection
+    assert {message.header["cid"] for _, message in received} == {sender.cid}  # the same client
+    kinds = [message.kind for _, message in received]
+    assert kinds == [
+        MessageKind.HELLO,
+        MessageKind.RECORDS,
+        MessageKind.RECORDS,
+        MessageKind.RECORDS,
+        MessageKind.FLUSH,
+    ]
+    assert received[1][1].header["mid"] == 0  # the writers announced again: no message id
+    assert [message.header["mid"] for _, message in received[2:4]] == mids[2:]  # ids kept
+    seqs = [message.header["seq"] for _, message in received]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 5  # renumbered for this connection
+    second.reply(received[0][0], MessageKind.ACK, {"acked": seqs[-1]})
+    assert receive_all(sender) == (4, 0) and request.done.is_set() and request.ok
+
+
+def test_a_daemon_that_does_not_know_the_client_makes_it_say_hello_again(pair):
+    sender, daemon = pair
+    sender.send_batch(rows_batch(range(2)))
+    identity, _ = daemon.receive()
+    daemon.reply(identity, MessageKind.REFUSED, {"reason": protocol.UNKNOWN_CLIENT, "detail": "say HELLO"})
+    receive_all(sender)
+    assert sender.unknown_to_daemon and sender.error is None
