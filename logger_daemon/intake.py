@@ -62,11 +62,23 @@ class Work:
     client_gone: bool = False
     #: Data records in `records`, a bin of packed scalar rows counted row by row.
     count: int = 0
+    #: The message's id: kept by the client across daemons, so a record written before is known.
+    mid: int = 0
+    #: The client's own id, the same on each of its connections (`client` is the connection's).
+    cid: bytes = b""
 
     @classmethod
-    def of_records(cls, client: bytes, seq: int, records: list[Any], arrays: list[np.ndarray]) -> Work:
-        """The work of a RECORDS message."""
-        return cls(client, seq, records, arrays, count=record_count(records))
+    def of_records(
+        cls,
+        client: bytes,
+        seq: int,
+        records: list[Any],
+        arrays: list[np.ndarray],
+        mid: int = 0,
+        cid: bytes | None = None,
+    ) -> Work:
+        """The work of a RECORDS message from connection `client` of the client `cid`."""
+        return cls(client, seq, records, arrays, count=record_count(records), mid=mid, cid=cid or client)
 
     @property
     def nbytes(self) -> int:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from logger_client.protocol import DropReason
 from logger_daemon.intake import Group, Intake, OpenWriter, Parts, Work
-from logger_daemon.runs import RefusedWriter, Runs
+from logger_daemon.runs import RefusedWriter, RunLog, Runs
 from logger_daemon.stats import Drops, Stats
 from logger_daemon.writing import Groups, write_groups
 
@@ -43,6 +43,7 @@ class Pipeline:
         self._intake = Intake()
         self._runs = Runs()
         self._drops = Drops(stats)
+        self._marked: set[RunLog] = set()  # runs that handled new messages this cycle
         self._last_fsync = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="logger-daemon-pipeline", daemon=True)
 
@@ -69,7 +70,10 @@ class Pipeline:
         with self._ready:
             self._stopping = True
             self._ready.notify()
-        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        else:  # driven by `process` on the caller's thread
+            self._runs.close()
 
     def _run(self) -> None:
         while True:
@@ -104,13 +108,14 @@ class Pipeline:
         for work in batch:
             collected = self._intake.collect(work, self._drops)
             self._stats.add_received(collected.received)
+            repeated: dict[RunLog, bool] = {}  # per run: whether this message was handled there before
             for step in collected.steps:
                 if isinstance(step, OpenWriter):
                     self._write(groups)  # a purge must follow what came before it
                     groups = defaultdict(Group)
-                    self._open_writer(step)
+                    self._open_writer(work, step, repeated)
                 else:
-                    self._route(work.client, step, groups)
+                    self._route(work, step, groups, repeated)
             closing.extend((work.client, writer) for writer in collected.closed)
             fsync |= work.flush
             if work.client_gone:
@@ -118,6 +123,10 @@ class Pipeline:
             if work.seq:
                 acks[work.client] = work.seq
         self._write(groups)
+        for run in self._marked:
+            run.mark_delivered()
+            run.flush()
+        self._marked.clear()
         if fsync:
             self._fsync()
         for key in closing:
@@ -127,8 +136,10 @@ class Pipeline:
             self._intake.forget(client)
         self._on_written(acks, self._drops.take())
 
-    def _route(self, client: bytes, parts: Parts, groups: Groups) -> None:
-        """Adds one message's parts, keyed by (writer, run name, tag), to `groups` by (run, tag)."""
+    def _route(self, work: Work, parts: Parts, groups: Groups, repeated: dict[RunLog, bool]) -> None:
+        """Adds one message's parts, keyed by (writer, run name, tag), to `groups` by (run, tag);
+        skips those of a message handled before (resent to this daemon after a crash)."""
+        client = work.client
         for (writer, run_name, tag), part in parts.items():
             try:
                 run = self._runs.run_for(client, writer, run_name)
@@ -137,20 +148,41 @@ class Pipeline:
                 log.warning("dropping %d record(s): %s", count, exc)
                 self._drops.add(exc.reason, count, client)
                 continue
+            if self._repeated(work, run, repeated):
+                self._stats.add_duplicates(part.count())
+                continue
             groups[(run, tag)].take(part, client)
 
-    def _open_writer(self, step: OpenWriter) -> None:
+    def _open_writer(self, work: Work, step: OpenWriter, repeated: dict[RunLog, bool]) -> None:
         try:
-            self._runs.open_writer(step.client, step.writer, step.options, step.wall_time)
+            run = self._runs.run_of(step.options)
+            self._runs.open_writer(
+                step.client, step.writer, run, step.options, step.wall_time, self._repeated(work, run, repeated)
+            )
         except RefusedWriter as exc:
             log.warning("%s", exc)
             self._drops.add(exc.reason, 1, step.client)
 
+    def _repeated(self, work: Work, run: RunLog, repeated: dict[RunLog, bool]) -> bool:
+        """Whether `work` was handled for `run` before (its id is covered by the run's delivery
+        marks); decided once per message and run, and noted as delivered if not."""
+        if not work.mid:
+            return False
+        decided = repeated.get(run)
+        if decided is None:
+            decided = repeated[run] = run.delivered.get(work.cid, 0) >= work.mid
+            if not decided:
+                run.delivered[work.cid] = work.mid
+                self._marked.add(run)
+        return decided
+
     def _write(self, groups: Groups) -> None:
-        written, nbytes, touched = write_groups(groups, self._drops)
-        for run in touched:
+        written = write_groups(groups, self._drops)
+        for run in written.runs:
             run.flush()  # readable by TensorBoard from here on: what is acked is visible
-        self._stats.add_written(written, nbytes)
+        self._stats.add_written(written.records, written.nbytes)
+        if written.duplicates:
+            self._stats.add_duplicates(written.duplicates)
 
     def _fsync(self) -> None:
         self._runs.fsync()

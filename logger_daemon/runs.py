@@ -9,6 +9,7 @@ it has already written for the same tag. `Runs` maps each client's writers to th
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 from logger_client.protocol import DropReason
 from logger_daemon.event_codec import session_start_event
 from logger_daemon.event_file import EventFile
+from logger_daemon.history import SESSION_START_TAG, delivery_mark, read_history
 
 
 class BadRunName(ValueError):
@@ -40,7 +42,8 @@ def resolve_run(logdir: str, run: str) -> str:
 
 
 class RunLog:
-    """One run directory: its event file (created on first write) and the last step of each tag."""
+    """One run directory: its event file (created on first write), the last step of each tag, and
+    what its files already held when this daemon opened it (see `history`)."""
 
     def __init__(self, path: str, filename_suffix: str) -> None:
         self.path = path
@@ -48,11 +51,53 @@ class RunLog:
         self.users: set[tuple[bytes, int]] = set()  # (client, writer id) writing here
         self.last_steps: dict[str, int] = {}
         self.file: EventFile | None = None
+        history = read_history(path)
+        #: Per client, the last message id whose records for this run were handled (or are being).
+        self.delivered = history.delivered
+        self._marked = dict(history.delivered)  # what the last delivery mark on disk says
+        #: Events the files held after their last delivery mark: skipped if they come again.
+        self.unmarked = history.unmarked
+        self._disk_last_steps = history.last_steps  # by tag as written
+        #: Clients whose writer opened this run as a new session (see `restart_if_resumed`).
+        self.fresh: set[bytes] = set()
 
     def event_file(self) -> EventFile:
+        """The file this daemon appends to, starting with the delivery mark of what is on disk."""
         if self.file is None:
             self.file = EventFile(self.path, self.filename_suffix)
+            self.file.write(delivery_mark(time.time(), self._marked))
         return self.file
+
+    def mark_delivered(self) -> None:
+        """Appends a delivery mark of the messages handled so far (see `history`), if this run has
+        a file: called once their records are written."""
+        if self.file is not None:
+            self.file.write(delivery_mark(time.time(), self.delivered))
+            self._marked = dict(self.delivered)
+
+    def seed(self, tag: str, written_tag: str) -> None:
+        """Continues `tag`'s step order from the files, where it appears as `written_tag`."""
+        if tag not in self.last_steps and written_tag in self._disk_last_steps:
+            self.last_steps[tag] = self._disk_last_steps[written_tag]
+
+    def open_session(self, client: bytes, continuing: bool) -> None:
+        """A writer of `client` opens this run: a new session unless others write here or the
+        writer continues one (announced again after a fork, or to a new daemon)."""
+        if not continuing and not self.users:
+            self.fresh.add(client)
+
+    def restart_if_resumed(self, client: bytes, tag: str, step: int, wall_time: float) -> bool:
+        """A job resumed from a checkpoint logs steps it logged before: the first record of a new
+        session at or below its tag's last step starts a new session there (TensorBoard then
+        hides the earlier session's events from that step on), so the new points win."""
+        if client not in self.fresh:
+            return False
+        self.fresh.discard(client)
+        last = self.last_steps.get(tag)
+        if last is None or step > last:
+            return False
+        self.purge_from(step, wall_time)
+        return True
 
     def accepts(self, tag: str, step: int) -> bool:
         """Whether `step` may follow what `tag` already has; records it if so."""
@@ -74,6 +119,7 @@ class RunLog:
         """A writer resumed at `step`: TensorBoard hides later events of earlier sessions."""
         self.event_file().write(session_start_event(wall_time, step))
         self.last_steps.clear()
+        self._disk_last_steps.clear()  # a new session: the files' order no longer binds it
 
     def flush(self) -> None:
         """Hands what was written to the OS: readable by TensorBoard from then on."""
@@ -100,6 +146,8 @@ class _Writer:
     logdir: str
     filename_suffix: str
     runs: dict[str, RunLog] = field(default_factory=dict)
+    #: Announced again (after a fork, or to a new daemon): it continues its session.
+    continuing: bool = False
 
 
 WriterKey = tuple[bytes, int]  # (client, writer id)
@@ -116,21 +164,32 @@ class Runs:
         self._writers: dict[WriterKey, _Writer] = {}
         self._runs: dict[str, RunLog] = {}
 
-    def open_writer(self, client: bytes, writer: int, options: dict[str, Any], wall_time: float) -> None:
-        """Registers a writer's log directory, with its purge if it asks for one. Raises RefusedWriter."""
+    def run_of(self, options: dict[str, Any]) -> RunLog:
+        """The run an OPEN's options name (its log directory). Raises RefusedWriter."""
         logdir = options.get("logdir")
         suffix = options.get("filename_suffix") or ""
         try:
             if type(logdir) is not str or type(suffix) is not str or "/" in suffix or "\0" in suffix:
                 raise BadRunName(f"bad logdir {logdir!r} or filename_suffix {suffix!r}")
-            run = self._run_at(resolve_run(logdir, ""), suffix)
-            purge_step = options.get("purge_step")
-            if type(purge_step) is int:
-                run.purge_from(purge_step, wall_time)
+            return self._run_at(resolve_run(logdir, ""), suffix)
         except (BadRunName, OSError, ValueError) as exc:  # ValueError: e.g. a NUL in a path
             raise RefusedWriter(DropReason.BAD_LOGDIR, f"refusing a writer: {exc}") from exc
+
+    def open_writer(
+        self, client: bytes, writer: int, run: RunLog, options: dict[str, Any], wall_time: float, repeated: bool
+    ) -> None:
+        """Registers a writer of `run` (from `run_of`), with its purge if it asks for one, once:
+        not when its OPEN was `repeated` (handled before, by this daemon or the one before it)."""
+        purge_step = options.get("purge_step")
+        if type(purge_step) is int and not repeated and (SESSION_START_TAG, purge_step, wall_time) not in run.unmarked:
+            try:
+                run.purge_from(purge_step, wall_time)
+            except (OSError, ValueError) as exc:
+                raise RefusedWriter(DropReason.BAD_LOGDIR, f"refusing a writer: {exc}") from exc
+        continuing = options.get("announced") is True
+        run.open_session(client, continuing)
         key = (client, writer)
-        self._writers[key] = _Writer(logdir, suffix, {"": run})
+        self._writers[key] = _Writer(run.path, run.filename_suffix, {"": run}, continuing)
         run.users.add(key)
 
     def run_for(self, client: bytes, writer: int, run_name: str) -> RunLog:
@@ -145,6 +204,7 @@ class Runs:
             except BadRunName as exc:
                 raise RefusedWriter(DropReason.BAD_RUN_NAME, str(exc)) from exc
             opened.runs[run_name] = run
+            run.open_session(client, opened.continuing)
             run.users.add((client, writer))
         return run
 

@@ -11,6 +11,7 @@ import fcntl
 import logging
 import mmap
 import os
+import socket
 import stat
 import threading
 import time
@@ -34,10 +35,15 @@ _POLL_MS = 200
 
 @dataclass
 class _Client:
+    """One connection of a client (its ZeroMQ identity is the key); a client that reconnects
+    comes back on a new one, with the same `cid`."""
+
     pid: int
     host: str
     connected_at: float
     last_seen: float
+    #: The client's own id, the same on each of its connections (delivery marks name it).
+    cid: bytes
     records: int = 0
     #: The client's arena, mapped read-only: arrays described by an offset are read from it.
     arena: memoryview | None = None
@@ -80,6 +86,20 @@ def map_arena(announced: Any) -> memoryview | None:
         os.close(handle)
 
 
+def _hex(value: Any) -> str:
+    return value.hex() if isinstance(value, bytes) else repr(value)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: the pid is taken
+    return True
+
+
 class Server:
     """Serves one endpoint until stopped, idle for `idle_timeout_s`, or asked to stop."""
 
@@ -116,6 +136,9 @@ class Server:
         sock = context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 1000)
         sock.setsockopt(zmq.RCVHWM, 10_000)
+        # A client that reconnects (its daemon died, and this one took over the endpoint) comes
+        # back under the same identity, possibly before its old connection is gone: the new one wins.
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         sock.bind(self.endpoint)
         self.pipeline.start()
         poller = zmq.Poller()
@@ -199,20 +222,36 @@ class Server:
         if client is not None:
             client.last_seen = now
         seq = header.get("seq")
+        if client is None and kind in (MessageKind.RECORDS, MessageKind.FLUSH, MessageKind.HEARTBEAT):
+            # Not introduced to this daemon (it restarted, or forgot a silent client): the client
+            # says HELLO again and resends what is not acknowledged, so nothing is taken from it
+            # before then; refused, not dropped.
+            self._reply(sock, identity, MessageKind.REFUSED, {"reason": protocol.UNKNOWN_CLIENT, "detail": "say HELLO"})
+            return
         if kind == MessageKind.RECORDS:
-            records = header.get("records")
-            if not isinstance(records, list) or type(seq) is not int:
-                raise ProtocolError(DropReason.MALFORMED_MESSAGE, "RECORDS without a records list and an int seq")
-            work = Work.of_records(identity, seq, records, message.arrays)
-            if client is not None:
-                client.records += work.count
+            records, mid = header.get("records"), header.get("mid", 0)
+            if not isinstance(records, list) or type(seq) is not int or type(mid) is not int:
+                raise ProtocolError(DropReason.MALFORMED_MESSAGE, "RECORDS without a records list and int seq and mid")
+            assert client is not None
+            work = Work.of_records(identity, seq, records, message.arrays, mid, client.cid)
+            client.records += work.count
             self.pipeline.put(work)
         elif kind == MessageKind.FLUSH and type(seq) is int:
             self.pipeline.put(Work(identity, seq, flush=True))
         elif kind == MessageKind.HELLO and type(seq) is int:
+            self._forget_dead_clients()  # a job restarting after a crash finds its old writers gone
             pid, host = header.get("pid"), header.get("host")
             arena = map_arena(header["arena"]) if "arena" in header else None
-            self._clients[identity] = _Client(pid if type(pid) is int else -1, str(host), time.time(), now, arena=arena)
+            cid = header.get("cid")
+            log.info("client %s (pid %s) connected as %s", _hex(cid), pid, identity.hex())
+            self._clients[identity] = _Client(
+                pid if type(pid) is int else -1,
+                str(host),
+                time.time(),
+                now,
+                cid if type(cid) is bytes and cid else identity,
+                arena=arena,
+            )
             self._reply(sock, identity, MessageKind.WELCOME, {"daemon_pid": os.getpid(), "arena": arena is not None})
             self.pipeline.put(Work(identity, seq))
         elif kind == MessageKind.BYE:
@@ -228,6 +267,17 @@ class Server:
     def _client_gone(self, identity: bytes) -> None:
         if self._clients.pop(identity, None) is not None:
             self.pipeline.put(Work(identity, 0, client_gone=True))
+
+    def _forget_dead_clients(self) -> None:
+        """Forgets the clients of this host whose process is gone (killed without a goodbye).
+
+        Cheap (a signal-0 probe each), and safe if wrong (a pid seen from another namespace): a
+        client forgotten while alive is refused as unknown, says HELLO again and resends."""
+        host = socket.gethostname()
+        for identity, client in list(self._clients.items()):
+            if client.host == host and client.pid > 0 and not _process_exists(client.pid):
+                log.info("client %s (pid %d) is gone: closing its writers", identity.hex(), client.pid)
+                self._client_gone(identity)
 
     def _forget_silent_clients(self, now: float) -> None:
         timeout = self.settings.client_timeout_s

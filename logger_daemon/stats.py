@@ -20,6 +20,7 @@ class Stats:
         self.received = 0
         self.written = 0
         self.bytes_written = 0
+        self.duplicates = 0
         self.dropped: Counter[str] = Counter()
 
     def add_received(self, count: int) -> None:
@@ -30,6 +31,11 @@ class Stats:
         with self._lock:
             self.written += records
             self.bytes_written += nbytes
+
+    def add_duplicates(self, count: int) -> None:
+        """Counts records sent again (after a daemon restart) that were already on disk."""
+        with self._lock:
+            self.duplicates += count
 
     def drop(self, reason: DropReason, count: int = 1) -> None:
         """Counts `count` records refused or lost for `reason`."""
@@ -44,6 +50,7 @@ class Stats:
                 "records_received": self.received,
                 "records_written": self.written,
                 "records_dropped": dict(self.dropped),
+                "records_duplicate": self.duplicates,
                 "bytes_written": self.bytes_written,
             }
 

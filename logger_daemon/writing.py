@@ -18,11 +18,13 @@ import numpy as np
 from logger_client.protocol import (
     KIND,
     STEP,
+    WALL_TIME,
     DropReason,
     ProtocolError,
     Record,
     RecordKind,
     check_record,
+    record_options,
 )
 from logger_daemon import summaries
 from logger_daemon.encoders import ENCODERS
@@ -34,17 +36,41 @@ from logger_daemon.stats import Drops
 log = logging.getLogger("logger_daemon")
 
 _SCALAR = RecordKind.SCALAR
+_TEXT = RecordKind.TEXT
+#: Kinds whose summaries carry the tag cleaned as tensorboardX cleans it.
+_CLEANED_KINDS = frozenset([RecordKind.SCALAR, RecordKind.HISTOGRAM, RecordKind.IMAGE, RecordKind.IMAGES])
 
 _clean_tag = lru_cache(maxsize=65536)(summaries.clean_tag)
 
 Groups = dict[tuple[RunLog, str], Group]
 
 
-def write_groups(groups: Groups, drops: Drops) -> tuple[int, int, set[RunLog]]:
-    """Writes every group to its run's event file; returns (records written, bytes written, the
-    runs written to). Files are left unflushed: the caller hands them to the OS once per cycle."""
-    touched: set[RunLog] = set()
-    written = nbytes = 0
+def written_tag(kind: int, tag: str, options: dict[str, Any]) -> str:
+    """The tag a record's summary carries in the file (tensorboardX cleans most tags)."""
+    if kind == _SCALAR and options.get("new_style"):
+        return tag
+    if kind == _TEXT:
+        return tag + "/text_summary"
+    if kind in _CLEANED_KINDS:
+        return _clean_tag(tag)
+    return tag
+
+
+class Written:
+    """What writing a cycle's groups did: records written, bytes, runs touched, and records that
+    were on disk already (sent again after a daemon restart) and so were not written twice."""
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.nbytes = 0
+        self.runs: set[RunLog] = set()
+        self.duplicates = 0
+
+
+def write_groups(groups: Groups, drops: Drops) -> Written:
+    """Writes every group to its run's event file. Files are left unflushed: the caller hands them
+    to the OS once per cycle."""
+    out = Written()
     for (run, tag), group in reduce_records(groups).items():
         try:
             file = run.event_file()
@@ -56,12 +82,12 @@ def write_groups(groups: Groups, drops: Drops) -> tuple[int, int, set[RunLog]]:
         before = file.bytes_written
         columns = None if group.mixed else group.scalar_columns()
         if columns is None:
-            written += _write_each(run, tag, *group.as_records(tag), drops)
+            _write_each(run, tag, *group.as_records(tag), drops, out)
         else:
-            written += _write_scalars(run, tag, *columns, drops)
-        nbytes += file.bytes_written - before
-        touched.add(run)
-    return written, nbytes, touched
+            _write_scalars(run, tag, *columns, drops, out)
+        out.nbytes += file.bytes_written - before
+        out.runs.add(run)
+    return out
 
 
 def _write_scalars(
@@ -72,24 +98,37 @@ def _write_scalars(
     values: np.ndarray,
     owners: list[tuple[bytes, int]],
     drops: Drops,
-) -> int:
+    out: Written,
+) -> None:
     """Plain scalars of one (run, tag), as columns: ordered and encoded on whole columns."""
+    written = _clean_tag(tag)
+    run.seed(tag, written)
     order = np.argsort(steps, kind="stable")  # equal steps keep their arrival order
+    owner_of = np.repeat(np.arange(len(owners)), [count for _, count in owners])[order]
     steps, wall_times, values = steps[order], wall_times[order], values[order]
+    if run.unmarked:  # right after a daemon restart: rows the old daemon wrote, sent again
+        fresh = np.array([(written, s, w) not in run.unmarked for s, w in zip(steps.tolist(), wall_times.tolist())])
+        out.duplicates += int(len(fresh) - fresh.sum())
+        steps, wall_times, values, owner_of = steps[fresh], wall_times[fresh], values[fresh], owner_of[fresh]
+    for index in np.unique(owner_of).tolist() if run.fresh else ():
+        client = owners[index][0]
+        first_row = int(np.flatnonzero(owner_of == index)[0])  # the client's lowest step
+        run.restart_if_resumed(client, tag, int(steps[first_row]), float(wall_times[first_row]))
     first = run.first_accepted(tag, steps)
     if first:
-        owner_of = np.repeat(np.arange(len(owners)), [count for _, count in owners])
-        late = np.bincount(owner_of[order[:first]], minlength=len(owners))
+        late = np.bincount(owner_of[:first], minlength=len(owners))
         for (client, _), count in zip(owners, late.tolist()):
             if count:
                 drops.add(DropReason.STEP_OUT_OF_ORDER, count, client)
     if first == len(steps):
-        return 0
-    run.event_file().write_scalars(_clean_tag(tag), wall_times[first:], steps[first:], values[first:])
-    return len(steps) - first
+        return
+    run.event_file().write_scalars(written, wall_times[first:], steps[first:], values[first:])
+    out.records += len(steps) - first
 
 
-def _write_each(run: RunLog, tag: str, records: list[Record], owners: list[tuple[bytes, int]], drops: Drops) -> int:
+def _write_each(
+    run: RunLog, tag: str, records: list[Record], owners: list[tuple[bytes, int]], drops: Drops, out: Written
+) -> None:
     """Any records of one (run, tag), one at a time, in step order."""
     clients = [client for client, count in owners for _ in range(count)]
     checked = []
@@ -103,8 +142,14 @@ def _write_each(run: RunLog, tag: str, records: list[Record], owners: list[tuple
         checked.append((record[STEP], client, record))
     checked.sort(key=_first)  # stable: equal steps keep their arrival order
     file = run.event_file()
-    written = 0
     for step, client, record in checked:
+        written = written_tag(record[KIND], tag, record_options(record))
+        run.seed(tag, written)
+        if run.unmarked and (written, step, record[WALL_TIME]) in run.unmarked:
+            out.duplicates += 1  # the old daemon wrote it before it died; sent again
+            continue
+        if run.fresh:
+            run.restart_if_resumed(client, tag, step, float(record[WALL_TIME]))
         if not run.accepts(tag, step):
             drops.add(DropReason.STEP_OUT_OF_ORDER, 1, client)
             continue
@@ -120,8 +165,7 @@ def _write_each(run: RunLog, tag: str, records: list[Record], owners: list[tuple
             continue
         for event in events:
             file.write(event)
-        written += 1
-    return written
+        out.records += 1
 
 
 def _first(item: tuple) -> Any:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import psutil
 import pytest
-from conftest import stop_daemon, wait_for
+from conftest import REPO, stop_daemon, wait_for
 from raw_peer import RawPeer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
@@ -249,8 +249,11 @@ wait_file(f"{sync}/go")
 for n, step in enumerate(range(index, total, procs)):
     writer.add_scalar("shared", step, step)
     if n % 25 == 24:
-        assert writer.flush(timeout=60)  # small messages, so the processes' records interleave
-assert writer.close(timeout=60)
+        # Small messages, so the processes' records interleave. A flush says False when the
+        # daemon refused one of them for an older step: that is what this test counts.
+        flushed = writer.flush(timeout=60)
+        assert flushed or writer.stats()["records_dropped"].get("step_out_of_order"), writer.stats()
+writer.close(timeout=60)
 """
 
 
@@ -281,7 +284,7 @@ from logger_client import SummaryWriter
 writer = SummaryWriter(sys.argv[1])
 writer.add_scalar("t", 2.0, 50)
 writer.add_scalar("t", 3.0, 150)
-assert writer.flush(timeout=30)
+assert writer.flush(timeout=30) is False  # step 50 was refused: not everything is on disk
 touch(sys.argv[2], json.dumps(writer.stats()))
 assert writer.close(timeout=30)
 """
@@ -360,20 +363,21 @@ touch(f"{sync}/ready")
 wait_file(f"{sync}/killed")
 writer.add_scalar("loss", 2.0, 1)
 start = time.monotonic()
-flushed = writer.flush(timeout=1)
+flushed = writer.flush(timeout=30)
 flush_s = time.monotonic() - start
 start = time.monotonic()
-closed = writer.close(timeout=2)
+closed = writer.close(timeout=30)
 close_s = time.monotonic() - start
-touch(f"{sync}/result", json.dumps({"flushed": flushed, "flush_s": flush_s, "closed": closed, "close_s": close_s}))
+touch(f"{sync}/result", json.dumps({"flushed": flushed, "flush_s": flush_s, "closed": closed, "close_s": close_s,
+                                    "stats": writer.stats()}))
 """
 
 
 def _run_past_a_killed_daemon(
-    script, runtime_dir, logdir, spawn, tmp_path, env, result_timeout_s: float
+    script, runtime_dir, logdir, spawn, tmp_path, env, result_timeout_s: float, signum: int = signal.SIGKILL
 ) -> tuple[Spawned, dict, float]:
-    """Runs `script` (which touches `ready`, waits for `killed`, writes `result` as JSON), SIGKILLs
-    the daemon in between; returns the process, its result and when the result came."""
+    """Runs `script` (which touches `ready`, waits for `killed`, writes `result` as JSON), sends the
+    daemon `signum` in between; returns the process, its result and when the result came."""
     proc = spawn(script, logdir, tmp_path, env=env)
     wait_for(
         lambda: os.path.exists(tmp_path / "ready") or proc.process.poll() is not None,
@@ -383,8 +387,9 @@ def _run_past_a_killed_daemon(
     assert proc.process.poll() is None, proc.output()
     pid = daemon_pid(runtime_dir)
     assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not daemon_running(runtime_dir), message="the daemon to die")
+    os.kill(pid, signum)
+    if signum == signal.SIGKILL:
+        wait_for(lambda: daemon_pid(runtime_dir) != pid or not daemon_running(runtime_dir), message="the daemon to die")
     touch(tmp_path / "killed")
     wait_for(
         lambda: os.path.exists(tmp_path / "result") or proc.process.poll() is not None,
@@ -396,30 +401,38 @@ def _run_past_a_killed_daemon(
     return proc, json.loads((tmp_path / "result").read_text()), result_at
 
 
-def _kill_daemon_under_a_writer(runtime_dir, logdir, spawn, tmp_path, env) -> tuple[Spawned, dict, float]:
-    """Runs AFTER_DAEMON_DIES; returns the process, its flush/close result and when the result came."""
-    proc, result, result_at = _run_past_a_killed_daemon(
-        AFTER_DAEMON_DIES, runtime_dir, logdir, spawn, tmp_path, env, result_timeout_s=20
+def test_a_killed_daemon_is_replaced_and_nothing_is_lost(daemon, runtime_dir, logdir, spawn, tmp_path):
+    proc, result, _ = _run_past_a_killed_daemon(
+        AFTER_DAEMON_DIES, runtime_dir, logdir, spawn, tmp_path, {}, result_timeout_s=60
     )
-    assert result["flushed"] is False and 0.9 <= result["flush_s"] < 2.0
-    assert result["closed"] is False and 1.9 <= result["close_s"] < 3.0
-    return proc, result, result_at
+    assert result["flushed"] is True and result["closed"] is True, result
+    assert result["stats"]["records_dropped"] == {} and result["stats"]["records_pending"] == 0
+    proc.assert_ok(timeout_s=15)
+    assert scalars(logdir, "loss") == [(0, 1.0), (1, 2.0)]
+    assert daemon_running(runtime_dir)  # the one the writer started
 
 
-def test_flush_and_close_are_bounded_when_the_daemon_is_killed(daemon, runtime_dir, logdir, spawn, tmp_path):
-    close_timeout_s = 3.0
-    proc, _, result_at = _kill_daemon_under_a_writer(
-        runtime_dir, logdir, spawn, tmp_path, {"LOGGER_CLOSE_TIMEOUT_S": str(close_timeout_s)}
+def _broken_daemon(tmp_path) -> dict[str, str]:
+    """An environment in which `python -m logger_daemon` fails at once: no daemon can be started."""
+    package = tmp_path / "broken" / "logger_daemon"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text("raise SystemExit(3)\n")
+    return {"PYTHONPATH": os.pathsep.join([str(package.parent), REPO])}
+
+
+def test_with_no_daemon_to_be_had_flush_and_close_say_so_within_seconds(daemon, runtime_dir, logdir, spawn, tmp_path):
+    env = {**_broken_daemon(tmp_path), "LOGGER_CLOSE_TIMEOUT_S": "30"}
+    proc, result, _ = _run_past_a_killed_daemon(
+        AFTER_DAEMON_DIES, runtime_dir, logdir, spawn, tmp_path, env, result_timeout_s=60
     )
-    # Interpreter exit waits at most close_timeout_s more for what is still unconfirmed.
-    proc.assert_ok(timeout_s=close_timeout_s + 5)
-    assert time.monotonic() - result_at < close_timeout_s + 2.5
+    assert result["flushed"] is False and result["flush_s"] < 5, result  # not its 30 s bound
+    assert result["closed"] is False and result["close_s"] < 2, result
+    stats = result["stats"]
+    assert "no daemon" in stats["error"] and stats["records_pending"] == 1, stats  # the one record
+    proc.assert_ok(timeout_s=10)  # and the process exits promptly: counted lost at exit, with a warning
+    assert "1 record(s) were not confirmed written" in proc.output()
     assert scalars(logdir, "loss") == [(0, 1.0)]
-
-
-def test_the_process_exits_promptly_after_close_when_the_daemon_is_killed(daemon, runtime_dir, logdir, spawn, tmp_path):
-    proc, _, _ = _kill_daemon_under_a_writer(runtime_dir, logdir, spawn, tmp_path, {})
-    assert proc.process.wait(timeout=3) == 0  # the spawn fixture kills it if it is still there
 
 
 # -- finding and starting the daemon -------------------------------------------------------------
@@ -847,17 +860,21 @@ def test_arrays_piling_up_wake_the_io_thread_once_per_quarter_of_the_bound(daemo
     )
 
 
-def test_client_memory_is_bounded_when_the_daemon_is_gone(daemon, runtime_dir, logdir, spawn, tmp_path):
+def test_client_memory_is_bounded_when_the_daemon_is_frozen(daemon, runtime_dir, logdir, spawn, tmp_path):
     bound, arena = 64 * 2**20, 32 * 2**20
-    proc, result, _ = _run_past_a_killed_daemon(
-        IMAGES_AFTER_DAEMON_DIES,
-        runtime_dir,
-        logdir,
-        spawn,
-        tmp_path,
-        {"LOGGER_MAX_BUFFER_BYTES": str(bound), "LOGGER_ARENA_BYTES": str(arena), "LOGGER_CLOSE_TIMEOUT_S": "1"},
-        result_timeout_s=60,
-    )
+    try:
+        proc, result, _ = _run_past_a_killed_daemon(
+            IMAGES_AFTER_DAEMON_DIES,
+            runtime_dir,
+            logdir,
+            spawn,
+            tmp_path,
+            {"LOGGER_MAX_BUFFER_BYTES": str(bound), "LOGGER_ARENA_BYTES": str(arena), "LOGGER_CLOSE_TIMEOUT_S": "1"},
+            result_timeout_s=60,
+            signum=signal.SIGSTOP,  # alive (its lock held), reading nothing: the clients' bounds apply
+        )
+    finally:
+        daemon.send_signal(signal.SIGCONT)
     stats = result["stats"]
     dropped = stats["records_dropped"].get("client_buffer_full", 0)
     assert dropped > 0
@@ -888,17 +905,21 @@ writer.close(timeout=0.5)
 """
 
 
-def test_client_memory_for_scalars_is_bounded_when_the_daemon_is_gone(daemon, runtime_dir, logdir, spawn, tmp_path):
+def test_client_memory_for_scalars_is_bounded_when_the_daemon_is_frozen(daemon, runtime_dir, logdir, spawn, tmp_path):
     bound = 50_000
-    proc, result, _ = _run_past_a_killed_daemon(
-        SCALARS_AFTER_DAEMON_DIES,
-        runtime_dir,
-        logdir,
-        spawn,
-        tmp_path,
-        {"LOGGER_MAX_PENDING_RECORDS": str(bound), "LOGGER_BATCH_RECORDS": "1000", "LOGGER_CLOSE_TIMEOUT_S": "1"},
-        result_timeout_s=120,
-    )
+    try:
+        proc, result, _ = _run_past_a_killed_daemon(
+            SCALARS_AFTER_DAEMON_DIES,
+            runtime_dir,
+            logdir,
+            spawn,
+            tmp_path,
+            {"LOGGER_MAX_PENDING_RECORDS": str(bound), "LOGGER_BATCH_RECORDS": "1000", "LOGGER_CLOSE_TIMEOUT_S": "1"},
+            result_timeout_s=120,
+            signum=signal.SIGSTOP,
+        )
+    finally:
+        daemon.send_signal(signal.SIGCONT)
     stats = result["stats"]
     dropped = stats["records_dropped"].get("client_queue_full", 0)
     assert dropped >= 1_000_000 - 2 * bound - 2000  # all but the bound's worth were refused, counted

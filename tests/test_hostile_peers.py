@@ -79,6 +79,8 @@ def test_daemon_refuses_wrong_version_naming_both(peer):
 
 
 def test_daemon_survives_garbage_and_counts_it_by_reason(daemon, runtime_dir, peer, logdir):
+    hello(peer)  # records from a peer that never said HELLO are refused unread (see the next test)
+    peer.wait_acked(peer.seq)  # the HELLO's acknowledgement, before the replies counted below
     rng = random.Random(3)
     ok = msgpack.packb({"seq": 1, "records": []})
     garbage: list[tuple[list, str]] = [
@@ -127,6 +129,22 @@ def test_daemon_survives_garbage_and_counts_it_by_reason(daemon, runtime_dir, pe
         message=f"status to count {dict(expected)}",
     )
     assert isinstance(status, dict) and status["records_written"] == 10
+
+
+def test_records_of_a_client_the_daemon_does_not_know_are_refused_unread(daemon, peer, logdir):
+    """A daemon that restarted does not know its clients: it asks them to say HELLO and resend,
+    and takes nothing from them before (no drop: the records are sent again)."""
+    peer.send_message(MessageKind.RECORDS, {"records": [[int(RecordKind.TEXT), 1, "", "t", 0, 1.0, "x"]]})
+    refused = peer.wait_for_reply(MessageKind.REFUSED)
+    assert refused["reason"] == protocol.UNKNOWN_CLIENT
+    peer.send_message(MessageKind.HEARTBEAT, {})
+    assert peer.wait_for_reply(MessageKind.REFUSED)["reason"] == protocol.UNKNOWN_CLIENT
+    status = cli_status()
+    assert status["records_received"] == 0 and status["records_dropped"] == {}
+    hello(peer)
+    peer.send_message(MessageKind.RECORDS, {"records": [open_record(logdir)]})
+    flush = peer.send_message(MessageKind.FLUSH, {})
+    peer.wait_acked(flush)
 
 
 def hello(peer: RawPeer) -> protocol.Message:

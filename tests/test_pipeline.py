@@ -44,20 +44,26 @@ class Harness:
             for reason, count in counts.items():
                 self.refused[(client, reason)] += count
 
+    def next_seq(self, client: bytes) -> int:
+        """The next sequence number of `client` on its connection to this pipeline's daemon."""
+        self._seq[client] += 1
+        return self._seq[client]
+
     def work(self, client: bytes, records: list, arrays: list[np.ndarray] | None = None) -> Work:
         """One RECORDS message from `client`, through the wire and back."""
-        self._seq[client] += 1
-        frames = protocol.encode(MessageKind.RECORDS, {"records": records}, arrays or [])
+        seq = self.next_seq(client)
+        frames = protocol.encode(MessageKind.RECORDS, {"records": records, "mid": seq}, arrays or [])
         message = protocol.decode([bytes(memoryview(frame)) for frame in frames])
-        return Work.of_records(client, self._seq[client], message.header["records"], message.arrays)
+        return Work.of_records(client, seq, message.header["records"], message.arrays, seq)
 
     def packed_work(self, client: bytes, items: list) -> Work:
         """One RECORDS message whose records were packed as the client packs them (rows joined)."""
         self._seq[client] += 1
         packed, _, _ = pack_records(items)
-        frames = protocol.encode_packed_records(client, self._seq[client], packed)
+        frames = protocol.encode_packed_records(client, self._seq[client], self._seq[client], packed)
         message = protocol.decode(frames)
-        return Work.of_records(client, self._seq[client], message.header["records"], message.arrays)
+        header = message.header
+        return Work.of_records(client, self._seq[client], header["records"], message.arrays, header["mid"])
 
     def run(self, *works: Work) -> None:
         self.pipeline.process(list(works))

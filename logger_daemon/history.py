@@ -1,0 +1,103 @@
+"""What a run directory already holds, read when a daemon first opens it, so that a daemon that
+replaces one that died neither loses nor repeats a point.
+
+After each write cycle the daemon appends to a run's event file a delivery mark: per client, the
+id of the last message whose records for this run it has handled. A client whose daemon died
+resends every message not acknowledged, with its original id; the new daemon skips the records a
+mark covers. A crash can still leave records after the last mark (written, not yet marked): those
+are remembered by identity (tag, step, wall time, as written) and skipped when they come again.
+Each tag's last step on disk continues the rule that a tag never goes back in steps.
+
+A mark is an Event that carries only `source_metadata`, which TensorBoard's readers ignore.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+
+from logger_daemon.protos.event_pb2 import Event, SourceMetadata
+from logger_daemon.tfrecord import read_records
+
+log = logging.getLogger("logger_daemon")
+
+#: The start of a delivery mark's `source_metadata.writer`; a JSON map of client id (hex) to id follows.
+MARK_PREFIX = "tb-logger-service delivered "
+#: The identity under which a SessionLog START is remembered (it has no tag).
+SESSION_START_TAG = ""
+
+#: (tag as written, step, wall time) of one event.
+Identity = tuple[str, int, float]
+
+
+def delivery_mark(wall_time: float, delivered: dict[bytes, int]) -> bytes:
+    """The serialized Event marking, per client, the last message handled for this run."""
+    payload = json.dumps({client.hex(): mid for client, mid in sorted(delivered.items())}, separators=(",", ":"))
+    return Event(wall_time=wall_time, source_metadata=SourceMetadata(writer=MARK_PREFIX + payload)).SerializeToString()
+
+
+@dataclass
+class RunHistory:
+    """What the event files of a run directory hold."""
+
+    #: Per client, the last message id handled for this run.
+    delivered: dict[bytes, int] = field(default_factory=dict)
+    #: Per tag as written, the step of its last event (since the last SessionLog START).
+    last_steps: dict[str, int] = field(default_factory=dict)
+    #: Events written after the last delivery mark of their file: a crash left them unmarked.
+    unmarked: set[Identity] = field(default_factory=set)
+
+
+def read_history(directory: str) -> RunHistory:
+    """The history of `directory`'s event files, in the order TensorBoard reads them (by name).
+
+    A file's tail after its last valid record (torn by a crash) is ignored, as TensorBoard does.
+    Files with no delivery mark (another writer's, or an older daemon's) count for last steps only.
+    """
+    history = RunHistory()
+    for path in sorted(glob.glob(os.path.join(glob.escape(directory), "events.out.tfevents.*"))):
+        try:
+            with open(path, "rb") as file:
+                records = read_records(file.read())
+        except OSError as exc:
+            log.warning("cannot read %s for its history: %s", path, exc)
+            continue
+        _read_file(records, history)
+    return history
+
+
+def _read_file(records: list[bytes], history: RunHistory) -> None:
+    marked = False
+    since_mark: set[Identity] = set()
+    for data in records:
+        try:
+            event = Event.FromString(data)
+        except Exception:  # protobuf's DecodeError, and anything else a foreign file holds
+            continue
+        writer = event.source_metadata.writer
+        if writer.startswith(MARK_PREFIX):
+            marked = True
+            since_mark.clear()
+            _merge_mark(writer[len(MARK_PREFIX) :], history.delivered)
+        elif event.HasField("summary"):
+            for value in event.summary.value:
+                history.last_steps[value.tag] = event.step
+                since_mark.add((value.tag, event.step, event.wall_time))
+        elif event.HasField("session_log") and event.session_log.status == event.session_log.START:
+            history.last_steps.clear()
+            since_mark.add((SESSION_START_TAG, event.step, event.wall_time))
+    if marked:
+        history.unmarked |= since_mark
+
+
+def _merge_mark(payload: str, delivered: dict[bytes, int]) -> None:
+    try:
+        marks = json.loads(payload)
+        for client_hex, mid in marks.items():
+            client = bytes.fromhex(client_hex)
+            delivered[client] = max(delivered.get(client, 0), int(mid))
+    except (ValueError, AttributeError, TypeError):
+        log.warning("ignoring a malformed delivery mark %r", payload[:200])
