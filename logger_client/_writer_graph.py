@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ._writer_base import WriterBase, walltime_or_now
-from .protocol import RecordKind
+from .protocol import MAX_MESSAGE_BYTES, RecordKind
 
 _GRAPH = RecordKind.GRAPH
 _ONNX_GRAPH = RecordKind.ONNX_GRAPH
@@ -25,6 +25,9 @@ GRAPH_RECORD_TAG = "\x00graph"
 _TORCH_RUN_METADATA = {"tag": "step1", "devices": ["/device:CPU:0"]}
 #: The GraphDef producer version torch writes.
 _TORCH_PRODUCER = 22
+#: The largest ONNX file logged: it travels whole in one message, which the daemon takes up to
+#: MAX_MESSAGE_BYTES with the other records batched beside it.
+MAX_ONNX_BYTES = MAX_MESSAGE_BYTES // 2
 _ONNX_MISSING = "add_onnx_graph needs the onnx package: pip install 'tb-logger-service[onnx]'"
 
 
@@ -76,6 +79,7 @@ class GraphMethods(WriterBase):
             raise ImportError(_ONNX_MISSING)
         if isinstance(onnx_model_file, (str, os.PathLike)):
             with open(onnx_model_file, "rb") as file:
+                _check_onnx_size(os.fstat(file.fileno()).st_size)
                 data = file.read()
         elif hasattr(onnx_model_file, "read"):
             data = onnx_model_file.read()
@@ -85,7 +89,16 @@ class GraphMethods(WriterBase):
             raise TypeError(f"onnx_model_file must be a path or a binary file, got {type(onnx_model_file).__name__}")
         if not data:
             raise ValueError("onnx_model_file is empty")
+        _check_onnx_size(len(data))
         self._queue_record(_ONNX_GRAPH, GRAPH_RECORD_TAG, 0, walltime_or_now(None), data)
+
+
+def _check_onnx_size(size: int) -> None:
+    if size > MAX_ONNX_BYTES:
+        raise ValueError(
+            f"onnx_model_file holds {size} bytes; at most {MAX_ONNX_BYTES} travel to the daemon "
+            f"(save the weights as external data to log a larger model's graph)"
+        )
 
 
 # -- tracing a torch module ------------------------------------------------------------------------

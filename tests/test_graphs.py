@@ -352,9 +352,14 @@ def test_add_onnx_graph_without_onnx_raises_import_error_naming_the_extra(tmp_pa
         (3, TypeError, "must be a path or a binary file"),
         (None, TypeError, "needs onnx_model_file"),
         (io.BytesIO(b""), ValueError, "is empty"),
+        ("large", ValueError, "travel to the daemon"),
     ],
 )
-def test_bad_onnx_arguments_raise_at_the_call_and_queue_nothing(tmp_path, argument, error, words):
+def test_bad_onnx_arguments_raise_at_the_call_and_queue_nothing(tmp_path, monkeypatch, argument, error, words):
+    if argument == "large":
+        monkeypatch.setattr("logger_client._writer_graph.MAX_ONNX_BYTES", 10)
+        argument = tmp_path / "model.onnx"
+        argument.write_bytes(onnx_model_bytes())
     transport = InMemoryTransport()
     writer = SummaryWriter(str(tmp_path), transport=transport)
     with pytest.raises(error, match=words):
