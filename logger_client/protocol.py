@@ -162,10 +162,10 @@ class RecordKind(IntEnum):
     PR_CURVE = 14  # value: {labels, predictions, (weights)}; options: num_thresholds
     PR_CURVE_RAW = 15  # value: {true_positive_counts, ..., recall}; options: num_thresholds
     MESH = 16  # value: {vertices, (colors), (faces)}; options: config_dict
-    EMBEDDING = 17  # value: {mat, (label_img)}; options: metadata, metadata_header, tag
+    EMBEDDING = 17  # value: {mat, (label_img)}; options: tag, global_step, metadata, metadata_header
     HPARAMS = 18  # value: {hparam_dict, metric_dict, hparam_domain_discrete}
     CUSTOM_SCALARS = 19  # value: the layout map
-    GRAPH = 20  # value: a plain description of the graph (a map)
+    GRAPH = 20  # value: a plain description of the graph: {nodes, versions, run_metadata}
     ONNX_GRAPH = 21  # value: the model file's bytes
 
 
