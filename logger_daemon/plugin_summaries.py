@@ -1,0 +1,106 @@
+"""Record values -> ``Summary`` protos of TensorBoard's plugin kinds: pr_curves, hparams,
+custom_scalars, mesh. Pure functions, equal to what tensorboardX 2.6 writes for the same call
+(torch.utils.tensorboard's hparams where asked), except the mesh's `components`, which
+tensorboardX leaves out. Values a peer sent that cannot be written raise ValueError or TypeError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from logger_daemon.protos.plugin_pr_curve_pb2 import PrCurvePluginData
+from logger_daemon.protos.summary_pb2 import Summary, SummaryMetadata
+from logger_daemon.protos.tensor_pb2 import TensorProto
+from logger_daemon.protos.tensor_shape_pb2 import TensorShapeProto
+from logger_daemon.protos.types_pb2 import DT_FLOAT
+
+__all__ = [
+    "compute_curve",
+    "pr_curve",
+    "pr_curve_raw",
+]
+
+#: The rows of a PR curve tensor, in TensorBoard's order (tensorboard/plugins/pr_curve/metadata.py).
+PR_CURVE_ROWS = (
+    "true_positive_counts",
+    "false_positive_counts",
+    "true_negative_counts",
+    "false_negative_counts",
+    "precision",
+    "recall",
+)
+#: tensorboardX and TensorBoard: the smallest denominator of precision and recall.
+_MINIMUM_COUNT = 1e-7
+_MAX_THRESHOLDS = 127
+
+
+# -- pr_curves -------------------------------------------------------------------------------------
+
+
+def compute_curve(
+    labels: np.ndarray, predictions: np.ndarray, num_thresholds: int, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """The [6, num_thresholds] float64 curve of TensorBoard's pr_curves plugin, computed as
+    tensorboardX's `compute_curve` does (same dtypes at every stage, so the same floats).
+
+    Each example falls in the bucket floor(prediction * (num_thresholds - 1)) (predictions outside
+    [0, 1] fall in no bucket); TP and FP at threshold i count the (weighted) positives and
+    negatives in buckets >= i.
+    """
+    scale = 1.0 if weights is None else weights
+    with np.errstate(invalid="ignore"):  # NaN predictions fall in no bucket, as in tensorboardX
+        buckets = np.int32(np.floor(predictions * (num_thresholds - 1)))
+    positives = labels.astype(float)
+    bucket_range = (0, num_thresholds - 1)
+    tp_buckets, _ = np.histogram(buckets, bins=num_thresholds, range=bucket_range, weights=positives * scale)
+    fp_buckets, _ = np.histogram(buckets, bins=num_thresholds, range=bucket_range, weights=(1.0 - positives) * scale)
+    tp = np.cumsum(tp_buckets[::-1])[::-1]
+    fp = np.cumsum(fp_buckets[::-1])[::-1]
+    tn = fp[0] - fp
+    fn = tp[0] - tp
+    precision = tp / np.maximum(_MINIMUM_COUNT, tp + fp)
+    recall = tp / np.maximum(_MINIMUM_COUNT, tp + fn)
+    return np.stack((tp, fp, tn, fn, precision, recall))
+
+
+def _pr_curve_value(tag: str, data: np.ndarray, num_thresholds: int, description: str = "") -> Summary.Value:
+    content = PrCurvePluginData(version=0, num_thresholds=num_thresholds).SerializeToString()
+    metadata = SummaryMetadata(
+        summary_description=description,
+        plugin_data=SummaryMetadata.PluginData(plugin_name="pr_curves", content=content),
+    )
+    # float_val from Python floats, as tensorboardX: the same float32 of each value, the same bytes.
+    tensor = TensorProto(
+        dtype=DT_FLOAT,
+        float_val=data.reshape(-1).tolist(),
+        tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=n) for n in data.shape]),
+    )
+    return Summary.Value(tag=tag, metadata=metadata, tensor=tensor)
+
+
+def _thresholds(num_thresholds: Any) -> int:
+    if type(num_thresholds) is not int or num_thresholds < 1:
+        raise ValueError(f"num_thresholds must be a positive int, got {num_thresholds!r}")
+    return min(num_thresholds, _MAX_THRESHOLDS)
+
+
+def pr_curve(tag: str, value: Mapping[str, np.ndarray], num_thresholds: int = _MAX_THRESHOLDS) -> Summary:
+    """add_pr_curve: the curve of value's `labels` and `predictions` (and `weights`)."""
+    if not {"labels", "predictions"} <= set(value) <= {"labels", "predictions", "weights"}:
+        raise ValueError(f"a PR curve takes labels, predictions and weights, got {sorted(value)}")
+    thresholds = _thresholds(num_thresholds)
+    data = compute_curve(value["labels"], value["predictions"], thresholds, value.get("weights"))
+    return Summary(value=[_pr_curve_value(tag, data, thresholds)])
+
+
+def pr_curve_raw(tag: str, value: Mapping[str, np.ndarray], num_thresholds: int = _MAX_THRESHOLDS) -> Summary:
+    """add_pr_curve_raw: the six given rows (counts, precision, recall) stacked as they are."""
+    if set(value) != set(PR_CURVE_ROWS):
+        raise ValueError(f"a raw PR curve takes {PR_CURVE_ROWS}, got {sorted(value)}")
+    data = np.stack([value[row] for row in PR_CURVE_ROWS])
+    if data.ndim != 2:
+        raise ValueError(f"the rows of a raw PR curve must be 1-D, got shape {data.shape[1:]}")
+    return Summary(value=[_pr_curve_value(tag, data, _thresholds(num_thresholds))])

@@ -1,0 +1,304 @@
+"""The plugin kinds in process: add_pr_curve, add_pr_curve_raw, add_curve, add_hparams,
+add_custom_scalars (and its two shorthands), add_mesh.
+
+Each call goes through our SummaryWriter into an in-memory transport, over the wire format
+(msgpack and array frames) and through the daemon's encoder; the Summary it gives is compared
+with tensorboardX's (or torch.utils.tensorboard's) for the same call: byte for byte where both
+build the same protobuf, field by field where they differ (the mesh's `components`, which
+tensorboardX leaves out). Bad arguments raise at the call, naming the argument, and queue nothing.
+No daemon: the end-to-end tests are in test_plugins_e2e.py.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+from tensorboard.util import tensor_util
+from tensorboardX import summary as tbx_summary
+from tensorboardX.x2num import make_np
+
+from logger_client import SummaryWriter, protocol
+from logger_client.in_memory import InMemoryTransport, LoggedRecord
+from logger_client.protocol import ARRAY_MAP_KINDS, VALUE, MessageKind, RecordKind
+from logger_daemon.encoders import ENCODERS
+from logger_daemon.protos.event_pb2 import Event
+from logger_daemon.protos.summary_pb2 import Summary
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tensorboardX's deprecation and cast warnings
+        yield
+
+
+@pytest.fixture
+def transport() -> InMemoryTransport:
+    return InMemoryTransport()
+
+
+@pytest.fixture
+def writer(transport: InMemoryTransport) -> SummaryWriter:
+    return SummaryWriter("runs/unused", transport=transport)
+
+
+def through_the_daemon(record: LoggedRecord) -> list[Event]:
+    """The Events the daemon writes for `record`, after the wire (msgpack, array frames) and the
+    intake's substitution of arrays for their indices."""
+    arrays: list[np.ndarray] = []
+    value = record.value
+    if record.kind in ARRAY_MAP_KINDS:
+        value = {}
+        for role, array in record.value.items():
+            value[role] = len(arrays)
+            arrays.append(array)
+    raw = [int(record.kind), record.writer, record.run, record.tag, record.step, record.wall_time, value]
+    if record.options:
+        raw.append(record.options)
+    frames = protocol.encode(MessageKind.RECORDS, {"records": [raw]}, arrays)
+    message = protocol.decode([bytes(memoryview(frame)) for frame in frames])
+    checked = protocol.check_record(message.header["records"][0], len(message.arrays))
+    if record.kind in ARRAY_MAP_KINDS:
+        checked[VALUE] = {role: message.arrays[index] for role, index in checked[VALUE].items()}
+    return [Event.FromString(event) for event in ENCODERS[checked[0]](checked, "/unused")]
+
+
+def only_summary(transport: InMemoryTransport) -> tuple[LoggedRecord, Event]:
+    (record,) = transport.records()
+    (event,) = through_the_daemon(record)
+    return record, event
+
+
+def same_bytes(ours: Summary, theirs: Any) -> None:
+    assert ours.SerializeToString() == theirs.SerializeToString()
+
+
+def _rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+# -- add_pr_curve ----------------------------------------------------------------------------------
+
+
+def _labels_predictions(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = _rng(seed)
+    return rng.integers(0, 2, n), rng.random(n)
+
+
+PR_CURVE_CALLS = [
+    pytest.param(lambda: (*_labels_predictions(), {}), id="defaults"),
+    pytest.param(lambda: (*_labels_predictions(), {"num_thresholds": 10}), id="10-thresholds"),
+    pytest.param(lambda: (*_labels_predictions(), {"num_thresholds": 1}), id="1-threshold"),
+    pytest.param(lambda: (*_labels_predictions(), {"num_thresholds": 1000}), id="capped-at-127"),
+    pytest.param(
+        lambda: (_labels_predictions()[0].astype(bool), _labels_predictions()[1].astype(np.float32), {}),
+        id="bool-labels-float32-predictions",
+    ),
+    pytest.param(lambda: (*_labels_predictions(), {"weights": _rng(5).random(200)}), id="weights-array"),
+    pytest.param(lambda: (*_labels_predictions(), {"weights": 2.5}), id="weights-number"),
+    pytest.param(
+        lambda: (*_labels_predictions(), {"weights": _rng(6).random(200).astype(np.float32), "num_thresholds": 33}),
+        id="weights-float32",
+    ),
+    pytest.param(
+        lambda: (np.array([1, 0, 1, 1]), np.array([1.2, -0.5, np.nan, 0.5]), {}), id="predictions-outside-0-1"
+    ),
+    pytest.param(lambda: ([1, 0, 1, 0, 1], [0.9, 0.1, 0.8, 0.6, 0.3], {}), id="lists"),
+    pytest.param(lambda: (np.zeros(0), np.zeros(0), {}), id="empty"),
+    pytest.param(
+        lambda: (_labels_predictions()[0].reshape(20, 10), _labels_predictions()[1].reshape(20, 10), {}), id="2-d"
+    ),
+]
+
+
+@pytest.mark.parametrize("make", PR_CURVE_CALLS)
+def test_pr_curve_is_tensorboardX_s_byte_for_byte(make, writer, transport) -> None:
+    labels, predictions, options = make()
+    writer.add_pr_curve("pr/curve", labels, predictions, 7, walltime=1.5, **options)
+    record, event = only_summary(transport)
+    assert (record.kind, record.tag, record.step, event.step, event.wall_time) == (
+        RecordKind.PR_CURVE,
+        "pr/curve",
+        7,
+        7,
+        1.5,
+    )
+    reference = tbx_summary.pr_curve(
+        "pr/curve",
+        make_np(labels),
+        make_np(predictions),
+        options.get("num_thresholds", 127),
+        options.get("weights"),
+    )
+    same_bytes(event.summary, reference)
+
+
+def test_pr_curve_of_torch_tensors(writer, transport) -> None:
+    torch = pytest.importorskip("torch")
+    labels, predictions = _labels_predictions()
+    tensor_labels = torch.tensor(labels)
+    tensor_predictions = torch.tensor(predictions, dtype=torch.float32, requires_grad=True)
+    writer.add_pr_curve("pr", tensor_labels, tensor_predictions, 0, num_thresholds=50)
+    _, event = only_summary(transport)
+    same_bytes(event.summary, tbx_summary.pr_curve("pr", make_np(tensor_labels), make_np(tensor_predictions), 50))
+
+
+def test_pr_curve_counts_are_right_on_a_small_case(writer, transport) -> None:
+    """Independent of tensorboardX: 3 thresholds (0, 0.5, 1) over 4 examples."""
+    writer.add_pr_curve("pr", [1, 1, 0, 0], [0.9, 0.4, 0.6, 0.1], num_thresholds=3)
+    _, event = only_summary(transport)
+    data = tensor_util.make_ndarray(event.summary.value[0].tensor)
+    tp, fp, tn, fn, precision, recall = data
+    np.testing.assert_array_equal(tp, [2, 1, 0])  # predictions >= 0, >= 0.5, >= 1
+    np.testing.assert_array_equal(fp, [2, 1, 0])
+    np.testing.assert_array_equal(tn, [0, 1, 2])
+    np.testing.assert_array_equal(fn, [0, 1, 2])
+    np.testing.assert_allclose(precision, [0.5, 0.5, 0.0])
+    np.testing.assert_allclose(recall, [1.0, 0.5, 0.0])
+    assert event.summary.value[0].metadata.plugin_data.plugin_name == "pr_curves"
+
+
+# -- add_pr_curve_raw ------------------------------------------------------------------------------
+
+
+def _raw_rows(n: int = 20, seed: int = 1) -> list[np.ndarray]:
+    rng = _rng(seed)
+    counts = [np.sort(rng.integers(0, 100, n))[::-1].astype(dtype) for dtype in (np.int64, np.int32, float, float)]
+    return [*counts, rng.random(n).astype(np.float32), rng.random(n)]
+
+
+@pytest.mark.parametrize("num_thresholds", [127, 20, 500])
+def test_pr_curve_raw_is_tensorboardX_s_byte_for_byte(num_thresholds, writer, transport) -> None:
+    rows = _raw_rows()
+    writer.add_pr_curve_raw("raw", *rows, global_step=3, num_thresholds=num_thresholds, walltime=2.0)
+    record, event = only_summary(transport)
+    assert (record.kind, event.step, event.wall_time) == (RecordKind.PR_CURVE_RAW, 3, 2.0)
+    same_bytes(event.summary, tbx_summary.pr_curve_raw("raw", *rows, num_thresholds=num_thresholds))
+
+
+def test_pr_curve_raw_takes_lists_and_ignores_weights(writer, transport) -> None:
+    rows = [[3, 2, 1], [2, 1, 0], [0, 1, 2], [0, 1, 2], [0.6, 0.66, 1.0], [1.0, 0.66, 0.33]]
+    writer.add_pr_curve_raw("raw", *rows, 0, 3, weights=np.ones(3))
+    _, event = only_summary(transport)
+    same_bytes(event.summary, tbx_summary.pr_curve_raw("raw", *[np.array(r) for r in rows], num_thresholds=3))
+
+
+# -- bad input: a clear error at the call, nothing queued ------------------------------------------
+
+BAD_CALLS = [
+    ("pr_curve-tag", lambda w: w.add_pr_curve(3, [1], [0.5]), TypeError, "tag"),
+    ("pr_curve-shapes", lambda w: w.add_pr_curve("p", [1, 0], [0.5, 0.1, 0.2]), ValueError, "labels"),
+    ("pr_curve-weights", lambda w: w.add_pr_curve("p", [1, 0], [0.5, 0.1], weights=[1, 2, 3]), ValueError, "weights"),
+    ("pr_curve-labels-str", lambda w: w.add_pr_curve("p", ["a", "b"], [0.5, 0.1]), TypeError, "labels"),
+    (
+        "pr_curve-num_thresholds-0",
+        lambda w: w.add_pr_curve("p", [1], [0.5], num_thresholds=0),
+        ValueError,
+        "num_thresholds",
+    ),
+    (
+        "pr_curve-num_thresholds-float",
+        lambda w: w.add_pr_curve("p", [1], [0.5], num_thresholds=5.0),
+        TypeError,
+        "num_thresholds",
+    ),
+    (
+        "pr_curve-num_thresholds-none",
+        lambda w: w.add_pr_curve("p", [1], [0.5], num_thresholds=None),
+        TypeError,
+        "num_thresholds",
+    ),
+    ("pr_curve-step", lambda w: w.add_pr_curve("p", [1], [0.5], "x"), TypeError, "global_step"),
+    ("pr_curve_raw-lengths", lambda w: w.add_pr_curve_raw("r", [1], [1], [1], [1], [1], [1, 2]), ValueError, "recall"),
+    ("pr_curve_raw-2d", lambda w: w.add_pr_curve_raw("r", *[np.ones((2, 2))] * 6), ValueError, "1-D"),
+    ("pr_curve_raw-scalars", lambda w: w.add_pr_curve_raw("r", 1, 1, 1, 1, 1, 1), ValueError, "1-D"),
+    (
+        "pr_curve_raw-num_thresholds",
+        lambda w: w.add_pr_curve_raw("r", *[[1]] * 6, num_thresholds=None),
+        TypeError,
+        "num_thresholds",
+    ),
+]
+
+
+@pytest.mark.parametrize("name, call, error, argument", BAD_CALLS, ids=[c[0] for c in BAD_CALLS])
+def test_bad_input_raises_at_the_call_and_queues_nothing(name, call, error, argument, writer, transport) -> None:
+    with pytest.raises(error, match=argument):
+        call(writer)
+    assert transport.records() == []
+
+
+TENSORBOARDX_FAILS_TOO = [
+    ("pr_curve-shapes", lambda w: w.add_pr_curve("p", np.array([1, 0]), np.array([0.5, 0.1, 0.2]))),
+    ("pr_curve-num_thresholds-0", lambda w: w.add_pr_curve("p", np.array([1]), np.array([0.5]), num_thresholds=0)),
+    (
+        "pr_curve-num_thresholds-float",
+        lambda w: w.add_pr_curve("p", np.array([1]), np.array([0.5]), num_thresholds=5.0),
+    ),
+    ("pr_curve_raw-lengths", lambda w: w.add_pr_curve_raw("r", [1], [1], [1], [1], [1], [1, 2])),
+    ("pr_curve_raw-scalars", lambda w: w.add_pr_curve_raw("r", 1, 1, 1, 1, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("name, call", TENSORBOARDX_FAILS_TOO, ids=[c[0] for c in TENSORBOARDX_FAILS_TOO])
+def test_tensorboardX_fails_on_the_same_calls(name, call, tmp_path) -> None:
+    import tensorboardX
+
+    reference = tensorboardX.SummaryWriter(str(tmp_path), write_to_disk=False)
+    with pytest.raises(Exception):  # noqa: B017 - tensorboardX raises assorted types (AssertionError among them)
+        call(reference)
+
+
+# -- one copy, on the calling thread ---------------------------------------------------------------
+
+
+def test_arrays_are_copied_once_at_the_call(writer, transport) -> None:
+    labels, predictions = _labels_predictions()
+    weights = _rng(9).random(200)
+    writer.add_pr_curve("p", labels, predictions, weights=weights)
+    given = [labels, predictions, weights]
+    logged = [array for record in transport.records() for array in record.value.values()]
+    for array in logged:
+        assert isinstance(array, np.ndarray) and array.flags.c_contiguous
+        assert not any(np.shares_memory(array, source) for source in given)
+    before = [array.copy() for array in logged]
+    for source in given:
+        source[...] = 0  # the caller reuses its buffers at once
+    for array, kept in zip(logged, before):
+        np.testing.assert_array_equal(array, kept)
+    assert [a.dtype for a in logged[:3]] == [labels.dtype, predictions.dtype, weights.dtype]  # no conversion
+
+
+# -- the daemon refuses what a peer should not send ------------------------------------------------
+
+REFUSED = [
+    (RecordKind.PR_CURVE, {"labels": np.ones(2)}, {}),
+    (RecordKind.PR_CURVE, {"labels": np.ones(2), "predictions": np.ones(2)}, {"num_thresholds": 0}),
+    (RecordKind.PR_CURVE_RAW, {"precision": np.ones(2)}, {}),
+]
+
+
+@pytest.mark.parametrize("kind, value, options", REFUSED, ids=[f"{k.name}-{i}" for i, (k, _, _) in enumerate(REFUSED)])
+def test_encoders_refuse_bad_values(kind, value, options) -> None:
+    record = LoggedRecord(kind, 1, "", "t", 0, 0.0, value, options or {})
+    with pytest.raises((ValueError, TypeError)):
+        through_the_daemon(record)
+
+
+def test_every_plugin_kind_has_an_encoder() -> None:
+    for kind in (
+        RecordKind.PR_CURVE,
+        RecordKind.PR_CURVE_RAW,
+    ):
+        assert kind in ENCODERS
+
+
+def test_pr_curve_precision_has_no_nan_when_nothing_is_predicted(writer, transport) -> None:
+    writer.add_pr_curve("p", [0, 0], [0.1, 0.2], num_thresholds=5)
+    _, event = only_summary(transport)
+    data = tensor_util.make_ndarray(event.summary.value[0].tensor)
+    assert not any(math.isnan(v) for v in data.reshape(-1))
