@@ -127,3 +127,37 @@ class PluginMethods(WriterBase):
             described = ", ".join(f"{role} {array.shape}" for role, array in value.items())
             raise ValueError(f"true_positive_counts ... recall must be 1-D arrays of one length, got {described}")
         self._submit_array(_PR_CURVE_RAW, tag, step, walltime, value, {"num_thresholds": thresholds})
+
+    def add_curve(
+        self,
+        tag: str,
+        x: Any,
+        y: Any,
+        global_step: int | None = None,
+        label: str | None = None,
+        walltime: float | None = None,
+    ) -> None:
+        """Logs a curve of points (x[i], y[i]), e.g. a ROC curve (x = false positive rate, y = true
+        positive rate), one curve per step. Neither tensorboardX nor torch has this method.
+
+        TensorBoard has one chart that draws y against x for a step, with a step slider and runs
+        overlaid: the PR Curves dashboard. So the curve is written as a pr_curves tensor whose
+        recall row holds x and precision row holds y, in the order given (a line through the points
+        in that order). Its tooltip names x "Recall" and y "Precision", its TP/FP/TN/FN columns are
+        -1 (not counts) and its thresholds are only the points' ranks; its axes open on [0, 1], where
+        ROC and PR curves lie (zoom out for others). `label` (e.g. "ROC curve (area = 0.93)") is
+        logged as text at the same step under the same tag (the Text dashboard), since a chart's
+        metadata is read once per tag and a label such as an AUC changes every step.
+        """
+        check_tag(tag)
+        if label is not None and not isinstance(label, str):
+            raise TypeError(f"label must be a str or None, got {type(label).__name__}")
+        step, walltime = step_and_time(global_step, walltime)
+        empty = self._transport.empty_array
+        value = {"x": to_owned_array(x, "x", empty), "y": to_owned_array(y, "y", empty)}
+        if value["x"].ndim != 1 or value["x"].shape != value["y"].shape or not value["x"].size:
+            raise ValueError(
+                f"x and y must be 1-D arrays of one length (at least 1 point), got {value['x'].shape} "
+                f"and {value['y'].shape}"
+            )
+        self._submit_array(_PR_CURVE_RAW, tag, step, walltime, value, {"label": label})

@@ -152,7 +152,7 @@ class RecordKind(IntEnum):
     VIDEO = 12  # value: array of frames; options: fps, dataformats
     TENSOR = 13  # value: array
     PR_CURVE = 14  # value: {labels, predictions, (weights)}; options: num_thresholds
-    PR_CURVE_RAW = 15  # value: {true_positive_counts, ..., recall}; options: num_thresholds
+    PR_CURVE_RAW = 15  # value: {true_positive_counts, ..., recall} or add_curve's {x, y}; options: num_thresholds|label
     MESH = 16  # value: {vertices, (colors), (faces)}; options: config_dict
     EMBEDDING = 17  # value: {mat, (label_img)}; options: metadata, metadata_header, tag
     HPARAMS = 18  # value: {hparam_dict, metric_dict, hparam_domain_discrete}

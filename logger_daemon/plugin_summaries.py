@@ -16,9 +16,12 @@ from logger_daemon.protos.summary_pb2 import Summary, SummaryMetadata
 from logger_daemon.protos.tensor_pb2 import TensorProto
 from logger_daemon.protos.tensor_shape_pb2 import TensorShapeProto
 from logger_daemon.protos.types_pb2 import DT_FLOAT
+from logger_daemon.summaries import text
 
 __all__ = [
+    "CURVE_DESCRIPTION",
     "compute_curve",
+    "curve",
     "pr_curve",
     "pr_curve_raw",
 ]
@@ -35,6 +38,11 @@ PR_CURVE_ROWS = (
 #: tensorboardX and TensorBoard: the smallest denominator of precision and recall.
 _MINIMUM_COUNT = 1e-7
 _MAX_THRESHOLDS = 127
+#: What a curve written by add_curve is, shown with its chart (TensorBoard keeps a tag's first metadata).
+CURVE_DESCRIPTION = (
+    "A curve logged with `add_curve`: *Recall* is x, *Precision* is y; TP/FP/TN/FN are -1 (not counts) "
+    "and thresholds are the points' ranks. Labels are in the Text dashboard under this tag."
+)
 
 
 # -- pr_curves -------------------------------------------------------------------------------------
@@ -104,3 +112,26 @@ def pr_curve_raw(tag: str, value: Mapping[str, np.ndarray], num_thresholds: int 
     if data.ndim != 2:
         raise ValueError(f"the rows of a raw PR curve must be 1-D, got shape {data.shape[1:]}")
     return Summary(value=[_pr_curve_value(tag, data, _thresholds(num_thresholds))])
+
+
+def curve(tag: str, value: Mapping[str, np.ndarray], label: str | None = None) -> Summary:
+    """add_curve: points (x, y) as a pr_curves tensor (recall = x, precision = y), and `label` as
+    text under the same tag.
+
+    TensorBoard's PR curve chart reverses the columns before drawing (it expects recall to fall
+    with the threshold), so the points are stored last first, to be drawn in the order given. The
+    counts are -1: the chart drops trailing columns whose TP + FP is 0, and these are not counts.
+    """
+    if set(value) != {"x", "y"}:
+        raise ValueError(f"a curve takes x and y, got {sorted(value)}")
+    x, y = value["x"], value["y"]
+    if x.ndim != 1 or x.shape != y.shape or not x.size:
+        raise ValueError(f"x and y must be 1-D of one length, got {x.shape} and {y.shape}")
+    if label is not None and type(label) is not str:
+        raise ValueError(f"label must be a str, got {type(label).__name__}")
+    counts = np.full(x.shape, -1.0)
+    data = np.stack((counts, counts, counts, counts, y[::-1], x[::-1]))
+    summary = Summary(value=[_pr_curve_value(tag, data, len(x), CURVE_DESCRIPTION)])
+    if label is not None:
+        summary.value.extend(text(tag, label).value)
+    return summary

@@ -24,6 +24,7 @@ from tensorboardX.x2num import make_np
 from logger_client import SummaryWriter, protocol
 from logger_client.in_memory import InMemoryTransport, LoggedRecord
 from logger_client.protocol import ARRAY_MAP_KINDS, VALUE, MessageKind, RecordKind
+from logger_daemon import plugin_summaries
 from logger_daemon.encoders import ENCODERS
 from logger_daemon.protos.event_pb2 import Event
 from logger_daemon.protos.summary_pb2 import Summary
@@ -187,6 +188,48 @@ def test_pr_curve_raw_takes_lists_and_ignores_weights(writer, transport) -> None
     same_bytes(event.summary, tbx_summary.pr_curve_raw("raw", *[np.array(r) for r in rows], num_thresholds=3))
 
 
+# -- add_curve -------------------------------------------------------------------------------------
+
+
+def test_curve_is_a_pr_curves_tensor_of_x_and_y_with_its_label_as_text(writer, transport) -> None:
+    fpr = np.array([0.0, 0.0, 0.1, 0.1, 0.4, 1.0])
+    tpr = np.array([0.0, 0.5, 0.5, 0.9, 1.0, 1.0])
+    writer.add_curve("ROC Curve", fpr, tpr, 4, label="ROC curve (area = 0.93)")
+    record, event = only_summary(transport)
+    assert (record.kind, event.step) == (RecordKind.PR_CURVE_RAW, 4)
+    curve, label = event.summary.value
+    assert curve.tag == "ROC Curve" and curve.metadata.plugin_data.plugin_name == "pr_curves"
+    assert curve.metadata.summary_description == plugin_summaries.CURVE_DESCRIPTION
+    data = tensor_util.make_ndarray(curve.tensor)
+    assert data.shape == (6, 6)
+    # TensorBoard's chart reverses the columns: reversed, recall is x and precision y, as given.
+    np.testing.assert_array_equal(data[5][::-1], fpr.astype(np.float32))
+    np.testing.assert_array_equal(data[4][::-1], tpr.astype(np.float32))
+    np.testing.assert_array_equal(data[:4], -1)
+    same_bytes(Summary(value=[label]), tbx_summary.text("ROC Curve", "ROC curve (area = 0.93)"))
+
+
+def test_curve_without_label_writes_the_curve_only(writer, transport) -> None:
+    writer.add_curve("c", [0, 1, 2], [1.0, 4.0, 9.0])
+    _, event = only_summary(transport)
+    assert [value.tag for value in event.summary.value] == ["c"]
+    assert event.step == 0
+
+
+def test_the_seed_s_roc_curve_call(writer, transport) -> None:
+    """The seed's call, with its own bug (a positional after a keyword) fixed: step before label."""
+    y_true = _rng(2).integers(0, 2, 100)
+    y_scores = np.clip(y_true * 0.3 + _rng(3).random(100) * 0.7, 0, 1)
+    order = np.argsort(-y_scores)
+    tpr = np.concatenate([[0], np.cumsum(y_true[order]) / y_true.sum()])
+    fpr = np.concatenate([[0], np.cumsum(1 - y_true[order]) / (1 - y_true).sum()])
+    roc_auc = float(np.trapezoid(tpr, fpr))
+    epoch = 5
+    writer.add_curve("ROC Curve", fpr, tpr, epoch, label="ROC curve (area = %0.2f)" % roc_auc)  # noqa: UP031 - as the seed
+    _, event = only_summary(transport)
+    assert event.summary.value[1].tensor.string_val == [f"ROC curve (area = {roc_auc:0.2f})".encode()]
+
+
 # -- bad input: a clear error at the call, nothing queued ------------------------------------------
 
 BAD_CALLS = [
@@ -222,6 +265,11 @@ BAD_CALLS = [
         TypeError,
         "num_thresholds",
     ),
+    ("curve-lengths", lambda w: w.add_curve("c", [0, 1], [0, 1, 2]), ValueError, "x and y"),
+    ("curve-empty", lambda w: w.add_curve("c", [], []), ValueError, "x and y"),
+    ("curve-2d", lambda w: w.add_curve("c", np.ones((2, 2)), np.ones((2, 2))), ValueError, "x and y"),
+    ("curve-label", lambda w: w.add_curve("c", [0, 1], [0, 1], 0, label=3), TypeError, "label"),
+    ("curve-x", lambda w: w.add_curve("c", "abc", [0, 1, 2]), TypeError, "x"),
 ]
 
 
@@ -259,8 +307,10 @@ def test_tensorboardX_fails_on_the_same_calls(name, call, tmp_path) -> None:
 def test_arrays_are_copied_once_at_the_call(writer, transport) -> None:
     labels, predictions = _labels_predictions()
     weights = _rng(9).random(200)
+    x = np.linspace(0, 1, 5)
     writer.add_pr_curve("p", labels, predictions, weights=weights)
-    given = [labels, predictions, weights]
+    writer.add_curve("c", x, x)
+    given = [labels, predictions, weights, x]
     logged = [array for record in transport.records() for array in record.value.values()]
     for array in logged:
         assert isinstance(array, np.ndarray) and array.flags.c_contiguous
@@ -279,6 +329,7 @@ REFUSED = [
     (RecordKind.PR_CURVE, {"labels": np.ones(2)}, {}),
     (RecordKind.PR_CURVE, {"labels": np.ones(2), "predictions": np.ones(2)}, {"num_thresholds": 0}),
     (RecordKind.PR_CURVE_RAW, {"precision": np.ones(2)}, {}),
+    (RecordKind.PR_CURVE_RAW, {"x": np.ones(2), "y": np.ones(3)}, {}),
 ]
 
 

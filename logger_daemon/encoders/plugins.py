@@ -1,12 +1,25 @@
-"""Encoders of the plugin kinds: PR curves (see `logger_daemon.plugin_summaries`)."""
+"""Encoders of the plugin kinds: PR curves (and add_curve's curves)
+(see `logger_daemon.plugin_summaries`)."""
 
 from __future__ import annotations
 
-from logger_client.protocol import RecordKind
+from logger_client.protocol import VALUE, Record, RecordKind
 from logger_daemon import plugin_summaries
 from logger_daemon.encoders.base import Encoder, summary_encoder
 
+_pr_curve_raw = summary_encoder(plugin_summaries.pr_curve_raw, ("num_thresholds",))
+_curve = summary_encoder(plugin_summaries.curve, ("label",))
+
+
+def _encode_pr_curve_raw(record: Record, run_path: str) -> list[bytes]:
+    """add_pr_curve_raw's six rows, or add_curve's points (x, y): both are raw pr_curves tensors."""
+    value = record[VALUE]
+    if isinstance(value, dict) and "x" in value:
+        return _curve(record, run_path)
+    return _pr_curve_raw(record, run_path)
+
+
 ENCODERS: dict[int, Encoder] = {
     RecordKind.PR_CURVE: summary_encoder(plugin_summaries.pr_curve, ("num_thresholds",)),
-    RecordKind.PR_CURVE_RAW: summary_encoder(plugin_summaries.pr_curve_raw, ("num_thresholds",)),
+    RecordKind.PR_CURVE_RAW: _encode_pr_curve_raw,
 }
