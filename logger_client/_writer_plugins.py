@@ -7,16 +7,21 @@ its arrays once, and queues one record; thresholds, counts and every protobuf ar
 
 from __future__ import annotations
 
+import posixpath
+from collections.abc import Mapping
+from time import time
 from typing import Any
 
 import numpy as np
 
-from ._convert import to_owned_array
+from ._convert import _is_torch_tensor, to_float, to_owned_array, to_step
 from ._writer_base import WriterBase, check_tag, step_and_time
 from .protocol import RecordKind
 
 _PR_CURVE = RecordKind.PR_CURVE
 _PR_CURVE_RAW = RecordKind.PR_CURVE_RAW
+_HPARAMS = RecordKind.HPARAMS
+_SCALAR = RecordKind.SCALAR
 
 # -- PR curves -------------------------------------------------------------------------------------
 
@@ -39,6 +44,86 @@ def _check_num_thresholds(num_thresholds: Any) -> int:
     if num_thresholds < 1:
         raise ValueError(f"num_thresholds must be at least 1, got {num_thresholds}")
     return min(int(num_thresholds), MAX_PR_THRESHOLDS)
+
+
+# -- hparams ---------------------------------------------------------------------------------------
+
+#: The record tag of add_hparams: the first of the three summaries it writes.
+HPARAMS_TAG = "_hparams_/experiment"
+#: How add_hparams classifies an hparam value: the daemon builds the protobuf from these.
+HPARAM_NUMBER, HPARAM_STRING, HPARAM_BOOL, HPARAM_UNSET = "number", "string", "bool", "unset"
+
+
+def _check_sub_run(name: Any, argument: str) -> str:
+    """add_hparams' session directory `<logdir>/<name>`, which must stay inside the log directory."""
+    if not isinstance(name, str):
+        raise TypeError(f"{argument} must be a str, got {type(name).__name__}")
+    run = posixpath.normpath(name)
+    # The daemon refuses a run that leaves the log directory; refused here, where the caller sees it.
+    if posixpath.isabs(run) or ".." in run.replace("\\", "/").split("/") or "\0" in run:
+        raise ValueError(f"{argument} {name!r} must name a directory inside the log directory")
+    return "" if run == "." else run
+
+
+def _one_number(value: Any, name: str) -> float:
+    """A torch tensor hparam as torch.utils.tensorboard takes it: its first element."""
+    array = to_owned_array(value, name)
+    if array.ndim > 1 or array.size == 0:
+        raise ValueError(f"{name} must be a tensor of one element or a 1-D tensor, got shape {tuple(array.shape)}")
+    return to_float(array.reshape(-1)[0], name)
+
+
+def _hparams_tensorboardX(hparam_dict: Mapping[str, Any]) -> list[list]:
+    """tensorboardX's reading of hparam values: None is left out, str/bool/int/float are kept,
+    a callable is its name, anything else is listed with no type and no value."""
+    entries: list[list] = []
+    for key, value in hparam_dict.items():
+        if value is None:
+            continue
+        if isinstance(value, str):
+            entries.append([key, HPARAM_STRING, value, None])
+        elif isinstance(value, bool):
+            entries.append([key, HPARAM_BOOL, value, None])
+        elif isinstance(value, (int, float)):
+            entries.append([key, HPARAM_NUMBER, to_float(value, f"hparam_dict[{key!r}]"), None])
+        elif callable(value):
+            entries.append([key, HPARAM_STRING, getattr(value, "__name__", str(value)), None])
+        else:
+            entries.append([key, HPARAM_UNSET, None, None])
+    return entries
+
+
+def _hparams_torch(hparam_dict: Mapping[str, Any], domains: Any) -> list[list]:
+    """torch.utils.tensorboard's reading: None is left out, int/float (bool too: it is an int) are
+    numbers, str strings, a tensor its first element; anything else raises. `domains` lists the
+    discrete values of some hparams, each of the hparam's own type."""
+    if not isinstance(domains, Mapping):
+        raise TypeError(f"hparam_domain_discrete must be a dict {{name: [values]}}, got {type(domains).__name__}")
+    for key, values in domains.items():
+        if (
+            key not in hparam_dict
+            or not isinstance(values, list)
+            or not all(isinstance(d, type(hparam_dict[key])) for d in values)
+        ):
+            raise TypeError(
+                f"hparam_domain_discrete[{key!r}] must be a list of values of the type of hparam_dict[{key!r}]"
+            )
+    entries: list[list] = []
+    for key, value in hparam_dict.items():
+        name = f"hparam_dict[{key!r}]"
+        if value is None:
+            continue
+        domain = domains.get(key)
+        if isinstance(value, (int, float)):
+            numbers = None if domain is None else [to_float(d, f"hparam_domain_discrete[{key!r}]") for d in domain]
+            entries.append([key, HPARAM_NUMBER, to_float(value, name), numbers])
+        elif isinstance(value, str):
+            entries.append([key, HPARAM_STRING, value, None if domain is None else list(domain)])
+        elif _is_torch_tensor(value):
+            entries.append([key, HPARAM_NUMBER, _one_number(value, name), None])
+        else:
+            raise ValueError(f"{name} must be an int, float, str, bool or torch.Tensor, got {type(value).__name__}")
+    return entries
 
 
 class PluginMethods(WriterBase):
@@ -161,3 +246,67 @@ class PluginMethods(WriterBase):
                 f"and {value['y'].shape}"
             )
         self._submit_array(_PR_CURVE_RAW, tag, step, walltime, value, {"label": label})
+
+    # -- hparams -----------------------------------------------------------------------------
+
+    def add_hparams(
+        self,
+        hparam_dict: Mapping[str, Any],
+        metric_dict: Mapping[str, Any],
+        hparam_domain_discrete: Mapping[str, list] | None = None,
+        run_name: str | None = None,
+        global_step: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        """Logs a session of hyperparameters and its metrics for TensorBoard's HParams dashboard.
+
+        Writes, in the sub-run `<logdir>/<name>` (default: the time of the call), the three
+        summaries of the hparams plugin (experiment, session start with the values, session end)
+        and each metric as a scalar at `global_step`.
+
+        Takes torch.utils.tensorboard's arguments (`hparam_domain_discrete`, `run_name`, in its
+        positional order) and tensorboardX's (`name`, an alias of `run_name`; positionally
+        tensorboardX's third and fourth are `name` and `global_step`: a str third argument is taken
+        as the name, a number fourth as the step). Called with `hparam_domain_discrete` or
+        `run_name`, it writes what torch writes: a bool is a number, a tensor its first element,
+        another type raises ValueError, the hparams summaries are at `global_step`. Otherwise it
+        writes what tensorboardX writes: a bool is a bool, a callable its name, another type is
+        listed with no value, the hparams summaries are at step 0. Metric tags are cleaned as
+        `add_scalar` cleans them (torch keeps them as given).
+        """
+        if isinstance(hparam_domain_discrete, str):  # tensorboardX's positional order: (..., name, global_step)
+            if name is not None:
+                raise TypeError("add_hparams got the session name twice (third argument and name=)")
+            name, hparam_domain_discrete = hparam_domain_discrete, None
+            if run_name is not None and not isinstance(run_name, str):
+                if global_step is not None:
+                    raise TypeError("add_hparams got global_step twice (fourth argument and global_step=)")
+                global_step, run_name = run_name, None
+        elif run_name is not None and not isinstance(run_name, str) and global_step is None and name is None:
+            global_step, run_name = run_name, None  # (hparam_dict, metric_dict, None, step): tensorboardX's order
+        if name is not None and run_name is not None and name != run_name:
+            raise ValueError(f"name and run_name are aliases; got {name!r} and {run_name!r}")
+        torch_style = hparam_domain_discrete is not None or run_name is not None
+        if not isinstance(hparam_dict, Mapping):
+            raise TypeError(f"hparam_dict must be a dict, got {type(hparam_dict).__name__}")
+        if not isinstance(metric_dict, Mapping):
+            raise TypeError(f"metric_dict must be a dict, got {type(metric_dict).__name__}")
+        for key in hparam_dict:
+            if not isinstance(key, str):
+                raise TypeError(f"hparam_dict keys must be str, got {type(key).__name__}")
+        if torch_style:
+            entries = _hparams_torch(hparam_dict, hparam_domain_discrete or {})
+        else:
+            entries = _hparams_tensorboardX(hparam_dict)
+        metrics = []
+        for key, value in metric_dict.items():
+            check_tag(key, "metric_dict keys")
+            metrics.append((key, to_float(value, f"metric_dict[{key!r}]")))
+        session = run_name if run_name is not None else name
+        run = _check_sub_run(session or str(time()), "run_name" if run_name is not None else "name")
+        step = to_step(global_step)
+        walltime = time()
+        value = {"hparams": entries, "metrics": [key for key, _ in metrics]}
+        self._queue_record(_HPARAMS, HPARAMS_TAG, step if torch_style else 0, walltime, value, run=run)
+        for key, number in metrics:
+            self._queue_record(_SCALAR, key, step, walltime, number, run=run)

@@ -155,7 +155,7 @@ class RecordKind(IntEnum):
     PR_CURVE_RAW = 15  # value: {true_positive_counts, ..., recall} or add_curve's {x, y}; options: num_thresholds|label
     MESH = 16  # value: {vertices, (colors), (faces)}; options: config_dict
     EMBEDDING = 17  # value: {mat, (label_img)}; options: metadata, metadata_header, tag
-    HPARAMS = 18  # value: {hparam_dict, metric_dict, hparam_domain_discrete}
+    HPARAMS = 18  # value: {hparams: [[name, type, value, domain]], metrics: [tag]}; run: the session
     CUSTOM_SCALARS = 19  # value: the layout map
     GRAPH = 20  # value: a plain description of the graph (a map)
     ONNX_GRAPH = 21  # value: the model file's bytes

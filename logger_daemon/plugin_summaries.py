@@ -10,7 +10,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from google.protobuf import struct_pb2
 
+from logger_daemon.protos.api_pb2 import DataType, Experiment, HParamInfo, MetricInfo, MetricName, Status
+from logger_daemon.protos.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo, SessionStartInfo
 from logger_daemon.protos.plugin_pr_curve_pb2 import PrCurvePluginData
 from logger_daemon.protos.summary_pb2 import Summary, SummaryMetadata
 from logger_daemon.protos.tensor_pb2 import TensorProto
@@ -20,8 +23,10 @@ from logger_daemon.summaries import text
 
 __all__ = [
     "CURVE_DESCRIPTION",
+    "HPARAMS_TAGS",
     "compute_curve",
     "curve",
+    "hparams",
     "pr_curve",
     "pr_curve_raw",
 ]
@@ -38,6 +43,8 @@ PR_CURVE_ROWS = (
 #: tensorboardX and TensorBoard: the smallest denominator of precision and recall.
 _MINIMUM_COUNT = 1e-7
 _MAX_THRESHOLDS = 127
+#: (experiment, session start, session end): the hparams plugin's tags.
+HPARAMS_TAGS = ("_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info")
 #: What a curve written by add_curve is, shown with its chart (TensorBoard keeps a tag's first metadata).
 CURVE_DESCRIPTION = (
     "A curve logged with `add_curve`: *Recall* is x, *Precision* is y; TP/FP/TN/FN are -1 (not counts) "
@@ -135,3 +142,64 @@ def curve(tag: str, value: Mapping[str, np.ndarray], label: str | None = None) -
     if label is not None:
         summary.value.extend(text(tag, label).value)
     return summary
+
+
+# -- hparams ---------------------------------------------------------------------------------------
+
+_DATA_TYPES = {
+    "number": DataType.DATA_TYPE_FLOAT64,
+    "string": DataType.DATA_TYPE_STRING,
+    "bool": DataType.DATA_TYPE_BOOL,
+    "unset": DataType.DATA_TYPE_UNSET,
+}
+
+
+def _struct_value(kind: str, item: Any) -> struct_pb2.Value:
+    if kind == "number" and type(item) in (int, float):
+        return struct_pb2.Value(number_value=item)
+    if kind == "string" and type(item) is str:
+        return struct_pb2.Value(string_value=item)
+    if kind == "bool" and type(item) is bool:
+        return struct_pb2.Value(bool_value=item)
+    raise ValueError(f"hparam value {item!r} is not of its type {kind!r}")
+
+
+def _plugin_summary(tag: str, data: HParamsPluginData) -> Summary:
+    metadata = SummaryMetadata(
+        plugin_data=SummaryMetadata.PluginData(plugin_name="hparams", content=data.SerializeToString())
+    )
+    return Summary(value=[Summary.Value(tag=tag, metadata=metadata)])
+
+
+def hparams(value: Mapping[str, Any]) -> tuple[Summary, Summary, Summary]:
+    """add_hparams' three summaries (experiment, session start, session end) from the record's
+    value: `hparams`, a list of [name, type, value, domain] (type "number", "string", "bool" or
+    "unset"; domain None or the discrete values), and `metrics`, the metric tags."""
+    entries, metrics = value.get("hparams"), value.get("metrics")
+    if not isinstance(entries, list) or not isinstance(metrics, list):
+        raise ValueError("hparams takes lists 'hparams' and 'metrics'")
+    infos = []
+    start = SessionStartInfo()
+    for entry in entries:
+        if not (isinstance(entry, list) and len(entry) == 4 and type(entry[0]) is str and entry[1] in _DATA_TYPES):
+            raise ValueError(f"an hparam is [name, type, value, domain], got {entry!r}")
+        name, kind, item, domain = entry
+        info = HParamInfo(name=name, type=_DATA_TYPES[kind])
+        if kind != "unset":
+            start.hparams[name].CopyFrom(_struct_value(kind, item))
+            if domain is not None:
+                if not isinstance(domain, list):
+                    raise ValueError(f"the domain of hparam {name!r} must be a list, got {domain!r}")
+                info.domain_discrete.values.extend(_struct_value(kind, d) for d in domain)
+        infos.append(info)
+    if not all(type(tag) is str for tag in metrics):
+        raise ValueError("metric tags must be str")
+    experiment = Experiment(hparam_infos=infos, metric_infos=[MetricInfo(name=MetricName(tag=t)) for t in metrics])
+    return (
+        _plugin_summary(HPARAMS_TAGS[0], HParamsPluginData(version=0, experiment=experiment)),
+        _plugin_summary(HPARAMS_TAGS[1], HParamsPluginData(version=0, session_start_info=start)),
+        _plugin_summary(
+            HPARAMS_TAGS[2],
+            HParamsPluginData(version=0, session_end_info=SessionEndInfo(status=Status.STATUS_SUCCESS)),
+        ),
+    )

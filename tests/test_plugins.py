@@ -27,6 +27,7 @@ from logger_client.protocol import ARRAY_MAP_KINDS, VALUE, MessageKind, RecordKi
 from logger_daemon import plugin_summaries
 from logger_daemon.encoders import ENCODERS
 from logger_daemon.protos.event_pb2 import Event
+from logger_daemon.protos.plugin_hparams_pb2 import HParamsPluginData
 from logger_daemon.protos.summary_pb2 import Summary
 
 
@@ -76,6 +77,18 @@ def only_summary(transport: InMemoryTransport) -> tuple[LoggedRecord, Event]:
 
 def same_bytes(ours: Summary, theirs: Any) -> None:
     assert ours.SerializeToString() == theirs.SerializeToString()
+
+
+def same_hparams(ours: Summary, theirs: Any) -> None:
+    """Equal hparams summaries: the same tags, and plugin contents equal once parsed (a protobuf
+    map's bytes come in no fixed order)."""
+    assert [v.tag for v in ours.value] == [v.tag for v in theirs.value]
+    for mine, reference in zip(ours.value, theirs.value):
+        assert mine.metadata.plugin_data.plugin_name == reference.metadata.plugin_data.plugin_name == "hparams"
+        assert HParamsPluginData.FromString(mine.metadata.plugin_data.content) == HParamsPluginData.FromString(
+            reference.metadata.plugin_data.content
+        )
+        assert not mine.HasField("tensor") and not reference.HasField("tensor")
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -230,6 +243,122 @@ def test_the_seed_s_roc_curve_call(writer, transport) -> None:
     assert event.summary.value[1].tensor.string_val == [f"ROC curve (area = {roc_auc:0.2f})".encode()]
 
 
+# -- add_hparams -----------------------------------------------------------------------------------
+
+
+def _a_function() -> None:
+    pass
+
+
+TBX_HPARAMS = {
+    "lr": 0.01,
+    "batch": 32,
+    "optimizer": "adam",
+    "nesterov": True,
+    "skipped": None,
+    "activation": _a_function,
+    "float64": np.float64(0.5),
+    "int64": np.int64(3),  # not an int: tensorboardX lists it with no type and no value
+    "list": [1, 2],
+}
+
+
+def hparams_events(transport: InMemoryTransport) -> tuple[LoggedRecord, list[Event], list[LoggedRecord]]:
+    records = transport.records()
+    assert records[0].kind == RecordKind.HPARAMS
+    return records[0], through_the_daemon(records[0]), records[1:]
+
+
+def test_hparams_called_tensorboardX_s_way_writes_what_it_writes(writer, transport) -> None:
+    metrics = {"hparam/accuracy": 0.75, "hparam/loss": np.float32(0.25)}
+    writer.add_hparams(TBX_HPARAMS, metrics, name="session-1", global_step=9)
+    record, events, scalars = hparams_events(transport)
+    assert (record.run, record.step) == ("session-1", 0)  # tensorboardX writes the three at step 0
+    for event, reference in zip(events, tbx_summary.hparams(TBX_HPARAMS, metrics)):
+        assert event.step == 0
+        same_hparams(event.summary, reference)
+    assert [(r.kind, r.run, r.tag, r.step, r.value) for r in scalars] == [
+        (RecordKind.SCALAR, "session-1", "hparam/accuracy", 9, 0.75),
+        (RecordKind.SCALAR, "session-1", "hparam/loss", 9, 0.25),
+    ]
+    assert {r.wall_time for r in scalars} == {record.wall_time}
+
+
+def test_hparams_in_tensorboardX_s_positional_order(writer, transport) -> None:
+    writer.add_hparams({"lr": 0.1}, {"m": 1.0}, "positional", 4)
+    record, _, (scalar,) = hparams_events(transport)
+    assert (record.run, record.step, scalar.run, scalar.step) == ("positional", 0, "positional", 4)
+
+
+def _torch_hparams(torch: Any) -> tuple[dict, dict]:
+    hparams = {
+        "lr": 0.01,
+        "batch": 32,
+        "optimizer": "adam",
+        "nesterov": True,  # torch writes a bool as the number 1.0
+        "skipped": None,
+        "scale": torch.tensor([2.5, 9.0]),  # torch takes a tensor's first element
+    }
+    domains = {"batch": [16, 32, 64], "optimizer": ["adam", "sgd"], "nesterov": [True, False]}
+    return hparams, domains
+
+
+def test_hparams_called_torch_s_way_writes_what_torch_writes(writer, transport) -> None:
+    torch = pytest.importorskip("torch")
+    from torch.utils.tensorboard import summary as torch_summary
+
+    hparams, domains = _torch_hparams(torch)
+    metrics = {"hparam/accuracy": torch.tensor(0.5)}
+    writer.add_hparams(hparams, metrics, hparam_domain_discrete=domains, run_name="trial", global_step=6)
+    record, events, (scalar,) = hparams_events(transport)
+    assert (record.run, record.step) == ("trial", 6)  # torch writes the three at global_step
+    for event, reference in zip(events, torch_summary.hparams(hparams, metrics, domains)):
+        assert event.step == 6
+        same_hparams(event.summary, reference)
+    assert (scalar.run, scalar.tag, scalar.step, scalar.value) == ("trial", "hparam/accuracy", 6, 0.5)
+
+
+def test_hparams_in_torch_s_positional_order(writer, transport) -> None:
+    torch = pytest.importorskip("torch")
+    from torch.utils.tensorboard import summary as torch_summary
+
+    hparams, domains = _torch_hparams(torch)
+    writer.add_hparams(hparams, {"m": 1.0}, domains, "positional", 2)
+    record, events, (scalar,) = hparams_events(transport)
+    assert (record.run, record.step, scalar.step) == ("positional", 2, 2)
+    for event, reference in zip(events, torch_summary.hparams(hparams, {"m": 1.0}, domains)):
+        same_hparams(event.summary, reference)
+
+
+def test_hparams_run_name_alone_is_torch_s_way(writer, transport) -> None:
+    writer.add_hparams({"flag": True}, {}, run_name="r")
+    record, _, _ = hparams_events(transport)
+    assert record.value["hparams"] == [["flag", "number", 1.0, None]]
+    assert record.run == "r"
+
+
+def test_hparams_default_session_is_the_time_of_the_call(writer, transport) -> None:
+    import time
+
+    before = time.time()
+    writer.add_hparams({"lr": 0.1}, {"m": 1.0})
+    record = transport.records()[0]
+    assert before <= float(record.run) <= time.time()
+    assert record.step == 0
+
+
+def test_hparams_name_and_run_name_are_aliases(writer, transport) -> None:
+    writer.add_hparams({"lr": 0.1}, {}, run_name="same", name="same")
+    assert transport.records()[0].run == "same"
+    with pytest.raises(ValueError, match="run_name"):
+        writer.add_hparams({"lr": 0.1}, {}, run_name="a", name="b")
+
+
+def test_hparams_session_directory_nests(writer, transport) -> None:
+    writer.add_hparams({"lr": 0.1}, {}, name="sweep/trial-3/")
+    assert transport.records()[0].run == "sweep/trial-3"
+
+
 # -- bad input: a clear error at the call, nothing queued ------------------------------------------
 
 BAD_CALLS = [
@@ -270,6 +399,40 @@ BAD_CALLS = [
     ("curve-2d", lambda w: w.add_curve("c", np.ones((2, 2)), np.ones((2, 2))), ValueError, "x and y"),
     ("curve-label", lambda w: w.add_curve("c", [0, 1], [0, 1], 0, label=3), TypeError, "label"),
     ("curve-x", lambda w: w.add_curve("c", "abc", [0, 1, 2]), TypeError, "x"),
+    ("hparams-not-dict", lambda w: w.add_hparams([("lr", 1)], {}), TypeError, "hparam_dict"),
+    ("hparams-metric-not-dict", lambda w: w.add_hparams({}, 1.0), TypeError, "metric_dict"),
+    ("hparams-key", lambda w: w.add_hparams({1: 0.1}, {}), TypeError, "hparam_dict"),
+    ("hparams-metric-value", lambda w: w.add_hparams({}, {"m": "high"}), TypeError, "metric_dict"),
+    ("hparams-metric-none", lambda w: w.add_hparams({}, {"m": None}), TypeError, "metric_dict"),
+    ("hparams-metric-vector", lambda w: w.add_hparams({}, {"m": [1.0, 2.0]}), ValueError, "metric_dict"),
+    ("hparams-metric-key", lambda w: w.add_hparams({}, {3: 1.0}), TypeError, "metric_dict"),
+    ("hparams-name-escapes", lambda w: w.add_hparams({}, {}, name="../elsewhere"), ValueError, "name"),
+    ("hparams-run_name-absolute", lambda w: w.add_hparams({}, {}, run_name="/tmp/x"), ValueError, "run_name"),
+    ("hparams-torch-list-value", lambda w: w.add_hparams({"l": [1]}, {}, run_name="r"), ValueError, "hparam_dict"),
+    (
+        "hparams-torch-numpy-int",
+        lambda w: w.add_hparams({"i": np.int64(1)}, {}, run_name="r"),
+        ValueError,
+        "hparam_dict",
+    ),
+    (
+        "hparams-domain-type",
+        lambda w: w.add_hparams({"b": 16}, {}, hparam_domain_discrete={"b": [16, "32"]}),
+        TypeError,
+        "hparam_domain_discrete",
+    ),
+    (
+        "hparams-domain-unknown-key",
+        lambda w: w.add_hparams({"b": 16}, {}, hparam_domain_discrete={"c": [1]}),
+        TypeError,
+        "hparam_domain_discrete",
+    ),
+    (
+        "hparams-domain-not-list",
+        lambda w: w.add_hparams({"b": 16}, {}, hparam_domain_discrete={"b": (16, 32)}),
+        TypeError,
+        "hparam_domain_discrete",
+    ),
 ]
 
 
@@ -289,6 +452,8 @@ TENSORBOARDX_FAILS_TOO = [
     ),
     ("pr_curve_raw-lengths", lambda w: w.add_pr_curve_raw("r", [1], [1], [1], [1], [1], [1, 2])),
     ("pr_curve_raw-scalars", lambda w: w.add_pr_curve_raw("r", 1, 1, 1, 1, 1, 1)),
+    ("hparams-not-dict", lambda w: w.add_hparams([("lr", 1)], {})),
+    ("hparams-metric-value", lambda w: w.add_hparams({}, {"m": "high"})),
 ]
 
 
@@ -299,6 +464,21 @@ def test_tensorboardX_fails_on_the_same_calls(name, call, tmp_path) -> None:
     reference = tensorboardX.SummaryWriter(str(tmp_path), write_to_disk=False)
     with pytest.raises(Exception):  # noqa: B017 - tensorboardX raises assorted types (AssertionError among them)
         call(reference)
+
+
+def test_torch_fails_on_the_same_hparams() -> None:
+    pytest.importorskip("torch")
+    from torch.utils.tensorboard import summary as torch_summary
+
+    for hparams, domains, error in [
+        ({"l": [1]}, None, ValueError),
+        ({"i": np.int64(1)}, None, ValueError),
+        ({"b": 16}, {"b": [16, "32"]}, TypeError),
+        ({"b": 16}, {"c": [1]}, TypeError),
+        ({"b": 16}, {"b": (16, 32)}, TypeError),
+    ]:
+        with pytest.raises(error):
+            torch_summary.hparams(hparams, {}, domains)
 
 
 # -- one copy, on the calling thread ---------------------------------------------------------------
@@ -330,6 +510,8 @@ REFUSED = [
     (RecordKind.PR_CURVE, {"labels": np.ones(2), "predictions": np.ones(2)}, {"num_thresholds": 0}),
     (RecordKind.PR_CURVE_RAW, {"precision": np.ones(2)}, {}),
     (RecordKind.PR_CURVE_RAW, {"x": np.ones(2), "y": np.ones(3)}, {}),
+    (RecordKind.HPARAMS, {"hparams": [["a", "number", "x", None]], "metrics": []}, None),
+    (RecordKind.HPARAMS, {"hparams": [["a", "weird", 1, None]], "metrics": []}, None),
 ]
 
 
@@ -344,6 +526,7 @@ def test_every_plugin_kind_has_an_encoder() -> None:
     for kind in (
         RecordKind.PR_CURVE,
         RecordKind.PR_CURVE_RAW,
+        RecordKind.HPARAMS,
     ):
         assert kind in ENCODERS
 
