@@ -8,7 +8,7 @@ its arrays once, and queues one record; thresholds, counts and every protobuf ar
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from time import time
 from typing import Any
 
@@ -22,6 +22,7 @@ _PR_CURVE = RecordKind.PR_CURVE
 _PR_CURVE_RAW = RecordKind.PR_CURVE_RAW
 _HPARAMS = RecordKind.HPARAMS
 _SCALAR = RecordKind.SCALAR
+_CUSTOM_SCALARS = RecordKind.CUSTOM_SCALARS
 
 # -- PR curves -------------------------------------------------------------------------------------
 
@@ -124,6 +125,49 @@ def _hparams_torch(hparam_dict: Mapping[str, Any], domains: Any) -> list[list]:
         else:
             raise ValueError(f"{name} must be an int, float, str, bool or torch.Tensor, got {type(value).__name__}")
     return entries
+
+
+# -- custom scalars --------------------------------------------------------------------------------
+
+#: The tag TensorBoard's custom_scalars plugin reads its layout from.
+CUSTOM_SCALARS_TAG = "custom_scalars__config__"
+
+
+def _tags(tags: Any, argument: str) -> list[str]:
+    if isinstance(tags, (str, bytes)) or not isinstance(tags, Sequence):
+        raise TypeError(f"{argument} must be a list of tags (str), got {type(tags).__name__}")
+    for tag in tags:
+        if not isinstance(tag, str):
+            raise TypeError(f"{argument} must hold tags (str), got a {type(tag).__name__}")
+    return list(tags)
+
+
+def _check_layout(layout: Any) -> dict[str, dict[str, list]]:
+    """The layout as plain data, charts as ["Multiline" | "Margin", [tags]]. As tensorboardX, any
+    chart type other than "Margin" is a multiline chart; a margin chart takes exactly 3 tags."""
+    if not isinstance(layout, Mapping):
+        raise TypeError(f"layout must be a dict {{category: {{title: [type, tags]}}}}, got {type(layout).__name__}")
+    plain: dict[str, dict[str, list]] = {}
+    for category, charts in layout.items():
+        if not isinstance(category, str):
+            raise TypeError(f"layout: category names must be str, got {type(category).__name__}")
+        if not isinstance(charts, Mapping):
+            raise TypeError(f"layout[{category!r}] must be a dict {{title: [type, tags]}}, got {type(charts).__name__}")
+        plain[category] = {}
+        for title, chart in charts.items():
+            where = f"layout[{category!r}][{title!r}]"
+            if not isinstance(title, str):
+                raise TypeError(f"layout[{category!r}]: chart titles must be str, got {type(title).__name__}")
+            if isinstance(chart, (str, bytes)) or not isinstance(chart, Sequence) or len(chart) < 2:
+                raise TypeError(f"{where} must be [type, tags], e.g. ['Multiline', ['loss/train', 'loss/val']]")
+            tags = _tags(chart[1], f"{where}[1]")
+            if chart[0] == "Margin":
+                if len(tags) != 3:
+                    raise ValueError(f"{where}: a Margin chart takes 3 tags (value, lower, upper), got {len(tags)}")
+                plain[category][title] = ["Margin", tags]
+            else:
+                plain[category][title] = ["Multiline", tags]
+    return plain
 
 
 class PluginMethods(WriterBase):
@@ -310,3 +354,30 @@ class PluginMethods(WriterBase):
         self._queue_record(_HPARAMS, HPARAMS_TAG, step if torch_style else 0, walltime, value, run=run)
         for key, number in metrics:
             self._queue_record(_SCALAR, key, step, walltime, number, run=run)
+
+    # -- custom scalars ----------------------------------------------------------------------
+
+    def add_custom_scalars(self, layout: Mapping[str, Mapping[str, Sequence[Any]]]) -> None:
+        """Lays out charts of scalar tags in TensorBoard's Custom Scalars dashboard.
+
+        `layout` is `{category: {title: [type, tags]}}`, type "Multiline" (any number of tags, each
+        a regular expression) or "Margin" (3 tags: value, lower, upper). Written at step 0 under
+        `custom_scalars__config__`, as tensorboardX does; TensorBoard shows the run's last layout.
+        """
+        self._queue_record(_CUSTOM_SCALARS, CUSTOM_SCALARS_TAG, 0, time(), _check_layout(layout))
+
+    def add_custom_scalars_multilinechart(
+        self, tags: Sequence[str], category: str = "default", title: str = "untitled"
+    ) -> None:
+        """A layout of one multiline chart of `tags` (see `add_custom_scalars`; it replaces the
+        run's layout, as in tensorboardX)."""
+        self.add_custom_scalars({category: {title: ["Multiline", _tags(tags, "tags")]}})
+
+    def add_custom_scalars_marginchart(
+        self, tags: Sequence[str], category: str = "default", title: str = "untitled"
+    ) -> None:
+        """A layout of one margin chart: `tags` are the value, lower and upper tags (exactly 3)."""
+        tags = _tags(tags, "tags")
+        if len(tags) != 3:
+            raise ValueError(f"tags must be 3 tags (value, lower, upper), got {len(tags)}")
+        self.add_custom_scalars({category: {title: ["Margin", tags]}})

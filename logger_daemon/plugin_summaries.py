@@ -13,12 +13,13 @@ import numpy as np
 from google.protobuf import struct_pb2
 
 from logger_daemon.protos.api_pb2 import DataType, Experiment, HParamInfo, MetricInfo, MetricName, Status
+from logger_daemon.protos.layout_pb2 import Category, Chart, Layout, MarginChartContent, MultilineChartContent
 from logger_daemon.protos.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo, SessionStartInfo
 from logger_daemon.protos.plugin_pr_curve_pb2 import PrCurvePluginData
 from logger_daemon.protos.summary_pb2 import Summary, SummaryMetadata
 from logger_daemon.protos.tensor_pb2 import TensorProto
 from logger_daemon.protos.tensor_shape_pb2 import TensorShapeProto
-from logger_daemon.protos.types_pb2 import DT_FLOAT
+from logger_daemon.protos.types_pb2 import DT_FLOAT, DT_STRING
 from logger_daemon.summaries import text
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "HPARAMS_TAGS",
     "compute_curve",
     "curve",
+    "custom_scalars",
     "hparams",
     "pr_curve",
     "pr_curve_raw",
@@ -45,6 +47,7 @@ _MINIMUM_COUNT = 1e-7
 _MAX_THRESHOLDS = 127
 #: (experiment, session start, session end): the hparams plugin's tags.
 HPARAMS_TAGS = ("_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info")
+CUSTOM_SCALARS_TAG = "custom_scalars__config__"
 #: What a curve written by add_curve is, shown with its chart (TensorBoard keeps a tag's first metadata).
 CURVE_DESCRIPTION = (
     "A curve logged with `add_curve`: *Recall* is x, *Precision* is y; TP/FP/TN/FN are -1 (not counts) "
@@ -203,3 +206,39 @@ def hparams(value: Mapping[str, Any]) -> tuple[Summary, Summary, Summary]:
             HParamsPluginData(version=0, session_end_info=SessionEndInfo(status=Status.STATUS_SUCCESS)),
         ),
     )
+
+
+# -- custom_scalars --------------------------------------------------------------------------------
+
+
+def custom_scalars(tag: str, layout: Mapping[str, Any]) -> Summary:
+    """add_custom_scalars: the Layout under `custom_scalars__config__`, a scalar DT_STRING tensor.
+    `layout` is {category: {title: ["Multiline" | "Margin", [tags]]}}."""
+    categories = []
+    for category, charts in layout.items():
+        if type(category) is not str or not isinstance(charts, dict):
+            raise ValueError(f"a layout category is a str naming a map of charts, got {category!r}")
+        built = []
+        for title, chart in charts.items():
+            if not (type(title) is str and isinstance(chart, list) and len(chart) == 2 and isinstance(chart[1], list)):
+                raise ValueError(f"a chart is title -> [type, tags], got {title!r}: {chart!r}")
+            kind, tags = chart
+            if not all(type(t) is str for t in tags):
+                raise ValueError(f"the tags of chart {title!r} must be str")
+            if kind == "Margin":
+                if len(tags) != 3:
+                    raise ValueError(f"margin chart {title!r} needs 3 tags, got {len(tags)}")
+                series = MarginChartContent.Series(value=tags[0], lower=tags[1], upper=tags[2])
+                built.append(Chart(title=title, margin=MarginChartContent(series=[series])))
+            elif kind == "Multiline":
+                built.append(Chart(title=title, multiline=MultilineChartContent(tag=tags)))
+            else:
+                raise ValueError(f"chart {title!r} has type {kind!r}, not 'Multiline' or 'Margin'")
+        categories.append(Category(title=category, chart=built))
+    tensor = TensorProto(
+        dtype=DT_STRING,
+        string_val=[Layout(category=categories).SerializeToString()],
+        tensor_shape=TensorShapeProto(),
+    )
+    metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="custom_scalars"))
+    return Summary(value=[Summary.Value(tag=CUSTOM_SCALARS_TAG, tensor=tensor, metadata=metadata)])

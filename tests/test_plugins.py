@@ -243,6 +243,42 @@ def test_the_seed_s_roc_curve_call(writer, transport) -> None:
     assert event.summary.value[1].tensor.string_val == [f"ROC curve (area = {roc_auc:0.2f})".encode()]
 
 
+# -- add_custom_scalars ----------------------------------------------------------------------------
+
+LAYOUT = {
+    "Taiwan": {"twse": ["Multiline", ["twse/0050", "twse/2330"]]},
+    "USA": {
+        "dow": ["Margin", ["dow/aaa", "dow/bbb", "dow/ccc"]],
+        "nasdaq": ["Margin", ["nasdaq/aaa", "nasdaq/bbb", "nasdaq/ccc"]],
+    },
+}
+
+
+def test_custom_scalars_is_tensorboardX_s_byte_for_byte(writer, transport) -> None:
+    writer.add_custom_scalars(LAYOUT)
+    record, event = only_summary(transport)
+    assert (record.kind, record.tag, event.step) == (RecordKind.CUSTOM_SCALARS, "custom_scalars__config__", 0)
+    same_bytes(event.summary, tbx_summary.custom_scalars(LAYOUT))
+
+
+def test_custom_scalars_any_other_type_is_multiline_as_in_tensorboardX(writer, transport) -> None:
+    layout = {"c": {"lower": ("multiline", ("a", "b"))}}
+    writer.add_custom_scalars(layout)
+    _, event = only_summary(transport)
+    same_bytes(event.summary, tbx_summary.custom_scalars(layout))
+
+
+def test_custom_scalars_shorthands(writer, transport) -> None:
+    writer.add_custom_scalars_multilinechart(["loss/train", "loss/val"])
+    writer.add_custom_scalars_marginchart(["m", "m/lo", "m/hi"], category="cat", title="bounds")
+    multiline, margin = (through_the_daemon(record)[0] for record in transport.records())
+    same_bytes(
+        multiline.summary,
+        tbx_summary.custom_scalars({"default": {"untitled": ["Multiline", ["loss/train", "loss/val"]]}}),
+    )
+    same_bytes(margin.summary, tbx_summary.custom_scalars({"cat": {"bounds": ["Margin", ["m", "m/lo", "m/hi"]]}}))
+
+
 # -- add_hparams -----------------------------------------------------------------------------------
 
 
@@ -433,6 +469,19 @@ BAD_CALLS = [
         TypeError,
         "hparam_domain_discrete",
     ),
+    ("custom_scalars-not-dict", lambda w: w.add_custom_scalars(["a"]), TypeError, "layout"),
+    ("custom_scalars-chart", lambda w: w.add_custom_scalars({"c": {"t": "Multiline"}}), TypeError, "layout"),
+    ("custom_scalars-tags", lambda w: w.add_custom_scalars({"c": {"t": ["Multiline", "loss"]}}), TypeError, "layout"),
+    ("custom_scalars-tag-type", lambda w: w.add_custom_scalars({"c": {"t": ["Multiline", [1]]}}), TypeError, "layout"),
+    (
+        "custom_scalars-margin",
+        lambda w: w.add_custom_scalars({"c": {"t": ["Margin", ["a", "b"]]}}),
+        ValueError,
+        "Margin",
+    ),
+    ("marginchart-2-tags", lambda w: w.add_custom_scalars_marginchart(["a", "b"]), ValueError, "tags"),
+    ("multilinechart-str", lambda w: w.add_custom_scalars_multilinechart("loss"), TypeError, "tags"),
+    ("multilinechart-category", lambda w: w.add_custom_scalars_multilinechart(["a"], category=1), TypeError, "categor"),
 ]
 
 
@@ -454,6 +503,8 @@ TENSORBOARDX_FAILS_TOO = [
     ("pr_curve_raw-scalars", lambda w: w.add_pr_curve_raw("r", 1, 1, 1, 1, 1, 1)),
     ("hparams-not-dict", lambda w: w.add_hparams([("lr", 1)], {})),
     ("hparams-metric-value", lambda w: w.add_hparams({}, {"m": "high"})),
+    ("custom_scalars-margin", lambda w: w.add_custom_scalars({"c": {"t": ["Margin", ["a", "b"]]}})),
+    ("marginchart-2-tags", lambda w: w.add_custom_scalars_marginchart(["a", "b"])),
 ]
 
 
@@ -512,6 +563,8 @@ REFUSED = [
     (RecordKind.PR_CURVE_RAW, {"x": np.ones(2), "y": np.ones(3)}, {}),
     (RecordKind.HPARAMS, {"hparams": [["a", "number", "x", None]], "metrics": []}, None),
     (RecordKind.HPARAMS, {"hparams": [["a", "weird", 1, None]], "metrics": []}, None),
+    (RecordKind.CUSTOM_SCALARS, {"c": {"t": ["Margin", ["a"]]}}, None),
+    (RecordKind.CUSTOM_SCALARS, {"c": {"t": ["Pie", ["a"]]}}, None),
 ]
 
 
@@ -527,6 +580,7 @@ def test_every_plugin_kind_has_an_encoder() -> None:
         RecordKind.PR_CURVE,
         RecordKind.PR_CURVE_RAW,
         RecordKind.HPARAMS,
+        RecordKind.CUSTOM_SCALARS,
     ):
         assert kind in ENCODERS
 

@@ -1,4 +1,4 @@
-"""Encoders of the plugin kinds: PR curves (and add_curve's curves), hparams
+"""Encoders of the plugin kinds: PR curves (and add_curve's curves), hparams, custom scalars
 (see `logger_daemon.plugin_summaries`)."""
 
 from __future__ import annotations
@@ -32,4 +32,5 @@ ENCODERS: dict[int, Encoder] = {
     RecordKind.PR_CURVE: summary_encoder(plugin_summaries.pr_curve, ("num_thresholds",)),
     RecordKind.PR_CURVE_RAW: _encode_pr_curve_raw,
     RecordKind.HPARAMS: _encode_hparams,
+    RecordKind.CUSTOM_SCALARS: summary_encoder(plugin_summaries.custom_scalars),
 }
