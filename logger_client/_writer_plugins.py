@@ -7,6 +7,7 @@ its arrays once, and queues one record; thresholds, counts and every protobuf ar
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Mapping, Sequence
 from time import time
@@ -23,6 +24,7 @@ _PR_CURVE_RAW = RecordKind.PR_CURVE_RAW
 _HPARAMS = RecordKind.HPARAMS
 _SCALAR = RecordKind.SCALAR
 _CUSTOM_SCALARS = RecordKind.CUSTOM_SCALARS
+_MESH = RecordKind.MESH
 
 # -- PR curves -------------------------------------------------------------------------------------
 
@@ -168,6 +170,16 @@ def _check_layout(layout: Any) -> dict[str, dict[str, list]]:
             else:
                 plain[category][title] = ["Multiline", tags]
     return plain
+
+
+# -- meshes ----------------------------------------------------------------------------------------
+
+
+def _mesh_part(value: Any, name: str, empty: Any) -> np.ndarray:
+    array = to_owned_array(value, name, empty)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"{name} must have shape (B, N, 3), got {array.shape}")
+    return array
 
 
 class PluginMethods(WriterBase):
@@ -381,3 +393,38 @@ class PluginMethods(WriterBase):
         if len(tags) != 3:
             raise ValueError(f"tags must be 3 tags (value, lower, upper), got {len(tags)}")
         self.add_custom_scalars({category: {title: ["Margin", tags]}})
+
+    # -- meshes ------------------------------------------------------------------------------
+
+    def add_mesh(
+        self,
+        tag: str,
+        vertices: Any,
+        colors: Any = None,
+        faces: Any = None,
+        config_dict: dict[str, Any] | None = None,
+        global_step: int | None = None,
+        walltime: float | None = None,
+    ) -> None:
+        """Logs a mesh or point cloud for TensorBoard's Mesh dashboard.
+
+        `vertices` (B, N, 3) coordinates, `colors` (B, N, 3) in [0, 255], `faces` (B, F, 3) vertex
+        indices; `config_dict` the three.js scene configuration (JSON-serializable). Written as
+        tensorboardX does, one summary per part under `<tag>_1` (vertices), `<tag>_2` (faces),
+        `<tag>_3` (colors), plus the `components` bitmask of the parts present, which tensorboardX
+        leaves out (TensorBoard then expects all three parts). Arrays of another shape raise
+        ValueError (tensorboardX fails or writes a tensor TensorBoard cannot read).
+        """
+        check_tag(tag)
+        try:
+            json_config = json.dumps(config_dict, sort_keys=True)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"config_dict must be JSON-serializable: {err}") from None
+        step, walltime = step_and_time(global_step, walltime)
+        empty = self._transport.empty_array
+        value = {"vertices": _mesh_part(vertices, "vertices", empty)}
+        if faces is not None:
+            value["faces"] = _mesh_part(faces, "faces", empty)
+        if colors is not None:
+            value["colors"] = _mesh_part(colors, "colors", empty)
+        self._submit_array(_MESH, tag, step, walltime, value, {"json_config": json_config})

@@ -153,7 +153,7 @@ class RecordKind(IntEnum):
     TENSOR = 13  # value: array
     PR_CURVE = 14  # value: {labels, predictions, (weights)}; options: num_thresholds
     PR_CURVE_RAW = 15  # value: {true_positive_counts, ..., recall} or add_curve's {x, y}; options: num_thresholds|label
-    MESH = 16  # value: {vertices, (colors), (faces)}; options: config_dict
+    MESH = 16  # value: {vertices, (colors), (faces)}; options: json_config (config_dict as JSON)
     EMBEDDING = 17  # value: {mat, (label_img)}; options: metadata, metadata_header, tag
     HPARAMS = 18  # value: {hparams: [[name, type, value, domain]], metrics: [tag]}; run: the session
     CUSTOM_SCALARS = 19  # value: the layout map

@@ -15,6 +15,7 @@ from google.protobuf import struct_pb2
 from logger_daemon.protos.api_pb2 import DataType, Experiment, HParamInfo, MetricInfo, MetricName, Status
 from logger_daemon.protos.layout_pb2 import Category, Chart, Layout, MarginChartContent, MultilineChartContent
 from logger_daemon.protos.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo, SessionStartInfo
+from logger_daemon.protos.plugin_mesh_pb2 import MeshPluginData
 from logger_daemon.protos.plugin_pr_curve_pb2 import PrCurvePluginData
 from logger_daemon.protos.summary_pb2 import Summary, SummaryMetadata
 from logger_daemon.protos.tensor_pb2 import TensorProto
@@ -29,6 +30,7 @@ __all__ = [
     "curve",
     "custom_scalars",
     "hparams",
+    "mesh",
     "pr_curve",
     "pr_curve_raw",
 ]
@@ -48,6 +50,8 @@ _MAX_THRESHOLDS = 127
 #: (experiment, session start, session end): the hparams plugin's tags.
 HPARAMS_TAGS = ("_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info")
 CUSTOM_SCALARS_TAG = "custom_scalars__config__"
+#: The mesh parts in tensorboardX's order, with their MeshPluginData content types.
+_MESH_PARTS = (("vertices", MeshPluginData.VERTEX), ("faces", MeshPluginData.FACE), ("colors", MeshPluginData.COLOR))
 #: What a curve written by add_curve is, shown with its chart (TensorBoard keeps a tag's first metadata).
 CURVE_DESCRIPTION = (
     "A curve logged with `add_curve`: *Recall* is x, *Precision* is y; TP/FP/TN/FN are -1 (not counts) "
@@ -242,3 +246,47 @@ def custom_scalars(tag: str, layout: Mapping[str, Any]) -> Summary:
     )
     metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="custom_scalars"))
     return Summary(value=[Summary.Value(tag=CUSTOM_SCALARS_TAG, tensor=tensor, metadata=metadata)])
+
+
+# -- mesh ------------------------------------------------------------------------------------------
+
+
+def mesh(tag: str, value: Mapping[str, np.ndarray], json_config: str = "null") -> Summary:
+    """add_mesh: one float tensor summary per part present, tagged `<tag>_<content type>` with
+    MeshPluginData naming the mesh, its part, its shape and the parts present (`components`).
+
+    The floats are the values tensorboardX writes (float_val from Python floats), packed in
+    `tensor_content`: the same tensor when read, without a Python float per value here.
+    """
+    if "vertices" not in value or not set(value) <= {role for role, _ in _MESH_PARTS}:
+        raise ValueError(f"a mesh takes vertices (and faces, colors), got {sorted(value)}")
+    if type(json_config) is not str:
+        raise ValueError("json_config must be a str")
+    parts = [(value[role], content_type) for role, content_type in _MESH_PARTS if role in value]
+    components = 0
+    for _, content_type in parts:
+        components |= 1 << content_type
+    values = []
+    for array, content_type in parts:
+        if array.ndim != 3:
+            raise ValueError(f"mesh parts must have shape (B, N, 3), got {array.shape}")
+        plugin_data = MeshPluginData(
+            version=0,
+            name=tag,
+            content_type=content_type,
+            json_config=json_config,
+            shape=list(array.shape),
+            components=components,
+        )
+        metadata = SummaryMetadata(
+            plugin_data=SummaryMetadata.PluginData(plugin_name="mesh", content=plugin_data.SerializeToString())
+        )
+        # Through float64 first, as a Python float: an int64 rounds once, as in tensorboardX.
+        floats = array.astype(np.float64).astype("<f4")
+        tensor = TensorProto(
+            dtype=DT_FLOAT,
+            tensor_content=floats.tobytes(),
+            tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=n) for n in array.shape]),
+        )
+        values.append(Summary.Value(tag=f"{tag}_{content_type}", tensor=tensor, metadata=metadata))
+    return Summary(value=values)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tensorboard.plugins.mesh import metadata as mesh_metadata
 from tensorboard.util import tensor_util
 from tensorboardX import summary as tbx_summary
 from tensorboardX.x2num import make_np
@@ -28,6 +29,7 @@ from logger_daemon import plugin_summaries
 from logger_daemon.encoders import ENCODERS
 from logger_daemon.protos.event_pb2 import Event
 from logger_daemon.protos.plugin_hparams_pb2 import HParamsPluginData
+from logger_daemon.protos.plugin_mesh_pb2 import MeshPluginData
 from logger_daemon.protos.summary_pb2 import Summary
 
 
@@ -279,6 +281,63 @@ def test_custom_scalars_shorthands(writer, transport) -> None:
     same_bytes(margin.summary, tbx_summary.custom_scalars({"cat": {"bounds": ["Margin", ["m", "m/lo", "m/hi"]]}}))
 
 
+# -- add_mesh --------------------------------------------------------------------------------------
+
+
+def _mesh_parts() -> dict[str, np.ndarray]:
+    rng = _rng(4)
+    return {
+        "vertices": rng.normal(size=(2, 8, 3)).astype(np.float32),
+        "colors": rng.integers(0, 256, size=(2, 8, 3), dtype=np.uint8),
+        "faces": rng.integers(0, 8, size=(2, 5, 3)).astype(np.int32),
+    }
+
+
+MESH_CALLS = [
+    pytest.param(("vertices",), None, id="point-cloud"),
+    pytest.param(("vertices", "colors"), {"camera": {"cls": "PerspectiveCamera", "fov": 75}}, id="colored-cloud"),
+    pytest.param(("vertices", "faces"), None, id="mesh"),
+    pytest.param(("vertices", "colors", "faces"), {"material": {"cls": "MeshStandardMaterial"}}, id="colored-mesh"),
+]
+
+
+@pytest.mark.parametrize("parts, config", MESH_CALLS)
+def test_mesh_is_tensorboardX_s_with_the_components_it_leaves_out(parts, config, writer, transport) -> None:
+    arrays = _mesh_parts()
+    given = {name: arrays[name] for name in parts}
+    writer.add_mesh("my_mesh", config_dict=config, global_step=2, **given)
+    record, event = only_summary(transport)
+    assert (record.kind, event.step) == (RecordKind.MESH, 2)
+    reference = tbx_summary.mesh("my_mesh", given.get("vertices"), given.get("colors"), given.get("faces"), config)
+    ours = event.summary
+    assert [v.tag for v in ours.value] == [v.tag for v in reference.value]
+    expected_components = sum(1 << t for name, t in (("vertices", 1), ("faces", 2), ("colors", 3)) if name in parts)
+    for mine, theirs in zip(ours.value, reference.value):
+        np.testing.assert_array_equal(tensor_util.make_ndarray(mine.tensor), tensor_util.make_ndarray(theirs.tensor))
+        assert mine.tensor.dtype == theirs.tensor.dtype
+        assert mine.metadata.plugin_data.plugin_name == theirs.metadata.plugin_data.plugin_name == "mesh"
+        ours_data = MeshPluginData.FromString(mine.metadata.plugin_data.content)
+        theirs_data = MeshPluginData.FromString(theirs.metadata.plugin_data.content)
+        # tensorboardX is wrong here: no components, which TensorBoard reads as all three parts.
+        assert theirs_data.components == 0
+        assert mesh_metadata.parse_plugin_metadata(theirs.metadata.plugin_data.content).components == 14
+        assert ours_data.components == expected_components
+        assert mesh_metadata.parse_plugin_metadata(mine.metadata.plugin_data.content).components == expected_components
+        ours_data.components = 0
+        assert ours_data == theirs_data
+
+
+def test_mesh_of_torch_tensors_and_lists(writer, transport) -> None:
+    torch = pytest.importorskip("torch")
+    vertices = torch.tensor([[[1.0, 1, 1], [-1, -1, 1], [1, -1, -1], [-1, 1, -1]]])
+    faces = [[[0, 2, 3], [0, 3, 1], [0, 1, 2], [1, 3, 2]]]
+    writer.add_mesh("tetra", vertices, faces=faces)
+    _, event = only_summary(transport)
+    reference = tbx_summary.mesh("tetra", vertices, None, np.array(faces), None)
+    for mine, theirs in zip(event.summary.value, reference.value):
+        np.testing.assert_array_equal(tensor_util.make_ndarray(mine.tensor), tensor_util.make_ndarray(theirs.tensor))
+
+
 # -- add_hparams -----------------------------------------------------------------------------------
 
 
@@ -482,6 +541,12 @@ BAD_CALLS = [
     ("marginchart-2-tags", lambda w: w.add_custom_scalars_marginchart(["a", "b"]), ValueError, "tags"),
     ("multilinechart-str", lambda w: w.add_custom_scalars_multilinechart("loss"), TypeError, "tags"),
     ("multilinechart-category", lambda w: w.add_custom_scalars_multilinechart(["a"], category=1), TypeError, "categor"),
+    ("mesh-2d", lambda w: w.add_mesh("m", np.ones((8, 3))), ValueError, "vertices"),
+    ("mesh-not-3-columns", lambda w: w.add_mesh("m", np.ones((1, 8, 2))), ValueError, "vertices"),
+    ("mesh-faces", lambda w: w.add_mesh("m", np.ones((1, 8, 3)), faces=np.ones((4, 3))), ValueError, "faces"),
+    ("mesh-colors", lambda w: w.add_mesh("m", np.ones((1, 8, 3)), colors=np.ones(3)), ValueError, "colors"),
+    ("mesh-config", lambda w: w.add_mesh("m", np.ones((1, 8, 3)), config_dict={"f": print}), TypeError, "config_dict"),
+    ("mesh-tag", lambda w: w.add_mesh(None, np.ones((1, 8, 3))), TypeError, "tag"),
 ]
 
 
@@ -505,6 +570,8 @@ TENSORBOARDX_FAILS_TOO = [
     ("hparams-metric-value", lambda w: w.add_hparams({}, {"m": "high"})),
     ("custom_scalars-margin", lambda w: w.add_custom_scalars({"c": {"t": ["Margin", ["a", "b"]]}})),
     ("marginchart-2-tags", lambda w: w.add_custom_scalars_marginchart(["a", "b"])),
+    ("mesh-2d", lambda w: w.add_mesh("m", np.ones((8, 3)))),
+    ("mesh-config", lambda w: w.add_mesh("m", np.ones((1, 8, 3)), config_dict={"f": print})),
 ]
 
 
@@ -538,10 +605,12 @@ def test_torch_fails_on_the_same_hparams() -> None:
 def test_arrays_are_copied_once_at_the_call(writer, transport) -> None:
     labels, predictions = _labels_predictions()
     weights = _rng(9).random(200)
+    vertices = _mesh_parts()["vertices"]
     x = np.linspace(0, 1, 5)
     writer.add_pr_curve("p", labels, predictions, weights=weights)
+    writer.add_mesh("m", vertices)
     writer.add_curve("c", x, x)
-    given = [labels, predictions, weights, x]
+    given = [labels, predictions, weights, vertices, x]
     logged = [array for record in transport.records() for array in record.value.values()]
     for array in logged:
         assert isinstance(array, np.ndarray) and array.flags.c_contiguous
@@ -565,6 +634,8 @@ REFUSED = [
     (RecordKind.HPARAMS, {"hparams": [["a", "weird", 1, None]], "metrics": []}, None),
     (RecordKind.CUSTOM_SCALARS, {"c": {"t": ["Margin", ["a"]]}}, None),
     (RecordKind.CUSTOM_SCALARS, {"c": {"t": ["Pie", ["a"]]}}, None),
+    (RecordKind.MESH, {"colors": np.ones((1, 2, 3))}, {}),
+    (RecordKind.MESH, {"vertices": np.ones((2, 3))}, {}),
 ]
 
 
@@ -581,6 +652,7 @@ def test_every_plugin_kind_has_an_encoder() -> None:
         RecordKind.PR_CURVE_RAW,
         RecordKind.HPARAMS,
         RecordKind.CUSTOM_SCALARS,
+        RecordKind.MESH,
     ):
         assert kind in ENCODERS
 

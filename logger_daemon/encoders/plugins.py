@@ -1,4 +1,4 @@
-"""Encoders of the plugin kinds: PR curves (and add_curve's curves), hparams, custom scalars
+"""Encoders of the plugin kinds: PR curves (and add_curve's curves), hparams, custom scalars, meshes
 (see `logger_daemon.plugin_summaries`)."""
 
 from __future__ import annotations
@@ -33,4 +33,5 @@ ENCODERS: dict[int, Encoder] = {
     RecordKind.PR_CURVE_RAW: _encode_pr_curve_raw,
     RecordKind.HPARAMS: _encode_hparams,
     RecordKind.CUSTOM_SCALARS: summary_encoder(plugin_summaries.custom_scalars),
+    RecordKind.MESH: summary_encoder(plugin_summaries.mesh, ("json_config",)),
 }
