@@ -160,10 +160,10 @@ class RecordKind(IntEnum):
     VIDEO = 12  # value: array of frames; options: fps, dataformats
     TENSOR = 13  # value: array
     PR_CURVE = 14  # value: {labels, predictions, (weights)}; options: num_thresholds
-    PR_CURVE_RAW = 15  # value: {true_positive_counts, ..., recall}; options: num_thresholds
-    MESH = 16  # value: {vertices, (colors), (faces)}; options: config_dict
+    PR_CURVE_RAW = 15  # value: {true_positive_counts, ..., recall} or add_curve's {x, y}; options: num_thresholds|label
+    MESH = 16  # value: {vertices, (colors), (faces)}; options: json_config (config_dict as JSON)
     EMBEDDING = 17  # value: {mat, (label_img)}; options: tag, global_step, metadata, metadata_header
-    HPARAMS = 18  # value: {hparam_dict, metric_dict, hparam_domain_discrete}
+    HPARAMS = 18  # value: {hparams: [[name, type, value, domain]], metrics: [tag]}; run: the session
     CUSTOM_SCALARS = 19  # value: the layout map
     GRAPH = 20  # value: a plain description of the graph: {nodes, versions, run_metadata}
     ONNX_GRAPH = 21  # value: the model file's bytes
