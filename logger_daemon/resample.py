@@ -56,12 +56,15 @@ def _coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
 def _pass(image: np.ndarray, axis: int, out_size: int) -> np.ndarray:
     """Resamples uint8 `image` (H x W x C) along `axis` (0: rows, 1: columns) to `out_size`."""
     indices, weights = _coefficients(image.shape[axis], out_size)
-    gathered = np.take(image, indices, axis=axis).astype(np.int64)  # axis becomes (out, taps)
-    if axis == 0:
-        total = np.einsum("otwc,ot->owc", gathered, weights)
-    else:
-        total = np.einsum("hotc,ot->hoc", gathered, weights)
-    total += 1 << (_PRECISION_BITS - 1)
+    shape = list(image.shape)
+    shape[axis] = out_size
+    total = np.full(shape, 1 << (_PRECISION_BITS - 1), dtype=np.int64)
+    # One tap at a time: memory stays that of the output, however wide the filter.
+    for tap in range(indices.shape[1]):
+        if axis == 0:
+            total += image[indices[:, tap]].astype(np.int64) * weights[:, tap, None, None]
+        else:
+            total += image[:, indices[:, tap]].astype(np.int64) * weights[None, :, tap, None]
     return np.clip(total >> _PRECISION_BITS, 0, 255).astype(np.uint8)
 
 
