@@ -30,6 +30,8 @@ _TENSOR = RecordKind.TENSOR
 
 #: Images per grid row of a batch (the daemon's image_layout.GRID_COLUMNS).
 _GRID_COLUMNS = 8
+#: The largest picture add_image_with_boxes may rescale to (the daemon refuses larger ones too).
+MAX_RESCALED_PIXELS = 1 << 26
 #: The largest tensor a TensorProto holds (protobuf's 2 GiB message limit).
 _MAX_TENSOR_BYTES = (1 << 31) - 1
 _FIGURES_EXTRA = "pip install 'tb-logger-service[figures]'"
@@ -167,8 +169,14 @@ class MediaMethods(WriterBase):
         layout = check_dataformats(dataformats, image.ndim, (2, 3, 4))
         check_image(image, layout)
         height, width = _image_size(image.shape, layout)
-        if int(height * rescale) < 1 or int(width * rescale) < 1:
+        scaled_height, scaled_width = int(height * rescale), int(width * rescale)
+        if scaled_height < 1 or scaled_width < 1:
             raise ValueError(f"rescale {rescale} shrinks the {height} x {width} image to nothing")
+        if scaled_height * scaled_width > MAX_RESCALED_PIXELS:
+            raise ValueError(
+                f"rescale {rescale} makes the {height} x {width} image {scaled_height} x {scaled_width}, "
+                f"more than {MAX_RESCALED_PIXELS} pixels"
+            )
         boxes = to_owned_array(box_tensor, "box_tensor", self._transport.empty_array)
         if boxes.ndim != 2 or boxes.shape[1] != 4:
             raise ValueError(f"box_tensor must be N x 4 (xmin, ymin, xmax, ymax), got shape {boxes.shape}")

@@ -157,6 +157,8 @@ def test_image_with_boxes_refuses_what_it_cannot_draw():
         media.image_with_boxes("b", {"image": image, "boxes": np.zeros((2, 5))})
     with pytest.raises(ValueError, match="rescale"):
         media.image_with_boxes("b", {"image": image, "boxes": np.zeros((0, 4))}, rescale=0.01)
+    with pytest.raises(ValueError, match="too many"):
+        media.image_with_boxes("b", {"image": image, "boxes": np.zeros((0, 4))}, rescale=1025)
 
 
 # -- add_audio -------------------------------------------------------------------------------------

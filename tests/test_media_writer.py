@@ -154,6 +154,7 @@ def _boxes(image=None, boxes=None, **kwargs):
         (ValueError, "dataformats", _boxes(dataformats="HW")),
         (ValueError, "rescale", _boxes(rescale=0.1)),
         (ValueError, "rescale", _boxes(rescale=-1)),
+        (ValueError, "more than 67108864 pixels", _boxes(rescale=1025)),
         (TypeError, "rescale", _boxes(rescale="2")),
         (TypeError, "labels", _boxes(labels=[3])),
         (TypeError, "unexpected keyword", _boxes(scale=2)),

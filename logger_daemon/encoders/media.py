@@ -41,6 +41,7 @@ from logger_daemon.wav import encode_wav
 
 __all__ = [
     "ENCODERS",
+    "MAX_RESCALED_PIXELS",
     "TENSOR_PLUGIN_NAME",
     "audio",
     "gif_delay",
@@ -68,6 +69,8 @@ _DATA_TYPES = {
     np.dtype(np.float64): DT_DOUBLE,
 }
 _MAX_PROTO_BYTES = (1 << 31) - 1
+#: The largest picture a rescale may make (the client refuses larger ones at the call).
+MAX_RESCALED_PIXELS = 1 << 26
 
 
 def histogram_raw(
@@ -122,6 +125,8 @@ def image_with_boxes(
     scaled_width, scaled_height = int(width * rescale), int(height * rescale)
     if scaled_width < 1 or scaled_height < 1:
         raise ValueError(f"rescale: {rescale} leaves an image of {scaled_width} x {scaled_height} pixels")
+    if scaled_width * scaled_height > MAX_RESCALED_PIXELS:
+        raise ValueError(f"rescale: {rescale} makes an image of {scaled_width} x {scaled_height} pixels, too many")
     shown = lanczos_resize(pixels, scaled_width, scaled_height)
     picture = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=encode_png(shown))
     return Summary(value=[Summary.Value(tag=tag, image=picture)])
