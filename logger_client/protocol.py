@@ -155,7 +155,7 @@ class RecordKind(IntEnum):
     TEXT = 7  # value: str
     KEY = 8  # value: the key (< MAX_SCALAR_KEYS) that packed scalar rows use for (writer, run, tag)
     HISTOGRAM_RAW = 9  # value: {bucket_limits, bucket_counts}; options: min, max, num, sum, sum_squares
-    IMAGE_WITH_BOXES = 10  # value: {image, boxes}; options: dataformats, labels
+    IMAGE_WITH_BOXES = 10  # value: {image, boxes}; options: dataformats, labels, rescale
     AUDIO = 11  # value: array of samples; options: sample_rate
     VIDEO = 12  # value: array of frames; options: fps, dataformats
     TENSOR = 13  # value: array
