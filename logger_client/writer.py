@@ -7,17 +7,21 @@ transport queue. Encoding, histogramming, protobuf and disk I/O all happen in th
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import posixpath
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from types import MethodType
 from typing import Any
 
 import numpy as np
 
-from ._convert import to_float, to_owned_array, to_step
+from ._convert import to_float, to_owned_array, to_step, to_walltime
 from ._fast import ScalarCall, append_scalar_row
 from ._writer_base import (
+    CALL_DEFAULTS,
     Number,
     WriterBase,
     check_dataformats,
@@ -87,6 +91,37 @@ def _check_run(main_tag: str, key: Any) -> str:
     return run
 
 
+@lru_cache(maxsize=64)
+def _add_methods(cls: type) -> tuple[tuple[str, Callable[..., Any], int | None, bool, int | None, bool], ...]:
+    """Each public `add_*` method of a writer class with where it takes `global_step` and
+    `walltime`: (name, function, step position, step by keyword, walltime position, walltime by
+    keyword); positions count after `self`, None where not positional."""
+    found = []
+    for name in dir(cls):
+        function = getattr(cls, name)
+        if not name.startswith("add_") or not inspect.isfunction(function):
+            continue
+        parameters = list(inspect.signature(function).parameters.values())[1:]
+        places: list[int | bool | None] = []
+        for wanted in ("global_step", "walltime"):
+            position = next((i for i, p in enumerate(parameters) if p.name == wanted), None)
+            kind = parameters[position].kind if position is not None else None
+            positional = kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            places += [position if positional else None, kind is not None and kind != inspect.Parameter.POSITIONAL_ONLY]
+        found.append((name, function, *places))
+    return tuple(found)  # type: ignore[arg-type]
+
+
+def _fill(args: tuple, kwargs: dict[str, Any], position: int | None, keyword: bool, name: str, value: Any) -> tuple:
+    """`args`/`kwargs` with the argument `name` set to `value` where the caller left it out or None."""
+    if position is not None and len(args) > position:
+        if args[position] is None:
+            args = (*args[:position], value, *args[position + 1 :])
+    elif keyword and kwargs.get(name) is None:
+        kwargs[name] = value
+    return args
+
+
 class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods, WriterBase):
     """Writes TensorBoard event files through the node's logging daemon.
 
@@ -113,7 +148,12 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
         and transport: the plain call without a Python frame, every other call to the method
         below. Bound again whenever one of those changes (open, close). Not where a subclass
         overrides add_scalar, or without the extension."""
-        if ScalarCall is not None and type(self).add_scalar is SummaryWriter.add_scalar and type(self._queue) is list:
+        if (
+            ScalarCall is not None
+            and type(self).add_scalar is SummaryWriter.add_scalar
+            and type(self._queue) is list
+            and self._call_defaults is None  # use_metadata's defaults need the Python method
+        ):
             self.add_scalar = ScalarCall(  # type: ignore[method-assign]  # the instance's, over the method
                 self._scalar_keys,
                 self._queue,
@@ -330,3 +370,69 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
         step, walltime = step_and_time(global_step, walltime)
         self._ensure_open()
         self._append_record((_TEXT, self._writer_id, "", tag, step, walltime, text_string))
+
+    # -- defaults ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def use_metadata(self, *, global_step: int | None = None, walltime: float | None = None) -> Iterator[SummaryWriter]:
+        """Within the block, every `add_*` call on this writer made without a `global_step` (or
+        with None) logs at `global_step`, and without a `walltime` at `walltime`.
+
+        As tensorboardX: at least one of the two is required, and blocks do not nest on one writer.
+        Unlike tensorboardX, the defaults apply to `add_scalars` too (tensorboardX's sub-run writers
+        ignore them), and a block given only `global_step` logs at the current time (tensorboardX
+        then writes wall time 0). Calls from other threads on this writer see the defaults as well;
+        other writers do not.
+        """
+        if global_step is None and walltime is None:
+            raise ValueError("use_metadata needs global_step or walltime (or both)")
+        if self._call_defaults is not None:
+            raise RuntimeError("use_metadata is already in use on this writer: blocks do not nest")
+        defaults = (
+            None if global_step is None else to_step(global_step),
+            None if walltime is None else to_walltime(walltime),
+        )
+        self._call_defaults = defaults
+        installed = []
+        try:
+            for name, function, step_at, step_keyword, walltime_at, walltime_keyword in _add_methods(type(self)):  # type: ignore[arg-type]
+                setattr(
+                    self,
+                    name,
+                    self._with_defaults(function, defaults, step_at, step_keyword, walltime_at, walltime_keyword),
+                )
+                installed.append(name)
+            yield self
+        finally:
+            for name in installed:
+                self.__dict__.pop(name, None)
+            self._call_defaults = None
+            self._bind_add_scalar()
+
+    def _with_defaults(
+        self,
+        function: Callable[..., Any],
+        defaults: tuple[int | None, float | None],
+        step_at: int | None,
+        step_keyword: bool,
+        walltime_at: int | None,
+        walltime_keyword: bool,
+    ) -> Callable[..., Any]:
+        """`function` bound to this writer, filling in `use_metadata`'s defaults: as arguments where
+        it takes them, and for whatever it computes through `step_and_time` / `walltime_or_now`."""
+        method = MethodType(function, self)
+        step, walltime = defaults
+
+        @functools.wraps(function)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if step is not None:
+                args = _fill(args, kwargs, step_at, step_keyword, "global_step", step)
+            if walltime is not None:
+                args = _fill(args, kwargs, walltime_at, walltime_keyword, "walltime", walltime)
+            token = CALL_DEFAULTS.set(defaults)
+            try:
+                return method(*args, **kwargs)
+            finally:
+                CALL_DEFAULTS.reset(token)
+
+        return call
