@@ -10,11 +10,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import json
+import os
 import posixpath
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from types import MethodType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +38,9 @@ from ._writer_media import MediaMethods
 from ._writer_plugins import PluginMethods
 from ._writer_projector import ProjectorMethods
 from .protocol import SCALAR_ROW, RecordKind
+
+if TYPE_CHECKING:
+    from .reader import LogData
 
 __all__ = ["SummaryWriter"]
 
@@ -120,6 +126,19 @@ def _fill(args: tuple, kwargs: dict[str, Any], position: int | None, keyword: bo
     elif keyword and kwargs.get(name) is None:
         kwargs[name] = value
     return args
+
+
+#: tensorboardX's tag cleaning of scalar tags (the daemon's `clean_tag`), to recognise add_scalars runs.
+_INVALID_TAG_CHARACTERS = re.compile(r"[^-/\w.]")
+
+
+def _is_add_scalars_run(run: str, tag: str) -> bool:
+    """Whether a run of this name holding scalars under `tag` is one `add_scalars(main_tag, ...)`
+    wrote: `<main_tag>/<key>`, with `tag` the main tag as the writer cleans it."""
+    parts = run.split("/")
+    return any(
+        _INVALID_TAG_CHARACTERS.sub("_", "/".join(parts[:cut])).lstrip("/") == tag for cut in range(1, len(parts))
+    )
 
 
 class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods, WriterBase):
@@ -371,7 +390,7 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
         self._ensure_open()
         self._append_record((_TEXT, self._writer_id, "", tag, step, walltime, text_string))
 
-    # -- defaults ---------------------------------------------------------------
+    # -- defaults, reading back ---------------------------------------------------------------
 
     @contextlib.contextmanager
     def use_metadata(self, *, global_step: int | None = None, walltime: float | None = None) -> Iterator[SummaryWriter]:
@@ -436,3 +455,41 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
                 CALL_DEFAULTS.reset(token)
 
         return call
+
+    def load(self, logdir: str | os.PathLike[str] | None = None) -> LogData:
+        """Reads a log directory back (default: this writer's, after `flush()`), see
+        `logger_client.reader.load`: every run below it, scalars as numpy columns, histograms,
+        images, audio, text, tensors, hparams. Not in tensorboardX (the seed's `writer.load`)."""
+        from .reader import load
+
+        if not self._closed:
+            self.flush()
+        return load(self.logdir if logdir is None else logdir)
+
+    def export_scalars_to_json(self, path: str | os.PathLike[str]) -> None:
+        """Writes the scalars logged with `add_scalars` to `path` as JSON, in tensorboardX's layout:
+        `{"<logdir>/<main_tag>/<key>": [[wall_time, step, value], ...], ...}`.
+
+        tensorboardX keeps every add_scalars value in memory for this; here nothing is kept on the
+        training thread: the writer flushes, then reads its log directory back and exports each
+        add_scalars sub-run found there (`<main_tag>/<key>` holding tag `<main_tag>`). As in
+        tensorboardX, each export holds only what was logged since this writer's previous export
+        (counted per sub-run). Differences: values are those on disk (float32, as TensorBoard shows
+        them; tensorboardX exports the float64 passed), a missing step is 0 (tensorboardX: null),
+        and sub-runs already on disk when the writer started are exported too.
+        """
+        logdir = self.logdir
+        exported: dict[str, int] = self.__dict__.setdefault("_exported_counts", {})
+        found: dict[str, list[list[float]]] = {}
+        if os.path.isdir(logdir):
+            data = self.load()
+            for (run, tag), series in data.scalars.items():
+                if run == "." or not _is_add_scalars_run(run, tag):
+                    continue
+                key = os.path.join(logdir, *run.split("/"))
+                done = exported.get(key, 0)
+                rows = zip(series.wall_time[done:].tolist(), series.step[done:].tolist(), series.value[done:].tolist())
+                exported[key] = len(series)
+                found.setdefault(key, []).extend([list(row) for row in rows])
+        with open(path, "w") as f:
+            json.dump({key: rows for key, rows in found.items() if rows}, f)
