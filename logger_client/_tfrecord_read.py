@@ -250,7 +250,10 @@ def frame(buf: bytes) -> Framing:
             count = len(walked)
             if count % 3 == 0:
                 third = count // 3
-                if walked[:third] == walked[third : 2 * third] == walked[2 * third :]:
+                if (
+                    walked[0] == walked[third] == walked[2 * third]  # cheap first, then the whole pattern
+                    and walked[:third] == walked[third : 2 * third] == walked[2 * third :]
+                ):
                     period = third
                     break
         if walked:

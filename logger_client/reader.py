@@ -77,7 +77,7 @@ _MAX_NOT_SCALAR = 64
 # -- the result -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # numpy columns: compare them with numpy
 class Scalars:
     """One (run, tag)'s scalars, in the order they were written, as numpy columns."""
 
@@ -89,7 +89,7 @@ class Scalars:
         return int(self.step.size)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # numpy columns: compare them with numpy
 class Histogram:
     """One histogram (`HistogramProto`): bucket i counts values in (bucket_limits[i-1], bucket_limits[i]]."""
 
@@ -153,7 +153,7 @@ class Audio:
             return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # numpy columns: compare them with numpy
 class Text:
     """One text summary: a str, or for a table (a string tensor of several cells) an array of str."""
 
@@ -162,7 +162,7 @@ class Text:
     text: str | np.ndarray
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # numpy columns: compare them with numpy
 class Tensor:
     """One tensor summary: the tensor with its dtype and shape (DT_STRING: an object array of bytes)."""
 
@@ -210,7 +210,7 @@ class Damage:
     bytes_skipped: int
 
 
-@dataclass
+@dataclass(eq=False)
 class LogData:
     """Everything `load` read, keyed by (run, tag) (`tensors` first by plugin name)."""
 
