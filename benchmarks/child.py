@@ -25,6 +25,10 @@ def main(argv: list[str]) -> int:
     group, params, logdir = spec["group"], spec["params"], spec["logdir"]
     if group == "calibrate":
         result = training_loop.calibrate(params["step_ms"])
+    elif group == "read_back" and spec.get("reader"):
+        from benchmarks import read_back
+
+        result = read_back.read(spec["reader"], params, logdir)
     else:
         adapter = WRITERS[spec["writer"]]
         t0 = time.perf_counter()
@@ -38,6 +42,10 @@ def main(argv: list[str]) -> int:
             )
         elif group == "training_loop":
             result = training_loop.run(adapter, params, logdir)
+        elif group == "read_back":
+            from benchmarks import read_back
+
+            result = read_back.write(adapter, params, logdir)
         else:
             raise ValueError(f"unknown workload group {group!r}")
         result["import_s"] = import_s

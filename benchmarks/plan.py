@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-GROUPS = ("calls", "throughput", "training_loop")
+GROUPS = ("calls", "throughput", "training_loop", "read_back")
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,13 @@ def workloads(quick: bool) -> list[Workload]:
                 "repeats": 1,
             },
         ),
+        # Written once by logger_client, then read by each reader (not per writer: see read_back.py).
+        Workload(
+            "read_back",
+            "read_back",
+            f"read back {4 * 10 * (500 if q else 25_000):,} scalars (10 tags, 4 runs)",
+            {"runs": 4, "tags": 10, "steps": 500 if q else 25_000},
+        ),
     ]
 
 
@@ -121,4 +128,25 @@ TARGETS = [
         "scalars_per_s",
     ),
     Target("training_loop_overhead", "training-loop overhead <= 1 %", "training_loop", 1.0, "max", "overhead_pct"),
+]
+
+
+@dataclass(frozen=True)
+class ReadBackTarget:
+    """A goal for reading back: logger_client's read time against another reader's, same data."""
+
+    name: str
+    description: str
+    reader: str
+    threshold: float
+
+
+READ_BACK_TARGETS = [
+    ReadBackTarget(
+        "read_back_vs_event_accumulator",
+        "reading 1e6 scalars back >= 10x faster than EventAccumulator",
+        "EventAccumulator",
+        10.0,
+    ),
+    ReadBackTarget("read_back_vs_tbparse", "reading 1e6 scalars back >= 10x faster than tbparse", "tbparse", 10.0),
 ]

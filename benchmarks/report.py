@@ -11,7 +11,7 @@ from importlib import metadata
 from typing import Any
 
 from benchmarks.calls import SETTLE_S
-from benchmarks.plan import TARGETS
+from benchmarks.plan import READ_BACK_TARGETS, TARGETS
 from benchmarks.runtime import REPO, THREAD_PINS
 from benchmarks.writers import REFERENCE, SUBJECT, WRITERS
 
@@ -66,6 +66,15 @@ METHOD = {
         "of each kind must equal what the workload logged, warm-up included. Outputs up to 4 MiB "
         "(all of them with --quick) are also re-counted with TensorBoard's EventFileLoader."
     ),
+    "read_back": (
+        "One log dir written once by logger_client (one writer per run, every tag every step), its "
+        "daemon stopped, then read by each reader in a fresh process: logger_client.reader.load; "
+        "TensorBoard's EventAccumulator per run directory (size_guidance 0 for scalars, Reload() then "
+        "Scalars(tag) for every tag); tbparse.SummaryReader(logdir, extra_columns={dir_name, wall_time})"
+        ".scalars. read_s times the read only (import_s apart). Each reader's result is checked: "
+        "scalars, (run, tag) series, exact sums of steps and values (values are k/8, exact in "
+        "float32). Ratios: the other reader's read_s / logger_client's, same run."
+    ),
     "notes": [
         "tensorboardX calls its comet logger hook on every call (disabled by default): measured as "
         "users get it by default.",
@@ -80,7 +89,7 @@ METHOD = {
     ],
 }
 
-_LOWER_IS_BETTER = {"mean_us", "median_us", "p99_us", "overhead_pct", "peak_rss_mb", "total_s"}
+_LOWER_IS_BETTER = {"mean_us", "median_us", "p99_us", "overhead_pct", "peak_rss_mb", "total_s", "read_s"}
 
 
 # -- facts of the run ----------------------------------------------------------------------------
@@ -220,6 +229,54 @@ def evaluate_targets(workloads: dict[str, Any]) -> list[dict[str, Any]]:
     return evaluated
 
 
+def read_back_ok(entry: dict[str, Any] | None) -> bool:
+    """Whether the read-back workload wrote its data and every reader read all of it back."""
+    if entry is None:
+        return True
+    write = entry.get("write", {})
+    return (
+        "error" not in entry
+        and write.get("close_confirmed") is True
+        and write.get("verify", {}).get("ok") is True
+        and bool(entry["readers"])
+        and all(_ok(r) and r["verified"] for r in entry["readers"].values())
+    )
+
+
+def add_read_back_ratios(entry: dict[str, Any]) -> None:
+    """Each other reader's read time as a multiple of logger_client's (>1: logger_client is faster)."""
+    subject = entry["readers"].get(SUBJECT)
+    if not _ok(subject):
+        return
+    for result in entry["readers"].values():
+        if _ok(result) and subject["read_s"] > 0:
+            result[f"x_{SUBJECT}_time"] = result["read_s"] / subject["read_s"]
+
+
+def evaluate_read_back_targets(entry: dict[str, Any] | None) -> list[dict[str, Any]]:
+    evaluated = []
+    for target in READ_BACK_TARGETS:
+        row: dict[str, Any] = {
+            "name": target.name,
+            "description": target.description,
+            "threshold": target.threshold,
+            "measured": None,
+            "result": "not run",
+        }
+        if entry is not None:
+            result = entry["readers"].get(target.reader)
+            if _ok(result) and f"x_{SUBJECT}_time" in result:
+                row["measured"] = result[f"x_{SUBJECT}_time"]
+                row["result"] = "PASS" if row["measured"] >= target.threshold else "FAIL"
+                if not read_back_ok(entry):
+                    row["result"] = "FAIL"
+                    row["note"] = "a reader did not read back everything that was written"
+            else:
+                row["result"] = "error"
+        evaluated.append(row)
+    return evaluated
+
+
 def build_document(
     workloads: dict[str, Any],
     quick: bool,
@@ -228,8 +285,14 @@ def build_document(
     started: dict[str, str],
     facts: dict[str, Any],
 ) -> dict[str, Any]:
+    # Read-back is not per writer: it has a section of its own, not a row of `workloads`.
+    read_back = workloads.pop("read_back", None)
+    if read_back is not None:
+        add_read_back_ratios(read_back)
+        read_back["targets"] = evaluate_read_back_targets(read_back)
     add_ratios(workloads)
     ok = all(_ok(r) and r["verify"]["ok"] for e in workloads.values() for r in e["writers"].values())
+    ok = ok and read_back_ok(read_back)
     return {
         "schema": SCHEMA,
         **started,
@@ -245,6 +308,7 @@ def build_document(
         "subject": SUBJECT,
         "targets": evaluate_targets(workloads),
         "workloads": workloads,
+        "read_back": read_back,
         **facts,
     }
 
@@ -311,11 +375,11 @@ def markdown(doc: dict[str, Any]) -> str:
         "| target | measured | goal | result |",
         "|---|---:|---:|:---:|",
     ]
-    for t in doc["targets"]:
+    for t in doc["targets"] + ((doc.get("read_back") or {}).get("targets") or []):
         measured = t["measured"]
         if measured is None:
             shown = ""
-        elif t["name"].endswith("_ratio"):
+        elif t["name"].endswith("_ratio") or t["name"].startswith("read_back_"):
             shown = _x(measured)
         elif t["name"] == "training_loop_overhead":
             shown = f"{measured:.2f} %" + (
@@ -323,7 +387,8 @@ def markdown(doc: dict[str, Any]) -> str:
             )
         else:
             shown = f"{measured:.2f} µs"
-        goal = f"≥ {t['threshold']:g}×" if t["name"].endswith("_ratio") else f"≤ {t['threshold']:g}"
+        ratio = t["name"].endswith("_ratio") or t["name"].startswith("read_back_")
+        goal = f"≥ {t['threshold']:g}×" if ratio else f"≤ {t['threshold']:g}"
         lines.append(f"| {t['description']} | {shown} | {goal} | **{t['result']}** |")
 
     calls_rows = [e for e in workloads.values() if e["group"] == "calls"]
@@ -398,6 +463,8 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"{r['process_cpu_overhead_pct']:.2f} % | {r['close_s']:.2f} | {_verified(r)} |"
             )
 
+    lines += _read_back_markdown(doc.get("read_back"))
+
     writers = list(WRITERS)
     lines += [
         "",
@@ -418,6 +485,35 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
     lines += ["", "Method and raw figures: see the JSON (`method`, `workloads`).", ""]
     return "\n".join(lines)
+
+
+def _read_back_markdown(entry: dict[str, Any] | None) -> list[str]:
+    if entry is None:
+        return []
+    lines = ["", f"## Reading logs back: {entry['label']}, written once by {SUBJECT}", ""]
+    if "error" in entry:
+        return [*lines, f"ERROR: {entry['error'].splitlines()[0]}"]
+    write = entry.get("write", {})
+    check = write.get("verify", {})
+    lines += [
+        f"Written in {write.get('write_s', 0):.1f} s; on disk "
+        + ("✓ " if check.get("ok") else "✗ ")
+        + ", ".join(f"{n:,} {kind}" for kind, n in check.get("found", {}).items()),
+        "",
+        f"| reader | scalars | read s | scalars/s | × {SUBJECT}'s time | import s | peak RSS MiB | verified |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for reader, r in entry["readers"].items():
+        if not _ok(r):
+            lines.append(_error_row([reader], r, 8))
+            continue
+        found = r["found"]
+        verified = "✓" if r["verified"] else f"✗ expected {r['expected']}, found {found}"
+        lines.append(
+            f"| {reader} | {found['scalars']:,} | {r['read_s']:.2f} | {r['scalars_per_s']:,.0f} | "
+            f"{_x(r.get(f'x_{SUBJECT}_time'))} | {r['import_s']:.2f} | {_mb(r.get('peak_rss_mb'))} | {verified} |"
+        )
+    return lines
 
 
 # -- files and comparison ------------------------------------------------------------------------
@@ -459,6 +555,9 @@ def _figures(doc: dict[str, Any]) -> dict[str, float]:
             daemon_peak = r.get("daemon", {}).get("peak_rss_mb")
             if daemon_peak is not None:
                 flat[f"{name} / {writer} / daemon_peak_rss_mb"] = daemon_peak
+    for reader, r in ((doc.get("read_back") or {}).get("readers") or {}).items():
+        if _ok(r):
+            flat[f"read_back / {reader} / read_s"] = r["read_s"]
     return flat
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from benchmarks import calls, throughput, training_loop, verify
+from benchmarks import calls, read_back, throughput, training_loop, verify
 from benchmarks.memory import DaemonMonitor
 from benchmarks.plan import Workload
 from benchmarks.runtime import ChildFailed, Runtime, Task
@@ -97,6 +97,48 @@ class Suite:
         self.log(f"{workload.name} / {writer}: {_summary(workload, result)}")
         return result
 
+    def run_read_back(self, workload: Workload) -> dict[str, Any]:
+        """Writes the workload's log directory once (logger_client), then reads it with each reader,
+        one fresh child each. Never raises ChildFailed: a failed step is an "error" of its own."""
+        params = dict(workload.params)
+        task = self.runtime.task(workload.name)
+        entry: dict[str, Any] = {"group": workload.group, "label": workload.label, "params": params, "readers": {}}
+        t0 = time.monotonic()
+        try:
+            spec = {"group": workload.group, "workload": workload.name, "writer": SUBJECT, "params": params}
+            child = self.runtime.start_child(task, spec)
+            entry["write"] = self.runtime.finish_child(task, child, self.child_timeout_s)
+            self.runtime.stop_daemon(task)
+            wanted = read_back.expected(params)
+            # The writer's output is read back like every workload's: each record, CRCs checked.
+            entry["write"]["verify"] = verify.verify(task.logdir, {"scalar": wanted["scalars"]}, self.quick)
+            self.log(f"{workload.name}: {wanted['scalars']:,} scalars written in {entry['write']['write_s']:.1f} s")
+            for rank, reader in enumerate(read_back.READERS, start=1):
+                spec = {"group": workload.group, "workload": workload.name, "reader": reader, "params": params}
+                try:
+                    child = self.runtime.start_child(task, spec, rank=rank)
+                    result = self.runtime.finish_child(task, child, self.child_timeout_s, rank)
+                except ChildFailed as exc:
+                    result = {"error": str(exc)}
+                entry["readers"][reader] = result
+                shown = (
+                    f"{result['read_s']:.2f} s, {'verified' if result['verified'] else 'WRONG ' + str(result['found'])}"
+                    if "error" not in result
+                    else "ERROR " + result["error"].splitlines()[0]
+                )
+                self.log(f"{workload.name} / {reader}: {shown}")
+        except ChildFailed as exc:
+            entry["error"] = str(exc)
+        except Exception as exc:  # a bug of the suite's own: report it with this workload, go on
+            import traceback
+
+            entry["error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        finally:
+            self.runtime.stop_daemon(task)
+            self.runtime.remove_logs(task)
+        entry["task_s"] = time.monotonic() - t0
+        return entry
+
     def _run_processes(self, task: Task, spec: dict[str, Any], processes: int) -> dict[str, Any]:
         """N children into one log dir, released together once all have constructed their writer."""
         spec = {**spec, "wait_for_go": True}
@@ -177,7 +219,10 @@ def run_plan(
     }
     try:
         entries: list[tuple[Workload, str, dict[str, Any]]] = []
+        readings = [workload for workload in plan if workload.group == "read_back"]
         for workload in plan:
+            if workload.group == "read_back":
+                continue  # not per writer: run after the others, alone (see read_back.py)
             params = dict(workload.params)
             if workload.group == "training_loop":
                 calibration = suite.calibrate(params["step_ms"])
@@ -198,6 +243,8 @@ def run_plan(
             outcomes = [one(item) for item in entries]
         for (_, writer, entry), outcome in zip(entries, outcomes):
             entry["writers"][writer] = outcome
+        for workload in readings:
+            results[workload.name] = suite.run_read_back(workload)
     finally:
         runtime.close()
     facts["load_average_at_end"] = _load()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
+from contextvars import ContextVar
 from datetime import datetime
 from time import time
 from typing import Any, TypeVar
@@ -36,13 +37,29 @@ def check_tag(tag: Any, name: str = "tag") -> str:
     return tag
 
 
+#: The (global_step, walltime) defaults of `SummaryWriter.use_metadata`, set for the duration of a
+#: call made on a writer inside it (so only that writer's calls see them).
+CALL_DEFAULTS: ContextVar[tuple[int | None, float | None] | None] = ContextVar("call_defaults", default=None)
+
+
 def walltime_or_now(walltime: Any) -> float:
-    """A record's wall time: now, unless given."""
-    return time() if walltime is None else to_walltime(walltime)
+    """A record's wall time: now, unless given (or set by `use_metadata`)."""
+    if walltime is None:
+        defaults = CALL_DEFAULTS.get()
+        if defaults is None or defaults[1] is None:
+            return time()
+        walltime = defaults[1]
+    return to_walltime(walltime)
 
 
 def step_and_time(global_step: Any, walltime: Any) -> tuple[int, float]:
-    """The record's step (None is 0, as tensorboardX) and its wall time (now, unless given)."""
+    """The record's step (None is 0, as tensorboardX) and its wall time (now, unless given); inside
+    `use_metadata`, None takes its defaults instead."""
+    if global_step is None or walltime is None:
+        defaults = CALL_DEFAULTS.get()
+        if defaults is not None:
+            global_step = defaults[0] if global_step is None else global_step
+            walltime = defaults[1] if walltime is None else walltime
     if type(global_step) is not int or not INT64_MIN <= global_step <= INT64_MAX:  # an int64 needs no call
         global_step = to_step(global_step)
     return global_step, time() if walltime is None else to_walltime(walltime)
@@ -76,6 +93,9 @@ def check_image(array: np.ndarray, layout: str) -> None:
 
 class WriterBase:
     """The state and plumbing of a writer; `SummaryWriter` documents the constructor."""
+
+    #: The (global_step, walltime) defaults while `SummaryWriter.use_metadata` is in use, else None.
+    _call_defaults: tuple[int | None, float | None] | None = None
 
     def __init__(
         self,

@@ -7,17 +7,24 @@ transport queue. Encoding, histogramming, protobuf and disk I/O all happen in th
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
+import json
+import os
 import posixpath
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from types import MethodType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._convert import check_text, to_float, to_owned_array, to_step
+from ._convert import check_text, to_float, to_owned_array, to_step, to_walltime
 from ._fast import ScalarCall, append_scalar_row
 from ._writer_base import (
+    CALL_DEFAULTS,
     Number,
     WriterBase,
     check_dataformats,
@@ -31,6 +38,9 @@ from ._writer_media import MediaMethods
 from ._writer_plugins import PluginMethods
 from ._writer_projector import ProjectorMethods
 from .protocol import SCALAR_ROW, RecordKind
+
+if TYPE_CHECKING:
+    from .reader import LogData
 
 __all__ = ["SummaryWriter"]
 
@@ -88,6 +98,50 @@ def _check_run(main_tag: str, key: Any) -> str:
     return run
 
 
+@lru_cache(maxsize=64)
+def _add_methods(cls: type) -> tuple[tuple[str, Callable[..., Any], int | None, bool, int | None, bool], ...]:
+    """Each public `add_*` method of a writer class with where it takes `global_step` and
+    `walltime`: (name, function, step position, step by keyword, walltime position, walltime by
+    keyword); positions count after `self`, None where not positional."""
+    found = []
+    for name in dir(cls):
+        function = getattr(cls, name)
+        if not name.startswith("add_") or not inspect.isfunction(function):
+            continue
+        parameters = list(inspect.signature(function).parameters.values())[1:]
+        places: list[int | bool | None] = []
+        for wanted in ("global_step", "walltime"):
+            position = next((i for i, p in enumerate(parameters) if p.name == wanted), None)
+            kind = parameters[position].kind if position is not None else None
+            positional = kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            places += [position if positional else None, kind is not None and kind != inspect.Parameter.POSITIONAL_ONLY]
+        found.append((name, function, *places))
+    return tuple(found)  # type: ignore[arg-type]
+
+
+def _fill(args: tuple, kwargs: dict[str, Any], position: int | None, keyword: bool, name: str, value: Any) -> tuple:
+    """`args`/`kwargs` with the argument `name` set to `value` where the caller left it out or None."""
+    if position is not None and len(args) > position:
+        if args[position] is None:
+            args = (*args[:position], value, *args[position + 1 :])
+    elif keyword and kwargs.get(name) is None:
+        kwargs[name] = value
+    return args
+
+
+#: tensorboardX's tag cleaning of scalar tags (the daemon's `clean_tag`), to recognise add_scalars runs.
+_INVALID_TAG_CHARACTERS = re.compile(r"[^-/\w.]")
+
+
+def _is_add_scalars_run(run: str, tag: str) -> bool:
+    """Whether a run of this name holding scalars under `tag` is one `add_scalars(main_tag, ...)`
+    wrote: `<main_tag>/<key>`, with `tag` the main tag as the writer cleans it."""
+    parts = run.split("/")
+    return any(
+        _INVALID_TAG_CHARACTERS.sub("_", "/".join(parts[:cut])).lstrip("/") == tag for cut in range(1, len(parts))
+    )
+
+
 class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods, WriterBase):
     """Writes TensorBoard event files through the node's logging daemon.
 
@@ -114,7 +168,12 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
         and transport: the plain call without a Python frame, every other call to the method
         below. Bound again whenever one of those changes (open, close). Not where a subclass
         overrides add_scalar, or without the extension."""
-        if ScalarCall is not None and type(self).add_scalar is SummaryWriter.add_scalar and type(self._queue) is list:
+        if (
+            ScalarCall is not None
+            and type(self).add_scalar is SummaryWriter.add_scalar
+            and type(self._queue) is list
+            and self._call_defaults is None  # use_metadata's defaults need the Python method
+        ):
             self.add_scalar = ScalarCall(  # type: ignore[method-assign]  # the instance's, over the method
                 self._scalar_keys,
                 self._queue,
@@ -330,3 +389,107 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
         step, walltime = step_and_time(global_step, walltime)
         self._ensure_open()
         self._append_record((_TEXT, self._writer_id, "", tag, step, walltime, text_string))
+
+    # -- defaults, reading back ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def use_metadata(self, *, global_step: int | None = None, walltime: float | None = None) -> Iterator[SummaryWriter]:
+        """Within the block, every `add_*` call on this writer made without a `global_step` (or
+        with None) logs at `global_step`, and without a `walltime` at `walltime`.
+
+        As tensorboardX: at least one of the two is required, and blocks do not nest on one writer.
+        Unlike tensorboardX, the defaults apply to `add_scalars` too (tensorboardX's sub-run writers
+        ignore them), and a block given only `global_step` logs at the current time (tensorboardX
+        then writes wall time 0). Calls from other threads on this writer see the defaults as well;
+        other writers do not.
+        """
+        if global_step is None and walltime is None:
+            raise ValueError("use_metadata needs global_step or walltime (or both)")
+        if self._call_defaults is not None:
+            raise RuntimeError("use_metadata is already in use on this writer: blocks do not nest")
+        defaults = (
+            None if global_step is None else to_step(global_step),
+            None if walltime is None else to_walltime(walltime),
+        )
+        self._call_defaults = defaults
+        installed = []
+        try:
+            for name, function, step_at, step_keyword, walltime_at, walltime_keyword in _add_methods(type(self)):  # type: ignore[arg-type]
+                setattr(
+                    self,
+                    name,
+                    self._with_defaults(function, defaults, step_at, step_keyword, walltime_at, walltime_keyword),
+                )
+                installed.append(name)
+            yield self
+        finally:
+            for name in installed:
+                self.__dict__.pop(name, None)
+            self._call_defaults = None
+            self._bind_add_scalar()
+
+    def _with_defaults(
+        self,
+        function: Callable[..., Any],
+        defaults: tuple[int | None, float | None],
+        step_at: int | None,
+        step_keyword: bool,
+        walltime_at: int | None,
+        walltime_keyword: bool,
+    ) -> Callable[..., Any]:
+        """`function` bound to this writer, filling in `use_metadata`'s defaults: as arguments where
+        it takes them, and for whatever it computes through `step_and_time` / `walltime_or_now`."""
+        method = MethodType(function, self)
+        step, walltime = defaults
+
+        @functools.wraps(function)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if step is not None:
+                args = _fill(args, kwargs, step_at, step_keyword, "global_step", step)
+            if walltime is not None:
+                args = _fill(args, kwargs, walltime_at, walltime_keyword, "walltime", walltime)
+            token = CALL_DEFAULTS.set(defaults)
+            try:
+                return method(*args, **kwargs)
+            finally:
+                CALL_DEFAULTS.reset(token)
+
+        return call
+
+    def load(self, logdir: str | os.PathLike[str] | None = None) -> LogData:
+        """Reads a log directory back (default: this writer's, after `flush()`), see
+        `logger_client.reader.load`: every run below it, scalars as numpy columns, histograms,
+        images, audio, text, tensors, hparams. Not in tensorboardX (the seed's `writer.load`)."""
+        from .reader import load
+
+        if not self._closed:
+            self.flush()
+        return load(self.logdir if logdir is None else logdir)
+
+    def export_scalars_to_json(self, path: str | os.PathLike[str]) -> None:
+        """Writes the scalars logged with `add_scalars` to `path` as JSON, in tensorboardX's layout:
+        `{"<logdir>/<main_tag>/<key>": [[wall_time, step, value], ...], ...}`.
+
+        tensorboardX keeps every add_scalars value in memory for this; here nothing is kept on the
+        training thread: the writer flushes, then reads its log directory back and exports each
+        add_scalars sub-run found there (`<main_tag>/<key>` holding tag `<main_tag>`). As in
+        tensorboardX, each export holds only what was logged since this writer's previous export
+        (counted per sub-run). Differences: values are those on disk (float32, as TensorBoard shows
+        them; tensorboardX exports the float64 passed), a missing step is 0 (tensorboardX: null),
+        and sub-runs already on disk when the writer started are exported too.
+        """
+        logdir = self.logdir
+        exported: dict[str, int] = self.__dict__.setdefault("_exported_counts", {})
+        found: dict[str, list[list[float]]] = {}
+        if os.path.isdir(logdir):
+            data = self.load()
+            for (run, tag), series in data.scalars.items():
+                if run == "." or not _is_add_scalars_run(run, tag):
+                    continue
+                key = os.path.join(logdir, *run.split("/"))
+                done = exported.get(key, 0)
+                rows = zip(series.wall_time[done:].tolist(), series.step[done:].tolist(), series.value[done:].tolist())
+                exported[key] = len(series)
+                found.setdefault(key, []).extend([list(row) for row in rows])
+        with open(path, "w") as f:
+            json.dump({key: rows for key, rows in found.items() if rows}, f)

@@ -1,17 +1,20 @@
-"""`logger-daemon run | status | stop`: the daemon's command line."""
+"""`logger-daemon run | status | stop | export`: the daemon's command line."""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import gc
 import json
 import logging
+import math
 import os
+import re
 import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import IO, Any
 
 import zmq
 
@@ -174,6 +177,139 @@ def stop(args: argparse.Namespace) -> int:
     return 1
 
 
+EXPORT_HELP = """\
+Writes the scalars and text of a log directory (every run below it, as `logger_client.reader.load`
+reads it) for spreadsheets and scripts.
+
+csv: one row per value, columns
+  run        the run: a directory below LOGDIR holding event files ("." for LOGDIR itself)
+  tag        the tag as written (text summaries end in "/text_summary")
+  kind       "scalar" or "text"
+  step       the global step (integer)
+  wall_time  seconds since the epoch (float)
+  value      the scalar, or the text
+Rows come run by run and tag by tag (sorted), each tag's values in the order they were written.
+
+json: {"logdir": ..., "scalars": [{"run", "tag", "step": [...], "wall_time": [...], "value": [...]}],
+"text": [{"run", "tag", "step": [...], "wall_time": [...], "text": [...]}], "damage": [...]}; the same
+columns as arrays, one object per (run, tag). A value that is NaN or infinite is the string "NaN",
+"Infinity" or "-Infinity" (as protobuf's JSON mapping writes doubles), so the output is strict JSON.
+"damage" lists the event files whose reading stopped at a torn or corrupt record (also said on stderr).
+"""
+
+
+def _regex(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"not a regular expression: {pattern!r} ({exc})") from None
+
+
+def _json_number(value: float) -> float | str:
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def _text_cell(text: Any) -> str:
+    return text if isinstance(text, str) else json.dumps(text.tolist())  # a table: its cells as JSON
+
+
+def export(args: argparse.Namespace) -> int:
+    """Prints the scalars and text of a log directory as csv or json (`EXPORT_HELP`)."""
+    from logger_client.reader import load
+
+    try:
+        data = load(args.logdir)
+    except FileNotFoundError as exc:
+        print(f"logger-daemon export: {exc}", file=sys.stderr)
+        return 1
+
+    def wanted(key: tuple[str, str]) -> bool:
+        return (args.run is None or args.run.search(key[0]) is not None) and (
+            args.tag is None or args.tag.search(key[1]) is not None
+        )
+
+    scalars = {key: series for key, series in sorted(data.scalars.items()) if wanted(key)}
+    texts = {key: items for key, items in sorted(data.text.items()) if wanted(key)}
+    for damage in data.damage:
+        print(
+            f"logger-daemon export: {damage.path}: {damage.reason} at byte {damage.offset}, "
+            f"{damage.records_skipped} record(s) not read",
+            file=sys.stderr,
+        )
+    try:
+        with open(args.output, "w", newline="") if args.output else _stdout() as out:
+            _write_export(out, args.format, data.logdir, scalars, texts, data.damage)
+    except BrokenPipeError:  # `export ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def _write_export(
+    out: IO[str], output_format: str, logdir: str, scalars: dict[Any, Any], texts: dict[Any, Any], damaged: list[Any]
+) -> None:
+    if output_format == "csv":
+        rows = csv.writer(out, lineterminator="\n")
+        rows.writerow(["run", "tag", "kind", "step", "wall_time", "value"])
+        for key in sorted(set(scalars) | set(texts)):
+            run, tag = key
+            if key in scalars:
+                series = scalars[key]
+                for step, wall_time, value in zip(
+                    series.step.tolist(), series.wall_time.tolist(), series.value.tolist()
+                ):
+                    rows.writerow([run, tag, "scalar", step, repr(wall_time), repr(value)])
+            for item in texts.get(key, []):
+                rows.writerow([run, tag, "text", item.step, repr(item.wall_time), _text_cell(item.text)])
+    else:
+        document = {
+            "logdir": logdir,
+            "scalars": [
+                {
+                    "run": run,
+                    "tag": tag,
+                    "step": series.step.tolist(),
+                    "wall_time": series.wall_time.tolist(),
+                    "value": [_json_number(value) for value in series.value.tolist()],
+                }
+                for (run, tag), series in scalars.items()
+            ],
+            "text": [
+                {
+                    "run": run,
+                    "tag": tag,
+                    "step": [item.step for item in items],
+                    "wall_time": [item.wall_time for item in items],
+                    "text": [item.text if isinstance(item.text, str) else item.text.tolist() for item in items],
+                }
+                for (run, tag), items in texts.items()
+            ],
+            "damage": [
+                {
+                    "path": damage.path,
+                    "offset": damage.offset,
+                    "reason": damage.reason,
+                    "records_skipped": damage.records_skipped,
+                    "bytes_skipped": damage.bytes_skipped,
+                }
+                for damage in damaged
+            ],
+        }
+        json.dump(document, out, allow_nan=False)
+        out.write("\n")
+
+
+class _stdout:
+    """sys.stdout as a context manager that leaves it open."""
+
+    def __enter__(self) -> IO[str]:
+        return sys.stdout
+
+    def __exit__(self, *exc: Any) -> None:
+        sys.stdout.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `logger-daemon` console script."""
     parser = argparse.ArgumentParser(prog="logger-daemon", description=__doc__)
@@ -200,7 +336,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             sub.add_argument(
                 "--force", action="store_true", help="SIGKILL the daemon if it has not stopped by --timeout"
             )
+    export_parser = commands.add_parser(
+        "export",
+        help="print a log directory's scalars and text as csv or json",
+        description=EXPORT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export_parser.add_argument("logdir", metavar="LOGDIR", help="log directory (or one event file)")
+    export_parser.add_argument("--format", choices=("csv", "json"), default="csv", help="output format (default csv)")
+    export_parser.add_argument("--run", type=_regex, metavar="REGEX", help="only runs whose name this matches (search)")
+    export_parser.add_argument("--tag", type=_regex, metavar="REGEX", help="only tags this matches (search)")
+    export_parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     args = parser.parse_args(argv)
     if args.command == "run" and args.idle_timeout is None and not args.detach:
         args.idle_timeout = 0.0
-    return {"run": run, "status": status, "stop": stop}[args.command](args)
+    return {"run": run, "status": status, "stop": stop, "export": export}[args.command](args)

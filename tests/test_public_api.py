@@ -25,12 +25,14 @@ PUBLIC_MODULES = {
     "logger_client.transport",
     "logger_client.in_memory",
     "logger_client.writer",
+    "logger_client.reader",
 }
 
 
 def test_the_package_surface_is_pinned():
-    assert logger_client.__all__ == ["SummaryWriter", "__version__"]
+    assert logger_client.__all__ == ["SummaryWriter", "__version__", "load"]
     assert logger_client.SummaryWriter is SummaryWriter
+    assert logger_client.load is importlib.import_module("logger_client.reader").load
     assert isinstance(logger_client.__version__, str)
     namespace: dict = {}
     exec("from logger_client import *", namespace)
@@ -100,7 +102,8 @@ def test_importing_the_client_imports_no_protobuf_torch_or_daemon():
     code = (
         "import logger_client, logger_client.in_memory, sys; "
         "leaked = {'google.protobuf', 'torch', 'logger_daemon', 'tensorboard', 'tensorboardX'} & set(sys.modules); "
-        "assert not leaked, leaked"
+        "assert not leaked, leaked; "
+        "assert 'logger_client.reader' not in sys.modules, 'the reader loads on first use only'"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
