@@ -24,6 +24,7 @@ import zmq
 from logger_client import protocol
 from logger_client.protocol import DropReason, MessageKind, ProtocolError
 from logger_client.settings import Settings
+from logger_daemon.connections import LISTEN_BACKLOG, ConnectionGuard, connection_cap, raise_fd_limit
 from logger_daemon.intake import Work
 from logger_daemon.pipeline import Pipeline
 from logger_daemon.stats import Stats
@@ -31,6 +32,8 @@ from logger_daemon.stats import Stats
 log = logging.getLogger("logger_daemon")
 
 _POLL_MS = 200
+_HANDSHAKE_MS = 5000
+_MIN_FRAME_BYTES = 64 << 20
 
 
 @dataclass
@@ -100,11 +103,18 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
+def max_frame_bytes(settings: Settings) -> int:
+    """The largest frame the daemon takes: the clients' array bound, and room for a header."""
+    return min(protocol.MAX_MESSAGE_BYTES, max(settings.max_buffer_bytes, _MIN_FRAME_BYTES))
+
+
 class Server:
     """Serves one endpoint until stopped, idle for `idle_timeout_s`, or asked to stop."""
 
-    def __init__(self, endpoint: str, settings: Settings, idle_timeout_s: float) -> None:
+    def __init__(self, endpoint: str, settings: Settings, idle_timeout_s: float, restarts: int = 0) -> None:
         self.endpoint = endpoint
+        #: Times this daemon came back in place after an abort (logger_daemon/rescue.py).
+        self.restarts = restarts
         self.settings = settings
         self.idle_timeout_s = idle_timeout_s
         self.stats = Stats()
@@ -115,6 +125,7 @@ class Server:
         os.set_blocking(self._wake_w, False)
         self.pipeline = Pipeline(self.stats, settings.fsync_interval_s, self._on_written)
         self._stop_requested = threading.Event()
+        self.connections: ConnectionGuard | None = None  # made by serve(), with the socket
 
     def request_stop(self) -> None:
         """Stops the loop after everything received is written (safe from any thread or signal)."""
@@ -139,10 +150,20 @@ class Server:
         # A client that reconnects (its daemon died, and this one took over the endpoint) comes
         # back under the same identity, possibly before its old connection is gone: the new one wins.
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # A frame larger than any a client sends (an array fits its buffer bound) is refused as it
+        # arrives, by closing its connection, not buffered whole first.
+        sock.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes(self.settings))
+        # A connection that never completes the ZeroMQ handshake is closed: it only holds an fd.
+        sock.setsockopt(zmq.HANDSHAKE_IVL, _HANDSHAKE_MS)
+        sock.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
+        # Watched before it is bound, so that no connection goes uncounted.
+        connections = self.connections = ConnectionGuard(sock, self.endpoint, connection_cap(raise_fd_limit()))
         sock.bind(self.endpoint)
+        connections.bound()
         self.pipeline.start()
         poller = zmq.Poller()
         poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(connections.monitor, zmq.POLLIN)
         reading = False
         idle_since = time.monotonic()
         log.info("serving %s", self.endpoint)
@@ -164,6 +185,8 @@ class Server:
                 events = dict(poller.poll(_POLL_MS))
                 if self._wake_r in events:
                     self._drain_wake_pipe()
+                if connections.monitor in events:
+                    connections.on_events()
                 if sock in events:
                     self._receive(sock)
                 self._send_acks(sock)
@@ -177,6 +200,7 @@ class Server:
         finally:
             self.pipeline.stop()
             self._send_acks(sock)
+            connections.close()
             sock.close()
             context.term()
             log.info("stopped: %s", self.stats.snapshot())
@@ -189,7 +213,10 @@ class Server:
             pass
 
     def _receive(self, sock: zmq.Socket) -> None:
+        connections = self.connections
         for _ in range(1000):  # bounded, so acks and status keep flowing under load
+            if connections is not None and connections.pending():
+                connections.on_events()  # a burst of connections is noticed while busy too
             try:
                 frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -310,6 +337,8 @@ class Server:
             "queue_records": queued_records,
             "queue_bytes": queued_bytes,
             "open_files": self.pipeline.open_files(),
+            "restarts": self.restarts,
+            "connections": self.connections.status() if self.connections is not None else {},
             "clients": [
                 {
                     "id": identity.hex(),
