@@ -64,12 +64,14 @@ def _detach() -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serves until stopped: `logger-daemon stop`, SIGTERM/SIGINT, or `--idle-timeout` with no client."""
+    from logger_daemon import rescue
     from logger_daemon.server import Server  # protobuf and friends load only for `run`
 
     settings = Settings.from_env()
     runtime_dir = ensure_runtime_dir(args.runtime_dir or settings.runtime_dir)
-    if args.detach:
+    if args.detach and args.lock_fd is None:
         _detach()
+    if args.detach:
         logging.basicConfig(
             filename=os.path.join(runtime_dir, LOG_NAME),
             level=args.log_level,
@@ -77,18 +79,29 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
-    lock_fd = _take_daemon_lock(runtime_dir)
-    if lock_fd is None:
-        log.info("a daemon already serves %s", runtime_dir)
-        return 0 if args.detach else 1
+    if args.lock_fd is not None:
+        lock_fd = rescue.inherited_lock(os.path.join(runtime_dir, DAEMON_LOCK_NAME), args.lock_fd)
+        log.warning("restarted in place after an abort (%d so far)", args.restarts)
+    else:
+        taken = _take_daemon_lock(runtime_dir)
+        if taken is None:
+            log.info("a daemon already serves %s", runtime_dir)
+            return 0 if args.detach else 1
+        lock_fd = taken
     with open(os.path.join(runtime_dir, PID_NAME), "w") as pid_file:
         pid_file.write(f"{os.getpid()}\n")
+    idle = settings.idle_timeout_s if args.idle_timeout is None else args.idle_timeout
+    if args.restarts < rescue.MAX_RESTARTS:
+        again = ["-m", "logger_daemon", "run", "--runtime-dir", runtime_dir, "--idle-timeout", repr(idle)]
+        again += ["--log-level", args.log_level, "--lock-fd", str(lock_fd), "--restarts", str(args.restarts + 1)]
+        again += (["--endpoint", args.endpoint] if args.endpoint else []) + (["--detach"] if args.detach else [])
+        if rescue.arm(again):
+            rescue.keep_lock_across_exec(lock_fd)
     # Records are short-lived containers, created by the million: collecting every 700 of them
     # (the default) would cost more than decoding them. Startup objects are frozen out of scans.
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
-    idle = settings.idle_timeout_s if args.idle_timeout is None else args.idle_timeout
-    server = Server(args.endpoint or endpoint(runtime_dir), settings, idle)
+    server = Server(args.endpoint or endpoint(runtime_dir), settings, idle, restarts=args.restarts)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: server.request_stop())
     try:
@@ -326,6 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run_parser.add_argument("--detach", action="store_true", help="fork into the background (clients use this)")
     run_parser.add_argument("--log-level", default="INFO")
+    # Set by the daemon itself when it re-executes after an abort (see logger_daemon/rescue.py).
+    run_parser.add_argument("--lock-fd", type=int, default=None, help=argparse.SUPPRESS)
+    run_parser.add_argument("--restarts", type=int, default=0, help=argparse.SUPPRESS)
     for name, helptext in (("status", "print clients and counters"), ("stop", "write everything, then exit")):
         sub = commands.add_parser(name, help=helptext)
         sub.add_argument("--runtime-dir", default=argparse.SUPPRESS)
