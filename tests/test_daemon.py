@@ -869,7 +869,12 @@ def test_client_memory_is_bounded_when_the_daemon_is_frozen(daemon, runtime_dir,
             logdir,
             spawn,
             tmp_path,
-            {"LOGGER_MAX_BUFFER_BYTES": str(bound), "LOGGER_ARENA_BYTES": str(arena), "LOGGER_CLOSE_TIMEOUT_S": "1"},
+            {
+                "LOGGER_MAX_BUFFER_BYTES": str(bound),
+                "LOGGER_ARENA_BYTES": str(arena),
+                "LOGGER_CLOSE_TIMEOUT_S": "1",
+                "LOGGER_OVERFLOW": "drop",  # the "wait" policy's bounded wait is tested in test_overflow.py
+            },
             result_timeout_s=60,
             signum=signal.SIGSTOP,  # alive (its lock held), reading nothing: the clients' bounds apply
         )
