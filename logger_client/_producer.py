@@ -49,6 +49,9 @@ _SPECIAL_KINDS = ARRAY_KINDS | ARRAY_MAP_KINDS | {FLUSH_MARKER}
 _KEPT_KINDS = _SPECIAL_KINDS | CONTROL_KINDS
 #: Fastest a writer's `flush_secs` may make the linger.
 _MIN_LINGER_S = 0.005
+#: A message carries at most about this many array bytes: the daemon writes and acknowledges a
+#: burst in parts, and each acknowledgement hands arena slots back while the rest is written.
+_MESSAGE_ARRAY_BYTES = 16 * 2**20
 #: How often a call waiting for room checks that a daemon can still be had.
 _WAIT_CHECK_S = 0.1
 
@@ -449,7 +452,11 @@ class Producer:
             batch.records.append(record)
             batch.data += kind not in CONTROL_KINDS
             size += 1
-            if size >= limit or len(batch.arrays) > MAX_ARRAYS_PER_MESSAGE - MAX_ARRAYS_PER_RECORD:
+            if (
+                size >= limit
+                or len(batch.arrays) > MAX_ARRAYS_PER_MESSAGE - MAX_ARRAYS_PER_RECORD
+                or batch.array_bytes >= _MESSAGE_ARRAY_BYTES
+            ):
                 out.append(self._close_batch(batch))
                 batch, size = Batch(), 0
         if size:

@@ -27,6 +27,11 @@ log = logging.getLogger("logger_daemon")
 #: Called with the cycle's acknowledgements {client: seq} and refusals {client: {reason: count}}.
 OnWritten = Callable[[dict[bytes, int], dict[bytes, Counter[str]]], None]
 
+#: A cycle takes messages holding at most this many array bytes (and at least one message): a
+#: burst of arrays is written and acknowledged in parts, and each part's acknowledgement hands
+#: its client's arena slots back while the next part is encoded.
+CYCLE_ARRAY_BYTES = 64 * 2**20
+
 
 class Pipeline:
     """Owns every run directory and event file; fed by `put`, acknowledges through `on_written`."""
@@ -80,8 +85,7 @@ class Pipeline:
             with self._ready:
                 if not self._inbox and not self._stopping:
                     self._ready.wait(timeout=min(1.0, self._fsync_interval_s))
-                batch, self._inbox = self._inbox, []
-                self._inbox_bytes = self._inbox_records = 0
+                batch = self._take_cycle()
                 stopping = self._stopping
             if batch:
                 try:
@@ -94,6 +98,23 @@ class Pipeline:
             if stopping and not batch:
                 self._runs.close()
                 return
+
+    def _take_cycle(self) -> list[Work]:
+        """The oldest messages of the inbox, up to `CYCLE_ARRAY_BYTES` of arrays; holds `_ready`."""
+        inbox = self._inbox
+        taken = nbytes = records = 0
+        for work in inbox:
+            size = work.nbytes
+            if taken and nbytes + size > CYCLE_ARRAY_BYTES:
+                break
+            taken += 1
+            nbytes += size
+            records += work.count
+        batch = inbox[:taken]
+        del inbox[:taken]
+        self._inbox_bytes -= nbytes
+        self._inbox_records -= records
+        return batch
 
     # -- one cycle ---------------------------------------------------------------------------------
 
