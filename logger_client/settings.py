@@ -71,6 +71,9 @@ class Settings:
     daemon_queue_bytes: int = 1024 * 2**20
     #: Records the daemon queues between receiving and writing before it stops reading.
     daemon_queue_records: int = 250_000
+    #: Threads the daemon encodes histograms, images, audio and video on (0: half the cores this
+    #: machine gives the daemon, at least one; 1: on the write thread, no pool).
+    encode_workers: int = 0
 
     @classmethod
     def from_env(cls) -> Settings:

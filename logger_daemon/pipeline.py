@@ -17,6 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 
 from logger_client.protocol import DropReason
+from logger_daemon.encode_pool import EncodePool
 from logger_daemon.intake import Group, Intake, OpenWriter, Parts, Work
 from logger_daemon.runs import RefusedWriter, RunLog, Runs
 from logger_daemon.stats import Drops, Stats
@@ -36,7 +37,7 @@ CYCLE_ARRAY_BYTES = 64 * 2**20
 class Pipeline:
     """Owns every run directory and event file; fed by `put`, acknowledges through `on_written`."""
 
-    def __init__(self, stats: Stats, fsync_interval_s: float, on_written: OnWritten) -> None:
+    def __init__(self, stats: Stats, fsync_interval_s: float, on_written: OnWritten, encode_workers: int = 1) -> None:
         self._stats = stats
         self._fsync_interval_s = fsync_interval_s
         self._on_written = on_written
@@ -50,6 +51,7 @@ class Pipeline:
         self._drops = Drops(stats)
         self._marked: set[RunLog] = set()  # runs that handled new messages this cycle
         self._last_fsync = time.monotonic()
+        self._pool = EncodePool(encode_workers)
         self._thread = threading.Thread(target=self._run, name="logger-daemon-pipeline", daemon=True)
 
     def start(self) -> None:
@@ -70,6 +72,10 @@ class Pipeline:
     def open_files(self) -> int:
         return self._runs.open_files()
 
+    @property
+    def encode_workers(self) -> int:
+        return self._pool.workers
+
     def stop(self, timeout_s: float | None = None) -> None:
         """Writes everything handed over so far, fsyncs and closes every file."""
         with self._ready:
@@ -79,6 +85,7 @@ class Pipeline:
             self._thread.join(timeout_s)
         else:  # driven by `process` on the caller's thread
             self._runs.close()
+        self._pool.close()
 
     def _run(self) -> None:
         while True:
@@ -198,7 +205,7 @@ class Pipeline:
         return decided
 
     def _write(self, groups: Groups) -> None:
-        written = write_groups(groups, self._drops)
+        written = write_groups(groups, self._drops, self._pool)
         for run in written.runs:
             run.flush()  # readable by TensorBoard from here on: what is acked is visible
         self._stats.add_written(written.records, written.nbytes)
