@@ -64,6 +64,7 @@ class DaemonTransport:
         self._daemon_alive = daemon_alive
         self._cid = new_client_id()
         self._arena = Arena(settings.arena_bytes)
+        self._arena.warm()  # in the background, while the daemon is found: first arrays find warm pages
         self._producer = Producer(settings, self._wake)
         self._producer.deliverable = self._deliverable
         self.queue = self._producer.queue

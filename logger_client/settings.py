@@ -42,8 +42,9 @@ class Settings:
     #: is kept whole whatever the daemon's speed; past it the writer's `overflow` policy applies.
     #: The daemon takes no larger frame (its own setting, at least 64 MiB): keep both sides' alike.
     max_buffer_bytes: int = 1024 * 2**20
-    #: Pre-faulted memory for array copies (faulted in as arrays are logged; 0: none). See _arena.
-    arena_bytes: int = 256 * 2**20
+    #: Memory for array copies, shared with the daemon (virtual; faulted in as arrays are logged,
+    #: the first 64 MiB when the transport starts; 0: none). See _arena.
+    arena_bytes: int = 1024 * 2**20
     #: What an array call does when `max_buffer_bytes` are held: "wait" for room on the calling
     #: thread (up to `overflow_wait_s`, then drop and count), or "drop" it and count at once.
     #: A writer's `overflow` argument overrides it.
