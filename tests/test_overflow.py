@@ -1,6 +1,6 @@
 """The overflow policy: what an array call does when the process holds `max_buffer_bytes` of arrays
 the daemon has not written. In process, on a `Producer` driven as writers and the I/O thread drive
-it (no socket); then the writer's argument and its default.
+it (no socket); then the writer's argument and its default; then end to end, with a daemon.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import threading
 import numpy as np
 import pytest
 from conftest import wait_for
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from logger_client import SummaryWriter
 from logger_client._producer import Batch, Producer
@@ -140,3 +141,42 @@ def test_each_writer_chooses_its_policy(monkeypatch, tmp_path, env, argument, ex
 def test_an_unknown_policy_is_refused_at_the_constructor(tmp_path):
     with pytest.raises(ValueError, match="overflow"):
         SummaryWriter(str(tmp_path), transport=InMemoryTransport(), overflow="block")
+
+
+# -- end to end: a real daemon, files read back ------------------------------------------------------
+
+
+def histogram_steps(logdir: str, tag: str) -> list[int]:
+    accumulator = EventAccumulator(logdir, size_guidance={"histograms": 0}).Reload()
+    return [event.step for event in accumulator.Histograms(tag)]
+
+
+@pytest.mark.e2e
+def test_a_burst_of_200_arrays_of_4_mb_is_delivered_whole_at_the_defaults(daemon, logdir):
+    writer = SummaryWriter(logdir)
+    parameters = np.random.default_rng(15).standard_normal((4, 2**20)).astype(np.float32)  # 4 MiB each
+    for step in range(200):  # the seed's loop over named_parameters, one step's worth
+        writer.add_histogram("p", parameters[step % 4], step)
+    assert writer.close(timeout=120)
+    assert writer.stats()["records_dropped"] == {}
+    assert histogram_steps(logdir, "p") == list(range(200))
+
+
+@pytest.mark.e2e
+def test_past_the_bound_the_wait_policy_delivers_and_the_drop_policy_counts(daemon, logdir, monkeypatch):
+    monkeypatch.setenv("LOGGER_MAX_BUFFER_BYTES", str(16 * 2**20))  # four arrays
+    array = np.ones(2**20, np.float32)
+    waiting = SummaryWriter(logdir, filename_suffix=".wait")
+    for step in range(40):
+        waiting.add_histogram("wait", array, step)
+    assert waiting.flush(timeout=60)  # (one transport per process: the drops below would count here)
+    assert waiting.stats()["records_dropped"] == {}
+    dropping = SummaryWriter(logdir, filename_suffix=".drop", overflow="drop")
+    for step in range(40):
+        dropping.add_histogram("drop", array, step)
+    assert not dropping.flush(timeout=60)  # not everything logged is on disk
+    dropped = dropping.stats()["records_dropped"].get(FULL, 0)
+    assert waiting.close(timeout=60)
+    dropping.close(timeout=60)
+    assert histogram_steps(logdir, "wait") == list(range(40))
+    assert dropped > 0 and len(histogram_steps(logdir, "drop")) + dropped == 40  # logged = on disk + drops
