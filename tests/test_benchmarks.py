@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 WRITERS = ("logger_client", "tensorboardX", "torch")
 CALLS = ("add_scalar", "add_scalars", "add_text", "add_histogram", "add_image_small", "add_image_large")
+BURSTS = ("burst_40_numpy", "burst_40_torch", "burst_200_numpy", "burst_200_torch")
 THROUGHPUT = ("e2e_one_writer", "e2e_four_processes")
 TARGETS = (
     "add_scalar_ratio",
@@ -34,6 +35,8 @@ TARGETS = (
     "add_image_large_ratio",
     "add_histogram_ratio",
     "e2e_one_writer_ratio",
+    *(f"{name}_floor" for name in BURSTS),
+    "burst_40_numpy_ratio",
     "training_loop_overhead",
 )
 
@@ -75,7 +78,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, str]
 def test_every_workload_ran_for_every_writer(quick_run: tuple[dict, str, str]) -> None:
     doc, _, _ = quick_run
     assert doc["quick"] is True
-    assert set(doc["workloads"]) == {*CALLS, *THROUGHPUT, "training_loop"}
+    assert set(doc["workloads"]) == {*CALLS, *BURSTS, *THROUGHPUT, "training_loop"}
     for name, entry in doc["workloads"].items():
         assert set(entry["writers"]) == set(WRITERS), name
         for writer, result in entry["writers"].items():
@@ -108,6 +111,15 @@ def test_figures_are_sane(quick_run: tuple[dict, str, str]) -> None:
             assert r["min_us"] <= r["median_us"] <= r["p99_us"] <= r["max_us"], f"{name}/{writer}"
             assert _positive(r["mean_x_lower_than_tensorboardX"]), f"{name}/{writer}"
         assert workloads[name]["writers"]["tensorboardX"]["mean_x_lower_than_tensorboardX"] == pytest.approx(1.0)
+    for name in BURSTS:
+        params = workloads[name]["params"]
+        for writer, r in workloads[name]["writers"].items():
+            assert (r["calls"], r["bursts"]) == (params["calls"], params["bursts"])
+            assert len(r["burst_mean_us"]) == len(r["copy_floor_per_burst_us"]) == params["bursts"]
+            for key in ("mean_us", "first_burst_mean_us", "copy_floor_us", "x_copy_floor", "peak_rss_mb"):
+                assert _positive(r[key]), f"{name}/{writer}: {key}={r[key]}"
+            assert _positive(r["mean_x_lower_than_tensorboardX"]), f"{name}/{writer}"
+        assert workloads[name]["writers"]["logger_client"]["dropped"] == {}
     for name in THROUGHPUT:
         params = workloads[name]["params"]
         for writer, r in workloads[name]["writers"].items():
@@ -139,6 +151,7 @@ def test_report_has_context_and_targets(quick_run: tuple[dict, str, str]) -> Non
     for heading in (
         "## Targets",
         "## Per-call cost",
+        "## Bursts of array calls",
         "## End-to-end throughput",
         "## Training-loop overhead",
         "## Peak resident memory",
