@@ -6,10 +6,11 @@ faults and is zeroed by the kernel, several times the cost of copying into pages
 the daemon, so their copies cannot all reuse the memory of arrays already sent.
 
 So the arena maps one region (`arena_bytes`, virtual until used) and a background thread faults
-in its pages ahead of need: `_INITIAL_BYTES` as soon as the transport starts (`warm`, so that a
-process's first arrays already find warm pages), then room for `_BURST_ARRAYS` arrays of the
-largest size logged so far, and twice the furthest a burst reached whenever one goes past half
-of that: the warm part grows to what the process logs at once. The region is a sealed memfd
+in its pages ahead of need: `_INITIAL_BYTES` (or the `arena_warm_bytes` setting) as soon as the
+transport starts (`warm`, so that a process's first arrays already find warm pages), then room
+for `_BURST_ARRAYS` arrays of the largest size logged so far, and twice the furthest a burst
+reached whenever one goes past half of that: the warm part grows to what the process logs at
+once. The region is a sealed memfd
 that the daemon maps read-only, so an array's bytes cross to it without a copy; where that is not
 possible, private memory whose arrays travel as ZeroMQ frames. Arrays are carved from it in
 order, lowest addresses first while it is empty (so a steady trickle of images keeps reusing the
@@ -110,10 +111,10 @@ class Arena:
             self._fd = None
             self._shared = None
 
-    def warm(self) -> None:
-        """Faults in the first `_INITIAL_BYTES` in the background, before any array is logged."""
+    def warm(self, nbytes: int = _INITIAL_BYTES) -> None:
+        """Faults in the first `nbytes` in the background, before any array is logged."""
         with self._lock:
-            self._want(_INITIAL_BYTES)
+            self._want(nbytes)
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """An uninitialised C-contiguous array, in the arena when a slot is free."""

@@ -64,7 +64,8 @@ class DaemonTransport:
         self._daemon_alive = daemon_alive
         self._cid = new_client_id()
         self._arena = Arena(settings.arena_bytes)
-        self._arena.warm()  # in the background, while the daemon is found: first arrays find warm pages
+        # In the background, while the daemon is found: the first arrays find warm pages.
+        self._arena.warm(settings.arena_warm_bytes)
         self._producer = Producer(settings, self._wake)
         self._producer.deliverable = self._deliverable
         self.queue = self._producer.queue

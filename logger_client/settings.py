@@ -45,6 +45,10 @@ class Settings:
     #: Memory for array copies, shared with the daemon (virtual; faulted in as arrays are logged,
     #: the first 64 MiB when the transport starts; 0: none). See _arena.
     arena_bytes: int = 1024 * 2**20
+    #: Bytes of the arena faulted in when the transport starts, off the training thread. A process
+    #: whose first burst of arrays is larger (a model's parameters) pays a page fault for each page
+    #: beyond, once; warming as much as it logs at once makes that resident from the start.
+    arena_warm_bytes: int = 64 * 2**20
     #: What an array call does when `max_buffer_bytes` are held: "wait" for room on the calling
     #: thread (up to `overflow_wait_s`, then drop and count), or "drop" it and count at once.
     #: A writer's `overflow` argument overrides it.

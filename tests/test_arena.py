@@ -79,11 +79,13 @@ def test_a_full_arena_falls_back_to_ordinary_memory_and_recovers() -> None:
     assert in_arena(arena, arena.empty((SLOT_VALUES,), F32))
 
 
-def test_warm_faults_in_the_first_part_before_any_array() -> None:
+@pytest.mark.parametrize("warm", [None, 3 * _INITIAL_BYTES])
+def test_warm_faults_in_the_first_part_before_any_array(warm) -> None:
     arena = Arena(4 * _INITIAL_BYTES)
-    arena.warm()
-    wait_for(lambda: arena.faulted_bytes >= _INITIAL_BYTES, message="the arena to warm up")
-    assert arena._wanted == _INITIAL_BYTES  # not the whole arena: only what is wanted
+    expected = _INITIAL_BYTES if warm is None else warm
+    arena.warm() if warm is None else arena.warm(warm)
+    wait_for(lambda: arena.faulted_bytes >= expected, message="the arena to warm up")
+    assert arena._wanted == expected  # not the whole arena: only what is wanted
 
 
 def test_a_burst_past_the_warm_part_goes_on_into_the_cold_part_which_warms_behind_it() -> None:
