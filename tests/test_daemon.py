@@ -609,6 +609,7 @@ def test_the_runtime_dir_is_created_private(runtime_dir, logdir, monkeypatch):
     assert stat.S_IMODE(os.stat(runtime_dir).st_mode) == 0o700
 
 
+@pytest.mark.faults
 def test_a_runtime_dir_open_to_others_is_refused(runtime_dir, logdir):
     os.chmod(runtime_dir, 0o755)
     with pytest.raises(OSError) as info:
