@@ -58,8 +58,9 @@ class RunLog:
         #: Events the files held after their last delivery mark: skipped if they come again.
         self.unmarked = history.unmarked
         self._disk_last_steps = history.last_steps  # by tag as written
-        #: Clients whose writer opened this run as a new session (see `restart_if_resumed`).
-        self.fresh: set[bytes] = set()
+        #: Clients whose writer opened this run as a new session (see `restart_if_resumed`), each
+        #: with the last steps the run held then: steps other writers log later are not its past.
+        self.fresh: dict[bytes, dict[str, int]] = {}
 
     def event_file(self) -> EventFile:
         """The file this daemon appends to, starting with the delivery mark of what is on disk."""
@@ -78,22 +79,25 @@ class RunLog:
     def seed(self, tag: str, written_tag: str) -> None:
         """Continues `tag`'s step order from the files, where it appears as `written_tag`."""
         if tag not in self.last_steps and written_tag in self._disk_last_steps:
-            self.last_steps[tag] = self._disk_last_steps[written_tag]
+            self.last_steps[tag] = last = self._disk_last_steps[written_tag]
+            for held in self.fresh.values():  # on disk before any new session opened
+                held.setdefault(tag, last)
 
     def open_session(self, client: bytes, continuing: bool) -> None:
         """A writer of `client` opens this run: a new session unless others write here or the
         writer continues one (announced again after a fork, or to a new daemon)."""
         if not continuing and not self.users:
-            self.fresh.add(client)
+            self.fresh[client] = dict(self.last_steps)
 
     def restart_if_resumed(self, client: bytes, tag: str, step: int, wall_time: float) -> bool:
         """A job resumed from a checkpoint logs steps it logged before: the first record of a new
-        session at or below its tag's last step starts a new session there (TensorBoard then
-        hides the earlier session's events from that step on), so the new points win."""
-        if client not in self.fresh:
+        session at or below its tag's last step when the session opened starts a new session there
+        (TensorBoard then hides the earlier session's events from that step on), so the new points
+        win. Steps that writers opening the run with it log meanwhile are no past of its own."""
+        held = self.fresh.pop(client, None)
+        if held is None:
             return False
-        self.fresh.discard(client)
-        last = self.last_steps.get(tag)
+        last = held.get(tag)
         if last is None or step > last:
             return False
         self.purge_from(step, wall_time)

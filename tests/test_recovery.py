@@ -114,6 +114,20 @@ def test_a_job_resumed_from_a_checkpoint_shows_its_new_points(tmp_path):
     assert daemon.dropped() == {}
 
 
+def test_writers_opening_a_run_together_start_no_session_among_them(tmp_path):
+    """Ranks that open one run at once: the first opened it alone, so it starts a new session, but
+    steps the others log after it opened are not its past. Its first step below theirs is late
+    (dropped, counted), never a restart that would hide their points."""
+    logdir = str(tmp_path / "run")
+    first, second = Client(b"rank-0"), Client(b"rank-1")
+    daemon = Harness()
+    daemon.run(first.message(daemon, 1, [open_record(logdir)]), second.message(daemon, 1, [open_record(logdir)]))
+    daemon.run(second.message(daemon, 2, [scalar("loss", s, float(s)) for s in (1, 3, 5)]))
+    daemon.run(first.message(daemon, 2, [scalar("loss", s, float(s)) for s in (0, 2, 6)]))
+    assert steps_and_values(logdir, "loss") == [(1, 1.0), (3, 3.0), (5, 5.0), (6, 6.0)]
+    assert daemon.refused == {(b"rank-0", "step_out_of_order"): 2}
+
+
 def test_a_writer_announced_again_continues_its_session(tmp_path):
     """The same job after a daemon restart or a fork is no resumed job: an old step is dropped."""
     logdir = str(tmp_path / "run")
