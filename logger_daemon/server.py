@@ -94,13 +94,19 @@ def _hex(value: Any) -> str:
 
 
 def _process_exists(pid: int) -> bool:
+    """Whether `pid` names a live process: a zombie (dead, not yet reaped by its parent) is gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # another user's process: the pid is taken
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            # The state follows the command name, which is in parentheses and may hold any byte.
+            return stat_file.read().rpartition(b")")[2].split()[:1] != [b"Z"]
+    except OSError:
+        return True  # no /proc to ask: the signal said it exists
 
 
 def max_frame_bytes(settings: Settings) -> int:

@@ -996,3 +996,17 @@ def assert_other_writer_works(logdir: str) -> None:
         assert scalars(logdir, "loss") == [(1, 2.0)]
     finally:
         writer.close(timeout=1)
+
+
+def test_a_zombie_client_counts_as_gone():
+    from logger_daemon.server import _process_exists
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        # Exited, not yet reaped: the signal probe still finds the pid.
+        wait_for(lambda: psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE, message="a zombie")
+        assert not _process_exists(child.pid)
+        assert _process_exists(os.getpid())
+    finally:
+        child.wait()
+    assert not _process_exists(child.pid)
