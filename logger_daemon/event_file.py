@@ -20,16 +20,32 @@ from logger_daemon.tfrecord import frame, frame_rows
 _file_counter = itertools.count()
 
 
-def event_file_name(wall_time: float, suffix: str = "") -> str:
+def event_file_name(wall_time: float, suffix: str = "", after: str | None = None) -> str:
     """`events.out.tfevents.<10-digit seconds>.<host>.<pid>.<n>`: unique per daemon process.
 
-    TensorBoard reads a directory's files in name order, so `n` is zero-padded: files one
-    daemon opens in the same second sort in the order it opened them.
+    TensorBoard reads a directory's files in name order, and does not go back to a file that sorts
+    before the one it reads: so `n` is zero-padded (one daemon's files sort in the order it opened
+    them), and a name that would not sort `after` the newest file there (another daemon's, in the
+    same second; a smaller pid) takes the second after that file's.
     """
-    return (
-        f"events.out.tfevents.{int(wall_time):010d}.{socket.gethostname()}.{os.getpid()}."
-        f"{next(_file_counter):08d}{suffix}"
-    )
+    seconds = int(wall_time)
+    name = _name(seconds, suffix)
+    if after is not None and name <= after:
+        try:
+            seconds = int(after.split(".")[3]) + 1
+        except (IndexError, ValueError):  # a foreign name that does not carry seconds there
+            return name
+        name = _name(seconds, suffix)
+    return name
+
+
+def _name(seconds: int, suffix: str) -> str:
+    return f"events.out.tfevents.{seconds:010d}.{socket.gethostname()}.{os.getpid()}.{next(_file_counter):08d}{suffix}"
+
+
+def _newest_event_file(directory: str) -> str | None:
+    names = [name for name in os.listdir(directory) if name.startswith("events.out.tfevents.")]
+    return max(names, default=None)
 
 
 class EventFile:
@@ -38,8 +54,9 @@ class EventFile:
     def __init__(self, directory: str, filename_suffix: str = "") -> None:
         os.makedirs(directory, exist_ok=True)
         now = time.time()
+        newest = _newest_event_file(directory)
         while True:
-            self.path = os.path.join(directory, event_file_name(now, filename_suffix))
+            self.path = os.path.join(directory, event_file_name(now, filename_suffix, newest))
             try:
                 self._file = open(self.path, "xb", buffering=1 << 20)  # noqa: SIM115 (open for the file's life); "x": never reuse a name
                 break
