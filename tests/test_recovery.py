@@ -5,14 +5,17 @@ daemons; the files are read back with TensorBoard's loader."""
 
 from __future__ import annotations
 
+import logging
 import os
 
+import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_pipeline import WALL, Harness, open_record, scalar
 
 from logger_client import protocol
 from logger_client.protocol import MessageKind, RecordKind
-from logger_daemon.history import read_history
+from logger_daemon.event_file import EventFile
+from logger_daemon.history import delivery_mark, read_history
 from logger_daemon.intake import Work
 from logger_daemon.tfrecord import read_records
 
@@ -154,3 +157,18 @@ def test_a_purge_is_not_repeated_when_its_open_is_resent(tmp_path):
     new.run(client.message(new, 3, [open_record(logdir, writer=2, purge_step=4)]))
     new.run(client.message(new, 4, [scalar("loss", 4, 40.0, writer=2), scalar("loss", 5, 50.0, writer=2)]))
     assert steps_and_values(logdir, "loss") == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0)]
+
+
+def test_a_mark_of_many_clients_is_read_back_and_tensorboard_ignores_it_quietly(tmp_path, caplog):
+    logdir = str(tmp_path / "run")
+    events = EventFile(logdir)
+    events.write_scalars("loss", np.array([WALL]), np.array([1]), np.array([0.5]))
+    clients = {bytes([n]) * 16: 100 + n for n in range(16)}  # a mark far over 128 characters
+    events.write(delivery_mark(WALL, clients))
+    events.close()
+    assert read_history(logdir).delivered == clients
+    with caplog.at_level(logging.INFO, logger="tensorboard"):
+        accumulator = EventAccumulator(logdir)
+        accumulator.Reload()
+    assert [(e.step, e.value) for e in accumulator.Scalars("loss")] == [(1, 0.5)]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
