@@ -91,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
     server = Server(args.endpoint or endpoint(runtime_dir), settings, idle)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: server.request_stop())
+    # Past a file-size limit a write fails with EFBIG, which the daemon handles as a full disk;
+    # the signal that comes with it would kill the process.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         server.serve()
     finally:
