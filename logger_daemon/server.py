@@ -113,7 +113,7 @@ class Server:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self.pipeline = Pipeline(self.stats, settings.fsync_interval_s, self._on_written)
+        self.pipeline = Pipeline(self.stats, settings.fsync_interval_s, self._on_written, settings.daemon_held_bytes)
         self._stop_requested = threading.Event()
 
     def request_stop(self) -> None:
@@ -288,7 +288,9 @@ class Server:
     def _send_acks(self, sock: zmq.Socket) -> None:
         while self._acks:
             acks, drops = self._acks.popleft()
-            for identity, seq in acks.items():
+            # A client with drops but nothing to acknowledge (its ack waits for the disk) gets
+            # them now, with acked 0, which acknowledges nothing.
+            for identity, seq in {**dict.fromkeys(drops, 0), **acks}.items():
                 header: dict[str, Any] = {"acked": seq}
                 if identity in drops:
                     header["dropped"] = dict(drops[identity])
