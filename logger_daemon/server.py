@@ -132,7 +132,7 @@ class Server:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self.pipeline = Pipeline(self.stats, settings.fsync_interval_s, self._on_written)
+        self.pipeline = Pipeline(self.stats, settings.fsync_interval_s, self._on_written, settings.daemon_held_bytes)
         self._stop_requested = threading.Event()
         self.connections: ConnectionGuard | None = None  # made by serve(), with the socket
 
@@ -337,10 +337,15 @@ class Server:
     def _send_acks(self, sock: zmq.Socket) -> None:
         while self._acks:
             acks, drops = self._acks.popleft()
-            for identity, seq in acks.items():
+            write_error = self.pipeline.held()[2]
+            # A client with drops but nothing to acknowledge (its ack waits for the disk) gets
+            # them now, with acked 0, which acknowledges nothing.
+            for identity, seq in {**dict.fromkeys(drops, 0), **acks}.items():
                 header: dict[str, Any] = {"acked": seq}
                 if identity in drops:
                     header["dropped"] = dict(drops[identity])
+                if write_error is not None:
+                    header["write_error"] = write_error
                 self._reply(sock, identity, MessageKind.ACK, header)
 
     @staticmethod
@@ -351,13 +356,18 @@ class Server:
             pass  # the peer is gone or not reading; it will not miss a reply it cannot take
 
     def status(self) -> dict[str, Any]:
-        """Clients, records received / written / dropped by reason, queue depth, bytes written."""
+        """Clients, records received / written / dropped by reason, queue depth, bytes written,
+        and what the daemon holds in memory because the disk refuses it (and why)."""
         queued_records, queued_bytes = self.pipeline.queued()
+        held_records, held_bytes, write_error = self.pipeline.held()
         return {
             **self.stats.snapshot(),
             "endpoint": self.endpoint,
             "queue_records": queued_records,
             "queue_bytes": queued_bytes,
+            "records_held": held_records,
+            "bytes_held": held_bytes,
+            "write_error": write_error,
             "open_files": self.pipeline.open_files(),
             "restarts": self.restarts,
             "connections": self.connections.status() if self.connections is not None else {},

@@ -162,7 +162,7 @@ def test_a_purge_is_not_repeated_when_its_open_is_resent(tmp_path):
 def test_a_mark_of_many_clients_is_read_back_and_tensorboard_ignores_it_quietly(tmp_path, caplog):
     logdir = str(tmp_path / "run")
     events = EventFile(logdir)
-    events.write_scalars("loss", np.array([WALL]), np.array([1]), np.array([0.5]))
+    events.write_scalars("loss", np.array([WALL]), np.array([1]), np.array([0.5]), np.array([b"c" * 16], dtype=object))
     clients = {bytes([n]) * 16: 100 + n for n in range(16)}  # a mark far over 128 characters
     events.write(delivery_mark(WALL, clients))
     events.close()
