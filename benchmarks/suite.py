@@ -226,6 +226,8 @@ def run_plan(
     facts: dict[str, Any] = {
         "jobs": jobs,
         "scratch_dir": runtime.root if keep_logs else None,
+        # Every daemon of this run has its runtime dir under it (removed at the end, unless kept).
+        "scratch_root": runtime.root,
         "load_average_at_start": _load(),
     }
     try:

@@ -81,13 +81,14 @@ def _measured(doc: dict) -> list[tuple[str, str, dict]]:
     ]
 
 
-def _daemon_pids() -> set[int]:
+def _daemon_pids(root: str) -> set[int]:
+    """Daemons whose runtime dir lies under `root` (another suite may run on the machine meanwhile)."""
     import psutil
 
     pids = set()
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info.get("cmdline") or []
-        if any("logger_daemon" in part for part in cmdline) and any(p.startswith("/tmp/tbb-") for p in cmdline):
+        if any("logger_daemon" in part for part in cmdline) and any(p.startswith(root + "/") for p in cmdline):
             pids.add(process.pid)
     return pids
 
@@ -99,7 +100,6 @@ def _positive(value: object) -> bool:
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, str]:
     out = tmp_path_factory.mktemp("bench") / "quick.json"
-    before = _daemon_pids()
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
         cwd=REPO,
@@ -109,10 +109,13 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, str]
         stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, f"stdout:\n{done.stdout[-5000:]}\nstderr:\n{done.stderr[-5000:]}"
-    leftover = _daemon_pids() - before
-    assert not leftover, f"daemons left running by the suite: {leftover}"
     with open(out) as f:
-        return json.load(f), done.stdout, str(out)
+        doc = json.load(f)
+    assert doc["scratch_root"].startswith("/tmp/tbb-")
+    leftover = _daemon_pids(doc["scratch_root"])
+    assert not leftover, f"daemons left running by the suite: {leftover}"
+    assert not os.path.exists(doc["scratch_root"])
+    return doc, done.stdout, str(out)
 
 
 def test_every_workload_ran_for_every_writer(quick_run: tuple[dict, str, str]) -> None:
