@@ -79,6 +79,10 @@ class Settings:
     #: Threads the daemon encodes histograms, images, audio and video on (0: half the cores this
     #: machine gives the daemon, at least one; 1: on the write thread, no pool).
     encode_workers: int = 0
+    #: Encoded bytes the daemon holds in memory while the disk refuses writes (full, over quota),
+    #: written in order and acknowledged once it takes them again; records past it are dropped
+    #: as `io_error`.
+    daemon_held_bytes: int = 64 * 2**20
 
     @classmethod
     def from_env(cls) -> Settings:
