@@ -546,6 +546,7 @@ def test_a_daemon_started_by_hand_is_found_and_reports_status(daemon, runtime_di
     assert "records written:  25" in text
     assert "records dropped:  0" in text
     assert "queue depth:      0 records" in text
+    assert f"encoding threads: {status['encode_workers']}" in text and status["encode_workers"] >= 1
     written = int(text.split("bytes written:")[1].split()[0])
     assert 0 < written <= size  # the data records; the file also starts with its version record
     assert writer.close(timeout=10)
