@@ -454,6 +454,17 @@ def test_hparams_session_directory_nests(writer, transport) -> None:
     assert transport.records()[0].run == "sweep/trial-3"
 
 
+def test_hparams_can_list_metrics_whose_values_the_caller_logs(writer, transport) -> None:
+    """metric_scalars=False: the metrics are named in the experiment, no scalar is written, and
+    their values (a dict here, as Lightning may pass) are not looked at."""
+    writer.add_hparams({"lr": 0.1}, {"acc": {"a": 1}, "loss": 0.5}, run_name=".", global_step=3, metric_scalars=False)
+    (record,) = transport.records()
+    assert (record.kind, record.run, record.step) == (RecordKind.HPARAMS, "", 3)
+    assert record.value["metrics"] == ["acc", "loss"]
+    with pytest.raises(TypeError, match="metric_dict keys"):
+        writer.add_hparams({"lr": 0.1}, {3: 0.5}, run_name=".", metric_scalars=False)
+
+
 # -- bad input: a clear error at the call, nothing queued ------------------------------------------
 
 BAD_CALLS = [
