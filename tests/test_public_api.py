@@ -27,6 +27,8 @@ PUBLIC_MODULES = {
     "logger_client.writer",
     "logger_client.reader",
     "logger_client.testing",
+    "logger_client.lightning",
+    "logger_client.pytorch_lightning",
 }
 
 
