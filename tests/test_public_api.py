@@ -29,6 +29,7 @@ PUBLIC_MODULES = {
     "logger_client.testing",
     "logger_client.lightning",
     "logger_client.pytorch_lightning",
+    "logger_client.hf",
 }
 
 
