@@ -180,7 +180,7 @@ class Pipeline:
         written = write_groups(groups, self._drops)
         for run in written.runs:
             run.flush()  # readable by TensorBoard from here on: what is acked is visible
-        self._stats.add_written(written.records, written.nbytes)
+        self._stats.add_written(written.records, written.nbytes, written.by_run)
         if written.duplicates:
             self._stats.add_duplicates(written.duplicates)
 

@@ -10,6 +10,7 @@ encoded on whole numpy columns; anything else one record at a time.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from functools import lru_cache
 from typing import Any
 
@@ -57,11 +58,13 @@ def written_tag(kind: int, tag: str, options: dict[str, Any]) -> str:
 
 
 class Written:
-    """What writing a cycle's groups did: records written, bytes, runs touched, and records that
-    were on disk already (sent again after a daemon restart) and so were not written twice."""
+    """What writing a cycle's groups did: records written (in all, and by run directory), bytes,
+    runs touched, and records that were on disk already (sent again after a daemon restart) and
+    so were not written twice."""
 
     def __init__(self) -> None:
         self.records = 0
+        self.by_run: Counter[str] = Counter()
         self.nbytes = 0
         self.runs: set[RunLog] = set()
         self.duplicates = 0
@@ -79,13 +82,14 @@ def write_groups(groups: Groups, drops: Drops) -> Written:
             for client, count in group.all_owners():
                 drops.add(DropReason.IO_ERROR, count, client)
             continue
-        before = file.bytes_written
+        before, records_before = file.bytes_written, out.records
         columns = None if group.mixed else group.scalar_columns()
         if columns is None:
             _write_each(run, tag, *group.as_records(tag), drops, out)
         else:
             _write_scalars(run, tag, *columns, drops, out)
         out.nbytes += file.bytes_written - before
+        out.by_run[run.path] += out.records - records_before
         out.runs.add(run)
     return out
 
