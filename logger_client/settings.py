@@ -63,6 +63,10 @@ class Settings:
     daemon_queue_bytes: int = 1024 * 2**20
     #: Records the daemon queues between receiving and writing before it stops reading.
     daemon_queue_records: int = 250_000
+    #: Encoded bytes the daemon holds in memory while the disk refuses writes (full, over quota),
+    #: written in order and acknowledged once it takes them again; records past it are dropped
+    #: as `io_error`.
+    daemon_held_bytes: int = 64 * 2**20
 
     @classmethod
     def from_env(cls) -> Settings:
