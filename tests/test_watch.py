@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from conftest import REPO
+from test_daemon import status_json
 
 from logger_client import SummaryWriter
 from logger_daemon.watch import REDRAW, frame, rates, watch
@@ -235,3 +236,17 @@ def test_watch_stops_on_ctrl_c_with_status_zero(capsys: pytest.CaptureFixture[st
     first, second = (json.loads(line) for line in capsys.readouterr().out.splitlines())
     assert first["status"]["pid"] == 7 and first["rates"] is None
     assert second["status"] is None and "no daemon answering" in second["error"]
+
+
+@pytest.mark.e2e
+def test_records_written_by_run_count_each_run_s_records_exactly(daemon: subprocess.Popen, logdir: str) -> None:
+    """The per-run counts behind the rates: each run's records once on disk, summing to the total."""
+    runs = {os.path.realpath(os.path.join(logdir, name)): count for name, count in (("a", 30), ("b", 7))}
+    for run, count in runs.items():
+        with SummaryWriter(run) as writer:
+            for step in range(count):
+                writer.add_scalar("loss", 0.5, step)
+            assert writer.flush() is True
+    status = status_json()
+    assert status["records_written_by_run"] == runs
+    assert status["records_written"] == sum(runs.values())
