@@ -97,6 +97,11 @@ def frame(status: Status | None, per_s: dict[str, Any] | None, source: str, inte
         f"totals     received {status['records_received']:,}   written {status['records_written']:,}   "
         f"duplicate {status.get('records_duplicate', 0):,}   bytes written {_size(status['bytes_written'])}",
     ]
+    if status.get("write_error"):
+        lines.append(
+            f"held       {status['records_held']:,} records, {_size(status['bytes_held'])}: the disk refuses writes "
+            f"({status['write_error']})"
+        )
     dropped = status["records_dropped"]
     lines.append(f"dropped    {sum(dropped.values()):,}")
     for reason, count in sorted(dropped.items()):

@@ -221,6 +221,18 @@ def test_a_frame_shows_counters_runs_by_rate_and_clients() -> None:
     assert lines[-1].split() == ["100.0", "300", "11", "h"]
     assert all(len(line) <= 100 for line in lines)
     assert "no daemon answering" in frame(None, None, "/run/x", 1.0, 100)
+    assert not any(line.startswith("held") for line in lines)
+
+
+def test_a_frame_shows_what_is_held_while_the_disk_refuses_writes() -> None:
+    held = {
+        **status(10, 4, {"/r/a": 4}, {}, 10),
+        "write_error": "No space left on device",
+        "records_held": 6,
+        "bytes_held": 3072,
+    }
+    lines = frame(held, None, "/run/x", 1.0, 120).splitlines()
+    assert "held       6 records, 3.0 KiB: the disk refuses writes (No space left on device)" in lines
 
 
 def test_watch_stops_on_ctrl_c_with_status_zero(capsys: pytest.CaptureFixture[str]) -> None:
