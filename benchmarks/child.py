@@ -36,6 +36,10 @@ def main(argv: list[str]) -> int:
         import_s = time.perf_counter() - t0
         if group == "calls":
             result = calls.run(adapter, params, logdir)
+        elif group == "bursts":
+            from benchmarks import bursts
+
+            result = bursts.run(adapter, params, logdir)
         elif group == "throughput":
             result = throughput.run(
                 adapter, params, logdir, rank=spec.get("rank", 0), wait_for_go=spec.get("wait_for_go", False)

@@ -4,7 +4,8 @@ Every writer gets exactly the same workload and the same number of calls. Sizes 
 workloads that the issue leaves open are chosen so that the whole suite fits in 10 minutes on
 2 cores (the anchors' own runs, above all their 1 000 000-call end-to-end runs, take most of
 it), and so that the array workloads stay inside logger_client's documented client buffer
-(256 MiB of arrays in flight): 40 histograms of 1e6 float32 are 160 MB, 30 images of 3x512x512 float32 are 94 MB.
+(1 GiB of arrays in flight): 40 histograms of 1e6 float32 are 160 MB, 30 images of 3x512x512
+float32 are 94 MB, and the largest burst, 200 histograms of 4 MB, is 800 MB.
 
 The methods of issue 13 (add_figure, add_pr_curve, add_embedding, add_audio, add_video) take
 their sizes from the issue; their call counts (`CALLS_NEW`) from what the anchors pay a call, so
@@ -20,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-GROUPS = ("calls", "throughput", "training_loop", "read_back")
+GROUPS = ("calls", "bursts", "throughput", "training_loop", "read_back")
 #: Full-size call counts of the methods of issue 13 (see the module's docstring).
 CALLS_NEW = {"add_figure": 40, "add_pr_curve": 200, "add_embedding": 6, "add_audio": 100, "add_video": 30}
 
@@ -95,6 +96,7 @@ def workloads(quick: bool) -> list[Workload]:
             frames=4 if q else 16,
             shape=[3, 16, 16] if q else [3, 64, 64],
         ),
+        *_bursts(q),
         Workload(
             "e2e_one_writer", "throughput", "end-to-end, 1 writer", {"processes": 1, "calls": 5_000 if q else 1_000_000}
         ),
@@ -128,6 +130,24 @@ def workloads(quick: bool) -> list[Workload]:
             f"read back {4 * 10 * (500 if q else 25_000):,} scalars (10 tags, 4 runs)",
             {"runs": 4, "tags": 10, "steps": 500 if q else 25_000},
         ),
+    ]
+
+
+def _bursts(quick: bool) -> list[Workload]:
+    """A histogram of every parameter, back to back, every step: 40 of 1e6 float32 (160 MB) and
+    200 of 4 MB (800 MB, within the documented 1 GiB a burst), numpy and torch inputs."""
+    values = 100_000 if quick else 1_000_000
+    shown = f"{values:.0e}".replace("e+0", "e")
+    sizes = ((40, 3), (200, 2))
+    return [
+        Workload(
+            f"burst_{calls}_{source}",
+            "bursts",
+            f"burst of {calls} x add_histogram {shown} float32 ({source})",
+            {"calls": 4 if quick else calls, "bursts": 2 if quick else bursts, "values": values, "input": source},
+        )
+        for calls, bursts in sizes
+        for source in ("numpy", "torch")
     ]
 
 
@@ -193,6 +213,26 @@ TARGETS = [
         20.0,
         "ratio_min",
         "scalars_per_s",
+    ),
+    *(
+        Target(
+            f"burst_{calls}_{source}_floor",
+            f"{calls} x add_histogram 1e6 ({source}) in a burst: mean per call <= 2x the copy floor",
+            f"burst_{calls}_{source}",
+            2.0,
+            "max",
+            "x_copy_floor",
+        )
+        for calls in (40, 200)
+        for source in ("numpy", "torch")
+    ),
+    Target(
+        "burst_40_numpy_ratio",
+        "40 x add_histogram 1e6 in a burst: mean per call >= 20x lower than tensorboardX",
+        "burst_40_numpy",
+        20.0,
+        "ratio_min",
+        "mean_us",
     ),
     Target("training_loop_overhead", "training-loop overhead <= 1 %", "training_loop", 1.0, "max", "overhead_pct"),
 ]

@@ -35,6 +35,19 @@ METHOD = {
         "bytes into warm buffers, the one copy logger_client's call makes; for add_figure "
         "FigureCanvasAgg(figure).draw(), the rendering every writer does in the call."
     ),
+    "bursts": (
+        "One fresh process per (workload, writer). The writer is constructed, flushed and left idle "
+        f"{SETTLE_S:g} s; no array is logged before the first burst (first_burst_mean_us: a process's "
+        "first array calls). Each burst logs `calls` histograms of `values` float32 on as many tags, "
+        "back to back, one clock pair around the burst -> mean per call; flush() after it, untimed "
+        "(flush_s). Copy floor: just before each burst, np.copyto of the same source arrays in the "
+        "same order into one buffer of their size written beforehand -> copy_floor_us per copy; "
+        "x_copy_floor = the bursts' wall time / the floors', summed over the bursts (the target's figure; "
+        "also for the first burst alone and for the later ones). Torch inputs are "
+        "CPU tensors (floor: the same bytes). Sources: at most 40 distinct arrays, cycled. `dropped`: "
+        "logger_client's records_dropped after the last burst. Ratios are tensorboardX's mean / this "
+        "writer's, same run."
+    ),
     "throughput": (
         "add_scalar calls, timed from the first call until close() returns; writer construction "
         "(for logger_client: starting its daemon) is excluded and reported as construct_s. "
@@ -103,7 +116,10 @@ METHOD = {
     ],
 }
 
-_LOWER_IS_BETTER = {"mean_us", "median_us", "p99_us", "floor_us", "overhead_pct", "peak_rss_mb", "total_s", "read_s"}
+_LOWER_IS_BETTER = {
+    *("mean_us", "median_us", "p99_us", "floor_us", "overhead_pct", "peak_rss_mb", "total_s", "read_s"),
+    *("x_copy_floor", "first_burst_mean_us", "copy_floor_us"),
+}
 
 
 # -- facts of the run ----------------------------------------------------------------------------
@@ -207,7 +223,10 @@ def add_ratios(workloads: dict[str, Any]) -> None:
         for result in entry["writers"].values():
             if not (_ok(result) and _ok(reference)):
                 continue
-            if entry["group"] == "calls":
+            if entry["group"] == "bursts":
+                if result["mean_us"] > 0:
+                    result[f"mean_x_lower_than_{REFERENCE}"] = reference["mean_us"] / result["mean_us"]
+            elif entry["group"] == "calls":
                 for metric in ("mean_us", "median_us", "p99_us"):
                     if result[metric] > 0:
                         result[f"{metric[:-3]}_x_lower_than_{REFERENCE}"] = reference[metric] / result[metric]
@@ -410,6 +429,8 @@ def markdown(doc: dict[str, Any]) -> str:
             shown = ""
         elif t["name"].endswith("_ratio") or t["name"].startswith("read_back_"):
             shown = _x(measured)
+        elif t["name"].endswith("_floor"):
+            shown = f"{measured:.2f}×"
         elif t["name"] == "training_loop_overhead":
             shown = f"{measured:.2f} %" + (
                 f" (tensorboardX {t[f'{REFERENCE}_value']:.1f} %)" if f"{REFERENCE}_value" in t else ""
@@ -417,7 +438,8 @@ def markdown(doc: dict[str, Any]) -> str:
         else:
             shown = f"{measured:.2f} µs"
         ratio = t["name"].endswith("_ratio") or t["name"].startswith("read_back_")
-        goal = f"≥ {t['threshold']:g}×" if ratio else f"≤ {t['threshold']:g}"
+        unit = "×" if t["name"].endswith("_floor") else ""
+        goal = f"≥ {t['threshold']:g}×" if ratio else f"≤ {t['threshold']:g}{unit}"
         lines.append(f"| {t['description']} | {shown} | {goal} | **{t['result']}** |")
 
     calls_rows = [e for e in workloads.values() if e["group"] == "calls"]
@@ -446,6 +468,8 @@ def markdown(doc: dict[str, Any]) -> str:
             "Floor: what any writer pays in the call at least, measured in the same process: copy = an "
             "np.copyto of the call's arrays into warm buffers; render = matplotlib drawing the figure.",
         ]
+
+    lines += _bursts_markdown([e for e in workloads.values() if e["group"] == "bursts"])
 
     tp_rows = [e for e in workloads.values() if e["group"] == "throughput"]
     if tp_rows:
@@ -522,6 +546,34 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _bursts_markdown(entries: list[dict[str, Any]]) -> list[str]:
+    if not entries:
+        return []
+    lines = [
+        "",
+        "## Bursts of array calls on the calling thread (µs per call, mean over each burst)",
+        "",
+        "| workload | writer | calls × bursts | mean | first burst | later bursts | copy floor | × copy floor "
+        "| × floor: first burst | × floor: later bursts | × lower than tensorboardX | flush after a burst s "
+        "| dropped | verified on disk |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for entry in entries:
+        for writer, r in entry["writers"].items():
+            if not _ok(r):
+                lines.append(_error_row([entry["label"], writer], r, 14))
+                continue
+            dropped = ", ".join(f"{n} {reason}" for reason, n in r["dropped"].items()) or "none"
+            lines.append(
+                f"| {entry['label']} | {writer} | {r['calls']} × {r['bursts']} | {_us(r['mean_us'])} | "
+                f"{_us(r['first_burst_mean_us'])} | {_us(r['later_bursts_mean_us'])} | {_us(r['copy_floor_us'])} | "
+                f"{r['x_copy_floor']:.2f}× | {r['x_copy_floor_first_burst']:.2f}× | "
+                f"{r['x_copy_floor_later_bursts']:.2f}× | {_x(r.get(f'mean_x_lower_than_{REFERENCE}'))} | "
+                f"{max(r['flush_s']):.2f} | {dropped} | {_verified(r)} |"
+            )
+    return lines
+
+
 def _read_back_markdown(entry: dict[str, Any] | None) -> list[str]:
     if entry is None:
         return []
@@ -581,6 +633,7 @@ def _figures(doc: dict[str, Any]) -> dict[str, float]:
                 continue
             keys = {
                 "calls": ("median_us", "mean_us", "p99_us", "floor_us"),
+                "bursts": ("mean_us", "first_burst_mean_us", "x_copy_floor"),
                 "throughput": ("scalars_per_s",),
                 "training_loop": ("overhead_pct",),
             }.get(entry["group"], ())

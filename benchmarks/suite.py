@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from benchmarks import calls, read_back, throughput, training_loop, verify
+from benchmarks import bursts, calls, read_back, throughput, training_loop, verify
 from benchmarks.memory import DaemonMonitor
 from benchmarks.plan import Workload
 from benchmarks.runtime import ChildFailed, Runtime, Task
@@ -27,6 +27,7 @@ CROSS_CHECK_MAX_BYTES = 4 * 2**20
 
 _EXPECTED: dict[str, Callable[[dict[str, Any]], dict[str, int]]] = {
     "calls": calls.expected_counts,
+    "bursts": bursts.expected_counts,
     "throughput": throughput.expected_counts,
     "training_loop": training_loop.expected_counts,
 }
@@ -199,6 +200,11 @@ def _summary(workload: Workload, result: dict[str, Any]) -> str:
     checked = "verified" if result["verify"]["ok"] else f"VERIFY FAILED {result['verify']}"
     if workload.group == "calls":
         figure = f"median {result['median_us']:.2f} us, mean {result['mean_us']:.2f} us, p99 {result['p99_us']:.2f} us"
+    elif workload.group == "bursts":
+        figure = (
+            f"mean {result['mean_us']:.1f} us a call ({result['x_copy_floor']:.2f}x the copy floor, first burst "
+            f"{result['first_burst_mean_us']:.1f} us), dropped {result['dropped'] or 'none'}"
+        )
     elif workload.group == "throughput":
         figure = f"{result['scalars_per_s']:,.0f} scalars/s ({result['total_s']:.2f} s)"
     else:

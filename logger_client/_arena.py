@@ -5,17 +5,25 @@ faults and is zeroed by the kernel, several times the cost of copying into pages
 (docs/history.md has a measurement). A step that logs many arrays back to back (a histogram per layer) outruns
 the daemon, so their copies cannot all reuse the memory of arrays already sent.
 
-So the arena maps one region (`arena_bytes`, virtual until used) and, from the first array on, a
-background thread faults in its pages ahead of need: `_INITIAL_BYTES`, or room for
-`_BURST_ARRAYS` arrays of the largest size logged so far, doubling whenever a burst finds it
-full. The region is a sealed memfd that the daemon maps read-only, so an array's bytes cross to
-it without a copy; where that is not possible, private memory whose arrays travel as ZeroMQ
-frames. Arrays are carved from it in order, lowest addresses first while it is
-empty (so a steady trickle of images keeps reusing the same, cache-warm pages), and each slot
-comes back when the last reference to its array is gone: the transport holds one until the
-daemon has acknowledged the message (or ZeroMQ, until it has sent a frame), so a slot is never
-reused while its data is in flight. An array that does not fit (arena
-full, not yet faulted in, or larger than the arena) gets ordinary memory.
+So the arena maps one region (`arena_bytes`, virtual until used) and a background thread faults
+in its pages ahead of need: `_INITIAL_BYTES` (or the `arena_warm_bytes` setting) as soon as the
+transport starts (`warm`, so that a process's first arrays already find warm pages), then room
+for `_BURST_ARRAYS` arrays of the largest size logged so far, and twice the furthest a burst
+reached whenever one goes past half of that: the warm part grows to what the process logs at
+once. The region is a sealed memfd
+that the daemon maps read-only, so an array's bytes cross to it without a copy; where that is not
+possible, private memory whose arrays travel as ZeroMQ frames. Arrays are carved from it in
+order, lowest addresses first while it is empty (so a steady trickle of images keeps reusing the
+same, cache-warm pages), and each slot comes back when the last reference to its array is gone:
+the transport holds one until the daemon has acknowledged the message (or ZeroMQ, until it has
+sent a frame), so a slot is never reused while its data is in flight.
+
+Pages are faulted in by `madvise(MADV_POPULATE_WRITE)` (Linux 5.14), which keeps what a page
+holds: so a burst that outruns the faulting thread goes on into the cold part of the region (its
+copies fault their own pages, as fresh memory would, and the pages stay for the next burst)
+while the thread works ahead. Where that call is missing, pages are faulted in by writing zeros,
+and only the warm part is handed out. An array that does not fit (the region full, or larger than
+half of it) gets ordinary memory.
 """
 
 from __future__ import annotations
@@ -25,10 +33,12 @@ import fcntl
 import math
 import mmap
 import os
+import sys
 import threading
 import weakref
 from collections import deque
 from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -38,10 +48,28 @@ _ALIGN = 64
 _MIN_SLOT = 4096
 #: Pages are faulted in by chunks of this size, the GIL released during each.
 _CHUNK = 4 * 2**20
-#: The faulted-in part of the arena holds at least this much, or this many arrays of the largest
-#: size seen; and doubles whenever an array finds it full (up to the arena's size).
+#: The faulted-in part of the arena holds at least this much (faulted in when the transport
+#: starts), or this many arrays of the largest size seen; and grows to twice the furthest a burst
+#: reached (up to the arena's size).
 _INITIAL_BYTES = 64 * 2**20
 _BURST_ARRAYS = 64
+#: madvise's advice that faults pages in writable without writing them (Linux 5.14).
+_MADV_POPULATE_WRITE = 23
+
+
+def _libc_madvise() -> Any:
+    """libc's madvise through ctypes, which releases the GIL during the call; None if missing."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        madvise = libc.madvise
+    except (OSError, AttributeError):
+        return None
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madvise.restype = ctypes.c_int
+    return madvise
+
+
+_madvise = _libc_madvise() if sys.platform.startswith("linux") else None
 
 
 def _release(released: deque, offset: int, watch: weakref.ref) -> None:
@@ -63,6 +91,9 @@ class Arena:
         self._faulted = 0  # bytes of the region faulted in (grows, never shrinks)
         self._wanted = 0  # bytes the faulting thread works towards
         self._faulting = False
+        # Whether pages are faulted in without writing them (then the cold part is handed out too).
+        self._populates = False
+        self._reached = 0  # the furthest end of a slot ever handed out
         self._head = 0  # where the next slot starts
         self._slots: deque[int] = deque()  # offsets of the slots in use, in the order handed out
         self._ends: dict[int, int] = {}  # offset -> end of each slot in `_slots`
@@ -80,6 +111,11 @@ class Arena:
             self._fd = None
             self._shared = None
 
+    def warm(self, nbytes: int = _INITIAL_BYTES) -> None:
+        """Faults in the first `nbytes` in the background, before any array is logged."""
+        with self._lock:
+            self._want(nbytes)
+
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """An uninitialised C-contiguous array, in the arena when a slot is free."""
         nbytes = math.prod(shape) * dtype.itemsize
@@ -92,6 +128,8 @@ class Arena:
             offset = self._reserve(nbytes)
             if offset is None:
                 self._want(2 * self._faulted)  # outgrown: more room for the next burst
+            elif self._populates and 2 * self._head > self._wanted:
+                self._want(2 * self._head)  # the thread works ahead of the burst, into the cold part
         if offset is None:
             return np.empty(shape, dtype)
         # One constructor, not a slice, a frombuffer and a reshape: after a training step every
@@ -119,7 +157,8 @@ class Arena:
 
     @property
     def faulted_bytes(self) -> int:
-        return self._faulted
+        """Bytes of the region faulted in: by the faulting thread, or by the copies of a burst."""
+        return max(self._faulted, self._reached)
 
     # -- under the lock ----------------------------------------------------------------------
 
@@ -157,17 +196,28 @@ class Arena:
             self._map = mmap.mmap(-1, self._capacity, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self._view = memoryview(self._map)
         self._base = np.frombuffer(self._view, np.uint8, count=1).ctypes.data
+        # One chunk faulted in now, by the call that keeps pages as they are: does this kernel have it?
+        self._populates = _madvise is not None and _madvise(self._base, _CHUNK, _MADV_POPULATE_WRITE) == 0
+        if self._populates:
+            self._faulted = _CHUNK
 
     def _fault_in(self) -> None:
         assert self._map is not None  # mapped by _want before this thread starts
-        base = ctypes.addressof(ctypes.c_char.from_buffer(self._map))
+        base = self._base
+        populate = _madvise if self._populates else None
         while True:
             with self._lock:
                 if self._faulted >= self._wanted:
                     self._faulting = False
                     return
                 start = self._faulted
-            ctypes.memset(base + start, 0, _CHUNK)  # a foreign call: the GIL is released meanwhile
+            # Foreign calls: the GIL is released meanwhile. Populating keeps what the pages hold, so
+            # it may run under slots a burst already filled (a failure leaves pages to fault when
+            # first written); zeros only go where no slot was ever handed out.
+            if populate is not None:
+                populate(base + start, _CHUNK, _MADV_POPULATE_WRITE)
+            else:
+                ctypes.memset(base + start, 0, _CHUNK)
             with self._lock:
                 self._faulted = start + _CHUNK
 
@@ -191,11 +241,14 @@ class Arena:
         slots, limit = self._slots, self._faulted
         tail = slots[0] if slots else 0  # start of the oldest slot still in use
         if not slots or self._head > tail:
-            # In use: [tail, head). Free: [head, limit), then [0, tail) after a wrap.
+            # In use: [tail, head). Free: [head, limit), then [0, tail) after a wrap, then the cold
+            # part [limit, capacity) where pages are faulted in without writing them.
             if self._head + size <= limit:
                 offset = self._head
             elif size <= tail:
                 offset = 0
+            elif self._populates and self._head + size <= self._capacity:
+                offset = self._head
             else:
                 return None
         elif self._head + size <= tail:
@@ -205,4 +258,5 @@ class Arena:
         slots.append(offset)
         self._ends[offset] = offset + size
         self._head = offset + size
+        self._reached = max(self._reached, self._head)
         return offset

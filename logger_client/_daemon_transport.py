@@ -64,7 +64,10 @@ class DaemonTransport:
         self._daemon_alive = daemon_alive
         self._cid = new_client_id()
         self._arena = Arena(settings.arena_bytes)
+        # In the background, while the daemon is found: the first arrays find warm pages.
+        self._arena.warm(settings.arena_warm_bytes)
         self._producer = Producer(settings, self._wake)
+        self._producer.deliverable = self._deliverable
         self.queue = self._producer.queue
         self.batch_records = self._producer.batch_records
         # The calls of every logged array or batch go straight to the part that does the work: an
@@ -196,6 +199,11 @@ class DaemonTransport:
     def owned_by_this_process(self) -> bool:
         """False in a forked child until `reset_after_fork` ran."""
         return self._pid == os.getpid()
+
+    def _deliverable(self) -> bool:
+        """Whether a daemon may acknowledge what is held: one is connected (or being reconnected
+        to) and the transport is not stopping."""
+        return self._disconnected is None and not self._stopping.is_set() and self._thread.is_alive()
 
     def _wake(self) -> None:
         try:

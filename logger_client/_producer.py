@@ -49,6 +49,11 @@ _SPECIAL_KINDS = ARRAY_KINDS | ARRAY_MAP_KINDS | {FLUSH_MARKER}
 _KEPT_KINDS = _SPECIAL_KINDS | CONTROL_KINDS
 #: Fastest a writer's `flush_secs` may make the linger.
 _MIN_LINGER_S = 0.005
+#: A message carries at most about this many array bytes: the daemon writes and acknowledges a
+#: burst in parts, and each acknowledgement hands arena slots back while the rest is written.
+_MESSAGE_ARRAY_BYTES = 16 * 2**20
+#: How often a call waiting for room checks that a daemon can still be had.
+_WAIT_CHECK_S = 0.1
 
 
 class FlushRequest:
@@ -180,6 +185,12 @@ class Producer:
         # queue order. Neither guards an append.
         self._lock = threading.Lock()
         self._pack_lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # array bytes released: calls waiting for room
+        self._releases = 0  # acknowledgements that released array bytes, under `_lock`
+        self._stalled_at = -1  # `_releases` when a wait for room last timed out
+        #: Whether a daemon may acknowledge what is held (set by the transport): if not, an array
+        #: call past the bound does not wait.
+        self.deliverable: Callable[[], bool] = lambda: True
         self._writers: dict[int, dict[str, Any]] = {}  # open writers: id -> their OPEN options
         # Writers closed since everything sent was last acknowledged: a new daemon must know them
         # too, to write what they logged before their CLOSE (which it may be sent again).
@@ -205,6 +216,8 @@ class Producer:
         self.queue.clear()
         self._lock = threading.Lock()
         self._pack_lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._releases, self._stalled_at = 0, -1
         self._packed.clear()
         self._taken = self._released = 0
         self._array_bytes_held = self._array_bytes_queued = 0
@@ -277,14 +290,14 @@ class Producer:
 
     # -- records: any thread -----------------------------------------------------------------------
 
-    def submit_array(self, record: tuple) -> None:
+    def submit_array(self, record: tuple, wait_s: float = 0.0) -> None:
         """Queues a record carrying an array (in its value slot), or a map of names to arrays,
-        within the byte bound."""
+        within the byte bound: past it, waits up to `wait_s` for room, then drops and counts."""
         value = record[VALUE]
         nbytes = value.nbytes if type(value) is not dict else sum(array.nbytes for array in value.values())
         bound = self.settings.max_buffer_bytes
         with self._lock:
-            if self._array_bytes_held + nbytes > bound:
+            if self._array_bytes_held + nbytes > bound and not self._wait_for_room(nbytes, bound, wait_s):
                 self._dropped[DropReason.CLIENT_BUFFER_FULL.value] += 1
                 return
             self._array_bytes_held += nbytes
@@ -299,6 +312,22 @@ class Producer:
             pressing = queued > quarter >= queued - nbytes
         if pressing:
             self._wake()
+
+    def _wait_for_room(self, nbytes: int, bound: int, wait_s: float) -> bool:
+        """Waits, holding `_lock` (the wait releases it), until `nbytes` more fit within `bound`;
+        False at once if they never can, if no daemon can be had, or if the last wait timed out
+        and nothing was acknowledged since (a stuck daemon costs one wait, not one per call)."""
+        if wait_s <= 0 or nbytes > bound or self._releases == self._stalled_at or not self.deliverable():
+            return False
+        self._wake()  # what is queued goes now, not at the linger: its acknowledgement makes room
+        deadline = time.monotonic() + wait_s
+        while self._array_bytes_held + nbytes > bound:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.deliverable():
+                self._stalled_at = self._releases
+                return False
+            self._room.wait(min(left, _WAIT_CHECK_S))
+        return True
 
     def request_flush(self) -> FlushRequest:
         """Queues a flush request behind everything queued so far, and wakes the I/O thread."""
@@ -423,7 +452,11 @@ class Producer:
             batch.records.append(record)
             batch.data += kind not in CONTROL_KINDS
             size += 1
-            if size >= limit or len(batch.arrays) > MAX_ARRAYS_PER_MESSAGE - MAX_ARRAYS_PER_RECORD:
+            if (
+                size >= limit
+                or len(batch.arrays) > MAX_ARRAYS_PER_MESSAGE - MAX_ARRAYS_PER_RECORD
+                or batch.array_bytes >= _MESSAGE_ARRAY_BYTES
+            ):
                 out.append(self._close_batch(batch))
                 batch, size = Batch(), 0
         if size:
@@ -452,6 +485,9 @@ class Producer:
         if array_bytes or (self._closing and self.idle()):
             with self._lock:
                 self._array_bytes_held -= array_bytes
+                if array_bytes:
+                    self._releases += 1
+                    self._room.notify_all()
                 if self.idle():  # every CLOSE sent is acknowledged too: no daemon needs them again
                     self._closing.clear()
 

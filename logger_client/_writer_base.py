@@ -26,6 +26,9 @@ from .transport import Transport, TransportStats
 
 Number = int | float
 _Writer = TypeVar("_Writer", bound="WriterBase")
+#: What an array call does when the transport holds `max_buffer_bytes`: wait for room (up to
+#: `overflow_wait_s`), or drop the array and count it.
+OVERFLOW_POLICIES = frozenset(["wait", "drop"])
 _IMAGE_AXES = frozenset("NCHW")
 
 
@@ -129,6 +132,7 @@ class WriterBase:
         comet_config: dict | None = None,
         *,
         transport: Transport | None = None,
+        overflow: str | None = None,
         **kwargs: Any,
     ) -> None:
         if kwargs:
@@ -157,6 +161,14 @@ class WriterBase:
         self._write_to_disk = bool(write_to_disk)
         self._given_transport = transport
         self._settings = Settings.from_env()
+        if overflow is None:
+            overflow, source = self._settings.overflow, "LOGGER_OVERFLOW"
+        else:
+            source = "overflow"
+        if overflow not in OVERFLOW_POLICIES:
+            raise ValueError(f"{source} must be one of {sorted(OVERFLOW_POLICIES)}, got {overflow!r}")
+        #: How long an array call waits for room in the transport's buffer before it drops.
+        self._overflow_wait_s = self._settings.overflow_wait_s if overflow == "wait" else 0.0
         self._closed = True
         # The key of this writer's packed scalar rows per tag (add_scalars: per (main_tag, key)).
         self._scalar_keys: dict[Any, int] = {}
@@ -215,7 +227,9 @@ class WriterBase:
         """Queues a record whose value is an owned array (or a map of names to owned arrays) within
         the transport's array bound: the arrays must come from `to_owned_array`."""
         self._ensure_open()
-        self._transport.submit_array((kind, self._writer_id, run, tag, step, walltime, value, options))
+        self._transport.submit_array(
+            (kind, self._writer_id, run, tag, step, walltime, value, options), self._overflow_wait_s
+        )
 
     def _queue_record(
         self,

@@ -68,7 +68,7 @@ class InMemoryTransport:
         self.queue.append((RecordKind.CLOSE, writer, "", "", 0, time.time(), None))
         return True
 
-    def submit_array(self, record: tuple) -> None:
+    def submit_array(self, record: tuple, wait_s: float = 0.0) -> None:
         self.queue.append(record)
 
     def empty_array(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

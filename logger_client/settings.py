@@ -38,11 +38,24 @@ class Settings:
     batch_records: int = 4096
     #: Longest a record waits in the client before it is sent (visibility within 2 s by default).
     linger_s: float = 0.25
-    #: Upper bound of array bytes the client holds unacknowledged before it drops (and counts). The
-    #: daemon takes no larger frame (its own setting, at least 64 MiB): keep both sides' alike.
-    max_buffer_bytes: int = 256 * 2**20
-    #: Pre-faulted memory for array copies (faulted in as arrays are logged; 0: none). See _arena.
-    arena_bytes: int = 256 * 2**20
+    #: Upper bound of array bytes the client holds unacknowledged: a burst of arrays up to this size
+    #: is kept whole whatever the daemon's speed; past it the writer's `overflow` policy applies.
+    #: The daemon takes no larger frame (its own setting, at least 64 MiB): keep both sides' alike.
+    max_buffer_bytes: int = 1024 * 2**20
+    #: Memory for array copies, shared with the daemon (virtual; faulted in as arrays are logged,
+    #: the first 64 MiB when the transport starts; 0: none). See _arena.
+    arena_bytes: int = 1024 * 2**20
+    #: Bytes of the arena faulted in when the transport starts, off the training thread. A process
+    #: whose first burst of arrays is larger (a model's parameters) pays a page fault for each page
+    #: beyond, once; warming as much as it logs at once makes that resident from the start.
+    arena_warm_bytes: int = 64 * 2**20
+    #: What an array call does when `max_buffer_bytes` are held: "wait" for room on the calling
+    #: thread (up to `overflow_wait_s`, then drop and count), or "drop" it and count at once.
+    #: A writer's `overflow` argument overrides it.
+    overflow: str = "wait"
+    #: Longest an array call waits for room under the "wait" policy. After a wait that timed out,
+    #: calls drop at once until the daemon acknowledges something again.
+    overflow_wait_s: float = 10.0
     #: Upper bound of small records waiting in the client before it drops (and counts).
     max_pending_records: int = 1_000_000
     #: How long `flush()` waits for the daemon's acknowledgement.
@@ -63,6 +76,9 @@ class Settings:
     daemon_queue_bytes: int = 1024 * 2**20
     #: Records the daemon queues between receiving and writing before it stops reading.
     daemon_queue_records: int = 250_000
+    #: Threads the daemon encodes histograms, images, audio and video on (0: half the cores this
+    #: machine gives the daemon, at least one; 1: on the write thread, no pool).
+    encode_workers: int = 0
     #: Encoded bytes the daemon holds in memory while the disk refuses writes (full, over quota),
     #: written in order and acknowledged once it takes them again; records past it are dropped
     #: as `io_error`.

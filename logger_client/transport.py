@@ -63,8 +63,9 @@ class Transport(Protocol):
         """Closes a writer; whether everything it logged was written within `timeout_s`."""
         ...
 
-    def submit_array(self, record: tuple) -> None:
-        """Queues a record whose value is an array (obtained from `empty_array`, or owned)."""
+    def submit_array(self, record: tuple, wait_s: float = 0.0) -> None:
+        """Queues a record whose value is an array (obtained from `empty_array`, or owned); if the
+        transport holds too many array bytes, waits up to `wait_s` for room, then drops it."""
         ...
 
     def empty_array(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

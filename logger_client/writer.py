@@ -162,6 +162,10 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
         comet_config: Accepted for compatibility with tensorboardX; Comet is not used.
         transport: Where records go instead of the node's daemon, e.g. an
             `in_memory.InMemoryTransport()` to test training code without one (keyword only).
+        overflow: What an array call does when the process holds `max_buffer_bytes` (1 GiB) of
+            arrays the daemon has not written: "wait" for room on the calling thread, up to
+            `overflow_wait_s` (10 s), then drop and count; or "drop" and count at once. Default
+            `LOGGER_OVERFLOW`, "wait" (keyword only; see README, Bursts).
     """
 
     def _bind_add_scalar(self) -> None:

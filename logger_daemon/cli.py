@@ -160,6 +160,8 @@ def status(args: argparse.Namespace) -> int:
     print(f"records dropped:  {sum(dropped.values())}" + "".join(f"\n  {k}: {v}" for k, v in sorted(dropped.items())))
     print(f"queue depth:      {reply['queue_records']} records, {reply['queue_bytes']} array bytes")
     print(f"bytes written:    {reply['bytes_written']} in {reply['open_files']} open file(s)")
+    if "encode_workers" in reply:  # a daemon of an earlier version does not say
+        print(f"encoding threads: {reply['encode_workers']}")
     if reply.get("write_error"):
         print(f"the disk refuses writes: {reply['write_error']}")
         print(f"records held:     {reply['records_held']} ({reply['bytes_held']} bytes), written when it takes them")

@@ -1,13 +1,33 @@
-"""Histograms as tensorboardX builds them (numpy binning, then TensorBoard's bucket layout)."""
+"""Histograms as tensorboardX builds them (numpy binning, then TensorBoard's bucket layout).
+
+numpy.histogram sorts its input to bin it against explicit edges, which is most of what a
+histogram of the default edges costs. Those edges are spaced so that a float's top bits name at
+most one edge near it: where the `_histogram` extension is built, the default bins are counted in
+one pass over a table of the float's top bits (`_default_counts`), with the same counts as
+numpy.histogram, several times faster. (The same table in numpy takes several passes and is no
+faster than numpy.histogram, so without the extension numpy.histogram counts.)
+"""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from types import ModuleType
 
 import numpy as np
 
 from logger_daemon.protos.histogram_pb2 import HistogramProto
+
+
+def _load_extension() -> ModuleType | None:
+    try:
+        from logger_daemon import _histogram
+    except ImportError:  # built without a C compiler: numpy.histogram counts
+        return None
+    return _histogram
+
+
+_native = _load_extension()
 
 __all__ = ["TENSORFLOW_BINS", "Bins", "default_bucket_edges", "histogram_proto"]
 
@@ -51,11 +71,12 @@ def histogram_proto(values: np.ndarray, bins: Bins = TENSORFLOW_BINS, max_bins: 
     if flat.size == 0:
         raise ValueError("values: cannot make a histogram of an empty array")
     if isinstance(bins, str) and bins == TENSORFLOW_BINS:
-        bins = default_bucket_edges()
-    try:
-        counts, edges = np.histogram(flat, bins=bins)
-    except (TypeError, ValueError) as err:  # e.g. non-finite values with an estimator, bad bins
-        raise ValueError(f"values/bins: {err}") from err
+        counts, edges = _default_counts(np.asarray(values).reshape(-1), flat), default_bucket_edges()
+    else:
+        try:
+            counts, edges = np.histogram(flat, bins=bins)
+        except (TypeError, ValueError) as err:  # e.g. non-finite values with an estimator, bad bins
+            raise ValueError(f"values/bins: {err}") from err
 
     if max_bins is not None and counts.size > max_bins:
         counts, edges = _merge_bins(counts, edges, max_bins)
@@ -105,3 +126,48 @@ def _trim_empty(counts: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.n
     else:
         kept = np.concatenate([np.zeros(1, counts.dtype), counts[:end]])
     return kept, edges[start : end + 1]
+
+
+class _Cells:
+    """Per cell of the number line named by a float's top `bits` bits: the default bucket of the
+    cell's lowest value (`base`, -1 below the first edge) and the one default edge inside it
+    (`threshold`, +inf where there is none). A value's bucket is base + (value >= threshold)."""
+
+    def __init__(self, itemsize: int, bits: int) -> None:
+        edges = default_bucket_edges()
+        dtype, unsigned = (np.float32, np.uint32) if itemsize == 4 else (np.float64, np.uint64)
+        width = itemsize * 8
+        starts = np.arange(2**bits, dtype=unsigned) << unsigned(width - bits)
+        ends = starts | unsigned((1 << (width - bits)) - 1)
+        with np.errstate(invalid="ignore"):
+            first, last = starts.view(dtype).astype(np.float64), ends.view(dtype).astype(np.float64)
+        low, high = np.fmin(first, last), np.fmax(first, last)  # a negative cell's start is its top
+        finite = np.isfinite(low) & np.isfinite(high)
+        low, high = np.where(finite, low, 0.0), np.where(finite, high, 0.0)  # never looked up
+        below = np.searchsorted(edges, low, "right")  # edges <= the cell's lowest value
+        inside = np.searchsorted(edges, high, "right") - below  # edges in (low, high]
+        if inside.max() > 1:
+            raise AssertionError("a cell holds two default edges")  # the edges' spacing rules it out
+        # Cells beyond the last edge are never looked up (their values are not counted).
+        self.base = np.minimum(below - 1, edges.size - 2).astype(np.int32)
+        self.threshold = np.where(inside == 1, edges[np.minimum(below, edges.size - 1)], np.inf)
+
+
+@functools.cache
+def _cells(itemsize: int) -> _Cells:
+    """The tables of float32 (`itemsize` 4) or float64 (8) values."""
+    return _Cells(itemsize, 13 if itemsize == 4 else 16)
+
+
+def _default_counts(values: np.ndarray, flat: np.ndarray) -> np.ndarray:
+    """numpy.histogram's counts of `flat` (float64) in the default buckets. With the extension,
+    counted in one pass over `values` (the same numbers in the caller's dtype, flat) where they
+    are float32 (half the bytes to read), else over `flat`."""
+    edges = default_bucket_edges()
+    if _native is None:
+        return np.histogram(flat, bins=edges)[0]
+    source = np.ascontiguousarray(values if values.dtype == np.float32 else flat)
+    cells = _cells(source.dtype.itemsize)
+    counts = np.zeros(edges.size - 1, np.int64)
+    _native.count(source, source.dtype.itemsize, cells.base, cells.threshold, float(edges[0]), float(edges[-1]), counts)
+    return counts

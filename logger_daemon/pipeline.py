@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from logger_client.protocol import DropReason
 from logger_client.settings import Settings
+from logger_daemon.encode_pool import EncodePool
 from logger_daemon.event_file import Backlog, EventFile
 from logger_daemon.intake import Group, Intake, OpenWriter, Parts, Work
 from logger_daemon.runs import RefusedWriter, RunLog, Runs
@@ -32,6 +33,11 @@ OnWritten = Callable[[dict[bytes, int], dict[bytes, Counter[str]]], None]
 #: How often records the disk refused are tried again.
 RETRY_S = 0.5
 
+#: A cycle takes messages holding at most this many array bytes (and at least one message): a
+#: burst of arrays is written and acknowledged in parts, and each part's acknowledgement hands
+#: its client's arena slots back while the next part is encoded.
+CYCLE_ARRAY_BYTES = 64 * 2**20
+
 
 class Pipeline:
     """Owns every run directory and event file; fed by `put`, acknowledges through `on_written`."""
@@ -42,6 +48,7 @@ class Pipeline:
         fsync_interval_s: float,
         on_written: OnWritten,
         held_bytes: int = Settings.daemon_held_bytes,
+        encode_workers: int = 1,
     ) -> None:
         self._stats = stats
         self._fsync_interval_s = fsync_interval_s
@@ -60,6 +67,7 @@ class Pipeline:
         #: refused: (acks, [(file, its `appended` at the cycle's end)]).
         self._waiting: deque[tuple[dict[bytes, int], list[tuple[EventFile, int]]]] = deque()
         self._last_fsync = self._last_retry = time.monotonic()
+        self._pool = EncodePool(encode_workers)
         self._thread = threading.Thread(target=self._run, name="logger-daemon-pipeline", daemon=True)
 
     def start(self) -> None:
@@ -80,6 +88,10 @@ class Pipeline:
     def open_files(self) -> int:
         return self._runs.open_files()
 
+    @property
+    def encode_workers(self) -> int:
+        return self._pool.workers
+
     def held(self) -> tuple[int, int, str | None]:
         """(records, bytes) held in memory because the disk refused them, and why (None: it does
         not). Safe from any thread."""
@@ -94,14 +106,14 @@ class Pipeline:
             self._thread.join(timeout_s)
         else:  # driven by `process` on the caller's thread
             self._runs.close()
+        self._pool.close()
 
     def _run(self) -> None:
         while True:
             with self._ready:
                 if not self._inbox and not self._stopping:
                     self._ready.wait(timeout=RETRY_S if self._backlog.blocked else min(1.0, self._fsync_interval_s))
-                batch, self._inbox = self._inbox, []
-                self._inbox_bytes = self._inbox_records = 0
+                batch = self._take_cycle()
                 stopping = self._stopping
             if batch:
                 try:
@@ -119,6 +131,23 @@ class Pipeline:
                 if acks or drops:
                     self._on_written(acks, drops)
                 return
+
+    def _take_cycle(self) -> list[Work]:
+        """The oldest messages of the inbox, up to `CYCLE_ARRAY_BYTES` of arrays; holds `_ready`."""
+        inbox = self._inbox
+        taken = nbytes = records = 0
+        for work in inbox:
+            size = work.nbytes
+            if taken and nbytes + size > CYCLE_ARRAY_BYTES:
+                break
+            taken += 1
+            nbytes += size
+            records += work.count
+        batch = inbox[:taken]
+        del inbox[:taken]
+        self._inbox_bytes -= nbytes
+        self._inbox_records -= records
+        return batch
 
     # -- one cycle ---------------------------------------------------------------------------------
 
@@ -204,7 +233,7 @@ class Pipeline:
         return decided
 
     def _write(self, groups: Groups) -> None:
-        written = write_groups(groups, self._drops)
+        written = write_groups(groups, self._drops, self._pool)
         for run in written.runs:
             run.flush()  # readable by TensorBoard from here on: what is acked is visible
         if written.duplicates:

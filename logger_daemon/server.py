@@ -25,6 +25,7 @@ from logger_client import protocol
 from logger_client.protocol import DropReason, MessageKind, ProtocolError
 from logger_client.settings import Settings
 from logger_daemon.connections import LISTEN_BACKLOG, ConnectionGuard, connection_cap, raise_fd_limit
+from logger_daemon.encode_pool import default_workers
 from logger_daemon.intake import Work
 from logger_daemon.pipeline import Pipeline
 from logger_daemon.stats import Stats
@@ -132,7 +133,13 @@ class Server:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self.pipeline = Pipeline(self.stats, settings.fsync_interval_s, self._on_written, settings.daemon_held_bytes)
+        self.pipeline = Pipeline(
+            self.stats,
+            settings.fsync_interval_s,
+            self._on_written,
+            settings.daemon_held_bytes,
+            settings.encode_workers or default_workers(),
+        )
         self._stop_requested = threading.Event()
         self.connections: ConnectionGuard | None = None  # made by serve(), with the socket
 
@@ -369,6 +376,7 @@ class Server:
             "bytes_held": held_bytes,
             "write_error": write_error,
             "open_files": self.pipeline.open_files(),
+            "encode_workers": self.pipeline.encode_workers,
             "restarts": self.restarts,
             "connections": self.connections.status() if self.connections is not None else {},
             "clients": [

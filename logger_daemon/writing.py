@@ -29,7 +29,8 @@ from logger_client.protocol import (
     record_options,
 )
 from logger_daemon import summaries
-from logger_daemon.encoders import ENCODERS
+from logger_daemon.encode_pool import Encoded, EncodePool
+from logger_daemon.encoders import Encoder
 from logger_daemon.intake import Group
 from logger_daemon.reduce import reduce_records
 from logger_daemon.runs import RunLog
@@ -68,11 +69,22 @@ class Written:
         self.duplicates = 0
 
 
-def write_groups(groups: Groups, drops: Drops) -> Written:
-    """Writes every group to its run's event file. Files are left unflushed: the caller hands them
-    to the OS once per cycle."""
+def write_groups(groups: Groups, drops: Drops, pool: EncodePool | None = None) -> Written:
+    """Writes every group to its run's event file, the heavy records encoded ahead on `pool`.
+    Files are left unflushed: the caller hands them to the OS once per cycle."""
     out = Written()
-    for (run, tag), group in reduce_records(groups).items():
+    reduced = reduce_records(groups)
+    heavy = ((run.path, group.records) for (run, _), group in reduced.items() if group.mixed)
+    encoded = Encoded() if pool is None else pool.start(heavy)
+    try:
+        _write_groups(reduced, drops, encoded, out)
+    finally:
+        encoded.finish()
+    return out
+
+
+def _write_groups(groups: Groups, drops: Drops, encode: Encoder, out: Written) -> None:
+    for (run, tag), group in groups.items():
         try:
             run.event_file()
         except (OSError, ValueError) as exc:
@@ -82,11 +94,10 @@ def write_groups(groups: Groups, drops: Drops) -> Written:
             continue
         columns = None if group.mixed else group.scalar_columns()
         if columns is None:
-            _write_each(run, tag, *group.as_records(tag), drops, out)
+            _write_each(run, tag, *group.as_records(tag), drops, out, encode)
         else:
             _write_scalars(run, tag, *columns, drops, out)
         out.runs.add(run)
-    return out
 
 
 def _write_scalars(
@@ -132,7 +143,13 @@ def _count_rows(drops: Drops, reason: DropReason, owners: list[tuple[bytes, int]
 
 
 def _write_each(
-    run: RunLog, tag: str, records: list[Record], owners: list[tuple[bytes, int]], drops: Drops, out: Written
+    run: RunLog,
+    tag: str,
+    records: list[Record],
+    owners: list[tuple[bytes, int]],
+    drops: Drops,
+    out: Written,
+    encode: Encoder,
 ) -> None:
     """Any records of one (run, tag), one at a time, in step order."""
     clients = [client for client, count in owners for _ in range(count)]
@@ -159,7 +176,7 @@ def _write_each(
             drops.add(DropReason.STEP_OUT_OF_ORDER, 1, client)
             continue
         try:
-            events = ENCODERS[record[KIND]](record, run.path)
+            events = encode(record, run.path)
         except OSError as exc:  # files an encoder writes beside the events (the projector's)
             log.error("cannot write the files of a %s record %r: %s", RecordKind(record[KIND]).name, tag, exc)
             drops.add(DropReason.IO_ERROR, 1, client)

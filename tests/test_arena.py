@@ -20,6 +20,7 @@ from test_daemon import accumulator
 from test_hostile_peers import cli_status
 
 from logger_client import SummaryWriter
+from logger_client import _arena as arena_module
 from logger_client._arena import _CHUNK, _INITIAL_BYTES, _MIN_SLOT, Arena
 from logger_client.protocol import MessageKind
 
@@ -78,9 +79,36 @@ def test_a_full_arena_falls_back_to_ordinary_memory_and_recovers() -> None:
     assert in_arena(arena, arena.empty((SLOT_VALUES,), F32))
 
 
-def test_a_burst_that_finds_the_faulted_room_full_doubles_it() -> None:
+@pytest.mark.parametrize("warm", [None, 3 * _INITIAL_BYTES])
+def test_warm_faults_in_the_first_part_before_any_array(warm) -> None:
+    arena = Arena(4 * _INITIAL_BYTES)
+    expected = _INITIAL_BYTES if warm is None else warm
+    arena.warm() if warm is None else arena.warm(warm)
+    wait_for(lambda: arena.faulted_bytes >= expected, message="the arena to warm up")
+    assert arena._wanted == expected  # not the whole arena: only what is wanted
+
+
+def test_a_burst_past_the_warm_part_goes_on_into_the_cold_part_which_warms_behind_it() -> None:
     arena = ready(Arena(4 * _INITIAL_BYTES))
+    if not arena._populates:
+        pytest.skip("this kernel has no MADV_POPULATE_WRITE")
     assert arena.faulted_bytes == _INITIAL_BYTES  # not the whole arena: only what is wanted
+    values = 2**20 // 4
+    held = []
+    for i in range(_INITIAL_BYTES // 2**20 + 8):  # past the warm part
+        array = arena.empty((values,), F32)
+        array.fill(i)
+        held.append(array)
+    assert all(in_arena(arena, array) for array in held)
+    # The faulting thread works ahead of the burst, over slots it already filled: their bytes stay.
+    wait_for(lambda: arena._faulted >= 2 * (_INITIAL_BYTES + 8 * 2**20), message="the arena to grow")
+    assert all((array == i).all() for i, array in enumerate(held))
+
+
+def test_without_populating_only_the_warm_part_is_handed_out_and_a_full_one_doubles(monkeypatch) -> None:
+    monkeypatch.setattr(arena_module, "_madvise", None)
+    arena = ready(Arena(4 * _INITIAL_BYTES))
+    assert not arena._populates and arena.faulted_bytes == _INITIAL_BYTES
     values = 2**20 // 4
     held = [arena.empty((values,), F32) for _ in range(_INITIAL_BYTES // 2**20 + 1)]
     assert not in_arena(arena, held[-1]), "the last array found the faulted room full"

@@ -46,6 +46,7 @@ CALLS = (
 )
 #: Call workloads with a floor (a copy of their arrays, or the figure's rendering).
 FLOORED = CALLS[3:]
+BURSTS = ("burst_40_numpy", "burst_40_torch", "burst_200_numpy", "burst_200_torch")
 THROUGHPUT = ("e2e_one_writer", "e2e_four_processes")
 TARGETS = (
     "add_scalar_ratio",
@@ -57,6 +58,8 @@ TARGETS = (
     "add_audio_ratio",
     "add_video_ratio",
     "e2e_one_writer_ratio",
+    *(f"{name}_floor" for name in BURSTS),
+    "burst_40_numpy_ratio",
     "training_loop_overhead",
 )
 
@@ -121,7 +124,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, str]
 def test_every_workload_ran_for_every_writer(quick_run: tuple[dict, str, str]) -> None:
     doc, _, _ = quick_run
     assert doc["quick"] is True
-    assert set(doc["workloads"]) == {*CALLS, *THROUGHPUT, "training_loop"}
+    assert set(doc["workloads"]) == {*CALLS, *BURSTS, *THROUGHPUT, "training_loop"}
     unsupported = set()
     for name, entry in doc["workloads"].items():
         assert set(entry["writers"]) == set(WRITERS), name
@@ -168,6 +171,15 @@ def test_figures_are_sane(quick_run: tuple[dict, str, str]) -> None:
             assert _positive(r["mean_x_lower_than_tensorboardX"]), f"{name}/{writer}"
             assert _positive(r["floor_us"]) if name in FLOORED else "floor_us" not in r, f"{name}/{writer}"
         assert workloads[name]["writers"]["tensorboardX"]["mean_x_lower_than_tensorboardX"] == pytest.approx(1.0)
+    for name in BURSTS:
+        params = workloads[name]["params"]
+        for writer, r in workloads[name]["writers"].items():
+            assert (r["calls"], r["bursts"]) == (params["calls"], params["bursts"])
+            assert len(r["burst_mean_us"]) == len(r["copy_floor_per_burst_us"]) == params["bursts"]
+            for key in ("mean_us", "first_burst_mean_us", "copy_floor_us", "x_copy_floor", "peak_rss_mb"):
+                assert _positive(r[key]), f"{name}/{writer}: {key}={r[key]}"
+            assert _positive(r["mean_x_lower_than_tensorboardX"]), f"{name}/{writer}"
+        assert workloads[name]["writers"]["logger_client"]["dropped"] == {}
     for name in THROUGHPUT:
         params = workloads[name]["params"]
         for writer, r in workloads[name]["writers"].items():
@@ -199,6 +211,7 @@ def test_report_has_context_and_targets(quick_run: tuple[dict, str, str]) -> Non
     for heading in (
         "## Targets",
         "## Per-call cost",
+        "## Bursts of array calls",
         "## End-to-end throughput",
         "## Training-loop overhead",
         "## Peak resident memory",

@@ -546,6 +546,7 @@ def test_a_daemon_started_by_hand_is_found_and_reports_status(daemon, runtime_di
     assert "records written:  25" in text
     assert "records dropped:  0" in text
     assert "queue depth:      0 records" in text
+    assert f"encoding threads: {status['encode_workers']}" in text and status["encode_workers"] >= 1
     written = int(text.split("bytes written:")[1].split()[0])
     assert 0 < written <= size  # the data records; the file also starts with its version record
     assert writer.close(timeout=10)
@@ -873,7 +874,12 @@ def test_client_memory_is_bounded_when_the_daemon_is_frozen(daemon, runtime_dir,
             logdir,
             spawn,
             tmp_path,
-            {"LOGGER_MAX_BUFFER_BYTES": str(bound), "LOGGER_ARENA_BYTES": str(arena), "LOGGER_CLOSE_TIMEOUT_S": "1"},
+            {
+                "LOGGER_MAX_BUFFER_BYTES": str(bound),
+                "LOGGER_ARENA_BYTES": str(arena),
+                "LOGGER_CLOSE_TIMEOUT_S": "1",
+                "LOGGER_OVERFLOW": "drop",  # the "wait" policy's bounded wait is tested in test_overflow.py
+            },
             result_timeout_s=60,
             signum=signal.SIGSTOP,  # alive (its lock held), reading nothing: the clients' bounds apply
         )

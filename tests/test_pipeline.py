@@ -20,6 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from logger_client import protocol
 from logger_client._producer import pack_records
 from logger_client.protocol import SCALAR_ROW, MessageKind, RecordKind
+from logger_daemon import pipeline as pipeline_module
 from logger_daemon.intake import Work
 from logger_daemon.pipeline import Pipeline
 from logger_daemon.stats import Stats
@@ -227,3 +228,36 @@ def test_the_pipeline_thread_writes_what_is_put_and_stops_after_writing_it(harne
     pipeline.stop(20)
     assert pipeline.queued() == (0, 0) and pipeline.open_files() == 0
     assert len(steps_and_values(logdir, "loss")) == 100
+
+
+def test_a_burst_put_at_once_is_written_and_acknowledged_in_parts(harness, logdir, monkeypatch):
+    """Each acknowledgement of a burst comes once its part is in the file: the client's slots come
+    back part by part, not after the whole burst."""
+    values = np.arange(1000, dtype=np.float32)
+    monkeypatch.setattr(pipeline_module, "CYCLE_ARRAY_BYTES", 2 * values.nbytes)
+    pipeline = harness.pipeline
+    pipeline.put(harness.work(A, [open_record(logdir)]))
+    for step in range(6):
+        record = (RecordKind.HISTOGRAM, 1, "", "h", step, WALL, 0, {"bins": "tensorflow"})
+        pipeline.put(harness.work(A, [record], [values + step]))
+    on_disk_at_ack: list[int] = []
+    acknowledge = harness._on_written
+
+    def on_written(acks: dict[bytes, int], drops: dict[bytes, Counter]) -> None:
+        on_disk_at_ack.append(len(histogram_steps(logdir, "h")))
+        acknowledge(acks, drops)
+
+    pipeline._on_written = on_written  # the pipeline was made with the harness's callback
+    pipeline.start()
+    pipeline.stop(20)
+    seqs = [acks[A] for acks in harness.acks]
+    assert seqs == [3, 5, 7]  # two array messages a cycle (the OPEN carries none)
+    assert on_disk_at_ack == [2, 4, 6]
+    assert histogram_steps(logdir, "h") == list(range(6))
+
+
+def histogram_steps(logdir: str, tag: str) -> list[int]:
+    if not os.path.isdir(logdir):
+        return []
+    accumulator = EventAccumulator(logdir, size_guidance={"histograms": 0}).Reload()
+    return [event.step for event in accumulator.Histograms(tag)] if tag in accumulator.Tags()["histograms"] else []

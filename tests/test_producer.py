@@ -14,6 +14,7 @@ import msgpack
 import numpy as np
 import pytest
 
+from logger_client import _producer as producer_module
 from logger_client import protocol
 from logger_client._producer import (
     Batch,
@@ -163,6 +164,17 @@ def test_a_drain_cuts_batches_at_arrays_flushes_and_the_batch_size_in_queue_orde
     arrays = [a for b in batches_before if isinstance(b, Batch) for a in b.arrays]
     assert len(arrays) == 1 and arrays[0] is image
     assert sum(b.data for b in out if isinstance(b, Batch)) == 20 + 1 + 1  # rows, the image, the text
+
+
+def test_a_burst_of_arrays_is_sent_in_messages_of_bounded_array_bytes(monkeypatch):
+    """Each message is acknowledged on its own, so a burst's first slots come back early."""
+    monkeypatch.setattr(producer_module, "_MESSAGE_ARRAY_BYTES", 1000)
+    producer = make(max_buffer_bytes=10_000)
+    for step in range(5):
+        producer.submit_array((RecordKind.HISTOGRAM, 1, "", "h", step, 1.0, np.zeros(600, np.uint8), {}))
+    batches = [batch for batch in producer.drain() if isinstance(batch, Batch)]
+    assert [len(batch.arrays) for batch in batches] == [2, 2, 1]  # closed once past the bound
+    assert [record[protocol.STEP] for batch in batches for record in decoded(batch)] == list(range(5))
 
 
 def test_a_record_carrying_several_arrays_names_each_by_its_index_in_the_message():

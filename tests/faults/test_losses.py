@@ -38,6 +38,7 @@ def test_a_flush_after_a_refused_record_returns_false_and_the_next_clean_one_tru
 def test_a_flush_after_the_client_dropped_an_array_returns_false(daemon, logdir, monkeypatch):
     monkeypatch.setenv("LOGGER_MAX_BUFFER_BYTES", str(2**20))
     monkeypatch.setenv("LOGGER_LINGER_S", "30")  # nothing is sent until the flush: the bound is hit
+    monkeypatch.setenv("LOGGER_OVERFLOW", "drop")  # past the bound: dropped, not waited for
     writer = SummaryWriter(logdir)
     image = np.zeros((1, 512, 1024), np.uint8)  # 512 KiB: the third one does not fit
     for step in range(3):
