@@ -61,7 +61,9 @@ class Settings:
     #: Array bytes the daemon queues between receiving and writing before it stops reading.
     daemon_queue_bytes: int = 1024 * 2**20
     #: Records the daemon queues between receiving and writing before it stops reading.
-    daemon_queue_records: int = 250_000
+    daemon_queue_records: int = 50_000
+    #: Messages ZeroMQ queues in the daemon per client connection before it stops reading it.
+    daemon_receive_hwm: int = 100
 
     @classmethod
     def from_env(cls) -> Settings:
