@@ -12,7 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-GROUPS = ("calls", "throughput", "training_loop", "read_back")
+GROUPS = ("calls", "throughput", "training_loop", "read_back", "soak")
+#: Groups a run leaves out unless `--only` names them: the soak takes minutes of its own.
+OPT_IN = ("soak",)
+#: How long the soak runs unless `--soak-s` says otherwise (full, --quick).
+SOAK_S = (300.0, 5.0)
 
 
 @dataclass(frozen=True)
@@ -27,9 +31,10 @@ def _call(name: str, label: str, method: str, calls: int, **params: Any) -> Work
     return Workload(name, "calls", label, {"method": method, "calls": calls, **params})
 
 
-def workloads(quick: bool) -> list[Workload]:
+def workloads(quick: bool, soak_s: float | None = None) -> list[Workload]:
     """The suite in run order; `quick` keeps every workload and writer but shrinks the sizes."""
     q = quick
+    soak_s = soak_s if soak_s is not None else SOAK_S[q]
     histogram_values = 100_000 if q else 1_000_000
     return [
         _call("add_scalar", "add_scalar", "add_scalar", 2_000 if q else 100_000),
@@ -76,6 +81,22 @@ def workloads(quick: bool) -> list[Workload]:
             "read_back",
             f"read back {4 * 10 * (500 if q else 25_000):,} scalars (10 tags, 4 runs)",
             {"runs": 4, "tags": 10, "steps": 500 if q else 25_000},
+        ),
+        # logger_client only, opt-in (OPT_IN): see soak.py.
+        Workload(
+            "soak",
+            "soak",
+            f"soak, 4 processes x {soak_s:g} s at a training pace",
+            {
+                "processes": 4,
+                "duration_s": soak_s,
+                "step_ms": 10.0,
+                "scalars_per_step": 20,
+                "image_shape": [3, 64, 64],
+                "sample_s": 1.0,
+                "warmup_fraction": 0.2,
+                "poll_s": 0.01,
+            },
         ),
     ]
 

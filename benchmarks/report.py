@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
 
+from benchmarks import soak as soak_workload
 from benchmarks.calls import SETTLE_S
 from benchmarks.plan import READ_BACK_TARGETS, TARGETS
 from benchmarks.runtime import REPO, THREAD_PINS
@@ -75,6 +76,17 @@ METHOD = {
         "scalars, (run, tag) series, exact sums of steps and values (values are k/8, exact in "
         "float32). Ratios: the other reader's read_s / logger_client's, same run."
     ),
+    "soak": (
+        "logger_client only, opt-in (--only soak, --soak-s). N processes, one writer each on a run of "
+        "its own, log at a fixed pace (each step: scalars, the first a probe, and one image) for "
+        "duration_s. The daemon's /proc status, stat and fd directory are sampled every sample_s; "
+        "growth per hour = least-squares slope after the first warmup_fraction of the run, with its "
+        "standard error. Call to readable: a thread of the suite reads the event files' new bytes "
+        "every poll_s (no flush asked for), frames them with logger_client._tfrecord_read and decodes "
+        "each probe's event; latency = when it first read the whole record - the wall time the "
+        "writer stamped at the call. Logged vs on disk: every child's counts against the whole log "
+        "dir read back (CRCs checked), every probe seen once. See benchmarks/soak.py."
+    ),
     "notes": [
         "tensorboardX calls its comet logger hook on every call (disabled by default): measured as "
         "users get it by default.",
@@ -89,7 +101,19 @@ METHOD = {
     ],
 }
 
-_LOWER_IS_BETTER = {"mean_us", "median_us", "p99_us", "overhead_pct", "peak_rss_mb", "total_s", "read_s"}
+_LOWER_IS_BETTER = {
+    "mean_us",
+    "median_us",
+    "p99_us",
+    "overhead_pct",
+    "peak_rss_mb",
+    "total_s",
+    "read_s",
+    "latency_median_s",
+    "latency_p99_s",
+    "daemon_rss_last_mib",
+    "daemon_cpu_mean_pct",
+}
 
 
 # -- facts of the run ----------------------------------------------------------------------------
@@ -290,9 +314,13 @@ def build_document(
     if read_back is not None:
         add_read_back_ratios(read_back)
         read_back["targets"] = evaluate_read_back_targets(read_back)
+    # So is the soak (logger_client only).
+    soak = workloads.pop("soak", None)
+    if soak is not None:
+        soak["targets"] = soak_workload.evaluate_targets(soak)
     add_ratios(workloads)
     ok = all(_ok(r) and r["verify"]["ok"] for e in workloads.values() for r in e["writers"].values())
-    ok = ok and read_back_ok(read_back)
+    ok = ok and read_back_ok(read_back) and (soak is None or ("error" not in soak and soak["nothing_lost"]))
     return {
         "schema": SCHEMA,
         **started,
@@ -309,6 +337,7 @@ def build_document(
         "targets": evaluate_targets(workloads),
         "workloads": workloads,
         "read_back": read_back,
+        "soak": soak,
         **facts,
     }
 
@@ -375,8 +404,12 @@ def markdown(doc: dict[str, Any]) -> str:
         "| target | measured | goal | result |",
         "|---|---:|---:|:---:|",
     ]
-    for t in doc["targets"] + ((doc.get("read_back") or {}).get("targets") or []):
+    soak_targets = (doc.get("soak") or {}).get("targets") or []
+    for t in doc["targets"] + ((doc.get("read_back") or {}).get("targets") or []) + soak_targets:
         measured = t["measured"]
+        if t.get("unit"):
+            lines.append(f"| {t['description']} | {' | '.join(_with_unit(t))} | **{t['result']}** |")
+            continue
         if measured is None:
             shown = ""
         elif t["name"].endswith("_ratio") or t["name"].startswith("read_back_"):
@@ -464,6 +497,7 @@ def markdown(doc: dict[str, Any]) -> str:
             )
 
     lines += _read_back_markdown(doc.get("read_back"))
+    lines += soak_workload.markdown(doc.get("soak"))
 
     writers = list(WRITERS)
     lines += [
@@ -485,6 +519,22 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
     lines += ["", "Method and raw figures: see the JSON (`method`, `workloads`).", ""]
     return "\n".join(lines)
+
+
+def _with_unit(target: dict[str, Any]) -> tuple[str, str]:
+    """A target's measured figure and its goal, in the target's unit."""
+    measured, unit, threshold = target["measured"], target["unit"], target["threshold"]
+    if unit == "records":
+        return ("" if measured is None else f"{measured:,.0f}"), f"{threshold:,.0f}"
+    if measured is None:
+        shown = ""
+    elif unit == "MiB/h":
+        shown = f"{measured:+.2f} MiB/h" + (f" (± {target['stderr']:.2f})" if target.get("stderr") is not None else "")
+    elif unit == "s":
+        shown = f"{measured:.3f} s"
+    else:
+        shown = f"{measured:,.0f} {unit}"
+    return shown, f"≤ {threshold:g} {unit}"
 
 
 def _read_back_markdown(entry: dict[str, Any] | None) -> list[str]:
@@ -558,6 +608,17 @@ def _figures(doc: dict[str, Any]) -> dict[str, float]:
     for reader, r in ((doc.get("read_back") or {}).get("readers") or {}).items():
         if _ok(r):
             flat[f"read_back / {reader} / read_s"] = r["read_s"]
+    soak = doc.get("soak")
+    if _ok(soak):
+        assert soak is not None
+        for key, value in (
+            ("latency_median_s", soak["latency_s"]["median"]),
+            ("latency_p99_s", soak["latency_s"]["p99"]),
+            ("daemon_rss_last_mib", soak["daemon"].get("rss_mib", {}).get("last")),
+            ("daemon_cpu_mean_pct", (soak["daemon"].get("cpu_pct") or {}).get("mean")),
+        ):
+            if value is not None:
+                flat[f"soak / {SUBJECT} / {key}"] = value
     return flat
 
 
