@@ -112,6 +112,8 @@ class Target:
     #: "ratio_min": reference / subject >= threshold; "max": subject value <= threshold.
     kind: str
     metric: str
+    #: Unit of a "max" target's figure, where it is not microseconds or percent.
+    unit: str = ""
 
 
 TARGETS = [
@@ -149,6 +151,15 @@ TARGETS = [
         "scalars_per_s",
     ),
     Target("training_loop_overhead", "training-loop overhead <= 1 %", "training_loop", 1.0, "max", "overhead_pct"),
+    Target(
+        "e2e_one_writer_daemon_rss",
+        "daemon peak RSS, end-to-end 1 writer (the scalar flood)",
+        "e2e_one_writer",
+        200.0,
+        "max",
+        "daemon_peak_rss_mb",
+        "MiB",
+    ),
 ]
 
 

@@ -35,6 +35,7 @@ TARGETS = (
     "add_histogram_ratio",
     "e2e_one_writer_ratio",
     "training_loop_overhead",
+    "e2e_one_writer_daemon_rss",
 )
 
 
