@@ -111,7 +111,7 @@ _LOWER_IS_BETTER = {
     "read_s",
     "latency_median_s",
     "latency_p99_s",
-    "daemon_rss_last_mib",
+    "daemon_rss_at_end_mib",
     "daemon_cpu_mean_pct",
 }
 
@@ -623,7 +623,7 @@ def _figures(doc: dict[str, Any]) -> dict[str, float]:
         for key, value in (
             ("latency_median_s", soak["latency_s"]["median"]),
             ("latency_p99_s", soak["latency_s"]["p99"]),
-            ("daemon_rss_last_mib", soak["daemon"].get("rss_mib", {}).get("last")),
+            ("daemon_rss_at_end_mib", soak["daemon"].get("rss_mib", {}).get("at_end")),
             ("daemon_cpu_mean_pct", (soak["daemon"].get("cpu_pct") or {}).get("mean")),
         ):
             if value is not None:

@@ -284,12 +284,19 @@ def fit(ts: list[float], ys: list[float]) -> dict[str, float | None]:
     return {"slope_per_h": slope * 3600, "stderr_per_h": stderr * 3600}
 
 
-def analyse(samples: list[list[float]], warmup_s: float) -> dict[str, Any]:
-    """Start, end, peak and growth per hour after `warmup_s` of each sampled figure; CPU as %."""
+def analyse(samples: list[list[float]], warmup_s: float, end_s: float) -> dict[str, Any]:
+    """Start, peak, and growth per hour between `warmup_s` and `end_s` (the end of the logging: the
+    writers' close, which unmaps the arenas, must not count as shrinkage) of each sampled figure;
+    CPU as % of a core."""
     columns = {name: [s[i] for s in samples] for i, name in enumerate(DaemonSampler.FIELDS)}
-    kept = [i for i, t in enumerate(columns["t_s"]) if t >= warmup_s]
+    kept = [i for i, t in enumerate(columns["t_s"]) if warmup_s <= t <= end_s]
     ts = [columns["t_s"][i] for i in kept]
-    out: dict[str, Any] = {"samples": len(samples), "fitted_samples": len(kept), "warmup_s": warmup_s}
+    out: dict[str, Any] = {
+        "samples": len(samples),
+        "fitted_samples": len(kept),
+        "warmup_s": warmup_s,
+        "end_s": end_s,
+    }
     for name in ("rss_mib", "anon_mib", "file_mib", "shmem_mib", "fds", "threads"):
         values = columns[name]
         if not values or any(math.isnan(v) for v in values):
@@ -297,20 +304,21 @@ def analyse(samples: list[list[float]], warmup_s: float) -> dict[str, Any]:
         out[name] = {
             "first": values[0],
             "after_warmup": values[kept[0]] if kept else None,
-            "last": values[-1],
+            "at_end": values[kept[-1]] if kept else None,
+            "after_close": values[-1],
             "max": max(values),
             **fit(ts, [values[i] for i in kept]),
         }
     # CPU: the share of one core used between consecutive samples.
     t, cpu = columns["t_s"], columns["cpu_s"]
     shares = [(t[i], 100 * (cpu[i] - cpu[i - 1]) / (t[i] - t[i - 1])) for i in range(1, len(t)) if t[i] > t[i - 1]]
-    after = [(at, share) for at, share in shares if at >= warmup_s]
-    if after:
-        span = t[-1] - t[kept[0]] if kept else 0
+    within = [(at, share) for at, share in shares if warmup_s <= at <= end_s]
+    if within and kept:
+        span = t[kept[-1]] - t[kept[0]]
         out["cpu_pct"] = {
-            "mean": 100 * (cpu[-1] - cpu[kept[0]]) / span if span > 0 else None,
-            "max": max(share for _, share in after),
-            **fit([at for at, _ in after], [share for _, share in after]),
+            "mean": 100 * (cpu[kept[-1]] - cpu[kept[0]]) / span if span > 0 else None,
+            "max": max(share for _, share in within),
+            **fit([at for at, _ in within], [share for _, share in within]),
         }
     out["cpu_s_total"] = cpu[-1] - cpu[0] if cpu else None
     return out
@@ -416,7 +424,7 @@ def summarize(
             "poll_s": params["poll_s"],
         },
         "daemon": {
-            **analyse(samples, params["duration_s"] * params["warmup_fraction"]),
+            **analyse(samples, params["duration_s"] * params["warmup_fraction"], params["duration_s"]),
             "fields": list(DaemonSampler.FIELDS),
             "series": samples,
         },
@@ -484,10 +492,11 @@ def markdown(entry: dict[str, Any] | None) -> list[str]:
         f"{entry['processes']} processes x {p['duration_s']:g} s, each step ({p['step_ms']:g} ms) "
         f"{p['scalars_per_step']} scalars and one {'x'.join(map(str, p['image_shape']))} float32 image; "
         f"{entry['steps']:,} of {entry['planned_steps']:,} planned steps ({entry['late_steps']:,} late). "
-        f"Daemon sampled every {p['sample_s']:g} s, fitted after the first {d['warmup_s']:.0f} s.",
+        f"Daemon sampled every {p['sample_s']:g} s, fitted from {d['warmup_s']:.0f} s (the warm-up) to "
+        f"{d['end_s']:.0f} s (the end of logging; the writers then close).",
         "",
-        "| figure | first | after warm-up | last | max | growth per hour (± std. error) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| figure | first | after warm-up | end of logging | after close | max | growth per hour (± std. error) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for key, label in (
         ("rss_mib", "RSS, MiB"),
@@ -502,15 +511,16 @@ def markdown(entry: dict[str, Any] | None) -> list[str]:
         slope = figure["slope_per_h"]
         growth = "" if slope is None else f"{slope:+.2f} (± {figure['stderr_per_h']:.2f})"
         lines.append(
-            f"| {label} | {figure['first']:,.1f} | {figure['after_warmup']:,.1f} | {figure['last']:,.1f} | "
-            f"{figure['max']:,.1f} | {growth} |"
+            f"| {label} | {figure['first']:,.1f} | {_maybe(figure['after_warmup'])} | {_maybe(figure['at_end'])} | "
+            f"{figure['after_close']:,.1f} | {figure['max']:,.1f} | {growth} |"
         )
     cpu = d.get("cpu_pct")
     if cpu is not None:
-        lines.append(
-            f"| CPU, % of a core | | | | {cpu['max']:.0f} | mean {cpu['mean']:.1f} %, "
-            f"{cpu['slope_per_h']:+.2f} (± {cpu['stderr_per_h']:.2f}) points/h |"
+        mean = "" if cpu["mean"] is None else f"mean {cpu['mean']:.1f} %"
+        slope = (
+            "" if cpu["slope_per_h"] is None else f", {cpu['slope_per_h']:+.2f} (± {cpu['stderr_per_h']:.2f}) points/h"
         )
+        lines.append(f"| CPU, % of a core | | | | | {cpu['max']:.0f} | {mean}{slope} |")
     steps = sorted(w["step_log_us"]["p99"] for w in entry["per_process"] if w["step_log_us"]["p99"] is not None)
     lines += [
         "",
@@ -521,6 +531,10 @@ def markdown(entry: dict[str, Any] | None) -> list[str]:
         + (f". A step's 21 calls, p99 per process: {', '.join(f'{x:.0f}' for x in steps)} µs." if steps else "."),
     ]
     return lines
+
+
+def _maybe(value: float | None) -> str:
+    return "" if value is None else f"{value:,.1f}"
 
 
 def _kinds(counts: dict[str, int]) -> str:

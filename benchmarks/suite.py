@@ -151,7 +151,7 @@ class Suite:
             self.log(
                 f"soak: {'nothing lost' if entry['nothing_lost'] else 'LOST ' + str(entry['lost'])}, "
                 f"call to readable median {lat['median']:.3f} s p99 {lat['p99']:.3f} s, "
-                f"daemon RSS {rss.get('last', 0):.0f} MiB, {rss.get('slope_per_h') or 0:+.2f} MiB/h"
+                f"daemon RSS {rss.get('at_end') or 0:.0f} MiB, {rss.get('slope_per_h') or 0:+.2f} MiB/h"
             )
         except ChildFailed as exc:
             entry["error"] = str(exc)

@@ -37,13 +37,16 @@ def test_the_fit_gives_growth_per_hour_and_no_error_on_a_line():
     assert soak.fit([0.0, 1.0], [1.0, 2.0])["slope_per_h"] is None  # too few samples to say
 
 
-def test_the_analysis_fits_after_the_warm_up_and_gives_cpu_as_a_share_of_a_core():
-    # t, rss, anon, file, shmem, cpu seconds, fds, threads: RSS grows in the warm-up, then is flat.
-    samples = [[t, 30.0 + min(t, 10.0), 20.0, 5.0, 5.0, 0.25 * t, 20, 4] for t in range(60)]
-    out = soak.analyse([[float(x) for x in s] for s in samples], warmup_s=12.0)
-    assert out["fitted_samples"] == 48
-    assert out["rss_mib"]["first"] == 30.0 and out["rss_mib"]["max"] == 40.0
-    assert out["rss_mib"]["slope_per_h"] == pytest.approx(0.0, abs=1e-9)
+def test_the_analysis_fits_between_the_warm_up_and_the_end_of_logging():
+    # t, rss, anon, file, shmem, cpu seconds, fds, threads: RSS grows in the warm-up, is flat while
+    # the writers log (to 50 s), then drops as they close (their arenas unmapped, sockets closed).
+    samples = [[t, 30.0 + min(t, 10.0), 20.0, 5.0, 5.0, 0.25 * t, 20, 4] for t in range(51)]
+    samples += [[t, 25.0, 20.0, 5.0, 0.0, 12.5, 12, 4] for t in range(51, 60)]
+    out = soak.analyse([[float(x) for x in s] for s in samples], warmup_s=12.0, end_s=50.0)
+    assert out["fitted_samples"] == 39
+    rss = out["rss_mib"]
+    assert (rss["first"], rss["after_warmup"], rss["at_end"], rss["after_close"], rss["max"]) == (30, 40, 40, 25, 40)
+    assert rss["slope_per_h"] == pytest.approx(0.0, abs=1e-9)
     assert out["fds"]["slope_per_h"] == pytest.approx(0.0, abs=1e-9)
     assert out["cpu_pct"]["mean"] == pytest.approx(25.0)
 
