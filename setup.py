@@ -6,5 +6,7 @@ setup(
     ext_modules=[
         # Optional: where it cannot be built, logger_client/_fast.py does the same in Python.
         Extension("logger_client._speedups", ["logger_client/_speedups.c"], optional=True, extra_compile_args=["-O2"]),
+        # Optional: without it, a daemon that aborts is replaced by the next client that needs one.
+        Extension("logger_daemon._rescue", ["logger_daemon/_rescue.c"], optional=True),
     ],
 )

@@ -56,6 +56,7 @@ __all__ = [
     "MAX_ARRAYS_PER_RECORD",
     "MAX_ARRAY_DIMS",
     "MAX_ARRAY_DIM_SIZE",
+    "MAX_HEADER_CONTAINERS",
     "MAX_HEADER_MAP_ENTRIES",
     "MAX_MESSAGE_BYTES",
     "MAX_NAME_CHARS",
@@ -100,6 +101,10 @@ MAX_RECORDS_PER_MESSAGE = 1 << 20
 MAX_ARRAYS_PER_MESSAGE = 4096
 #: Most entries of a msgpack map in a header.
 MAX_HEADER_MAP_ENTRIES = 1 << 16
+#: Most lists and maps, nested or not, in a header of more than `_COUNTED_HEADER_BYTES`: each
+#: costs tens of bytes decoded for one byte on the wire (a header of empty lists is a bomb).
+MAX_HEADER_CONTAINERS = 2 * (1 << 20)
+_COUNTED_HEADER_BYTES = 4 << 20
 #: Most dimensions of an array, and the largest size of one.
 MAX_ARRAY_DIMS = 32
 MAX_ARRAY_DIM_SIZE = 1 << 40
@@ -340,6 +345,11 @@ def decode(frames: Sequence[Any], arena: Any = None) -> Message:
     total = sum(_buffer_length(b) for b in buffers) + _FIXED.size
     if total > MAX_MESSAGE_BYTES:
         raise ProtocolError(DropReason.MESSAGE_TOO_LARGE, f"{total} bytes, limit {MAX_MESSAGE_BYTES}")
+    # A header too small to hold many containers is decoded without counting them (it is cheaper).
+    counted: dict[str, Any] = {}
+    if _buffer_length(buffers[0]) > _COUNTED_HEADER_BYTES:
+        budget = _ContainerBudget()
+        counted = {"list_hook": budget.take, "object_hook": budget.take}
     try:
         header = msgpack.unpackb(
             buffers[0],
@@ -348,13 +358,35 @@ def decode(frames: Sequence[Any], arena: Any = None) -> Message:
             use_list=True,
             max_array_len=MAX_RECORDS_PER_MESSAGE,
             max_map_len=MAX_HEADER_MAP_ENTRIES,
+            **counted,
         )
+    except _TooManyContainers:
+        raise ProtocolError(
+            DropReason.MESSAGE_TOO_LARGE, f"header holds more than {MAX_HEADER_CONTAINERS} lists and maps"
+        ) from None
     except Exception as exc:  # msgpack raises several unrelated types for bad bytes
         raise ProtocolError(DropReason.MALFORMED_MESSAGE, f"header is not msgpack: {exc}") from None
     if not isinstance(header, dict):
         raise ProtocolError(DropReason.MALFORMED_MESSAGE, "header is not a map")
     arrays = _decode_arrays(header.get("arrays", []), buffers[1:], arena)
     return Message(kind, header, arrays)
+
+
+class _TooManyContainers(Exception):
+    pass
+
+
+class _ContainerBudget:
+    """Counts the lists and maps msgpack decodes, and stops it past `MAX_HEADER_CONTAINERS`."""
+
+    def __init__(self) -> None:
+        self.left = MAX_HEADER_CONTAINERS
+
+    def take(self, container: Any) -> Any:
+        self.left -= 1
+        if self.left < 0:
+            raise _TooManyContainers
+        return container
 
 
 def _decode_arrays(descriptions: Any, buffers: Sequence[memoryview], arena: Any) -> list[np.ndarray]:

@@ -38,7 +38,8 @@ class Settings:
     batch_records: int = 4096
     #: Longest a record waits in the client before it is sent (visibility within 2 s by default).
     linger_s: float = 0.25
-    #: Upper bound of array bytes the client holds unacknowledged before it drops (and counts).
+    #: Upper bound of array bytes the client holds unacknowledged before it drops (and counts). The
+    #: daemon takes no larger frame (its own setting, at least 64 MiB): keep both sides' alike.
     max_buffer_bytes: int = 256 * 2**20
     #: Pre-faulted memory for array copies (faulted in as arrays are logged; 0: none). See _arena.
     arena_bytes: int = 256 * 2**20
@@ -64,6 +65,10 @@ class Settings:
     daemon_queue_records: int = 50_000
     #: Messages ZeroMQ queues in the daemon per client connection before it stops reading it.
     daemon_receive_hwm: int = 100
+    #: Encoded bytes the daemon holds in memory while the disk refuses writes (full, over quota),
+    #: written in order and acknowledged once it takes them again; records past it are dropped
+    #: as `io_error`.
+    daemon_held_bytes: int = 64 * 2**20
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -64,12 +64,14 @@ def _detach() -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serves until stopped: `logger-daemon stop`, SIGTERM/SIGINT, or `--idle-timeout` with no client."""
+    from logger_daemon import rescue
     from logger_daemon.server import Server  # protobuf and friends load only for `run`
 
     settings = Settings.from_env()
     runtime_dir = ensure_runtime_dir(args.runtime_dir or settings.runtime_dir)
-    if args.detach:
+    if args.detach and args.lock_fd is None:
         _detach()
+    if args.detach:
         logging.basicConfig(
             filename=os.path.join(runtime_dir, LOG_NAME),
             level=args.log_level,
@@ -77,20 +79,34 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
-    lock_fd = _take_daemon_lock(runtime_dir)
-    if lock_fd is None:
-        log.info("a daemon already serves %s", runtime_dir)
-        return 0 if args.detach else 1
+    if args.lock_fd is not None:
+        lock_fd = rescue.inherited_lock(os.path.join(runtime_dir, DAEMON_LOCK_NAME), args.lock_fd)
+        log.warning("restarted in place after an abort (%d so far)", args.restarts)
+    else:
+        taken = _take_daemon_lock(runtime_dir)
+        if taken is None:
+            log.info("a daemon already serves %s", runtime_dir)
+            return 0 if args.detach else 1
+        lock_fd = taken
     with open(os.path.join(runtime_dir, PID_NAME), "w") as pid_file:
         pid_file.write(f"{os.getpid()}\n")
+    idle = settings.idle_timeout_s if args.idle_timeout is None else args.idle_timeout
+    if args.restarts < rescue.MAX_RESTARTS:
+        again = ["-m", "logger_daemon", "run", "--runtime-dir", runtime_dir, "--idle-timeout", repr(idle)]
+        again += ["--log-level", args.log_level, "--lock-fd", str(lock_fd), "--restarts", str(args.restarts + 1)]
+        again += (["--endpoint", args.endpoint] if args.endpoint else []) + (["--detach"] if args.detach else [])
+        if rescue.arm(again):
+            rescue.keep_lock_across_exec(lock_fd)
     # Records are short-lived containers, created by the million: collecting every 700 of them
     # (the default) would cost more than decoding them. Startup objects are frozen out of scans.
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
-    idle = settings.idle_timeout_s if args.idle_timeout is None else args.idle_timeout
-    server = Server(args.endpoint or endpoint(runtime_dir), settings, idle)
+    server = Server(args.endpoint or endpoint(runtime_dir), settings, idle, restarts=args.restarts)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: server.request_stop())
+    # Past a file-size limit a write fails with EFBIG, which the daemon handles as a full disk;
+    # the signal that comes with it would kill the process.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         server.serve()
     finally:
@@ -124,6 +140,8 @@ def status(args: argparse.Namespace) -> int:
     if not daemon_running(runtime_dir):
         print(f"no daemon is running for {runtime_dir}", file=sys.stderr)
         return 1
+    if args.watch:
+        return _watch(runtime_dir, args)
     reply = request(runtime_dir, MessageKind.STATUS, args.timeout)
     if reply is None:
         print(f"the daemon did not answer within {args.timeout}s", file=sys.stderr)
@@ -142,7 +160,26 @@ def status(args: argparse.Namespace) -> int:
     print(f"records dropped:  {sum(dropped.values())}" + "".join(f"\n  {k}: {v}" for k, v in sorted(dropped.items())))
     print(f"queue depth:      {reply['queue_records']} records, {reply['queue_bytes']} array bytes")
     print(f"bytes written:    {reply['bytes_written']} in {reply['open_files']} open file(s)")
+    if reply.get("write_error"):
+        print(f"the disk refuses writes: {reply['write_error']}")
+        print(f"records held:     {reply['records_held']} ({reply['bytes_held']} bytes), written when it takes them")
     return 0
+
+
+def _watch(runtime_dir: str, args: argparse.Namespace) -> int:
+    """`status --watch`: the status redrawn every `--interval` seconds until Ctrl-C."""
+    from logger_daemon.watch import watch
+
+    # A frozen daemon must not hold the view up for long: a turn waits at most two intervals.
+    timeout_s = min(args.timeout, max(2 * args.interval, 1.0))
+
+    def ask() -> dict[str, Any] | None:
+        reply = request(runtime_dir, MessageKind.STATUS, timeout_s) if daemon_running(runtime_dir) else None
+        if reply is not None:
+            reply.pop("cid", None)
+        return reply
+
+    return watch(ask, runtime_dir, args.interval, args.json)
 
 
 def _wait_gone(runtime_dir: str, timeout_s: float) -> bool:
@@ -326,12 +363,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run_parser.add_argument("--detach", action="store_true", help="fork into the background (clients use this)")
     run_parser.add_argument("--log-level", default="INFO")
+    # Set by the daemon itself when it re-executes after an abort (see logger_daemon/rescue.py).
+    run_parser.add_argument("--lock-fd", type=int, default=None, help=argparse.SUPPRESS)
+    run_parser.add_argument("--restarts", type=int, default=0, help=argparse.SUPPRESS)
     for name, helptext in (("status", "print clients and counters"), ("stop", "write everything, then exit")):
         sub = commands.add_parser(name, help=helptext)
         sub.add_argument("--runtime-dir", default=argparse.SUPPRESS)
         sub.add_argument("--timeout", type=float, default=10.0)
         if name == "status":
-            sub.add_argument("--json", action="store_true")
+            sub.add_argument("--json", action="store_true", help="as JSON (with --watch: one line per turn)")
+            sub.add_argument("--watch", action="store_true", help="redraw every --interval seconds, like top")
+            sub.add_argument("--interval", type=float, default=1.0, help="seconds between turns of --watch")
         else:
             sub.add_argument(
                 "--force", action="store_true", help="SIGKILL the daemon if it has not stopped by --timeout"

@@ -13,10 +13,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 
 from logger_client.protocol import DropReason
+from logger_client.settings import Settings
+from logger_daemon.event_file import Backlog, EventFile
 from logger_daemon.intake import Group, Intake, OpenWriter, Parts, Work
 from logger_daemon.runs import RefusedWriter, RunLog, Runs
 from logger_daemon.stats import Drops, Stats
@@ -25,13 +27,22 @@ from logger_daemon.writing import Groups, write_groups
 log = logging.getLogger("logger_daemon")
 
 #: Called with the cycle's acknowledgements {client: seq} and refusals {client: {reason: count}}.
+#: A seq of 0 acknowledges nothing: that client's acknowledgement waits for the disk.
 OnWritten = Callable[[dict[bytes, int], dict[bytes, Counter[str]]], None]
+#: How often records the disk refused are tried again.
+RETRY_S = 0.5
 
 
 class Pipeline:
     """Owns every run directory and event file; fed by `put`, acknowledges through `on_written`."""
 
-    def __init__(self, stats: Stats, fsync_interval_s: float, on_written: OnWritten) -> None:
+    def __init__(
+        self,
+        stats: Stats,
+        fsync_interval_s: float,
+        on_written: OnWritten,
+        held_bytes: int = Settings.daemon_held_bytes,
+    ) -> None:
         self._stats = stats
         self._fsync_interval_s = fsync_interval_s
         self._on_written = on_written
@@ -41,10 +52,14 @@ class Pipeline:
         self._ready = threading.Condition()
         self._stopping = False
         self._intake = Intake()
-        self._runs = Runs()
+        self._backlog = Backlog(held_bytes)
+        self._runs = Runs(self._backlog)
         self._drops = Drops(stats)
         self._marked: set[RunLog] = set()  # runs that handled new messages this cycle
-        self._last_fsync = time.monotonic()
+        #: Acknowledgements waiting, in order, for what their cycle appended to files the disk
+        #: refused: (acks, [(file, its `appended` at the cycle's end)]).
+        self._waiting: deque[tuple[dict[bytes, int], list[tuple[EventFile, int]]]] = deque()
+        self._last_fsync = self._last_retry = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="logger-daemon-pipeline", daemon=True)
 
     def start(self) -> None:
@@ -65,6 +80,11 @@ class Pipeline:
     def open_files(self) -> int:
         return self._runs.open_files()
 
+    def held(self) -> tuple[int, int, str | None]:
+        """(records, bytes) held in memory because the disk refused them, and why (None: it does
+        not). Safe from any thread."""
+        return (*self._backlog.held(), self._backlog.error())
+
     def stop(self, timeout_s: float | None = None) -> None:
         """Writes everything handed over so far, fsyncs and closes every file."""
         with self._ready:
@@ -79,7 +99,7 @@ class Pipeline:
         while True:
             with self._ready:
                 if not self._inbox and not self._stopping:
-                    self._ready.wait(timeout=min(1.0, self._fsync_interval_s))
+                    self._ready.wait(timeout=RETRY_S if self._backlog.blocked else min(1.0, self._fsync_interval_s))
                 batch, self._inbox = self._inbox, []
                 self._inbox_bytes = self._inbox_records = 0
                 stopping = self._stopping
@@ -89,10 +109,15 @@ class Pipeline:
                 except Exception:  # never stop writing for everyone because of one batch
                     log.exception("a write cycle failed")
                     self._fail(batch)
+            if self._backlog.blocked and time.monotonic() - self._last_retry >= RETRY_S:
+                self._retry()
             if time.monotonic() - self._last_fsync >= self._fsync_interval_s:
                 self._fsync()
             if stopping and not batch:
-                self._runs.close()
+                self._runs.close()  # gives up what the disk still refuses, counted
+                acks, drops = self._acknowledge({})
+                if acks or drops:
+                    self._on_written(acks, drops)
                 return
 
     # -- one cycle ---------------------------------------------------------------------------------
@@ -105,6 +130,8 @@ class Pipeline:
         closing: list[tuple[bytes, int]] = []
         gone: list[bytes] = []
         fsync = False
+        if self._backlog.blocked:  # room may have come back: what waits goes before what is new
+            self._backlog.retry()
         for work in batch:
             collected = self._intake.collect(work, self._drops)
             self._stats.add_received(collected.received)
@@ -134,7 +161,7 @@ class Pipeline:
         for client in gone:
             self._runs.close_client(client)
             self._intake.forget(client)
-        self._on_written(acks, self._drops.take())
+        self._on_written(*self._acknowledge(acks))
 
     def _route(self, work: Work, parts: Parts, groups: Groups, repeated: dict[RunLog, bool]) -> None:
         """Adds one message's parts, keyed by (writer, run name, tag), to `groups` by (run, tag);
@@ -180,9 +207,36 @@ class Pipeline:
         written = write_groups(groups, self._drops)
         for run in written.runs:
             run.flush()  # readable by TensorBoard from here on: what is acked is visible
-        self._stats.add_written(written.records, written.nbytes)
         if written.duplicates:
             self._stats.add_duplicates(written.duplicates)
+
+    def _acknowledge(self, acks: dict[bytes, int]) -> tuple[dict[bytes, int], dict[bytes, Counter[str]]]:
+        """What to tell the clients after a cycle: its acknowledgements, the drops since the last
+        time (io_error for records a closed file gave up among them), and the counts written.
+
+        While files hold records the disk refused, acknowledgements wait, in order, until what
+        was appended to those files by then is on disk or given up: a seq is acknowledged only
+        once written, and never before an earlier one. A client whose ack waits gets 0 for now."""
+        records, nbytes, lost = self._backlog.take()
+        self._stats.add_written(records, nbytes, self._backlog.take_by_directory())
+        for client, count in lost.items():
+            self._drops.add(DropReason.IO_ERROR, count, client)
+        waits = [(file, file.appended) for file in self._backlog.blocked]
+        if waits or self._waiting:
+            if acks:
+                self._waiting.append((acks, waits))
+            acks = dict.fromkeys(acks, 0)
+            while self._waiting and all(file.settled >= mark for file, mark in self._waiting[0][1]):
+                acks.update(self._waiting.popleft()[0])
+        return acks, self._drops.take()
+
+    def _retry(self) -> None:
+        """Tries again to write what the disk refused, and acknowledges what that completes."""
+        self._backlog.retry()
+        self._last_retry = time.monotonic()
+        acks, drops = self._acknowledge({})
+        if acks or drops:
+            self._on_written(acks, drops)
 
     def _fsync(self) -> None:
         self._runs.fsync()
@@ -195,4 +249,4 @@ class Pipeline:
             self._drops.add(DropReason.INTERNAL_ERROR, work.count, work.client)
             if work.seq:
                 acks[work.client] = work.seq
-        self._on_written(acks, self._drops.take())
+        self._on_written(*self._acknowledge(acks))

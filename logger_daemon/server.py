@@ -24,6 +24,7 @@ import zmq
 from logger_client import protocol
 from logger_client.protocol import DropReason, MessageKind, ProtocolError
 from logger_client.settings import Settings
+from logger_daemon.connections import LISTEN_BACKLOG, ConnectionGuard, connection_cap, raise_fd_limit
 from logger_daemon.intake import Work
 from logger_daemon.pipeline import Pipeline
 from logger_daemon.stats import Stats
@@ -31,6 +32,8 @@ from logger_daemon.stats import Stats
 log = logging.getLogger("logger_daemon")
 
 _POLL_MS = 200
+_HANDSHAKE_MS = 5000
+_MIN_FRAME_BYTES = 64 << 20
 
 
 @dataclass
@@ -45,6 +48,9 @@ class _Client:
     #: The client's own id, the same on each of its connections (delivery marks name it).
     cid: bytes
     records: int = 0
+    #: The seq its next RECORDS or FLUSH must carry: one lost on the way shows as a gap.
+    #: None after a message refused unread, whose seq is unknown: the next one sets it again.
+    next_seq: int | None = 0
     #: The client's arena, mapped read-only: arrays described by an offset are read from it.
     arena: memoryview | None = None
 
@@ -91,20 +97,33 @@ def _hex(value: Any) -> str:
 
 
 def _process_exists(pid: int) -> bool:
+    """Whether `pid` names a live process: a zombie (dead, not yet reaped by its parent) is gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # another user's process: the pid is taken
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            # The state follows the command name, which is in parentheses and may hold any byte.
+            return stat_file.read().rpartition(b")")[2].split()[:1] != [b"Z"]
+    except OSError:
+        return True  # no /proc to ask: the signal said it exists
+
+
+def max_frame_bytes(settings: Settings) -> int:
+    """The largest frame the daemon takes: the clients' array bound, and room for a header."""
+    return min(protocol.MAX_MESSAGE_BYTES, max(settings.max_buffer_bytes, _MIN_FRAME_BYTES))
 
 
 class Server:
     """Serves one endpoint until stopped, idle for `idle_timeout_s`, or asked to stop."""
 
-    def __init__(self, endpoint: str, settings: Settings, idle_timeout_s: float) -> None:
+    def __init__(self, endpoint: str, settings: Settings, idle_timeout_s: float, restarts: int = 0) -> None:
         self.endpoint = endpoint
+        #: Times this daemon came back in place after an abort (logger_daemon/rescue.py).
+        self.restarts = restarts
         self.settings = settings
         self.idle_timeout_s = idle_timeout_s
         self.stats = Stats()
@@ -113,8 +132,9 @@ class Server:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self.pipeline = Pipeline(self.stats, settings.fsync_interval_s, self._on_written)
+        self.pipeline = Pipeline(self.stats, settings.fsync_interval_s, self._on_written, settings.daemon_held_bytes)
         self._stop_requested = threading.Event()
+        self.connections: ConnectionGuard | None = None  # made by serve(), with the socket
 
     def request_stop(self) -> None:
         """Stops the loop after everything received is written (safe from any thread or signal)."""
@@ -141,10 +161,20 @@ class Server:
         # A client that reconnects (its daemon died, and this one took over the endpoint) comes
         # back under the same identity, possibly before its old connection is gone: the new one wins.
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # A frame larger than any a client sends (an array fits its buffer bound) is refused as it
+        # arrives, by closing its connection, not buffered whole first.
+        sock.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes(self.settings))
+        # A connection that never completes the ZeroMQ handshake is closed: it only holds an fd.
+        sock.setsockopt(zmq.HANDSHAKE_IVL, _HANDSHAKE_MS)
+        sock.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
+        # Watched before it is bound, so that no connection goes uncounted.
+        connections = self.connections = ConnectionGuard(sock, self.endpoint, connection_cap(raise_fd_limit()))
         sock.bind(self.endpoint)
+        connections.bound()
         self.pipeline.start()
         poller = zmq.Poller()
         poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(connections.monitor, zmq.POLLIN)
         reading = False
         idle_since = time.monotonic()
         log.info("serving %s", self.endpoint)
@@ -162,6 +192,8 @@ class Server:
                 events = dict(poller.poll(_POLL_MS))
                 if self._wake_r in events:
                     self._drain_wake_pipe()
+                if connections.monitor in events:
+                    connections.on_events()
                 if sock in events:
                     self._receive(sock)
                 self._send_acks(sock)
@@ -175,6 +207,7 @@ class Server:
         finally:
             self.pipeline.stop()
             self._send_acks(sock)
+            connections.close()
             sock.close()
             context.term()
             log.info("stopped: %s", self.stats.snapshot())
@@ -192,7 +225,10 @@ class Server:
             pass
 
     def _receive(self, sock: zmq.Socket) -> None:
+        connections = self.connections
         for _ in range(1000):  # bounded, so acks and status keep flowing under load
+            if connections is not None and connections.pending():
+                connections.on_events()  # a burst of connections is noticed while busy too
             if self._behind():  # checked per message: one turn may not run past the bounds
                 return
             try:
@@ -207,6 +243,8 @@ class Server:
                 self.stats.drop(exc.reason)
                 log.warning("refused a message: %s", exc)
                 self._reply(sock, identity, MessageKind.REFUSED, {"reason": exc.reason.value, "detail": exc.detail})
+                if client is not None:
+                    client.next_seq = None
                 continue
             except Exception:  # a peer's bytes must never stop the loop; a bug here is logged
                 self.stats.drop(DropReason.MALFORMED_MESSAGE)
@@ -233,6 +271,16 @@ class Server:
             # before then; refused, not dropped.
             self._reply(sock, identity, MessageKind.REFUSED, {"reason": protocol.UNKNOWN_CLIENT, "detail": "say HELLO"})
             return
+        if client is not None and kind in (MessageKind.RECORDS, MessageKind.FLUSH) and type(seq) is int:
+            if client.next_seq is not None and seq != client.next_seq:
+                # ZeroMQ drops what was on the way when a connection breaks; acknowledging past the
+                # gap would confirm what never arrived. Forgotten, the client says HELLO and resends.
+                log.warning("client %s: message %d arrived where %d was due", _hex(client.cid), seq, client.next_seq)
+                self._client_gone(identity)
+                detail = f"message {client.next_seq} never arrived: say HELLO"
+                self._reply(sock, identity, MessageKind.REFUSED, {"reason": protocol.UNKNOWN_CLIENT, "detail": detail})
+                return
+            client.next_seq = seq + 1
         if kind == MessageKind.RECORDS:
             records, mid = header.get("records"), header.get("mid", 0)
             if not isinstance(records, list) or type(seq) is not int or type(mid) is not int:
@@ -255,6 +303,7 @@ class Server:
                 time.time(),
                 now,
                 cid if type(cid) is bytes and cid else identity,
+                next_seq=seq + 1,
                 arena=arena,
             )
             self._reply(sock, identity, MessageKind.WELCOME, {"daemon_pid": os.getpid(), "arena": arena is not None})
@@ -293,10 +342,15 @@ class Server:
     def _send_acks(self, sock: zmq.Socket) -> None:
         while self._acks:
             acks, drops = self._acks.popleft()
-            for identity, seq in acks.items():
+            write_error = self.pipeline.held()[2]
+            # A client with drops but nothing to acknowledge (its ack waits for the disk) gets
+            # them now, with acked 0, which acknowledges nothing.
+            for identity, seq in {**dict.fromkeys(drops, 0), **acks}.items():
                 header: dict[str, Any] = {"acked": seq}
                 if identity in drops:
                     header["dropped"] = dict(drops[identity])
+                if write_error is not None:
+                    header["write_error"] = write_error
                 self._reply(sock, identity, MessageKind.ACK, header)
 
     @staticmethod
@@ -307,14 +361,21 @@ class Server:
             pass  # the peer is gone or not reading; it will not miss a reply it cannot take
 
     def status(self) -> dict[str, Any]:
-        """Clients, records received / written / dropped by reason, queue depth, bytes written."""
+        """Clients, records received / written / dropped by reason, queue depth, bytes written,
+        and what the daemon holds in memory because the disk refuses it (and why)."""
         queued_records, queued_bytes = self.pipeline.queued()
+        held_records, held_bytes, write_error = self.pipeline.held()
         return {
             **self.stats.snapshot(),
             "endpoint": self.endpoint,
             "queue_records": queued_records,
             "queue_bytes": queued_bytes,
+            "records_held": held_records,
+            "bytes_held": held_bytes,
+            "write_error": write_error,
             "open_files": self.pipeline.open_files(),
+            "restarts": self.restarts,
+            "connections": self.connections.status() if self.connections is not None else {},
             "clients": [
                 {
                     "id": identity.hex(),

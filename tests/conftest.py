@@ -11,6 +11,7 @@ that is not marked.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -96,9 +97,9 @@ def logdir(tmp_path) -> str:
     return str(path)
 
 
-@pytest.fixture
-def daemon(runtime_dir: str) -> Iterator[subprocess.Popen]:
-    """A daemon started by hand (`logger-daemon run`) in the foreground, as a sidecar would be."""
+@contextlib.contextmanager
+def start_daemon(runtime_dir: str, preexec_fn: Callable[[], None] | None = None) -> Iterator[subprocess.Popen]:
+    """Runs `logger-daemon run` in the foreground for the block, stopped (or killed) after it."""
     log_path = os.path.join(runtime_dir, "foreground.log")
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
@@ -106,6 +107,7 @@ def daemon(runtime_dir: str) -> Iterator[subprocess.Popen]:
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn,
         )
     try:
         wait_for(lambda: daemon_running(runtime_dir) or process.poll() is not None, message="the daemon to start")
@@ -122,3 +124,10 @@ def daemon(runtime_dir: str) -> Iterator[subprocess.Popen]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5)
+
+
+@pytest.fixture
+def daemon(runtime_dir: str) -> Iterator[subprocess.Popen]:
+    """A daemon started by hand (`logger-daemon run`) in the foreground, as a sidecar would be."""
+    with start_daemon(runtime_dir) as process:
+        yield process

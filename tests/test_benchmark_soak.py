@@ -58,7 +58,8 @@ def test_the_tailer_times_each_probe_once_when_its_whole_record_is_readable(tmp_
 
     def log(tag: str, steps: range, wall_time: float) -> None:
         count = len(steps)
-        events.write_scalars(tag, np.full(count, wall_time), np.array(steps, np.int64), np.ones(count))
+        owners = np.full(count, b"client", dtype=object)
+        events.write_scalars(tag, np.full(count, wall_time), np.array(steps, np.int64), np.ones(count), owners)
 
     log(soak.PROBE_TAG, range(3), 1000.0)
     log("scalar/01", range(3), 1000.0)

@@ -147,6 +147,23 @@ def test_message_larger_than_the_limit_is_refused():
     assert error.reason == "message_too_large"
 
 
+def test_a_header_of_millions_of_empty_lists_is_refused_before_it_is_decoded_whole():
+    lists = max(protocol.MAX_HEADER_CONTAINERS, 4 << 20) + 10  # a header under 4 MiB is not counted
+    rows = [b"\xdd" + struct.pack(">I", 1 << 20) + b"\x90" * (1 << 20) for _ in range(lists >> 20)]
+    rows.append(b"\xdd" + struct.pack(">I", lists % (1 << 20)) + b"\x90" * (lists % (1 << 20)))
+    bomb = b"\x81\xa7records\xdc" + struct.pack(">H", len(rows)) + b"".join(rows)
+    error = refusal([fixed(3), bomb])
+    assert error.reason == "message_too_large" and "lists and maps" in error.detail
+
+
+def test_a_large_header_of_few_containers_is_decoded():
+    records = [[1, "t" * 1000, 0, float(i)] for i in range(10_000)]  # 10 MB, 10 001 lists
+    header = msgpack.packb({"seq": 1, "records": records}, use_bin_type=True)
+    assert len(header) > 4 << 20
+    message = protocol.decode([fixed(3), header])
+    assert len(message.header["records"]) == 10_000
+
+
 def _array_message(descriptions, buffers) -> list:
     return [fixed(3), msgpack.packb({"seq": 1, "records": [], "arrays": descriptions})] + list(buffers)
 
