@@ -3,6 +3,7 @@
     python -m benchmarks                      # full suite (~10 min on 2 cores)
     python -m benchmarks --quick --out /tmp/q.json   # tiny sizes: checks that the suite works
     python -m benchmarks --only add_scalar,e2e_one_writer
+    python -m benchmarks --only soak --soak-s 300   # the soak (not in a run that does not name it)
     python -m benchmarks --compare benchmarks/results/latest-<date>.json  # after a run: what changed
 
 Prints a markdown table and writes the same figures as JSON to --out (default
@@ -20,17 +21,17 @@ import time
 from typing import Any
 
 from benchmarks import report
-from benchmarks.plan import GROUPS, workloads
+from benchmarks.plan import GROUPS, OPT_IN, SOAK_S, workloads
 from benchmarks.suite import run_plan
 from benchmarks.writers import WRITERS
 
 DEFAULT_OUT = "benchmarks/results/latest.json"
 
 
-def _select(names: list[str] | None, quick: bool) -> list:
-    plan = workloads(quick)
+def _select(names: list[str] | None, quick: bool, soak_s: float | None = None) -> list:
+    plan = workloads(quick, soak_s)
     if not names:
-        return plan
+        return [w for w in plan if w.group not in OPT_IN]
     known = {w.name for w in plan} | set(GROUPS)
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -71,6 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="tasks run at once (default 1; --quick: 2). Figures from more than 1 are not measurements",
     )
+    parser.add_argument(
+        "--soak-s",
+        type=float,
+        default=None,
+        help=f"seconds the soak runs (default {SOAK_S[0]:g}, --quick {SOAK_S[1]:g}); "
+        "the soak runs only when --only names it",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the event files and child logs (path printed)")
     parser.add_argument(
         "--child-timeout", type=float, default=None, help="seconds one child may run (default 900, quick 180)"
@@ -92,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     writers = [w.strip() for w in args.writers.split(",") if w.strip()]
     if unknown := [w for w in writers if w not in WRITERS]:
         parser.error(f"unknown writer(s) {unknown}; choose from {list(WRITERS)}")
-    plan = _select(names, args.quick)
+    plan = _select(names, args.quick, args.soak_s)
     timeout = args.child_timeout or (180.0 if args.quick else 900.0)
 
     signal.signal(signal.SIGTERM, _terminate)

@@ -50,6 +50,10 @@ def main(argv: list[str]) -> int:
             from benchmarks import read_back
 
             result = read_back.write(adapter, params, logdir)
+        elif group == "soak":
+            from benchmarks import soak
+
+            result = soak.run(adapter, params, logdir, rank=spec.get("rank", 0))
         else:
             raise ValueError(f"unknown workload group {group!r}")
         result["import_s"] = import_s

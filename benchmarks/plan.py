@@ -21,7 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-GROUPS = ("calls", "bursts", "throughput", "training_loop", "read_back")
+GROUPS = ("calls", "bursts", "throughput", "training_loop", "read_back", "soak")
+#: Groups a run leaves out unless `--only` names them: the soak takes minutes of its own.
+OPT_IN = ("soak",)
+#: How long the soak runs unless `--soak-s` says otherwise (full, --quick).
+SOAK_S = (300.0, 5.0)
 #: Full-size call counts of the methods of issue 13 (see the module's docstring).
 CALLS_NEW = {"add_figure": 40, "add_pr_curve": 200, "add_embedding": 6, "add_audio": 100, "add_video": 30}
 
@@ -38,9 +42,10 @@ def _call(name: str, label: str, method: str, calls: int, **params: Any) -> Work
     return Workload(name, "calls", label, {"method": method, "calls": calls, **params})
 
 
-def workloads(quick: bool) -> list[Workload]:
+def workloads(quick: bool, soak_s: float | None = None) -> list[Workload]:
     """The suite in run order; `quick` keeps every workload and writer but shrinks the sizes."""
     q = quick
+    soak_s = soak_s if soak_s is not None else SOAK_S[q]
     histogram_values = 100_000 if q else 1_000_000
     return [
         _call("add_scalar", "add_scalar", "add_scalar", 2_000 if q else 100_000),
@@ -130,6 +135,22 @@ def workloads(quick: bool) -> list[Workload]:
             f"read back {4 * 10 * (500 if q else 25_000):,} scalars (10 tags, 4 runs)",
             {"runs": 4, "tags": 10, "steps": 500 if q else 25_000},
         ),
+        # logger_client only, opt-in (OPT_IN): see soak.py.
+        Workload(
+            "soak",
+            "soak",
+            f"soak, 4 processes x {soak_s:g} s at a training pace",
+            {
+                "processes": 4,
+                "duration_s": soak_s,
+                "step_ms": 10.0,
+                "scalars_per_step": 20,
+                "image_shape": [3, 64, 64],
+                "sample_s": 1.0,
+                "warmup_fraction": 0.2,
+                "poll_s": 0.01,
+            },
+        ),
     ]
 
 
@@ -162,6 +183,8 @@ class Target:
     #: "ratio_min": reference / subject >= threshold; "max": subject value <= threshold.
     kind: str
     metric: str
+    #: Unit of a "max" target's figure, where it is not microseconds or percent.
+    unit: str = ""
 
 
 TARGETS = [
@@ -235,6 +258,15 @@ TARGETS = [
         "mean_us",
     ),
     Target("training_loop_overhead", "training-loop overhead <= 1 %", "training_loop", 1.0, "max", "overhead_pct"),
+    Target(
+        "e2e_one_writer_daemon_rss",
+        "daemon peak RSS, end-to-end 1 writer (the scalar flood)",
+        "e2e_one_writer",
+        200.0,
+        "max",
+        "daemon_peak_rss_mb",
+        "MiB",
+    ),
 ]
 
 

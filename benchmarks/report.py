@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
 
+from benchmarks import soak as soak_workload
 from benchmarks.calls import SETTLE_S
 from benchmarks.plan import READ_BACK_TARGETS, TARGETS
 from benchmarks.runtime import REPO, THREAD_PINS
@@ -99,6 +100,17 @@ METHOD = {
         "scalars, (run, tag) series, exact sums of steps and values (values are k/8, exact in "
         "float32). Ratios: the other reader's read_s / logger_client's, same run."
     ),
+    "soak": (
+        "logger_client only, opt-in (--only soak, --soak-s). N processes, one writer each on a run of "
+        "its own, log at a fixed pace (each step: scalars, the first a probe, and one image) for "
+        "duration_s. The daemon's /proc status, stat and fd directory are sampled every sample_s; "
+        "growth per hour = least-squares slope after the first warmup_fraction of the run, with its "
+        "standard error. Call to readable: a thread of the suite reads the event files' new bytes "
+        "every poll_s (no flush asked for), frames them with logger_client._tfrecord_read and decodes "
+        "each probe's event; latency = when it first read the whole record - the wall time the "
+        "writer stamped at the call. Logged vs on disk: every child's counts against the whole log "
+        "dir read back (CRCs checked), every probe seen once. See benchmarks/soak.py."
+    ),
     "notes": [
         "tensorboardX calls its comet logger hook on every call (disabled by default): measured as "
         "users get it by default.",
@@ -119,6 +131,7 @@ METHOD = {
 _LOWER_IS_BETTER = {
     *("mean_us", "median_us", "p99_us", "floor_us", "overhead_pct", "peak_rss_mb", "total_s", "read_s"),
     *("x_copy_floor", "first_burst_mean_us", "copy_floor_us"),
+    *("latency_median_s", "latency_p99_s", "daemon_rss_at_end_mib", "daemon_cpu_mean_pct"),
 }
 
 
@@ -234,6 +247,13 @@ def add_ratios(workloads: dict[str, Any]) -> None:
                 result[f"x_{REFERENCE}_throughput"] = result["scalars_per_s"] / reference["scalars_per_s"]
 
 
+def _metric(result: dict[str, Any], metric: str) -> Any:
+    """A figure of a writer's result; `daemon_peak_rss_mb` is the peak of the daemon it used."""
+    if metric == "daemon_peak_rss_mb":
+        return (result.get("daemon") or {}).get("peak_rss_mb")
+    return result[metric]
+
+
 def evaluate_targets(workloads: dict[str, Any]) -> list[dict[str, Any]]:
     evaluated = []
     for target in TARGETS:
@@ -257,11 +277,13 @@ def evaluate_targets(workloads: dict[str, Any]) -> list[dict[str, Any]]:
                     measured = subject[target.metric] / reference[target.metric]
                 row["measured"] = measured
                 row["result"] = "PASS" if measured >= target.threshold else "FAIL"
-            elif target.kind == "max" and _ok(subject):
-                row["measured"] = subject[target.metric]
-                row["result"] = "PASS" if subject[target.metric] <= target.threshold else "FAIL"
-                if _ok(reference):
-                    row[f"{REFERENCE}_value"] = reference[target.metric]
+            elif target.kind == "max" and _ok(subject) and _metric(subject, target.metric) is not None:
+                row["measured"] = _metric(subject, target.metric)
+                row["result"] = "PASS" if row["measured"] <= target.threshold else "FAIL"
+                if target.unit:
+                    row["unit"] = target.unit
+                if _ok(reference) and _metric(reference, target.metric) is not None:
+                    row[f"{REFERENCE}_value"] = _metric(reference, target.metric)
             elif reference is not None and "unsupported" in reference and _ok(subject):
                 row["result"] = "not measured"
                 row["note"] = f"{REFERENCE}: {reference['unsupported']}"
@@ -335,9 +357,13 @@ def build_document(
     if read_back is not None:
         add_read_back_ratios(read_back)
         read_back["targets"] = evaluate_read_back_targets(read_back)
+    # So is the soak (logger_client only).
+    soak = workloads.pop("soak", None)
+    if soak is not None:
+        soak["targets"] = soak_workload.evaluate_targets(soak)
     add_ratios(workloads)
     ok = all(_accepted(w, r) for e in workloads.values() for w, r in e["writers"].items())
-    ok = ok and read_back_ok(read_back)
+    ok = ok and read_back_ok(read_back) and (soak is None or ("error" not in soak and soak["nothing_lost"]))
     return {
         "schema": SCHEMA,
         **started,
@@ -354,6 +380,7 @@ def build_document(
         "targets": evaluate_targets(workloads),
         "workloads": workloads,
         "read_back": read_back,
+        "soak": soak,
         **facts,
     }
 
@@ -423,8 +450,12 @@ def markdown(doc: dict[str, Any]) -> str:
         "| target | measured | goal | result |",
         "|---|---:|---:|:---:|",
     ]
-    for t in doc["targets"] + ((doc.get("read_back") or {}).get("targets") or []):
+    soak_targets = (doc.get("soak") or {}).get("targets") or []
+    for t in doc["targets"] + ((doc.get("read_back") or {}).get("targets") or []) + soak_targets:
         measured = t["measured"]
+        if t.get("unit"):
+            lines.append(f"| {t['description']} | {' | '.join(_with_unit(t))} | **{t['result']}** |")
+            continue
         if measured is None:
             shown = ""
         elif t["name"].endswith("_ratio") or t["name"].startswith("read_back_"):
@@ -523,6 +554,7 @@ def markdown(doc: dict[str, Any]) -> str:
             )
 
     lines += _read_back_markdown(doc.get("read_back"))
+    lines += soak_workload.markdown(doc.get("soak"))
 
     writers = list(WRITERS)
     lines += [
@@ -572,6 +604,22 @@ def _bursts_markdown(entries: list[dict[str, Any]]) -> list[str]:
                 f"{max(r['flush_s']):.2f} | {dropped} | {_verified(r)} |"
             )
     return lines
+
+
+def _with_unit(target: dict[str, Any]) -> tuple[str, str]:
+    """A target's measured figure and its goal, in the target's unit."""
+    measured, unit, threshold = target["measured"], target["unit"], target["threshold"]
+    if unit == "records":
+        return ("" if measured is None else f"{measured:,.0f}"), f"{threshold:,.0f}"
+    if measured is None:
+        shown = ""
+    elif unit == "MiB/h":
+        shown = f"{measured:+.2f} MiB/h" + (f" (± {target['stderr']:.2f})" if target.get("stderr") is not None else "")
+    elif unit == "s":
+        shown = f"{measured:.3f} s"
+    else:
+        shown = f"{measured:,.0f} {unit}"
+    return shown, f"≤ {threshold:g} {unit}"
 
 
 def _read_back_markdown(entry: dict[str, Any] | None) -> list[str]:
@@ -646,6 +694,17 @@ def _figures(doc: dict[str, Any]) -> dict[str, float]:
     for reader, r in ((doc.get("read_back") or {}).get("readers") or {}).items():
         if _ok(r):
             flat[f"read_back / {reader} / read_s"] = r["read_s"]
+    soak = doc.get("soak")
+    if _ok(soak):
+        assert soak is not None
+        for key, value in (
+            ("latency_median_s", soak["latency_s"]["median"]),
+            ("latency_p99_s", soak["latency_s"]["p99"]),
+            ("daemon_rss_at_end_mib", soak["daemon"].get("rss_mib", {}).get("at_end")),
+            ("daemon_cpu_mean_pct", (soak["daemon"].get("cpu_pct") or {}).get("mean")),
+        ):
+            if value is not None:
+                flat[f"soak / {SUBJECT} / {key}"] = value
     return flat
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from benchmarks import bursts, calls, read_back, throughput, training_loop, verify
+from benchmarks import bursts, calls, read_back, soak, throughput, training_loop, verify
 from benchmarks.memory import DaemonMonitor
 from benchmarks.plan import Workload
 from benchmarks.runtime import ChildFailed, Runtime, Task
@@ -149,6 +149,34 @@ class Suite:
         entry["task_s"] = time.monotonic() - t0
         return entry
 
+    def run_soak(self, workload: Workload) -> dict[str, Any]:
+        """The soak, logger_client only (see soak.py). Never raises ChildFailed."""
+        params = dict(workload.params)
+        task = self.runtime.task(workload.name)
+        entry: dict[str, Any] = {"group": workload.group, "label": workload.label, "params": params}
+        t0 = time.monotonic()
+        try:
+            entry.update(soak.supervise(self.runtime, task, params, self.log))
+            lat, rss = entry["latency_s"], entry["daemon"].get("rss_mib", {})
+            self.log(
+                f"soak: {'nothing lost' if entry['nothing_lost'] else 'LOST ' + str(entry['lost'])}, "
+                f"call to readable median {lat['median']:.3f} s p99 {lat['p99']:.3f} s, "
+                f"daemon RSS {rss.get('at_end') or 0:.0f} MiB, {rss.get('slope_per_h') or 0:+.2f} MiB/h"
+            )
+        except ChildFailed as exc:
+            entry["error"] = str(exc)
+        except Exception as exc:  # a bug of the suite's own: report it with this workload, go on
+            import traceback
+
+            entry["error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        finally:
+            self.runtime.stop_daemon(task)
+            self.runtime.remove_logs(task)
+        if "error" in entry:
+            self.log(f"soak: ERROR {entry['error'].splitlines()[0]}")
+        entry["task_s"] = time.monotonic() - t0
+        return entry
+
     def _run_processes(self, task: Task, spec: dict[str, Any], processes: int) -> dict[str, Any]:
         """N children into one log dir, released together once all have constructed their writer."""
         spec = {**spec, "wait_for_go": True}
@@ -239,9 +267,10 @@ def run_plan(
     try:
         entries: list[tuple[Workload, str, dict[str, Any]]] = []
         readings = [workload for workload in plan if workload.group == "read_back"]
+        soaks = [workload for workload in plan if workload.group == "soak"]
         for workload in plan:
-            if workload.group == "read_back":
-                continue  # not per writer: run after the others, alone (see read_back.py)
+            if workload.group in ("read_back", "soak"):
+                continue  # not per writer: run after the others, alone (see read_back.py, soak.py)
             params = dict(workload.params)
             if workload.group == "training_loop":
                 calibration = suite.calibrate(params["step_ms"])
@@ -264,6 +293,8 @@ def run_plan(
             entry["writers"][writer] = outcome
         for workload in readings:
             results[workload.name] = suite.run_read_back(workload)
+        for workload in soaks:
+            results[workload.name] = suite.run_soak(workload)
     finally:
         runtime.close()
     facts["load_average_at_end"] = _load()

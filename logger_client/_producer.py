@@ -369,13 +369,24 @@ class Producer:
             length = min(len(self.queue), self.room())
             if length <= 0 or self._specials_queued != self._specials_taken:
                 return
-            packed, controls, refused = pack_records(take(self.queue, length))
-            self._packed.append(Batch(packed, length - controls - refused))
-            self._taken += length - controls - refused
-            if refused:
-                self.refuse(refused)
+            self._packed.extend(self._pack_plain(length))
         finally:
             self._pack_lock.release()
+
+    def _pack_plain(self, length: int) -> list[Batch]:
+        """The first `length` queued items, none of them special, as batches of at most
+        `batch_records`: a message never holds more, so the daemon's queue bound, checked per
+        message, is never overrun by more than one batch. The caller holds the pack lock."""
+        batches = []
+        while length:
+            count = min(length, self.batch_records)
+            packed, controls, refused = pack_records(take(self.queue, count))
+            batches.append(Batch(packed, count - controls - refused))
+            self._taken += count - controls - refused
+            if refused:
+                self.refuse(refused)
+            length -= count
+        return batches
 
     def room(self) -> int:
         """How many more data records may be taken off the queue while unacknowledged."""
@@ -404,14 +415,7 @@ class Producer:
             if length <= 0:
                 return out
             if self._specials_queued == self._specials_taken:
-                while length:
-                    count = min(length, self.batch_records)
-                    packed, controls, refused = pack_records(take(self.queue, count))
-                    out.append(Batch(packed, count - controls - refused))
-                    self._taken += count - controls - refused
-                    if refused:
-                        self.refuse(refused)
-                    length -= count
+                out.extend(self._pack_plain(length))
             else:
                 out.extend(self._drain_mixed(take(self.queue, length)))
             return out

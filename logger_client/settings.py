@@ -75,10 +75,12 @@ class Settings:
     #: Array bytes the daemon queues between receiving and writing before it stops reading.
     daemon_queue_bytes: int = 1024 * 2**20
     #: Records the daemon queues between receiving and writing before it stops reading.
-    daemon_queue_records: int = 250_000
     #: Threads the daemon encodes histograms, images, audio and video on (0: half the cores this
     #: machine gives the daemon, at least one; 1: on the write thread, no pool).
     encode_workers: int = 0
+    daemon_queue_records: int = 50_000
+    #: Messages ZeroMQ queues in the daemon per client connection before it stops reading it.
+    daemon_receive_hwm: int = 100
     #: Encoded bytes the daemon holds in memory while the disk refuses writes (full, over quota),
     #: written in order and acknowledged once it takes them again; records past it are dropped
     #: as `io_error`.

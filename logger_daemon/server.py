@@ -162,7 +162,9 @@ class Server:
         context = zmq.Context()
         sock = context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 1000)
-        sock.setsockopt(zmq.RCVHWM, 10_000)
+        # Messages ZeroMQ takes in from each client before it stops reading that client's
+        # connection: while this loop does not read, that much waits in this process.
+        sock.setsockopt(zmq.RCVHWM, self.settings.daemon_receive_hwm)
         # A client that reconnects (its daemon died, and this one took over the endpoint) comes
         # back under the same identity, possibly before its old connection is gone: the new one wins.
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
@@ -187,11 +189,7 @@ class Server:
             while not self._stop_requested.is_set():
                 # Stop reading while the pipeline is behind: ZeroMQ's queues then fill and the
                 # clients' bounded buffers take over, instead of this process growing.
-                queued_records, queued_bytes = self.pipeline.queued()
-                behind = (
-                    queued_bytes > self.settings.daemon_queue_bytes
-                    or queued_records > self.settings.daemon_queue_records
-                )
+                behind = self._behind()
                 if behind == reading:
                     if behind:
                         poller.unregister(sock)
@@ -221,6 +219,11 @@ class Server:
             context.term()
             log.info("stopped: %s", self.stats.snapshot())
 
+    def _behind(self) -> bool:
+        """Whether the pipeline has more waiting than the daemon's queue bounds allow."""
+        queued_records, queued_bytes = self.pipeline.queued()
+        return queued_bytes > self.settings.daemon_queue_bytes or queued_records > self.settings.daemon_queue_records
+
     def _drain_wake_pipe(self) -> None:
         try:
             while os.read(self._wake_r, 4096):
@@ -233,6 +236,8 @@ class Server:
         for _ in range(1000):  # bounded, so acks and status keep flowing under load
             if connections is not None and connections.pending():
                 connections.on_events()  # a burst of connections is noticed while busy too
+            if self._behind():  # checked per message: one turn may not run past the bounds
+                return
             try:
                 frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:

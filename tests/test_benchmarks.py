@@ -61,6 +61,7 @@ TARGETS = (
     *(f"{name}_floor" for name in BURSTS),
     "burst_40_numpy_ratio",
     "training_loop_overhead",
+    "e2e_one_writer_daemon_rss",
 )
 
 
@@ -205,6 +206,7 @@ def test_report_has_context_and_targets(quick_run: tuple[dict, str, str]) -> Non
     for name in ("tensorboardX", "torch", "tensorboard", "tb-logger-service"):
         assert doc["versions"][name], name
     assert doc["date"] and doc["method"]["per_call"]
+    assert doc["soak"] is None  # opt-in: only a run whose --only names it soaks
     assert [t["name"] for t in doc["targets"]] == list(TARGETS)
     for target in doc["targets"]:
         assert target["result"] in ("PASS", "FAIL"), target

@@ -119,6 +119,19 @@ def test_a_full_batch_of_rows_is_packed_by_the_call_that_fills_it():
     assert rows_of(decoded(batch)) == [(0, step) for step in range(8)]
 
 
+def test_a_producer_packing_a_long_queue_cuts_it_into_batches_of_at_most_batch_records():
+    producer = make()
+    producer._pack_lock.acquire()  # the I/O thread is draining: producers leave the packing to it
+    append_rows(producer, 0, range(20))
+    producer._pack_lock.release()
+    append_rows(producer, 0, range(20, 24))  # the queue crosses 24: this producer packs all of it
+    batches = producer.take_packed()
+    assert producer.queue == []
+    # The daemon checks its queue bound per message: a message never holds more than a batch.
+    assert [batch.data for batch in batches] == [8, 8, 8]
+    assert [row for batch in batches for row in rows_of(decoded(batch))] == [(0, step) for step in range(24)]
+
+
 def test_opens_and_keys_never_hold_up_packing_and_are_not_counted_as_data():
     producer = make()
     writer = open_writer(producer)
