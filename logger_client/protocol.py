@@ -138,7 +138,7 @@ class MessageKind(IntEnum):
     WELCOME = 2  # daemon -> client: {daemon_pid, arena: whether it mapped the client's arena}
     RECORDS = 3  # client -> daemon: {cid, seq, mid, records, arrays}
     FLUSH = 4  # client -> daemon: {cid, seq}; acknowledged once written and fsynced
-    ACK = 5  # daemon -> client: {acked, dropped}: every seq up to `acked` is written
+    ACK = 5  # daemon -> client: {acked, dropped, uploads?, not_uploaded?}: every seq up to `acked` is written
     BYE = 6  # client -> daemon: {cid}
     HEARTBEAT = 7  # client -> daemon: {cid}
     STATUS = 8  # anyone -> daemon: {}
@@ -151,7 +151,8 @@ class MessageKind(IntEnum):
 class RecordKind(IntEnum):
     """What a record asks the daemon to do."""
 
-    OPEN = 1  # value: {logdir, purge_step, filename_suffix, flush_secs, announced (an existing writer, again)}
+    OPEN = 1  # value: {logdir, purge_step, filename_suffix, flush_secs, announced (an existing writer, again),
+    # storage_options (fsspec's, for a URL logdir)}
     CLOSE = 2  # the writer is closed
     SCALAR = 3  # value: float
     HISTOGRAM = 4  # value: array index; options: bins, max_bins

@@ -63,6 +63,20 @@ class Settings:
     daemon_queue_bytes: int = 1024 * 2**20
     #: Records the daemon queues between receiving and writing before it stops reading.
     daemon_queue_records: int = 250_000
+    #: Where the daemon stages the event files of remote log dirs (fsspec URLs) before uploading
+    #: them; default `<runtime_dir>/staging`.
+    staging_dir: str = ""
+    #: A remote run's staged event file is closed and uploaded once it holds this many bytes ...
+    segment_bytes: int = 64 * 2**20
+    #: ... or once it is this old, whichever comes first (and when the run is closed).
+    segment_s: float = 60.0
+    #: Failed uploads are retried after 1 s, doubling up to this long between tries, for ever.
+    upload_retry_max_s: float = 30.0
+    #: Longest the daemon holds a closing writer's acknowledgement until its tail is uploaded, and
+    #: waits for uploads when it stops; what is left stays staged and is uploaded later.
+    upload_wait_s: float = 10.0
+    #: Longest the daemon waits to list or read a remote run's files when it first opens the run.
+    remote_timeout_s: float = 30.0
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -155,6 +155,13 @@ def status(args: argparse.Namespace) -> int:
     print(f"records dropped:  {sum(dropped.values())}" + "".join(f"\n  {k}: {v}" for k, v in sorted(dropped.items())))
     print(f"queue depth:      {reply['queue_records']} records, {reply['queue_bytes']} array bytes")
     print(f"bytes written:    {reply['bytes_written']} in {reply['open_files']} open file(s)")
+    uploads = reply.get("uploads")
+    if uploads:
+        print(
+            f"uploads:          {uploads['segments_uploaded']} segment(s), {uploads['bytes_uploaded']} bytes;"
+            f" {uploads['segments_pending']} staged ({uploads['bytes_pending']} bytes);"
+            f" {uploads['upload_failures']} failed attempt(s)"
+        )
     return 0
 
 

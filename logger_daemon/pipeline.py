@@ -13,25 +13,29 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
 
 from logger_client.protocol import DropReason
 from logger_daemon.intake import Group, Intake, OpenWriter, Parts, Work
+from logger_daemon.remote import AckHolds, Remotes
 from logger_daemon.runs import RefusedWriter, RunLog, Runs
 from logger_daemon.stats import Drops, Stats
 from logger_daemon.writing import Groups, write_groups
 
 log = logging.getLogger("logger_daemon")
 
-#: Called with the cycle's acknowledgements {client: seq} and refusals {client: {reason: count}}.
-OnWritten = Callable[[dict[bytes, int], dict[bytes, Counter[str]]], None]
+#: Called with the cycle's acknowledgements {client: seq} and refusals {client: {reason: count}};
+#: acknowledgements held for uploads that ended without them add {client: segments not uploaded}.
+OnWritten = Callable[..., None]
 
 
 class Pipeline:
     """Owns every run directory and event file; fed by `put`, acknowledges through `on_written`."""
 
-    def __init__(self, stats: Stats, fsync_interval_s: float, on_written: OnWritten) -> None:
+    def __init__(
+        self, stats: Stats, fsync_interval_s: float, on_written: OnWritten, remotes: Remotes | None = None
+    ) -> None:
         self._stats = stats
         self._fsync_interval_s = fsync_interval_s
         self._on_written = on_written
@@ -41,7 +45,11 @@ class Pipeline:
         self._ready = threading.Condition()
         self._stopping = False
         self._intake = Intake()
-        self._runs = Runs()
+        self._runs = Runs(remotes)
+        self._remotes = remotes
+        self._holds = AckHolds()  # acknowledgements waiting for a closed remote run's upload
+        if remotes is not None:
+            remotes.uploader.on_uploaded = self.wake
         self._drops = Drops(stats)
         self._marked: set[RunLog] = set()  # runs that handled new messages this cycle
         self._last_fsync = time.monotonic()
@@ -65,6 +73,19 @@ class Pipeline:
     def open_files(self) -> int:
         return self._runs.open_files()
 
+    def wake(self) -> None:
+        """Makes the write thread look at rolls and held acknowledgements now (an upload ended)."""
+        with self._ready:
+            self._ready.notify()
+
+    def upload_counts(self) -> dict[str, int]:
+        """Remote log directories' upload counters; empty when none was used."""
+        return self._remotes.counts() if self._remotes is not None else {}
+
+    def uploading(self) -> bool:
+        """Whether staged segments wait for upload."""
+        return self._remotes is not None and bool(self._remotes.uploader.pending())
+
     def stop(self, timeout_s: float | None = None) -> None:
         """Writes everything handed over so far, fsyncs and closes every file."""
         with self._ready:
@@ -74,6 +95,9 @@ class Pipeline:
             self._thread.join(timeout_s)
         else:  # driven by `process` on the caller's thread
             self._runs.close()
+        if self._remotes is not None:  # the tails of remote runs, closed just now
+            self._remotes.stop(self._remotes.wait_s)
+            self._release_holds(everything=True)
 
     def _run(self) -> None:
         while True:
@@ -91,6 +115,9 @@ class Pipeline:
                     self._fail(batch)
             if time.monotonic() - self._last_fsync >= self._fsync_interval_s:
                 self._fsync()
+            if self._remotes is not None:
+                self._remotes.roll_due()
+                self._release_holds()
             if stopping and not batch:
                 self._runs.close()
                 return
@@ -130,11 +157,18 @@ class Pipeline:
         if fsync:
             self._fsync()
         for key in closing:
-            self._runs.close_writer(key)
+            closed = self._runs.close_writer(key)
+            if self._remotes is not None and closed:
+                deadline = time.monotonic() + self._remotes.wait_s
+                self._holds.hold(key[0], self._remotes.pending_of(closed), deadline)
         for client in gone:
             self._runs.close_client(client)
             self._intake.forget(client)
-        self._on_written(acks, self._drops.take())
+        drops = self._drops.take()
+        if self._holds:
+            self._holds.apply(acks, drops)
+            self._release_holds(gone)
+        self._on_written(acks, drops)
 
     def _route(self, work: Work, parts: Parts, groups: Groups, repeated: dict[RunLog, bool]) -> None:
         """Adds one message's parts, keyed by (writer, run name, tag), to `groups` by (run, tag);
@@ -184,6 +218,15 @@ class Pipeline:
         if written.duplicates:
             self._stats.add_duplicates(written.duplicates)
 
+    def _release_holds(self, gone: list[bytes] | None = None, everything: bool = False) -> None:
+        """Sends the held acknowledgements whose uploads are done, or that waited long enough."""
+        if not self._holds:
+            return
+        acks, drops, missing = self._holds.release(time.monotonic(), gone or (), everything)
+        if acks or drops:
+            # Only then a third argument: callers that never hold (tests) take two.
+            self._on_written(acks, drops, missing) if missing else self._on_written(acks, drops)
+
     def _fsync(self) -> None:
         self._runs.fsync()
         self._last_fsync = time.monotonic()
@@ -195,4 +238,6 @@ class Pipeline:
             self._drops.add(DropReason.INTERNAL_ERROR, work.count, work.client)
             if work.seq:
                 acks[work.client] = work.seq
-        self._on_written(acks, self._drops.take())
+        drops = self._drops.take()
+        self._holds.apply(acks, drops)
+        self._on_written(acks, drops)

@@ -11,14 +11,17 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from logger_client.protocol import DropReason
 from logger_daemon.event_codec import session_start_event
 from logger_daemon.event_file import EventFile
-from logger_daemon.history import SESSION_START_TAG, delivery_mark, read_history
+from logger_daemon.history import SESSION_START_TAG, RunHistory, delivery_mark, read_history
+
+if TYPE_CHECKING:
+    from logger_daemon.remote import Remotes
 
 
 class BadRunName(ValueError):
@@ -51,7 +54,7 @@ class RunLog:
         self.users: set[tuple[bytes, int]] = set()  # (client, writer id) writing here
         self.last_steps: dict[str, int] = {}
         self.file: EventFile | None = None
-        history = read_history(path)
+        history = self.read_history()
         #: Per client, the last message id whose records for this run were handled (or are being).
         self.delivered = history.delivered
         self._marked = dict(history.delivered)  # what the last delivery mark on disk says
@@ -60,6 +63,10 @@ class RunLog:
         self._disk_last_steps = history.last_steps  # by tag as written
         #: Clients whose writer opened this run as a new session (see `restart_if_resumed`).
         self.fresh: set[bytes] = set()
+
+    def read_history(self) -> RunHistory:
+        """What the run's files already hold (a remote run also reads its uploaded files)."""
+        return read_history(self.path)
 
     def event_file(self) -> EventFile:
         """The file this daemon appends to, starting with the delivery mark of what is on disk."""
@@ -160,9 +167,11 @@ class Runs:
     order; a directory's file is closed when its last writer is.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, remotes: Remotes | None = None) -> None:
         self._writers: dict[WriterKey, _Writer] = {}
         self._runs: dict[str, RunLog] = {}
+        #: Remote log directories (fsspec URLs), staged and uploaded; None: refused.
+        self._remotes = remotes
 
     def run_of(self, options: dict[str, Any]) -> RunLog:
         """The run an OPEN's options name (its log directory). Raises RefusedWriter."""
@@ -171,6 +180,8 @@ class Runs:
         try:
             if type(logdir) is not str or type(suffix) is not str or "/" in suffix or "\0" in suffix:
                 raise BadRunName(f"bad logdir {logdir!r} or filename_suffix {suffix!r}")
+            if self._remotes is not None and self._remotes.is_remote(logdir):
+                logdir = self._remotes.root(logdir, options.get("storage_options"))  # its staging directory
             return self._run_at(resolve_run(logdir, ""), suffix)
         except (BadRunName, OSError, ValueError) as exc:  # ValueError: e.g. a NUL in a path
             raise RefusedWriter(DropReason.BAD_LOGDIR, f"refusing a writer: {exc}") from exc
@@ -208,16 +219,19 @@ class Runs:
             run.users.add((client, writer))
         return run
 
-    def close_writer(self, key: WriterKey) -> None:
-        """The writer is closed: files no other writer uses are closed too."""
+    def close_writer(self, key: WriterKey) -> list[RunLog]:
+        """The writer is closed: files no other writer uses are closed too. Returns those runs."""
         opened = self._writers.pop(key, None)
         if opened is None:
-            return
+            return []
+        closed = []
         for run in opened.runs.values():
             run.users.discard(key)
             if not run.users:
                 run.close()
                 self._runs.pop(run.path, None)
+                closed.append(run)
+        return closed
 
     def close_client(self, client: bytes) -> None:
         """Every writer of a client that is gone."""
@@ -242,5 +256,6 @@ class Runs:
     def _run_at(self, path: str, suffix: str) -> RunLog:
         run = self._runs.get(path)
         if run is None:
-            run = self._runs[path] = RunLog(path, suffix)
+            remote = self._remotes.run_log(path, suffix) if self._remotes is not None else None
+            run = self._runs[path] = remote or RunLog(path, suffix)
         return run

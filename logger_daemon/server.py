@@ -27,6 +27,7 @@ from logger_client.settings import Settings
 from logger_daemon.connections import LISTEN_BACKLOG, ConnectionGuard, connection_cap, raise_fd_limit
 from logger_daemon.intake import Work
 from logger_daemon.pipeline import Pipeline
+from logger_daemon.remote import Remotes
 from logger_daemon.stats import Stats
 
 log = logging.getLogger("logger_daemon")
@@ -119,11 +120,11 @@ class Server:
         self.idle_timeout_s = idle_timeout_s
         self.stats = Stats()
         self._clients: dict[bytes, _Client] = {}
-        self._acks: deque[tuple[dict[bytes, int], dict[bytes, Counter]]] = deque()
+        self._acks: deque[tuple[dict[bytes, int], dict[bytes, Counter], dict[bytes, int]]] = deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self.pipeline = Pipeline(self.stats, settings.fsync_interval_s, self._on_written)
+        self.pipeline = Pipeline(self.stats, settings.fsync_interval_s, self._on_written, Remotes(settings))
         self._stop_requested = threading.Event()
         self.connections: ConnectionGuard | None = None  # made by serve(), with the socket
 
@@ -135,8 +136,10 @@ class Server:
         except BlockingIOError:
             pass
 
-    def _on_written(self, acks: dict[bytes, int], drops: dict[bytes, Counter]) -> None:  # pipeline thread
-        self._acks.append((acks, drops))
+    def _on_written(
+        self, acks: dict[bytes, int], drops: dict[bytes, Counter], not_uploaded: dict[bytes, int] | None = None
+    ) -> None:  # pipeline thread
+        self._acks.append((acks, drops, not_uploaded or {}))
         try:
             os.write(self._wake_w, b"\0")
         except BlockingIOError:
@@ -192,7 +195,7 @@ class Server:
                 self._send_acks(sock)
                 now = time.monotonic()
                 self._forget_silent_clients(now)
-                if self._clients or self.pipeline.queued()[0]:
+                if self._clients or self.pipeline.queued()[0] or self.pipeline.uploading():
                     idle_since = now
                 elif self.idle_timeout_s > 0 and now - idle_since > self.idle_timeout_s:
                     log.info("no client for %.0fs: exiting", self.idle_timeout_s)
@@ -314,11 +317,16 @@ class Server:
 
     def _send_acks(self, sock: zmq.Socket) -> None:
         while self._acks:
-            acks, drops = self._acks.popleft()
+            acks, drops, not_uploaded = self._acks.popleft()
+            uploads = self.pipeline.upload_counts() if acks else {}
             for identity, seq in acks.items():
                 header: dict[str, Any] = {"acked": seq}
                 if identity in drops:
                     header["dropped"] = dict(drops[identity])
+                if uploads:  # the daemon's upload counters, for writer.stats()
+                    header["uploads"] = uploads
+                if identity in not_uploaded:  # a close whose remote tail is not in the store yet
+                    header["not_uploaded"] = not_uploaded[identity]
                 self._reply(sock, identity, MessageKind.ACK, header)
 
     @staticmethod
@@ -337,6 +345,7 @@ class Server:
             "queue_records": queued_records,
             "queue_bytes": queued_bytes,
             "open_files": self.pipeline.open_files(),
+            "uploads": self.pipeline.upload_counts(),
             "restarts": self.restarts,
             "connections": self.connections.status() if self.connections is not None else {},
             "clients": [
