@@ -19,6 +19,7 @@ import numpy as np
 
 from ._convert import check_text, to_step, to_walltime
 from ._daemon_transport import get_transport
+from ._remote import check_storage_options, is_url, require_backend
 from .in_memory import InMemoryTransport
 from .protocol import INT64_MAX, INT64_MIN, MAX_NAME_CHARS
 from .settings import Settings
@@ -110,6 +111,7 @@ class WriterBase:
         comet_config: dict | None = None,
         *,
         transport: Transport | None = None,
+        storage_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         if kwargs:
@@ -124,6 +126,13 @@ class WriterBase:
         logdir = check_text(os.fspath(logdir), "logdir")
         if "\0" in logdir:
             raise ValueError("logdir must not contain a NUL character")
+        # An fsspec URL (s3://bucket/run): the daemon stages and uploads; never a local "s3:" dir.
+        self._remote = is_url(logdir)
+        if self._remote:
+            logdir = logdir.rstrip("/")
+            if write_to_disk and transport is None:
+                require_backend(logdir)
+        self._storage_options = check_storage_options(storage_options)
         if purge_step is not None:
             purge_step = to_step(purge_step, "purge_step")
         if flush_secs is not None and not (isinstance(flush_secs, (int, float)) and flush_secs > 0):
@@ -150,19 +159,22 @@ class WriterBase:
             self._transport = self._given_transport
         else:
             # As tensorboardX: a log directory that cannot be made fails here, at construction,
-            # not later in the daemon where the caller would never see it.
-            os.makedirs(self.logdir, exist_ok=True)
+            # not later in the daemon where the caller would never see it. (A remote one is made
+            # by its first upload.)
+            if not self._remote:
+                os.makedirs(self.logdir, exist_ok=True)
             self._transport = get_transport(self._settings)
         self._queue = self._transport.queue
         self._batch_records = self._transport.batch_records
-        self._writer_id = self._transport.open_writer(
-            {
-                "logdir": os.path.abspath(self.logdir),
-                "purge_step": self.purge_step,
-                "filename_suffix": self._filename_suffix,
-                "flush_secs": float(self._flush_secs or 120),
-            }
-        )
+        options: dict[str, Any] = {
+            "logdir": self.logdir if self._remote else os.path.abspath(self.logdir),
+            "purge_step": self.purge_step,
+            "filename_suffix": self._filename_suffix,
+            "flush_secs": float(self._flush_secs or 120),
+        }
+        if self._storage_options is not None:
+            options["storage_options"] = self._storage_options
+        self._writer_id = self._transport.open_writer(options)
         self._closed = False
         self._bind_add_scalar()
 
@@ -220,6 +232,8 @@ class WriterBase:
         """Waits until the daemon has written and fsynced everything logged before this call.
 
         Returns False if that did not happen within `timeout` seconds (default: flush_timeout_s).
+        For a remote logdir (an fsspec URL) True means fsynced in the daemon's staging directory:
+        the upload follows when the segment rolls (`segment_bytes`, `segment_s`) or at `close()`.
         """
         if self._closed:
             return True
@@ -229,7 +243,9 @@ class WriterBase:
         """Flushes and closes this writer, waiting at most `timeout` (default close_timeout_s).
 
         Returns whether the daemon confirmed everything written. Never blocks past the timeout,
-        even when the daemon is gone. Closing twice is harmless.
+        even when the daemon is gone. Closing twice is harmless. For a remote logdir, True also
+        means the run's last segment is in the store, when this writer was the last one writing the
+        run (the daemon uploads the tail as the run closes).
         """
         if self._closed:
             return True
