@@ -212,7 +212,7 @@ class Uploader:
         except Exception as exc:  # whatever the backend raises: keep the file, count, retry
             segment.attempts += 1
             segment.maybe_there = True  # the store may have taken it before the error
-            delay = min(self._retry_max_s, _FIRST_RETRY_S * 2 ** (segment.attempts - 1))
+            delay = retry_delay(segment.attempts, self._retry_max_s)
             segment.next_try = time.monotonic() + delay
             with self._ready:
                 self.failures += 1
@@ -241,6 +241,12 @@ class Uploader:
             self._ready.notify_all()
         if self.on_uploaded is not None:
             self.on_uploaded()
+
+
+def retry_delay(failures: int, retry_max_s: float) -> float:
+    """How long to wait after the `failures`-th failed try of an upload: 1 s, doubling, at most
+    `retry_max_s`."""
+    return min(retry_max_s, _FIRST_RETRY_S * 2 ** min(failures - 1, 62))
 
 
 def _stored(fs: Any, path: str, size: int) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from logger_daemon.history import MARK_PREFIX
 from logger_daemon.intake import Work
 from logger_daemon.pipeline import Pipeline
 from logger_daemon.protos.event_pb2 import Event
-from logger_daemon.remote import Remotes
+from logger_daemon.remote import Remotes, retry_delay
 from logger_daemon.tfrecord import read_records
 
 
@@ -152,6 +153,30 @@ def test_a_failed_upload_keeps_the_file_is_counted_and_retried_until_it_is_store
     assert h.uploads()["upload_failures"] == 3 and FlakyFileSystem.tries == 4
     assert objects(url) == {os.path.basename(staged): data}  # byte for byte, once
     assert not os.path.exists(staged)
+
+
+def test_failed_uploads_back_off_doubling_up_to_the_maximum(tmp_path):
+    assert [retry_delay(n, 30.0) for n in range(1, 8)] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert retry_delay(10_000, 30.0) == 30.0  # a store down for days: still the maximum
+    url = f"flaky://bucket-{uuid.uuid4().hex[:8]}/run"
+    FlakyFileSystem.failing = 2
+    h = RemoteHarness(str(tmp_path), upload_retry_max_s=30.0)
+    tries: list[float] = []
+    put = FlakyFileSystem.put_file
+
+    def timed(self: FlakyFileSystem, lpath: str, rpath: str, *args: Any, **kwargs: Any) -> None:
+        tries.append(time.monotonic())
+        put(self, lpath, rpath, *args, **kwargs)
+
+    FlakyFileSystem.put_file = timed  # type: ignore[method-assign]
+    try:
+        h.run(h.work(b"a", [open_record(url), scalar("loss", 1, 1.0)]))
+        h.pipeline._runs.close_writer((b"a", 1))
+        wait_for(lambda: h.uploads()["segments_uploaded"] == 1, timeout_s=15, message="the third try to succeed")
+    finally:
+        FlakyFileSystem.put_file = put  # type: ignore[method-assign]
+    assert len(tries) == 3 and h.uploads()["upload_failures"] == 2
+    assert tries[1] - tries[0] >= 1.0 and tries[2] - tries[1] >= 2.0  # waited, longer each time
 
 
 def test_segments_of_a_directory_are_uploaded_in_name_order(tmp_path):
