@@ -296,6 +296,15 @@ def test_a_url_without_its_backend_fails_at_the_constructor_naming_the_package(t
     assert os.listdir(tmp_path) == []  # never a local directory named "s3:"
 
 
+def test_a_url_without_fsspec_fails_at_the_constructor_naming_both_packages(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "fsspec", None)  # as if fsspec were not installed
+    monkeypatch.setitem(sys.modules, "fsspec.registry", None)
+    with pytest.raises(ImportError, match=r"gs:// log directories need fsspec and gcsfs: pip install fsspec gcsfs"):
+        SummaryWriter("gs://bucket/run")
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_url_of_a_protocol_fsspec_does_not_know_is_refused_at_the_constructor(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="nosuchprotocol:// is not a protocol fsspec knows"):
