@@ -5,7 +5,9 @@ would: in the standard AWS environment variables it inherits.
 What is checked: the objects are complete event files, equal byte for byte to the segments staged
 locally; our reader and TensorBoard's loader read the `s3://` directory;
 an outage of the store for 10 seconds loses nothing (logged = in the store, zero drops), its
-failed tries are counted in `logger-daemon status` and `writer.stats()`.
+failed tries are counted in `logger-daemon status` and `writer.stats()`; a daemon killed with a
+segment staged leaves it on disk, and the daemon its client starts next uploads it, byte for byte,
+once.
 """
 
 from __future__ import annotations
@@ -200,3 +202,31 @@ def test_an_upload_outage_of_ten_seconds_loses_nothing(s3, runtime_dir, monkeypa
     assert steps.tolist() == list(range(5000))  # logged = in the store + 0 drops
     accumulator = tensorboard_reads(f"s3://{prefix}", s3.endpoint, monkeypatch)
     assert len(accumulator.Scalars("loss")) == 5000
+
+
+def test_a_killed_daemons_staged_segment_is_uploaded_by_the_next_daemon(s3, runtime_dir, monkeypatch):
+    monkeypatch.setenv("LOGGER_SEGMENT_BYTES", str(1 << 20))  # no roll before the kill
+    url = f"s3://{s3.bucket}/killed"
+    with start_daemon(runtime_dir) as daemon:
+        writer = SummaryWriter(url, storage_options=s3.options())
+        for step in range(1000):
+            writer.add_scalar("loss", float(step), step)
+        assert writer.flush(timeout=20)  # fsynced in staging
+        assert status(runtime_dir)["uploads"]["segments_uploaded"] == 0
+        daemon.kill()  # SIGKILL: its open segment is never rolled, let alone uploaded
+        daemon.wait(10)
+        left = staged(runtime_dir)
+        assert len(left) == 1  # the open segment, kept on disk
+        for step in range(1000, 2000):  # the client starts the next daemon, which opens the URL again
+            writer.add_scalar("loss", float(step), step)
+        assert writer.close(timeout=30)  # the next daemon uploaded the dead one's segment, then its own
+        final = status(runtime_dir)
+
+    stored = objects(s3.fs(), f"{s3.bucket}/killed")
+    (name, content) = left.popitem()
+    assert stored[name] == content  # uploaded as the dead daemon left it, byte for byte
+    assert staged(runtime_dir) == {}
+    assert final["uploads"]["segments_uploaded"] == len(stored) == 2  # each sent once
+    assert final["records_dropped"] == {} and final["records_duplicate"] == 0
+    steps = load(url, storage_options=s3.options()).scalars[(".", "loss")].step
+    assert steps.tolist() == list(range(2000))  # logged = in the store, once each
