@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from logger_client._remote import is_url
 from logger_client.settings import Settings
 from logger_daemon.event_file import EventFile
 from logger_daemon.history import RunHistory, read_file_into
@@ -45,7 +46,6 @@ from logger_daemon.runs import RunLog
 
 log = logging.getLogger("logger_daemon")
 
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+://")
 _EVENTS = "events.out.tfevents."
 #: The first retry of a failed upload waits this long; each next one twice as long.
 _FIRST_RETRY_S = 1.0
@@ -53,11 +53,6 @@ _FIRST_RETRY_S = 1.0
 
 class RemoteError(ValueError):
     """A remote log directory the daemon cannot use (no fsspec backend for it, bad options)."""
-
-
-def is_url(logdir: str) -> bool:
-    """Whether `logdir` names a remote directory (`scheme://...`) rather than a local path."""
-    return _URL.match(logdir) is not None
 
 
 def filesystem(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
