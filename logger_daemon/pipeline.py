@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 
 from logger_client.protocol import DropReason
@@ -25,9 +25,9 @@ from logger_daemon.writing import Groups, write_groups
 
 log = logging.getLogger("logger_daemon")
 
-#: Called with the cycle's acknowledgements {client: seq} and refusals {client: {reason: count}};
-#: acknowledgements held for uploads that ended without them add {client: segments not uploaded}.
-OnWritten = Callable[..., None]
+#: Called with the cycle's acknowledgements {client: seq}, refusals {client: {reason: count}}, and,
+#: for acknowledgements held for uploads that ended without them, {client: segments not uploaded}.
+OnWritten = Callable[[dict[bytes, int], dict[bytes, Counter[str]], dict[bytes, int]], None]
 
 
 class Pipeline:
@@ -168,7 +168,7 @@ class Pipeline:
         if self._holds:
             self._holds.apply(acks, drops)
             self._release_holds(gone)
-        self._on_written(acks, drops)
+        self._on_written(acks, drops, {})
 
     def _route(self, work: Work, parts: Parts, groups: Groups, repeated: dict[RunLog, bool]) -> None:
         """Adds one message's parts, keyed by (writer, run name, tag), to `groups` by (run, tag);
@@ -224,8 +224,7 @@ class Pipeline:
             return
         acks, drops, missing = self._holds.release(time.monotonic(), gone or (), everything)
         if acks or drops:
-            # Only then a third argument: callers that never hold (tests) take two.
-            self._on_written(acks, drops, missing) if missing else self._on_written(acks, drops)
+            self._on_written(acks, drops, missing)
 
     def _fsync(self) -> None:
         self._runs.fsync()
@@ -240,4 +239,4 @@ class Pipeline:
                 acks[work.client] = work.seq
         drops = self._drops.take()
         self._holds.apply(acks, drops)
-        self._on_written(acks, drops)
+        self._on_written(acks, drops, {})

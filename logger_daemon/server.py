@@ -137,9 +137,9 @@ class Server:
             pass
 
     def _on_written(
-        self, acks: dict[bytes, int], drops: dict[bytes, Counter], not_uploaded: dict[bytes, int] | None = None
+        self, acks: dict[bytes, int], drops: dict[bytes, Counter], not_uploaded: dict[bytes, int]
     ) -> None:  # pipeline thread
-        self._acks.append((acks, drops, not_uploaded or {}))
+        self._acks.append((acks, drops, not_uploaded))
         try:
             os.write(self._wake_w, b"\0")
         except BlockingIOError:

@@ -38,7 +38,7 @@ class Harness:
         self.pipeline = Pipeline(self.stats, fsync_interval_s=30.0, on_written=self._on_written)
         self._seq: Counter[bytes] = Counter()
 
-    def _on_written(self, acks: dict[bytes, int], drops: dict[bytes, Counter]) -> None:
+    def _on_written(self, acks: dict[bytes, int], drops: dict[bytes, Counter], not_uploaded: dict[bytes, int]) -> None:
         self.acks.append(acks)
         for client, counts in drops.items():
             for reason, count in counts.items():

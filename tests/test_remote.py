@@ -65,8 +65,8 @@ class RemoteHarness(Harness):
         self.remotes = Remotes(Settings(runtime_dir=staging, **config))
         self.pipeline = Pipeline(self.stats, 30.0, self._on_written, self.remotes)
 
-    def _on_written(self, acks: dict[bytes, int], drops: dict[bytes, Counter], not_uploaded: Any = None) -> None:
-        super()._on_written(acks, drops)
+    def _on_written(self, acks: dict[bytes, int], drops: dict[bytes, Counter], not_uploaded: dict[bytes, int]) -> None:
+        super()._on_written(acks, drops, not_uploaded)
         if not_uploaded:
             self.not_uploaded.append(not_uploaded)
 
