@@ -106,6 +106,7 @@ class InMemoryTransport:
             "records_pending": 0,
             "error": None,
             "uploads": {},
+            "write_error": None,
         }
 
 

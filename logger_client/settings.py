@@ -77,6 +77,10 @@ class Settings:
     upload_wait_s: float = 10.0
     #: Longest the daemon waits to list or read a remote run's files when it first opens the run.
     remote_timeout_s: float = 30.0
+    #: Encoded bytes the daemon holds in memory while the disk refuses writes (full, over quota),
+    #: written in order and acknowledged once it takes them again; records past it are dropped
+    #: as `io_error`.
+    daemon_held_bytes: int = 64 * 2**20
 
     @classmethod
     def from_env(cls) -> Settings:

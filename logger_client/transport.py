@@ -42,6 +42,10 @@ class TransportStats(TypedDict):
     #: daemon's disk, waiting), `upload_failures` (failed tries, each retried), `history_errors`.
     #: Empty while the daemon has no remote log dir.
     uploads: dict[str, int]
+    #: Why the daemon's disk refuses writes (full, over quota), as its last acknowledgement said:
+    #: it holds this process's records meanwhile (`records_pending`), up to its bound
+    #: (`LOGGER_DAEMON_HELD_BYTES`), and drops the rest as `io_error`. None when writes go through.
+    write_error: str | None
 
 
 class Transport(Protocol):

@@ -104,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
     server = Server(args.endpoint or endpoint(runtime_dir), settings, idle, restarts=args.restarts)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: server.request_stop())
+    # Past a file-size limit a write fails with EFBIG, which the daemon handles as a full disk;
+    # the signal that comes with it would kill the process.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         server.serve()
     finally:
@@ -162,6 +165,9 @@ def status(args: argparse.Namespace) -> int:
             f" {uploads['segments_pending']} staged ({uploads['bytes_pending']} bytes);"
             f" {uploads['upload_failures']} failed attempt(s)"
         )
+    if reply.get("write_error"):
+        print(f"the disk refuses writes: {reply['write_error']}")
+        print(f"records held:     {reply['records_held']} ({reply['bytes_held']} bytes), written when it takes them")
     return 0
 
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 
 from logger_client.protocol import DropReason
+from logger_client.settings import Settings
+from logger_daemon.event_file import Backlog, EventFile
 from logger_daemon.intake import Group, Intake, OpenWriter, Parts, Work
 from logger_daemon.remote import AckHolds, Remotes
 from logger_daemon.runs import RefusedWriter, RunLog, Runs
@@ -27,14 +29,22 @@ log = logging.getLogger("logger_daemon")
 
 #: Called with the cycle's acknowledgements {client: seq}, refusals {client: {reason: count}}, and,
 #: for acknowledgements held for uploads that ended without them, {client: segments not uploaded}.
+#: A seq of 0 acknowledges nothing: that client's acknowledgement waits for the disk.
 OnWritten = Callable[[dict[bytes, int], dict[bytes, Counter[str]], dict[bytes, int]], None]
+#: How often records the disk refused are tried again.
+RETRY_S = 0.5
 
 
 class Pipeline:
     """Owns every run directory and event file; fed by `put`, acknowledges through `on_written`."""
 
     def __init__(
-        self, stats: Stats, fsync_interval_s: float, on_written: OnWritten, remotes: Remotes | None = None
+        self,
+        stats: Stats,
+        fsync_interval_s: float,
+        on_written: OnWritten,
+        held_bytes: int = Settings.daemon_held_bytes,
+        remotes: Remotes | None = None,
     ) -> None:
         self._stats = stats
         self._fsync_interval_s = fsync_interval_s
@@ -45,14 +55,18 @@ class Pipeline:
         self._ready = threading.Condition()
         self._stopping = False
         self._intake = Intake()
-        self._runs = Runs(remotes)
+        self._backlog = Backlog(held_bytes)
+        self._runs = Runs(self._backlog, remotes)
         self._remotes = remotes
         self._holds = AckHolds()  # acknowledgements waiting for a closed remote run's upload
         if remotes is not None:
             remotes.uploader.on_uploaded = self.wake
         self._drops = Drops(stats)
         self._marked: set[RunLog] = set()  # runs that handled new messages this cycle
-        self._last_fsync = time.monotonic()
+        #: Acknowledgements waiting, in order, for what their cycle appended to files the disk
+        #: refused: (acks, [(file, its `appended` at the cycle's end)]).
+        self._waiting: deque[tuple[dict[bytes, int], list[tuple[EventFile, int]]]] = deque()
+        self._last_fsync = self._last_retry = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="logger-daemon-pipeline", daemon=True)
 
     def start(self) -> None:
@@ -86,6 +100,11 @@ class Pipeline:
         """Whether staged segments wait for upload."""
         return self._remotes is not None and bool(self._remotes.uploader.pending())
 
+    def held(self) -> tuple[int, int, str | None]:
+        """(records, bytes) held in memory because the disk refused them, and why (None: it does
+        not). Safe from any thread."""
+        return (*self._backlog.held(), self._backlog.error())
+
     def stop(self, timeout_s: float | None = None) -> None:
         """Writes everything handed over so far, fsyncs and closes every file."""
         with self._ready:
@@ -103,7 +122,7 @@ class Pipeline:
         while True:
             with self._ready:
                 if not self._inbox and not self._stopping:
-                    self._ready.wait(timeout=min(1.0, self._fsync_interval_s))
+                    self._ready.wait(timeout=RETRY_S if self._backlog.blocked else min(1.0, self._fsync_interval_s))
                 batch, self._inbox = self._inbox, []
                 self._inbox_bytes = self._inbox_records = 0
                 stopping = self._stopping
@@ -113,13 +132,18 @@ class Pipeline:
                 except Exception:  # never stop writing for everyone because of one batch
                     log.exception("a write cycle failed")
                     self._fail(batch)
+            if self._backlog.blocked and time.monotonic() - self._last_retry >= RETRY_S:
+                self._retry()
             if time.monotonic() - self._last_fsync >= self._fsync_interval_s:
                 self._fsync()
             if self._remotes is not None:
                 self._remotes.roll_due()
                 self._release_holds()
             if stopping and not batch:
-                self._runs.close()
+                self._runs.close()  # gives up what the disk still refuses, counted
+                acks, drops = self._acknowledge({})
+                if acks or drops:
+                    self._send(acks, drops)
                 return
 
     # -- one cycle ---------------------------------------------------------------------------------
@@ -132,6 +156,8 @@ class Pipeline:
         closing: list[tuple[bytes, int]] = []
         gone: list[bytes] = []
         fsync = False
+        if self._backlog.blocked:  # room may have come back: what waits goes before what is new
+            self._backlog.retry()
         for work in batch:
             collected = self._intake.collect(work, self._drops)
             self._stats.add_received(collected.received)
@@ -164,11 +190,7 @@ class Pipeline:
         for client in gone:
             self._runs.close_client(client)
             self._intake.forget(client)
-        drops = self._drops.take()
-        if self._holds:
-            self._holds.apply(acks, drops)
-            self._release_holds(gone)
-        self._on_written(acks, drops, {})
+        self._send(*self._acknowledge(acks), gone)
 
     def _route(self, work: Work, parts: Parts, groups: Groups, repeated: dict[RunLog, bool]) -> None:
         """Adds one message's parts, keyed by (writer, run name, tag), to `groups` by (run, tag);
@@ -214,9 +236,15 @@ class Pipeline:
         written = write_groups(groups, self._drops)
         for run in written.runs:
             run.flush()  # readable by TensorBoard from here on: what is acked is visible
-        self._stats.add_written(written.records, written.nbytes)
         if written.duplicates:
             self._stats.add_duplicates(written.duplicates)
+
+    def _send(self, acks: dict[bytes, int], drops: dict[bytes, Counter[str]], gone: list[bytes] | None = None) -> None:
+        """Hands acknowledgements on, less those held until a closed remote run is uploaded."""
+        if self._holds:
+            self._holds.apply(acks, drops)
+            self._release_holds(gone)
+        self._on_written(acks, drops, {})
 
     def _release_holds(self, gone: list[bytes] | None = None, everything: bool = False) -> None:
         """Sends the held acknowledgements whose uploads are done, or that waited long enough."""
@@ -225,6 +253,34 @@ class Pipeline:
         acks, drops, missing = self._holds.release(time.monotonic(), gone or (), everything)
         if acks or drops:
             self._on_written(acks, drops, missing)
+
+    def _acknowledge(self, acks: dict[bytes, int]) -> tuple[dict[bytes, int], dict[bytes, Counter[str]]]:
+        """What to tell the clients after a cycle: its acknowledgements, the drops since the last
+        time (io_error for records a closed file gave up among them), and the counts written.
+
+        While files hold records the disk refused, acknowledgements wait, in order, until what
+        was appended to those files by then is on disk or given up: a seq is acknowledged only
+        once written, and never before an earlier one. A client whose ack waits gets 0 for now."""
+        records, nbytes, lost = self._backlog.take()
+        self._stats.add_written(records, nbytes)
+        for client, count in lost.items():
+            self._drops.add(DropReason.IO_ERROR, count, client)
+        waits = [(file, file.appended) for file in self._backlog.blocked]
+        if waits or self._waiting:
+            if acks:
+                self._waiting.append((acks, waits))
+            acks = dict.fromkeys(acks, 0)
+            while self._waiting and all(file.settled >= mark for file, mark in self._waiting[0][1]):
+                acks.update(self._waiting.popleft()[0])
+        return acks, self._drops.take()
+
+    def _retry(self) -> None:
+        """Tries again to write what the disk refused, and acknowledges what that completes."""
+        self._backlog.retry()
+        self._last_retry = time.monotonic()
+        acks, drops = self._acknowledge({})
+        if acks or drops:
+            self._send(acks, drops)
 
     def _fsync(self) -> None:
         self._runs.fsync()
@@ -237,6 +293,4 @@ class Pipeline:
             self._drops.add(DropReason.INTERNAL_ERROR, work.count, work.client)
             if work.seq:
                 acks[work.client] = work.seq
-        drops = self._drops.take()
-        self._holds.apply(acks, drops)
-        self._on_written(acks, drops, {})
+        self._send(*self._acknowledge(acks))

@@ -40,7 +40,7 @@ from typing import Any
 
 from logger_client._remote import is_url
 from logger_client.settings import Settings
-from logger_daemon.event_file import EventFile
+from logger_daemon.event_file import Backlog, EventFile
 from logger_daemon.history import RunHistory, read_file_into
 from logger_daemon.runs import RunLog
 
@@ -275,12 +275,14 @@ class RemoteRunLog(RunLog):
     """A run of a remote log directory: written in its staging directory, and rolled into
     segments that the uploader sends."""
 
-    def __init__(self, path: str, filename_suffix: str, root: RemoteRoot, remotes: Remotes) -> None:
+    def __init__(
+        self, path: str, filename_suffix: str, backlog: Backlog | None, root: RemoteRoot, remotes: Remotes
+    ) -> None:
         self.root = root
         self.remote_dir = root.remote_dir(path)
         self._remotes = remotes
         self._started = 0.0
-        super().__init__(path, filename_suffix)
+        super().__init__(path, filename_suffix, backlog)
 
     def read_history(self) -> RunHistory:
         return self._remotes.history(self)
@@ -347,11 +349,11 @@ class Remotes:
             root = self._roots[url] = RemoteRoot(url, fs, path.rstrip("/"), staging)
         return root.staging
 
-    def run_log(self, path: str, filename_suffix: str) -> RunLog | None:
+    def run_log(self, path: str, filename_suffix: str, backlog: Backlog | None = None) -> RunLog | None:
         """A `RemoteRunLog` if `path` is a staging directory (or below one), else None."""
         for root in self._roots.values():
             if path == root.staging or path.startswith(root.staging + os.sep):
-                run = RemoteRunLog(path, filename_suffix, root, self)
+                run = RemoteRunLog(path, filename_suffix, backlog, root, self)
                 self._open[path] = run
                 return run
         return None

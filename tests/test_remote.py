@@ -63,7 +63,7 @@ class RemoteHarness(Harness):
         self.not_uploaded: list[dict[bytes, int]] = []
         config = {"segment_bytes": 1 << 20, "segment_s": 3600.0, "upload_retry_max_s": 0.05, **settings}
         self.remotes = Remotes(Settings(runtime_dir=staging, **config))
-        self.pipeline = Pipeline(self.stats, 30.0, self._on_written, self.remotes)
+        self.pipeline = Pipeline(self.stats, 30.0, self._on_written, remotes=self.remotes)
 
     def _on_written(self, acks: dict[bytes, int], drops: dict[bytes, Counter], not_uploaded: dict[bytes, int]) -> None:
         super()._on_written(acks, drops, not_uploaded)
@@ -119,7 +119,7 @@ def test_a_url_logdir_is_staged_then_uploaded_in_complete_segments(tmp_path, url
     for data in stored.values():  # each a complete event file of its own
         events = events_of(data)
         assert events[0].file_version == "brain.Event:2"
-        assert events[1].source_metadata.writer.startswith(MARK_PREFIX)
+        assert events[1].log_message.message.startswith(MARK_PREFIX)
     counts = h.uploads()
     assert counts["segments_uploaded"] == len(stored) and counts["bytes_uploaded"] == sum(map(len, stored.values()))
     assert counts["segments_pending"] == 0 and counts["upload_failures"] == 0
@@ -270,7 +270,7 @@ def test_projector_files_beside_a_remote_run_are_uploaded_and_stay_staged(tmp_pa
     writer.add_embedding(np.arange(12.0).reshape(4, 3), metadata=list("abcd"), global_step=1, tag="emb")
     run = PipelineRun()
     remotes = Remotes(Settings(runtime_dir=str(tmp_path)))
-    run.pipeline = Pipeline(run.stats, 30.0, run._on_written, remotes)
+    run.pipeline = Pipeline(run.stats, 30.0, run._on_written, remotes=remotes)
     run_through_pipeline(transport, run)
     run.pipeline.stop()  # closes the run: its tail segment and the projector's files go up
     (root,) = os.listdir(remotes.staging_dir)
