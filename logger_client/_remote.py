@@ -1,6 +1,6 @@
-"""Remote log directories on the client's side: telling an fsspec URL (`s3://bucket/run`) from a
-local path, checking at the writer's constructor that the URL's fsspec backend is installed
-(without importing it), and opening a URL for the reader.
+"""Remote log directories on the client's side (a logdir that `protocol.is_url_logdir` calls a
+URL, `s3://bucket/run`): checking at the writer's constructor that the URL's fsspec backend is
+installed (without importing it), and opening a URL for the reader.
 
 The daemon stages and uploads what a writer logs to a URL (`logger_daemon/remote.py`); the
 client never imports fsspec unless it is given a URL.
@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import re
 from typing import Any
 
 import msgpack
 
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+://")
 #: The backend package of common schemes, for the message when fsspec itself is missing.
 _BACKENDS = {
     "s3": "s3fs",
@@ -27,11 +25,6 @@ _BACKENDS = {
     "abfss": "adlfs",
     "adl": "adlfs",
 }
-
-
-def is_url(path: str) -> bool:
-    """Whether `path` is a URL (`scheme://...`, scheme of two or more characters) and not a path."""
-    return _URL.match(path) is not None
 
 
 def require_backend(url: str) -> None:

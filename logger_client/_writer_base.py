@@ -19,9 +19,9 @@ import numpy as np
 
 from ._convert import check_text, to_step, to_walltime
 from ._daemon_transport import get_transport
-from ._remote import check_storage_options, is_url, require_backend
+from ._remote import check_storage_options, require_backend
 from .in_memory import InMemoryTransport
-from .protocol import INT64_MAX, INT64_MIN, MAX_NAME_CHARS
+from .protocol import INT64_MAX, INT64_MIN, MAX_NAME_CHARS, is_url_logdir
 from .settings import Settings
 from .transport import Transport, TransportStats
 
@@ -146,7 +146,7 @@ class WriterBase:
         if "\0" in logdir:
             raise ValueError("logdir must not contain a NUL character")
         # An fsspec URL (s3://bucket/run): the daemon stages and uploads; never a local "s3:" dir.
-        self._remote = is_url(logdir)
+        self._remote = is_url_logdir(logdir)
         if self._remote:
             logdir = logdir.rstrip("/")
             if write_to_disk and transport is None:

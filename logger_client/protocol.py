@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_packed_records",
+    "is_url_logdir",
     "record_count",
     "record_options",
 ]
@@ -117,6 +119,16 @@ MAX_ARRAYS_PER_RECORD = 8
 #: Steps are int64, as TensorBoard's Event.step.
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
+#: An OPEN's `logdir` that starts so (`s3://`, `gs://`, ...; a scheme of two or more characters)
+#: is a remote log directory, an fsspec URL; any other is a local path.
+_URL_LOGDIR = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+://")
+
+
+def is_url_logdir(logdir: str) -> bool:
+    """Whether `logdir` names a remote log directory (an fsspec URL) rather than a local path."""
+    return _URL_LOGDIR.match(logdir) is not None
+
+
 #: One packed plain scalar: key (u32), step (i64), wall time (f64), value (f64), little-endian.
 #: `_speedups.c` packs the same layout (a test compares the two).
 SCALAR_ROW = struct.Struct("<Iqdd")

@@ -51,8 +51,9 @@ import numpy as np
 from . import _event_decode as decode
 from ._event_decode import DecodedEvent, DecodeError, Metadata, ScalarLayout
 from ._png import decode_image
-from ._remote import is_url, open_url
+from ._remote import open_url
 from ._tfrecord_read import check_group, frame, length_groups, rows_of
+from .protocol import is_url_logdir
 
 __all__ = [
     "Audio",
@@ -716,7 +717,7 @@ def load(logdir: str | os.PathLike[str], *, storage_options: dict[str, Any] | No
     """
     path = os.fspath(logdir)
     read: Callable[[str], bytes] = _read_local
-    if is_url(path):
+    if is_url_logdir(path):
         fs, root = open_url(path, storage_options)
         root = root.rstrip("/")
         fs.invalidate_cache(root)  # a listing cached by an earlier load would miss new files

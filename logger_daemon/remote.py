@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from logger_client._remote import is_url
+from logger_client.protocol import is_url_logdir
 from logger_client.settings import Settings
 from logger_daemon.event_file import Backlog, EventFile
 from logger_daemon.history import RunHistory, read_file_into
@@ -335,7 +335,7 @@ class Remotes:
     # -- for Runs ---------------------------------------------------------------------------------
 
     def is_remote(self, logdir: str) -> bool:
-        return is_url(logdir)
+        return is_url_logdir(logdir)
 
     def root(self, url: str, storage_options: Any) -> str:
         """The staging directory of remote log directory `url`. Raises RemoteError."""
