@@ -118,14 +118,16 @@ class Uploader:
         self._thread: threading.Thread | None = None
 
     def put(self, segment: Segment) -> None:
-        """Queues `segment`, unless its file is queued already."""
-        try:
-            segment.size = os.path.getsize(segment.local)
-        except OSError as exc:
-            log.error("cannot queue %s for upload: %s", segment.local, exc)
-            return
+        """Queues `segment`, unless its file is queued already (or uploaded and gone)."""
         with self._ready:
             if segment.local in self._queued:
+                return
+            try:  # under the lock: a file that left the queue was deleted before it left
+                segment.size = os.path.getsize(segment.local)
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                log.error("cannot queue %s for upload: %s", segment.local, exc)
                 return
             self._queued.add(segment.local)
             self._queue.append(segment)
@@ -301,7 +303,10 @@ class RemoteRunLog(RunLog):
         try:
             file.close()
         finally:
-            self._remotes.upload(self, file.path)
+            # Every staged event file of the run: one the disk tore goes on in a new file (see
+            # event_file), and each is a segment.
+            for name in _event_files(self.path):
+                self._remotes.upload(self, os.path.join(self.path, name))
             self._remotes.upload_side_files(self)
 
     def roll_if_due(self, now: float, segment_bytes: int, segment_s: float) -> None:

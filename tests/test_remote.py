@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from conftest import wait_for
 from fsspec.implementations.memory import MemoryFileSystem
+from test_disk_refusals import FakeDisk
 from test_pipeline import Harness, open_record, scalar
 from test_projector import PipelineRun, files_under, run_through_pipeline
 
@@ -25,6 +26,7 @@ from logger_client import SummaryWriter, load
 from logger_client.in_memory import InMemoryTransport
 from logger_client.protocol import RecordKind
 from logger_client.settings import Settings
+from logger_daemon import event_file
 from logger_daemon.history import MARK_PREFIX
 from logger_daemon.intake import Work
 from logger_daemon.pipeline import Pipeline
@@ -177,6 +179,23 @@ def test_failed_uploads_back_off_doubling_up_to_the_maximum(tmp_path):
         FlakyFileSystem.put_file = put  # type: ignore[method-assign]
     assert len(tries) == 3 and h.uploads()["upload_failures"] == 2
     assert tries[1] - tries[0] >= 1.0 and tries[2] - tries[1] >= 2.0  # waited, longer each time
+
+
+def test_a_segment_the_staging_disk_tore_is_uploaded_with_the_file_that_continues_it(tmp_path, url, monkeypatch):
+    disk = FakeDisk(2000)  # fills up within the first message
+    disk.cut_fails = True  # and the torn record cannot be cut off: a new file continues the run
+    monkeypatch.setattr(event_file, "create_exclusive", disk.create)
+    h = RemoteHarness(str(tmp_path))
+    h.run(h.work(b"a", [open_record(url)] + [scalar("loss", step, float(step)) for step in range(100)]))
+    (torn,) = h.staged()
+    disk.free = 1 << 20
+    h.run(h.work(b"a", [close_record()]))  # the held records go into a new file; the close rolls
+    assert h.remotes.uploader.drain(10)
+    stored = objects(url)
+    assert len(stored) == 2 and os.path.basename(torn) in stored  # both staged files, once each
+    assert h.staged() == []
+    assert load(url).scalars[(".", "loss")].step.tolist() == list(range(100))
+    assert h.dropped() == {}
 
 
 def test_segments_of_a_directory_are_uploaded_in_name_order(tmp_path):
