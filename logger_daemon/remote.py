@@ -311,7 +311,9 @@ class RemoteRunLog(RunLog):
 
     def roll_if_due(self, now: float, segment_bytes: int, segment_s: float) -> None:
         file = self.file
-        if file is not None and (file.bytes_written >= segment_bytes or now - self._started >= segment_s):
+        if file is None or file.error is not None:  # closing a file the disk holds up gives up records
+            return
+        if file.bytes_written >= segment_bytes or now - self._started >= segment_s:
             self.roll()
 
     def close(self) -> None:

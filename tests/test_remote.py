@@ -198,6 +198,21 @@ def test_a_segment_the_staging_disk_tore_is_uploaded_with_the_file_that_continue
     assert h.dropped() == {}
 
 
+def test_a_segment_the_staging_disk_holds_up_is_not_rolled_until_its_records_are_written(tmp_path, url, monkeypatch):
+    disk = FakeDisk(2000)
+    monkeypatch.setattr(event_file, "create_exclusive", disk.create)
+    h = RemoteHarness(str(tmp_path), segment_s=0.0)  # every segment is due at once
+    h.run(h.work(b"a", [open_record(url)] + [scalar("loss", step, float(step)) for step in range(100)]))
+    assert h.acked(b"a") == 0  # held in memory: the staging disk is full
+    h.remotes.roll_due()  # due, but rolling would close the file and give up what it holds
+    assert h.uploads()["segments_pending"] == 0 and h.dropped() == {}
+    disk.free = 1 << 20
+    h.run(h.work(b"a", [close_record()]))
+    assert h.remotes.uploader.drain(10)
+    assert h.stats.snapshot()["records_written"] == 100 and h.dropped() == {}
+    assert load(url).scalars[(".", "loss")].step.tolist() == list(range(100))
+
+
 def test_segments_of_a_directory_are_uploaded_in_name_order(tmp_path):
     url = f"flaky://bucket-{uuid.uuid4().hex[:8]}/run"
     FlakyFileSystem.failing = 2
