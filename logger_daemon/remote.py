@@ -289,6 +289,9 @@ class RemoteRunLog(RunLog):
     def read_history(self) -> RunHistory:
         return self._remotes.history(self)
 
+    def newest_elsewhere(self) -> str | None:
+        return self._remotes.newest_name(self)
+
     def event_file(self) -> EventFile:
         if self.file is None:
             self._started = time.monotonic()
@@ -404,6 +407,10 @@ class Remotes:
         if listed:  # else the next open tries the store again
             self._history[run.path] = (names[-1] if names else "", copy.deepcopy(history))
         return history
+
+    def newest_name(self, run: RemoteRunLog) -> str | None:
+        """The newest event file name the run's history read (in the store or staged)."""
+        return self._history.get(run.path, ("", None))[0] or None
 
     def upload(self, run: RemoteRunLog, local: str, maybe_there: bool = False) -> None:
         remote = posixpath.join(run.remote_dir, os.path.basename(local))

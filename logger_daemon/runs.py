@@ -70,10 +70,17 @@ class RunLog:
         """What the run's files already hold (a remote run also reads its uploaded files)."""
         return read_history(self.path)
 
+    def newest_elsewhere(self) -> str | None:
+        """The newest name among the run's event files that are not in its directory (a remote
+        run's uploaded files): new files must sort after it, as TensorBoard reads by name."""
+        return None
+
     def event_file(self) -> EventFile:
         """The file this daemon appends to, starting with the delivery mark of what is on disk."""
         if self.file is None:
-            self.file = EventFile(self.path, self.filename_suffix, self._backlog, _continuation_mark)
+            self.file = EventFile(
+                self.path, self.filename_suffix, self._backlog, _continuation_mark, self.newest_elsewhere()
+            )
             self.file.write(delivery_mark(time.time(), self._marked))
         return self.file
 

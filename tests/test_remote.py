@@ -213,6 +213,23 @@ def test_a_segment_the_staging_disk_holds_up_is_not_rolled_until_its_records_are
     assert load(url).scalars[(".", "loss")].step.tolist() == list(range(100))
 
 
+def test_new_segments_sort_after_the_newest_file_in_the_store(tmp_path, url):
+    h = RemoteHarness(str(tmp_path / "a"))
+    h.run(h.work(b"a", [open_record(url), scalar("loss", 0, 0.0), close_record()]))
+    assert h.remotes.uploader.drain(10)
+    fs, path = fsspec.core.url_to_fs(url)
+    (uploaded,) = fs.find(path)
+    # As another node's daemon would name it whose clock is ahead: it sorts after this second.
+    ahead = f"events.out.tfevents.{int(time.time()) + 100:010d}.othernode.1.00000000"
+    fs.mv(uploaded, f"{path}/{ahead}")
+    later = RemoteHarness(str(tmp_path / "b"))  # a new daemon: nothing staged, the store's history
+    later.run(later.work(b"b", [open_record(url), scalar("loss", 1, 1.0), close_record()]))
+    assert later.remotes.uploader.drain(10)
+    names = sorted(objects(url))
+    assert len(names) == 2 and names[0] == ahead  # TensorBoard reads by name: the new file after
+    assert load(url).scalars[(".", "loss")].step.tolist() == [0, 1]
+
+
 def test_segments_of_a_directory_are_uploaded_in_name_order(tmp_path):
     url = f"flaky://bucket-{uuid.uuid4().hex[:8]}/run"
     FlakyFileSystem.failing = 2
