@@ -162,6 +162,7 @@ class DaemonTransport:
             "queued": self._producer.queued(),
             "records_pending": self._producer.pending(),
             "error": self._error or self._disconnected,
+            "uploads": sender.uploads() if sender is not None else {},
             "write_error": sender.write_error if sender is not None else None,
         }
 

@@ -98,6 +98,7 @@ class Sender:
         self._sent = 0
         self._acked = 0
         self._daemon_dropped: Counter[str] = Counter()
+        self._uploads: dict[str, int] = {}  # the daemon's upload counters, as of its last ack
         #: Whether the daemon has answered (WELCOME, or an ACK).
         self.welcomed = False
         #: Whether the daemon said it does not know this client: HELLO and resend (`reconnect`).
@@ -254,6 +255,7 @@ class Sender:
     def _on_ack(self, header: dict[str, Any]) -> None:
         acked = header.get("acked", 0)  # 0: nothing more (the daemon's disk holds it up)
         dropped = header.get("dropped") or {}
+        uploads = header.get("uploads")
         write_error = header.get("write_error")
         self.write_error = write_error if isinstance(write_error, str) else None
         records = array_bytes = 0
@@ -269,9 +271,14 @@ class Sender:
             self._acked += records
             for reason, count in dropped.items():  # refused by the daemon: counted, not written
                 self._daemon_dropped[str(reason)] += int(count)
+            if isinstance(uploads, dict):
+                self._uploads = {str(name): int(count) for name, count in uploads.items()}
         if self._on_release is not None and (records or array_bytes):
             self._on_release(records, array_bytes)
+        not_uploaded = bool(header.get("not_uploaded"))  # a remote run's tail is still only staged
         for request in flushed:
+            if not_uploaded:
+                request.ok = False
             request.done.set()
         self.welcomed = True
 
@@ -279,6 +286,11 @@ class Sender:
         if self.error is None:  # the first cause is the one to report
             log.error("%s", error)
             self.error = error
+
+    def uploads(self) -> dict[str, int]:
+        """The daemon's upload counters for remote log dirs, as of its last acknowledgement."""
+        with self._lock:
+            return dict(self._uploads)
 
     def counts(self) -> tuple[int, int, Counter[str]]:
         """(data records sent, acknowledged, refused by the daemon by reason); from any thread."""

@@ -19,8 +19,9 @@ import numpy as np
 
 from ._convert import check_text, to_step, to_walltime
 from ._daemon_transport import get_transport
+from ._remote import check_storage_options, require_backend
 from .in_memory import InMemoryTransport
-from .protocol import INT64_MAX, INT64_MIN, MAX_NAME_CHARS
+from .protocol import INT64_MAX, INT64_MIN, MAX_NAME_CHARS, is_url_logdir
 from .settings import Settings
 from .transport import Transport, TransportStats
 
@@ -133,6 +134,7 @@ class WriterBase:
         *,
         transport: Transport | None = None,
         overflow: str | None = None,
+        storage_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         if kwargs:
@@ -147,6 +149,13 @@ class WriterBase:
         logdir = check_text(os.fspath(logdir), "logdir")
         if "\0" in logdir:
             raise ValueError("logdir must not contain a NUL character")
+        # An fsspec URL (s3://bucket/run): the daemon stages and uploads; never a local "s3:" dir.
+        self._remote = is_url_logdir(logdir)
+        if self._remote:
+            logdir = logdir.rstrip("/")
+            if write_to_disk and transport is None:
+                require_backend(logdir)
+        self._storage_options = check_storage_options(storage_options)
         if purge_step is not None:
             purge_step = to_step(purge_step, "purge_step")
         if flush_secs is not None and not (isinstance(flush_secs, (int, float)) and flush_secs > 0):
@@ -182,21 +191,24 @@ class WriterBase:
         else:
             # As tensorboardX: a log directory that cannot be made fails here, at construction,
             # not later in the daemon where the caller would never see it; the error names it.
-            try:
-                os.makedirs(self.logdir, exist_ok=True)
-            except OSError as exc:
-                raise type(exc)(exc.errno, f"logdir cannot be created: {exc.strerror}", exc.filename) from exc
+            # (A remote one is made by its first upload.)
+            if not self._remote:
+                try:
+                    os.makedirs(self.logdir, exist_ok=True)
+                except OSError as exc:
+                    raise type(exc)(exc.errno, f"logdir cannot be created: {exc.strerror}", exc.filename) from exc
             self._transport = get_transport(self._settings)
         self._queue = self._transport.queue
         self._batch_records = self._transport.batch_records
-        self._writer_id = self._transport.open_writer(
-            {
-                "logdir": os.path.abspath(self.logdir),
-                "purge_step": self.purge_step,
-                "filename_suffix": self._filename_suffix,
-                "flush_secs": float(self._flush_secs or 120),
-            }
-        )
+        options: dict[str, Any] = {
+            "logdir": self.logdir if self._remote else os.path.abspath(self.logdir),
+            "purge_step": self.purge_step,
+            "filename_suffix": self._filename_suffix,
+            "flush_secs": float(self._flush_secs or 120),
+        }
+        if self._storage_options is not None:
+            options["storage_options"] = self._storage_options
+        self._writer_id = self._transport.open_writer(options)
         self._closed = False
         self._bind_add_scalar()
 
@@ -256,6 +268,8 @@ class WriterBase:
         """Waits until the daemon has written and fsynced everything logged before this call.
 
         Returns False if that did not happen within `timeout` seconds (default: flush_timeout_s).
+        For a remote logdir (an fsspec URL) True means fsynced in the daemon's staging directory:
+        the upload follows when the segment rolls (`segment_bytes`, `segment_s`) or at `close()`.
         """
         if self._closed:
             return True
@@ -265,7 +279,9 @@ class WriterBase:
         """Flushes and closes this writer, waiting at most `timeout` (default close_timeout_s).
 
         Returns whether the daemon confirmed everything written. Never blocks past the timeout,
-        even when the daemon is gone. Closing twice is harmless.
+        even when the daemon is gone. Closing twice is harmless. For a remote logdir, True also
+        means the run's last segment is in the store, when this writer was the last one writing the
+        run (the daemon uploads the tail as the run closes).
         """
         if self._closed:
             return True

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_packed_records",
+    "is_url_logdir",
     "record_count",
     "record_options",
 ]
@@ -117,6 +119,16 @@ MAX_ARRAYS_PER_RECORD = 8
 #: Steps are int64, as TensorBoard's Event.step.
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
+#: An OPEN's `logdir` that starts so (`s3://`, `gs://`, ...; a scheme of two or more characters)
+#: is a remote log directory, an fsspec URL; any other is a local path.
+_URL_LOGDIR = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+://")
+
+
+def is_url_logdir(logdir: str) -> bool:
+    """Whether `logdir` names a remote log directory (an fsspec URL) rather than a local path."""
+    return _URL_LOGDIR.match(logdir) is not None
+
+
 #: One packed plain scalar: key (u32), step (i64), wall time (f64), value (f64), little-endian.
 #: `_speedups.c` packs the same layout (a test compares the two).
 SCALAR_ROW = struct.Struct("<Iqdd")
@@ -138,7 +150,7 @@ class MessageKind(IntEnum):
     WELCOME = 2  # daemon -> client: {daemon_pid, arena: whether it mapped the client's arena}
     RECORDS = 3  # client -> daemon: {cid, seq, mid, records, arrays}
     FLUSH = 4  # client -> daemon: {cid, seq}; acknowledged once written and fsynced
-    ACK = 5  # daemon -> client: {acked, dropped}: every seq up to `acked` is written
+    ACK = 5  # daemon -> client: {acked, dropped, uploads?, not_uploaded?}: every seq up to `acked` is written
     BYE = 6  # client -> daemon: {cid}
     HEARTBEAT = 7  # client -> daemon: {cid}
     STATUS = 8  # anyone -> daemon: {}
@@ -151,7 +163,8 @@ class MessageKind(IntEnum):
 class RecordKind(IntEnum):
     """What a record asks the daemon to do."""
 
-    OPEN = 1  # value: {logdir, purge_step, filename_suffix, flush_secs, announced (an existing writer, again)}
+    OPEN = 1  # value: {logdir, purge_step, filename_suffix, flush_secs, announced (an existing writer, again),
+    # storage_options (fsspec's, for a URL logdir)}
     CLOSE = 2  # the writer is closed
     SCALAR = 3  # value: float
     HISTOGRAM = 4  # value: array index; options: bins, max_bins

@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable
+import posixpath
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -50,7 +51,9 @@ import numpy as np
 from . import _event_decode as decode
 from ._event_decode import DecodedEvent, DecodeError, Metadata, ScalarLayout
 from ._png import decode_image
+from ._remote import open_url
 from ._tfrecord_read import check_group, frame, length_groups, rows_of
+from .protocol import is_url_logdir
 
 __all__ = [
     "Audio",
@@ -471,11 +474,15 @@ def _plain_scalars(rows: np.ndarray, indices: np.ndarray, run: _Run, base: int, 
     return others
 
 
-def _read_file(path: str, run: _Run, base: int, data: LogData) -> int:
+def _read_local(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _read_file(path: str, run: _Run, base: int, data: LogData, read: Callable[[str], bytes] = _read_local) -> int:
     """Reads one event file into `run`, its records numbered from `base`; returns how many records
     the file holds (read or not)."""
-    with open(path, "rb") as f:
-        buf = f.read()
+    buf = read(path)
     array = np.frombuffer(buf, np.uint8)
     framing = frame(buf)
     count = int(framing.starts.size)
@@ -689,14 +696,39 @@ def _find_runs(root: str) -> dict[str, list[str]]:
     return dict(sorted(runs.items()))
 
 
-def load(logdir: str | os.PathLike[str]) -> LogData:
+def _find_remote_runs(fs: Any, root: str) -> dict[str, list[str]]:
+    """`_find_runs` for a directory of an fsspec filesystem (paths as the filesystem names them)."""
+    runs: dict[str, list[str]] = {}
+    for path in fs.find(root):
+        directory, name = posixpath.split(path)
+        if _is_event_file(name):
+            relative = posixpath.relpath(directory, root) if directory != root else "."
+            runs.setdefault(relative, []).append(path)
+    return {run: sorted(files) for run, files in sorted(runs.items())}
+
+
+def load(logdir: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None) -> LogData:
     """Reads every run below `logdir` (or one event file) into a `LogData`.
 
+    `logdir` may be an fsspec URL (`s3://bucket/run`, with that scheme's backend installed;
+    `storage_options` are fsspec's options for it, else the backend's own configuration applies).
     Raises FileNotFoundError if `logdir` does not exist; a directory without event files gives an
     empty `LogData`.
     """
     path = os.fspath(logdir)
-    if os.path.isfile(path):
+    read: Callable[[str], bytes] = _read_local
+    if is_url_logdir(path):
+        fs, root = open_url(path, storage_options)
+        root = root.rstrip("/")
+        fs.invalidate_cache(root)  # a listing cached by an earlier load would miss new files
+        if fs.isfile(root):
+            runs = {".": [root]}
+        elif fs.isdir(root):
+            runs = _find_remote_runs(fs, root)
+        else:
+            raise FileNotFoundError(f"no log directory or event file at {path!r}")
+        read = fs.cat_file
+    elif os.path.isfile(path):
         runs = {".": [path]}
     elif os.path.isdir(path):
         runs = _find_runs(path)
@@ -707,7 +739,7 @@ def load(logdir: str | os.PathLike[str]) -> LogData:
         run = _Run(name)
         base = 0
         for file in files:
-            base += _read_file(file, run, base, data)
+            base += _read_file(file, run, base, data, read)
             data.files += 1
         _assemble(run, data)
     return data

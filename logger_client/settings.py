@@ -74,13 +74,27 @@ class Settings:
     fsync_interval_s: float = 30.0
     #: Array bytes the daemon queues between receiving and writing before it stops reading.
     daemon_queue_bytes: int = 1024 * 2**20
-    #: Records the daemon queues between receiving and writing before it stops reading.
     #: Threads the daemon encodes histograms, images, audio and video on (0: half the cores this
     #: machine gives the daemon, at least one; 1: on the write thread, no pool).
     encode_workers: int = 0
+    #: Records the daemon queues between receiving and writing before it stops reading.
     daemon_queue_records: int = 50_000
     #: Messages ZeroMQ queues in the daemon per client connection before it stops reading it.
     daemon_receive_hwm: int = 100
+    #: Where the daemon stages the event files of remote log dirs (fsspec URLs) before uploading
+    #: them; default `<runtime_dir>/staging`.
+    staging_dir: str = ""
+    #: A remote run's staged event file is closed and uploaded once it holds this many bytes ...
+    segment_bytes: int = 64 * 2**20
+    #: ... or once it is this old, whichever comes first (and when the run is closed).
+    segment_s: float = 60.0
+    #: Failed uploads are retried after 1 s, doubling up to this long between tries, for ever.
+    upload_retry_max_s: float = 30.0
+    #: Longest the daemon holds a closing writer's acknowledgement until its tail is uploaded, and
+    #: waits for uploads when it stops; what is left stays staged and is uploaded later.
+    upload_wait_s: float = 10.0
+    #: Longest the daemon waits to list or read a remote run's files when it first opens the run.
+    remote_timeout_s: float = 30.0
     #: Encoded bytes the daemon holds in memory while the disk refuses writes (full, over quota),
     #: written in order and acknowledged once it takes them again; records past it are dropped
     #: as `io_error`.

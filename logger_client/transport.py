@@ -37,6 +37,11 @@ class TransportStats(TypedDict):
     records_pending: int
     #: Why the transport stopped working, if it did.
     error: str | None
+    #: The daemon's counters for remote log dirs (fsspec URLs), as of its last acknowledgement:
+    #: `segments_uploaded`, `bytes_uploaded`, `segments_pending` and `bytes_pending` (staged on the
+    #: daemon's disk, waiting), `upload_failures` (failed tries, each retried), `history_errors`.
+    #: Empty while the daemon has no remote log dir.
+    uploads: dict[str, int]
     #: Why the daemon's disk refuses writes (full, over quota), as its last acknowledgement said:
     #: it holds this process's records meanwhile (`records_pending`), up to its bound
     #: (`LOGGER_DAEMON_HELD_BYTES`), and drops the rest as `io_error`. None when writes go through.

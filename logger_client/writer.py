@@ -152,6 +152,9 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
 
     Args:
         logdir: Directory of the run. Default `runs/<Mon-DD_HH-MM-SS>_<hostname><comment>`.
+            An fsspec URL (`s3://bucket/run`, `gs://...`, `az://...`) writes there: the daemon
+            stages event files locally and uploads each finished segment (README, remote log
+            directories). Raises ImportError naming the package when the URL's backend is missing.
         comment: Suffix of the default logdir; ignored when `logdir` is given.
         purge_step: On resuming at step T, hide the earlier run's events at steps >= T.
         max_queue: Accepted for compatibility; batching is the transport's (see README).
@@ -166,6 +169,9 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
             arrays the daemon has not written: "wait" for room on the calling thread, up to
             `overflow_wait_s` (10 s), then drop and count; or "drop" and count at once. Default
             `LOGGER_OVERFLOW`, "wait" (keyword only; see README, Bursts).
+        storage_options: fsspec's options for a URL `logdir` (endpoint, credentials, ...), as
+            plain data; they go to the daemon with the writer and are never written to disk.
+            Without them, the backend's own configuration applies (keyword only).
     """
 
     def _bind_add_scalar(self) -> None:
@@ -464,12 +470,15 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
     def load(self, logdir: str | os.PathLike[str] | None = None) -> LogData:
         """Reads a log directory back (default: this writer's, after `flush()`), see
         `logger_client.reader.load`: every run below it, scalars as numpy columns, histograms,
-        images, audio, text, tensors, hparams. Not in tensorboardX (the seed's `writer.load`)."""
+        images, audio, text, tensors, hparams. Not in tensorboardX (the seed's `writer.load`).
+        A remote logdir (a URL) shows what is uploaded: the segments rolled or closed so far."""
         from .reader import load
 
         if not self._closed:
             self.flush()
-        return load(self.logdir if logdir is None else logdir)
+        if logdir is None:
+            return load(self.logdir, storage_options=self._storage_options)
+        return load(logdir)
 
     def export_scalars_to_json(self, path: str | os.PathLike[str]) -> None:
         """Writes the scalars logged with `add_scalars` to `path` as JSON, in tensorboardX's layout:
@@ -486,7 +495,7 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
         logdir = self.logdir
         exported: dict[str, int] = self.__dict__.setdefault("_exported_counts", {})
         found: dict[str, list[list[float]]] = {}
-        if os.path.isdir(logdir):
+        if self._remote or os.path.isdir(logdir):
             data = self.load()
             for (run, tag), series in data.scalars.items():
                 if run == "." or not _is_add_scalars_run(run, tag):

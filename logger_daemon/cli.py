@@ -162,6 +162,13 @@ def status(args: argparse.Namespace) -> int:
     print(f"bytes written:    {reply['bytes_written']} in {reply['open_files']} open file(s)")
     if "encode_workers" in reply:  # a daemon of an earlier version does not say
         print(f"encoding threads: {reply['encode_workers']}")
+    uploads = reply.get("uploads")
+    if uploads:
+        print(
+            f"uploads:          {uploads['segments_uploaded']} segment(s), {uploads['bytes_uploaded']} bytes;"
+            f" {uploads['segments_pending']} staged ({uploads['bytes_pending']} bytes);"
+            f" {uploads['upload_failures']} failed attempt(s)"
+        )
     if reply.get("write_error"):
         print(f"the disk refuses writes: {reply['write_error']}")
         print(f"records held:     {reply['records_held']} ({reply['bytes_held']} bytes), written when it takes them")

@@ -150,8 +150,9 @@ class EventFile:
     """An open event file in `directory`, starting with the file_version record.
 
     `continuation`, if given, is an event to write after the file_version record of a file that
-    continues this one after a torn tail. Files are made by `create_exclusive` (which tests replace
-    with files on a disk that fills up).
+    continues this one after a torn tail. `after` names a file that is not in `directory` but is
+    read with it (a remote run's, uploaded): new names sort after it too. Files are made by
+    `create_exclusive` (which tests replace with files on a disk that fills up).
     """
 
     def __init__(
@@ -160,9 +161,10 @@ class EventFile:
         filename_suffix: str = "",
         backlog: Backlog | None = None,
         continuation: Callable[[], bytes] | None = None,
+        after: str | None = None,
     ) -> None:
         os.makedirs(directory, exist_ok=True)
-        self._directory, self._suffix = directory, filename_suffix
+        self._directory, self._suffix, self._after = directory, filename_suffix, after
         self._backlog = backlog if backlog is not None else Backlog()
         self._continuation = continuation
         self._buffer = bytearray()
@@ -360,7 +362,7 @@ class EventFile:
         self._backlog.blocked.pop(self, None)
 
     def _open(self, now: float) -> tuple[str, RawFile]:
-        newest = _newest_event_file(self._directory)
+        newest = max(filter(None, (_newest_event_file(self._directory), self._after)), default=None)
         while True:
             path = os.path.join(self._directory, event_file_name(now, self._suffix, newest))
             try:

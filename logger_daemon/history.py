@@ -71,6 +71,12 @@ def read_history(directory: str) -> RunHistory:
     return history
 
 
+def read_file_into(history: RunHistory, data: bytes) -> None:
+    """Adds one event file's bytes to `history`; files must come in name order (as in
+    `read_history`). For files that are not in a local directory (a remote run's, see `remote`)."""
+    _read_file(read_records(data), history)
+
+
 def _read_file(records: list[bytes], history: RunHistory) -> None:
     marked = False
     since_mark: set[Identity] = set()

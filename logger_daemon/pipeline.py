@@ -21,15 +21,17 @@ from logger_client.settings import Settings
 from logger_daemon.encode_pool import EncodePool
 from logger_daemon.event_file import Backlog, EventFile
 from logger_daemon.intake import Group, Intake, OpenWriter, Parts, Work
+from logger_daemon.remote import AckHolds, Remotes
 from logger_daemon.runs import RefusedWriter, RunLog, Runs
 from logger_daemon.stats import Drops, Stats
 from logger_daemon.writing import Groups, write_groups
 
 log = logging.getLogger("logger_daemon")
 
-#: Called with the cycle's acknowledgements {client: seq} and refusals {client: {reason: count}}.
+#: Called with the cycle's acknowledgements {client: seq}, refusals {client: {reason: count}}, and,
+#: for acknowledgements held for uploads that ended without them, {client: segments not uploaded}.
 #: A seq of 0 acknowledges nothing: that client's acknowledgement waits for the disk.
-OnWritten = Callable[[dict[bytes, int], dict[bytes, Counter[str]]], None]
+OnWritten = Callable[[dict[bytes, int], dict[bytes, Counter[str]], dict[bytes, int]], None]
 #: How often records the disk refused are tried again.
 RETRY_S = 0.5
 
@@ -49,6 +51,7 @@ class Pipeline:
         on_written: OnWritten,
         held_bytes: int = Settings.daemon_held_bytes,
         encode_workers: int = 1,
+        remotes: Remotes | None = None,
     ) -> None:
         self._stats = stats
         self._fsync_interval_s = fsync_interval_s
@@ -60,7 +63,11 @@ class Pipeline:
         self._stopping = False
         self._intake = Intake()
         self._backlog = Backlog(held_bytes)
-        self._runs = Runs(self._backlog)
+        self._runs = Runs(self._backlog, remotes)
+        self._remotes = remotes
+        self._holds = AckHolds()  # acknowledgements waiting for a closed remote run's upload
+        if remotes is not None:
+            remotes.uploader.on_uploaded = self.wake
         self._drops = Drops(stats)
         self._marked: set[RunLog] = set()  # runs that handled new messages this cycle
         #: Acknowledgements waiting, in order, for what their cycle appended to files the disk
@@ -92,6 +99,19 @@ class Pipeline:
     def encode_workers(self) -> int:
         return self._pool.workers
 
+    def wake(self) -> None:
+        """Makes the write thread look at rolls and held acknowledgements now (an upload ended)."""
+        with self._ready:
+            self._ready.notify()
+
+    def upload_counts(self) -> dict[str, int]:
+        """Remote log directories' upload counters; empty when none was used."""
+        return self._remotes.counts() if self._remotes is not None else {}
+
+    def uploading(self) -> bool:
+        """Whether staged segments wait for upload."""
+        return self._remotes is not None and bool(self._remotes.uploader.pending())
+
     def held(self) -> tuple[int, int, str | None]:
         """(records, bytes) held in memory because the disk refused them, and why (None: it does
         not). Safe from any thread."""
@@ -107,6 +127,9 @@ class Pipeline:
         else:  # driven by `process` on the caller's thread
             self._runs.close()
         self._pool.close()
+        if self._remotes is not None:  # the tails of remote runs, closed just now
+            self._remotes.stop(self._remotes.wait_s)
+            self._release_holds(everything=True)
 
     def _run(self) -> None:
         while True:
@@ -125,11 +148,14 @@ class Pipeline:
                 self._retry()
             if time.monotonic() - self._last_fsync >= self._fsync_interval_s:
                 self._fsync()
+            if self._remotes is not None:
+                self._remotes.roll_due()
+                self._release_holds()
             if stopping and not batch:
                 self._runs.close()  # gives up what the disk still refuses, counted
                 acks, drops = self._acknowledge({})
                 if acks or drops:
-                    self._on_written(acks, drops)
+                    self._send(acks, drops)
                 return
 
     def _take_cycle(self) -> list[Work]:
@@ -186,11 +212,14 @@ class Pipeline:
         if fsync:
             self._fsync()
         for key in closing:
-            self._runs.close_writer(key)
+            closed = self._runs.close_writer(key)
+            if self._remotes is not None and closed:
+                deadline = time.monotonic() + self._remotes.wait_s
+                self._holds.hold(key[0], self._remotes.pending_of(closed), deadline)
         for client in gone:
             self._runs.close_client(client)
             self._intake.forget(client)
-        self._on_written(*self._acknowledge(acks))
+        self._send(*self._acknowledge(acks), gone)
 
     def _route(self, work: Work, parts: Parts, groups: Groups, repeated: dict[RunLog, bool]) -> None:
         """Adds one message's parts, keyed by (writer, run name, tag), to `groups` by (run, tag);
@@ -239,6 +268,21 @@ class Pipeline:
         if written.duplicates:
             self._stats.add_duplicates(written.duplicates)
 
+    def _send(self, acks: dict[bytes, int], drops: dict[bytes, Counter[str]], gone: list[bytes] | None = None) -> None:
+        """Hands acknowledgements on, less those held until a closed remote run is uploaded."""
+        if self._holds:
+            self._holds.apply(acks, drops)
+            self._release_holds(gone)
+        self._on_written(acks, drops, {})
+
+    def _release_holds(self, gone: list[bytes] | None = None, everything: bool = False) -> None:
+        """Sends the held acknowledgements whose uploads are done, or that waited long enough."""
+        if not self._holds:
+            return
+        acks, drops, missing = self._holds.release(time.monotonic(), gone or (), everything)
+        if acks or drops:
+            self._on_written(acks, drops, missing)
+
     def _acknowledge(self, acks: dict[bytes, int]) -> tuple[dict[bytes, int], dict[bytes, Counter[str]]]:
         """What to tell the clients after a cycle: its acknowledgements, the drops since the last
         time (io_error for records a closed file gave up among them), and the counts written.
@@ -265,7 +309,7 @@ class Pipeline:
         self._last_retry = time.monotonic()
         acks, drops = self._acknowledge({})
         if acks or drops:
-            self._on_written(acks, drops)
+            self._send(acks, drops)
 
     def _fsync(self) -> None:
         self._runs.fsync()
@@ -278,4 +322,4 @@ class Pipeline:
             self._drops.add(DropReason.INTERNAL_ERROR, work.count, work.client)
             if work.seq:
                 acks[work.client] = work.seq
-        self._on_written(*self._acknowledge(acks))
+        self._send(*self._acknowledge(acks))

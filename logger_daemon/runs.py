@@ -11,14 +11,17 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from logger_client.protocol import DropReason
 from logger_daemon.event_codec import session_start_event
 from logger_daemon.event_file import Backlog, EventFile
-from logger_daemon.history import SESSION_START_TAG, delivery_mark, read_history
+from logger_daemon.history import SESSION_START_TAG, RunHistory, delivery_mark, read_history
+
+if TYPE_CHECKING:
+    from logger_daemon.remote import Remotes
 
 
 class BadRunName(ValueError):
@@ -52,7 +55,7 @@ class RunLog:
         self.users: set[tuple[bytes, int]] = set()  # (client, writer id) writing here
         self.last_steps: dict[str, int] = {}
         self.file: EventFile | None = None
-        history = read_history(path)
+        history = self.read_history()
         #: Per client, the last message id whose records for this run were handled (or are being).
         self.delivered = history.delivered
         self._marked = dict(history.delivered)  # what the last delivery mark on disk says
@@ -63,10 +66,21 @@ class RunLog:
         #: with the last steps the run held then: steps other writers log later are not its past.
         self.fresh: dict[bytes, dict[str, int]] = {}
 
+    def read_history(self) -> RunHistory:
+        """What the run's files already hold (a remote run also reads its uploaded files)."""
+        return read_history(self.path)
+
+    def newest_elsewhere(self) -> str | None:
+        """The newest name among the run's event files that are not in its directory (a remote
+        run's uploaded files): new files must sort after it, as TensorBoard reads by name."""
+        return None
+
     def event_file(self) -> EventFile:
         """The file this daemon appends to, starting with the delivery mark of what is on disk."""
         if self.file is None:
-            self.file = EventFile(self.path, self.filename_suffix, self._backlog, _continuation_mark)
+            self.file = EventFile(
+                self.path, self.filename_suffix, self._backlog, _continuation_mark, self.newest_elsewhere()
+            )
             self.file.write(delivery_mark(time.time(), self._marked))
         return self.file
 
@@ -174,10 +188,12 @@ class Runs:
     order; a directory's file is closed when its last writer is.
     """
 
-    def __init__(self, backlog: Backlog | None = None) -> None:
+    def __init__(self, backlog: Backlog | None = None, remotes: Remotes | None = None) -> None:
         self._writers: dict[WriterKey, _Writer] = {}
         self._runs: dict[str, RunLog] = {}
         self._backlog = backlog
+        #: Remote log directories (fsspec URLs), staged and uploaded; None: refused.
+        self._remotes = remotes
 
     def run_of(self, options: dict[str, Any]) -> RunLog:
         """The run an OPEN's options name (its log directory). Raises RefusedWriter."""
@@ -186,6 +202,8 @@ class Runs:
         try:
             if type(logdir) is not str or type(suffix) is not str or "/" in suffix or "\0" in suffix:
                 raise BadRunName(f"bad logdir {logdir!r} or filename_suffix {suffix!r}")
+            if self._remotes is not None and self._remotes.is_remote(logdir):
+                logdir = self._remotes.root(logdir, options.get("storage_options"))  # its staging directory
             return self._run_at(resolve_run(logdir, ""), suffix)
         except (BadRunName, OSError, ValueError) as exc:  # ValueError: e.g. a NUL in a path
             raise RefusedWriter(DropReason.BAD_LOGDIR, f"refusing a writer: {exc}") from exc
@@ -223,16 +241,19 @@ class Runs:
             run.users.add((client, writer))
         return run
 
-    def close_writer(self, key: WriterKey) -> None:
-        """The writer is closed: files no other writer uses are closed too."""
+    def close_writer(self, key: WriterKey) -> list[RunLog]:
+        """The writer is closed: files no other writer uses are closed too. Returns those runs."""
         opened = self._writers.pop(key, None)
         if opened is None:
-            return
+            return []
+        closed = []
         for run in opened.runs.values():
             run.users.discard(key)
             if not run.users:
                 run.close()
                 self._runs.pop(run.path, None)
+                closed.append(run)
+        return closed
 
     def close_client(self, client: bytes) -> None:
         """Every writer of a client that is gone."""
@@ -257,5 +278,6 @@ class Runs:
     def _run_at(self, path: str, suffix: str) -> RunLog:
         run = self._runs.get(path)
         if run is None:
-            run = self._runs[path] = RunLog(path, suffix, self._backlog)
+            remote = self._remotes.run_log(path, suffix, self._backlog) if self._remotes is not None else None
+            run = self._runs[path] = remote or RunLog(path, suffix, self._backlog)
         return run

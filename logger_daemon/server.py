@@ -28,6 +28,7 @@ from logger_daemon.connections import LISTEN_BACKLOG, ConnectionGuard, connectio
 from logger_daemon.encode_pool import default_workers
 from logger_daemon.intake import Work
 from logger_daemon.pipeline import Pipeline
+from logger_daemon.remote import Remotes
 from logger_daemon.stats import Stats
 
 log = logging.getLogger("logger_daemon")
@@ -129,7 +130,7 @@ class Server:
         self.idle_timeout_s = idle_timeout_s
         self.stats = Stats()
         self._clients: dict[bytes, _Client] = {}
-        self._acks: deque[tuple[dict[bytes, int], dict[bytes, Counter]]] = deque()
+        self._acks: deque[tuple[dict[bytes, int], dict[bytes, Counter], dict[bytes, int]]] = deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -138,7 +139,8 @@ class Server:
             settings.fsync_interval_s,
             self._on_written,
             settings.daemon_held_bytes,
-            settings.encode_workers or default_workers(),
+            encode_workers=settings.encode_workers or default_workers(),
+            remotes=Remotes(settings),
         )
         self._stop_requested = threading.Event()
         self.connections: ConnectionGuard | None = None  # made by serve(), with the socket
@@ -151,8 +153,10 @@ class Server:
         except BlockingIOError:
             pass
 
-    def _on_written(self, acks: dict[bytes, int], drops: dict[bytes, Counter]) -> None:  # pipeline thread
-        self._acks.append((acks, drops))
+    def _on_written(
+        self, acks: dict[bytes, int], drops: dict[bytes, Counter], not_uploaded: dict[bytes, int]
+    ) -> None:  # pipeline thread
+        self._acks.append((acks, drops, not_uploaded))
         try:
             os.write(self._wake_w, b"\0")
         except BlockingIOError:
@@ -206,7 +210,7 @@ class Server:
                 self._send_acks(sock)
                 now = time.monotonic()
                 self._forget_silent_clients(now)
-                if self._clients or self.pipeline.queued()[0]:
+                if self._clients or self.pipeline.queued()[0] or self.pipeline.uploading():
                     idle_since = now
                 elif self.idle_timeout_s > 0 and now - idle_since > self.idle_timeout_s:
                     log.info("no client for %.0fs: exiting", self.idle_timeout_s)
@@ -348,8 +352,9 @@ class Server:
 
     def _send_acks(self, sock: zmq.Socket) -> None:
         while self._acks:
-            acks, drops = self._acks.popleft()
+            acks, drops, not_uploaded = self._acks.popleft()
             write_error = self.pipeline.held()[2]
+            uploads = self.pipeline.upload_counts() if acks else {}
             # A client with drops but nothing to acknowledge (its ack waits for the disk) gets
             # them now, with acked 0, which acknowledges nothing.
             for identity, seq in {**dict.fromkeys(drops, 0), **acks}.items():
@@ -358,6 +363,10 @@ class Server:
                     header["dropped"] = dict(drops[identity])
                 if write_error is not None:
                     header["write_error"] = write_error
+                if uploads:  # the daemon's upload counters, for writer.stats()
+                    header["uploads"] = uploads
+                if identity in not_uploaded:  # a close whose remote tail is not in the store yet
+                    header["not_uploaded"] = not_uploaded[identity]
                 self._reply(sock, identity, MessageKind.ACK, header)
 
     @staticmethod
@@ -382,6 +391,7 @@ class Server:
             "write_error": write_error,
             "open_files": self.pipeline.open_files(),
             "encode_workers": self.pipeline.encode_workers,
+            "uploads": self.pipeline.upload_counts(),
             "restarts": self.restarts,
             "connections": self.connections.status() if self.connections is not None else {},
             "clients": [

@@ -133,7 +133,7 @@ class Harness:
         self.pipeline = Pipeline(self.stats, 30.0, self._on_written, encode_workers=workers)
         self._seq = 0
 
-    def _on_written(self, acks: dict[bytes, int], drops: dict[bytes, Counter]) -> None:
+    def _on_written(self, acks: dict[bytes, int], drops: dict[bytes, Counter], not_uploaded: dict[bytes, int]) -> None:
         self.acks.append(acks)
         self.on_disk_at_ack.append(histograms_in_file_order(self.logdir))
 

@@ -39,7 +39,7 @@ class Harness:
         self.pipeline = Pipeline(self.stats, fsync_interval_s=30.0, on_written=self._on_written)
         self._seq: Counter[bytes] = Counter()
 
-    def _on_written(self, acks: dict[bytes, int], drops: dict[bytes, Counter]) -> None:
+    def _on_written(self, acks: dict[bytes, int], drops: dict[bytes, Counter], not_uploaded: dict[bytes, int]) -> None:
         self.acks.append(acks)
         for client, counts in drops.items():
             for reason, count in counts.items():
@@ -243,9 +243,9 @@ def test_a_burst_put_at_once_is_written_and_acknowledged_in_parts(harness, logdi
     on_disk_at_ack: list[int] = []
     acknowledge = harness._on_written
 
-    def on_written(acks: dict[bytes, int], drops: dict[bytes, Counter]) -> None:
+    def on_written(acks: dict[bytes, int], drops: dict[bytes, Counter], not_uploaded: dict[bytes, int]) -> None:
         on_disk_at_ack.append(len(histogram_steps(logdir, "h")))
-        acknowledge(acks, drops)
+        acknowledge(acks, drops, not_uploaded)
 
     pipeline._on_written = on_written  # the pipeline was made with the harness's callback
     pipeline.start()

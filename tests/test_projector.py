@@ -50,7 +50,7 @@ class PipelineRun:
         self.refused: Counter[str] = Counter()
         self.pipeline = Pipeline(self.stats, fsync_interval_s=30.0, on_written=self._on_written)
 
-    def _on_written(self, acks: dict[bytes, int], drops: dict[bytes, Counter]) -> None:
+    def _on_written(self, acks: dict[bytes, int], drops: dict[bytes, Counter], not_uploaded: dict[bytes, int]) -> None:
         for counts in drops.values():
             self.refused.update(
                 {str(reason.value if hasattr(reason, "value") else reason): n for reason, n in counts.items()}
