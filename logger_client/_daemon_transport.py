@@ -106,13 +106,20 @@ class DaemonTransport:
         self._flush_lock = threading.Lock()
         self._drops_at_last_flush = 0
         self._sender = None
+        self._send_soon = False  # a ranked writer opened: drain the queue at the next wake-up
         self._thread = threading.Thread(target=self._run, name="logger-client-io", daemon=True)
         self._thread.start()
 
     # -- the Transport interface: any thread -------------------------------------------------------
 
     def open_writer(self, options: dict[str, Any]) -> int:
-        return self._producer.open_writer(options)
+        writer = self._producer.open_writer(options)
+        if "rank" in options:
+            # A rank takes part in its job's combined values from when the daemon knows its writer:
+            # its OPEN goes now, before any other rank can log the first step.
+            self._send_soon = True
+            self._wake()
+        return writer
 
     def close_writer(self, writer: int, timeout_s: float) -> bool:
         """Sends a writer's close and waits until the daemon has written all it sent."""
@@ -279,8 +286,10 @@ class DaemonTransport:
             # waits in it; a plain wake-up only sends what producers packed. Never merely because
             # an ack came in: that would send a trickle of tiny batches.
             linger_up = now >= next_drain or self._stopping.is_set()
-            if (woken or linger_up) and self._send(sender, linger_up or producer.specials_waiting()):
-                last_sent = now
+            if woken or linger_up:
+                drain, self._send_soon = linger_up or producer.specials_waiting() or self._send_soon, False
+                if self._send(sender, drain):
+                    last_sent = now
             if linger_up:
                 next_drain = now + producer.linger_s
             sender.retry_unsent()
