@@ -63,6 +63,9 @@ class Settings:
     daemon_queue_bytes: int = 1024 * 2**20
     #: Records the daemon queues between receiving and writing before it stops reading.
     daemon_queue_records: int = 250_000
+    #: Longest a step of a tag several ranks of a job log waits for the ranks that have not given
+    #: their value yet; then it is written with those that have (see README, Ranks).
+    reduce_wait_s: float = 1.0
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -54,10 +54,19 @@ class EventFile:
         """Appends one serialized Event (framed here); visible to readers after `flush()`."""
         self._write_framed(frame(event))
 
-    def write_scalars(self, tag: str, wall_times: np.ndarray, steps: np.ndarray, values: np.ndarray) -> None:
+    def write_scalars(
+        self,
+        tag: str,
+        wall_times: np.ndarray,
+        steps: np.ndarray,
+        values: np.ndarray,
+        node_names: list[str] | None = None,
+        name_of_row: np.ndarray | None = None,
+    ) -> None:
         """Appends one simple-value scalar Event per row of the columns, encoded and framed on
-        whole columns (the bytes `write` would give each Event). `tag` is written as given."""
-        for rows in scalar_event_rows(tag, wall_times, steps, values):
+        whole columns (the bytes `write` would give each Event). `tag` is written as given; with
+        `node_names`, row i's value carries `node_names[name_of_row[i]]` (see `scalar_event_rows`)."""
+        for rows in scalar_event_rows(tag, wall_times, steps, values, node_names, name_of_row):
             self._write_framed(frame_rows(rows))
 
     def _write_framed(self, records: bytes) -> None:

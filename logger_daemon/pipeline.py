@@ -1,6 +1,10 @@
 """The daemon's write path, on its own thread: check -> route -> reduce -> encode -> write, then
 flush, fsync and acknowledge.
 
+Values several ranks of a job log for one step go to the `Reducer` on the way (see `reduce`): they
+wait there for the other ranks (within a bound), so their messages are acknowledged only once what
+they carried is written.
+
 The server loop hands over each client message as it came (`put`). A cycle (`process`) takes
 everything waiting: `intake` checks and groups each message's records, this module routes each
 group to its run, `writing` orders, encodes and appends them, and only once the files it touched
@@ -18,6 +22,7 @@ from collections.abc import Callable
 
 from logger_client.protocol import DropReason
 from logger_daemon.intake import Group, Intake, OpenWriter, Parts, Work
+from logger_daemon.reduce import COMBINED_MARK, Member, Reducer
 from logger_daemon.runs import RefusedWriter, RunLog, Runs
 from logger_daemon.stats import Drops, Stats
 from logger_daemon.writing import Groups, write_groups
@@ -31,7 +36,9 @@ OnWritten = Callable[[dict[bytes, int], dict[bytes, Counter[str]]], None]
 class Pipeline:
     """Owns every run directory and event file; fed by `put`, acknowledges through `on_written`."""
 
-    def __init__(self, stats: Stats, fsync_interval_s: float, on_written: OnWritten) -> None:
+    def __init__(
+        self, stats: Stats, fsync_interval_s: float, on_written: OnWritten, reducer: Reducer | None = None
+    ) -> None:
         self._stats = stats
         self._fsync_interval_s = fsync_interval_s
         self._on_written = on_written
@@ -45,6 +52,14 @@ class Pipeline:
         self._drops = Drops(stats)
         self._marked: set[RunLog] = set()  # runs that handled new messages this cycle
         self._last_fsync = time.monotonic()
+        self.reducer = reducer if reducer is not None else Reducer(wait_s=1.0, silent_s=2.5)
+        # Per client: the last sequence number received and acknowledged, and the flush waiting
+        # for values the reducer holds (acknowledged after an fsync).
+        self._received: dict[bytes, int] = {}
+        self._acked: dict[bytes, int] = {}
+        self._flush_at: dict[bytes, int] = {}
+        #: The reducer's `status()` as of the last cycle that combined values (read by `status`).
+        self.reduction_status: dict = self.reducer.status()
         self._thread = threading.Thread(target=self._run, name="logger-daemon-pipeline", daemon=True)
 
     def start(self) -> None:
@@ -79,11 +94,15 @@ class Pipeline:
         while True:
             with self._ready:
                 if not self._inbox and not self._stopping:
-                    self._ready.wait(timeout=min(1.0, self._fsync_interval_s))
+                    timeout = min(1.0, self._fsync_interval_s)
+                    due = self.reducer.next_wake()
+                    if due is not None:
+                        timeout = max(0.0, min(timeout, due - time.monotonic()))
+                    self._ready.wait(timeout=timeout)
                 batch, self._inbox = self._inbox, []
                 self._inbox_bytes = self._inbox_records = 0
                 stopping = self._stopping
-            if batch:
+            if batch or self.reducer.next_wake() is not None:
                 try:
                     self.process(batch)
                 except Exception:  # never stop writing for everyone because of one batch
@@ -92,6 +111,7 @@ class Pipeline:
             if time.monotonic() - self._last_fsync >= self._fsync_interval_s:
                 self._fsync()
             if stopping and not batch:
+                self._write_released(force=True)
                 self._runs.close()
                 return
 
@@ -117,41 +137,101 @@ class Pipeline:
                 else:
                     self._route(work, step, groups, repeated)
             closing.extend((work.client, writer) for writer in collected.closed)
-            fsync |= work.flush
+            if work.flush:
+                fsync = True
+                self._flush_at[work.client] = work.seq
             if work.client_gone:
                 gone.append(work.client)
             if work.seq:
                 acks[work.client] = work.seq
         self._write(groups)
+        # Ranks that leave are no longer waited for: what they held up is written before their
+        # files may close.
+        for key in closing:
+            self.reducer.close_writer(key)
+        for client in gone:
+            self.reducer.close_client(client)
+        self._write_released()
+        if self.reducer.active():
+            self.reduction_status = self.reducer.status()
         for run in self._marked:
             run.mark_delivered()
             run.flush()
         self._marked.clear()
-        if fsync:
+        acks = self._acknowledgeable(acks, gone)
+        if fsync or any(seq >= self._flush_at.pop(client, seq + 1) for client, seq in acks.items()):
             self._fsync()
         for key in closing:
             self._runs.close_writer(key)
         for client in gone:
             self._runs.close_client(client)
             self._intake.forget(client)
+        if closing or gone:
+            self.reducer.forget_closed_runs()
         self._on_written(acks, self._drops.take())
+
+    def _write_released(self, force: bool = False) -> None:
+        """Writes the combined values the reducer has ready (every one with `force`)."""
+        released = self.reducer.release(self._drops, force)
+        if not released:
+            return
+        groups: dict[tuple[RunLog, str], Group] = {}
+        for entries in released:
+            gather = entries.gather
+            groups[(gather.run, gather.tag)] = entries.group()
+            self._marked.add(gather.run)
+        self._write(groups)
+
+    def _acknowledgeable(self, acks: dict[bytes, int], gone: list[bytes]) -> dict[bytes, int]:
+        """What may be acknowledged now: everything received, but for a client with values the
+        reducer still holds, only the messages before the first of those."""
+        self._received.update(acks)
+        for client in gone:
+            for table in (self._received, self._acked, self._flush_at):
+                table.pop(client, None)
+        out = {}
+        for client, received in self._received.items():
+            floor = self.reducer.held_floor(client)
+            upto = received if floor is None else min(received, floor - 1)
+            if upto > self._acked.get(client, 0):
+                out[client] = self._acked[client] = upto
+        return out
 
     def _route(self, work: Work, parts: Parts, groups: Groups, repeated: dict[RunLog, bool]) -> None:
         """Adds one message's parts, keyed by (writer, run name, tag), to `groups` by (run, tag);
         skips those of a message handled before (resent to this daemon after a crash)."""
         client = work.client
-        for (writer, run_name, tag), part in parts.items():
+        for (writer, run_name, tag), whole in parts.items():
             try:
                 run = self._runs.run_for(client, writer, run_name)
             except RefusedWriter as exc:
-                count = part.count()
+                count = whole.count()
                 log.warning("dropping %d record(s): %s", count, exc)
                 self._drops.add(exc.reason, count, client)
                 continue
+            part = whole
+            member = self.reducer.member(client, writer)
+            if member is not None:
+                if work.mid and run.delivered.get(work.cid + COMBINED_MARK, 0) >= work.mid:
+                    rest = self._reducer_skip(member, whole)  # combined before this daemon restarted
+                else:
+                    rest = self.reducer.take(work, member, run, tag, whole, self._drops)
+                if rest is None:
+                    continue
+                part = rest
             if self._repeated(work, run, repeated):
                 self._stats.add_duplicates(part.count())
                 continue
             groups[(run, tag)].take(part, client)
+
+    def _reducer_skip(self, member: Member, part: Group) -> Group | None:
+        """A message sent again after a restart whose combined values were all written: they are
+        counted as duplicates; the rest of it goes on as usual."""
+        combined, rest = self.reducer.split(member, part)
+        self._stats.add_duplicates(combined.count())
+        if rest.records:
+            rest.owners.append((member.client, len(rest.records)))
+        return rest if rest.records or rest.columns else None
 
     def _open_writer(self, work: Work, step: OpenWriter, repeated: dict[RunLog, bool]) -> None:
         try:
@@ -159,6 +239,7 @@ class Pipeline:
             self._runs.open_writer(
                 step.client, step.writer, run, step.options, step.wall_time, self._repeated(work, run, repeated)
             )
+            self.reducer.open_writer(step.client, step.writer, run, step.options)
         except RefusedWriter as exc:
             log.warning("%s", exc)
             self._drops.add(exc.reason, 1, step.client)

@@ -27,6 +27,7 @@ from logger_client.settings import Settings
 from logger_daemon.connections import LISTEN_BACKLOG, ConnectionGuard, connection_cap, raise_fd_limit
 from logger_daemon.intake import Work
 from logger_daemon.pipeline import Pipeline
+from logger_daemon.reduce import Reducer
 from logger_daemon.stats import Stats
 
 log = logging.getLogger("logger_daemon")
@@ -34,6 +35,8 @@ log = logging.getLogger("logger_daemon")
 _POLL_MS = 200
 _HANDSHAKE_MS = 5000
 _MIN_FRAME_BYTES = 64 << 20
+#: How often the daemon looks for clients of this host whose process is gone.
+_PROBE_CLIENTS_S = 1.0
 
 
 @dataclass
@@ -100,7 +103,11 @@ def _process_exists(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # another user's process: the pid is taken
-    return True
+    try:  # a zombie (killed, not yet reaped by its parent) is gone too
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            return stat_file.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def max_frame_bytes(settings: Settings) -> int:
@@ -123,7 +130,10 @@ class Server:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self.pipeline = Pipeline(self.stats, settings.fsync_interval_s, self._on_written)
+        # A rank is silent (not waited for) once it has sent nothing, not even a heartbeat, for this long.
+        silent_s = max(settings.reduce_wait_s, 2.5 * settings.heartbeat_s)
+        self.reducer = Reducer(settings.reduce_wait_s, silent_s, heard=self._heard)
+        self.pipeline = Pipeline(self.stats, settings.fsync_interval_s, self._on_written, self.reducer)
         self._stop_requested = threading.Event()
         self.connections: ConnectionGuard | None = None  # made by serve(), with the socket
 
@@ -134,6 +144,11 @@ class Server:
             os.write(self._wake_w, b"\0")
         except BlockingIOError:
             pass
+
+    def _heard(self, identity: bytes) -> float | None:  # pipeline thread
+        """When the client was last heard from (None: it is gone)."""
+        client = self._clients.get(identity)
+        return client.last_seen if client is not None else None
 
     def _on_written(self, acks: dict[bytes, int], drops: dict[bytes, Counter]) -> None:  # pipeline thread
         self._acks.append((acks, drops))
@@ -165,7 +180,7 @@ class Server:
         poller.register(self._wake_r, zmq.POLLIN)
         poller.register(connections.monitor, zmq.POLLIN)
         reading = False
-        idle_since = time.monotonic()
+        idle_since = last_probe = time.monotonic()
         log.info("serving %s", self.endpoint)
         try:
             while not self._stop_requested.is_set():
@@ -181,6 +196,9 @@ class Server:
                         poller.unregister(sock)
                     else:
                         poller.register(sock, zmq.POLLIN)
+                        # What waited in the socket meanwhile comes now: no rank is late or silent
+                        # for having waited there.
+                        self.reducer.pause(time.monotonic())
                     reading = not behind
                 events = dict(poller.poll(_POLL_MS))
                 if self._wake_r in events:
@@ -192,6 +210,9 @@ class Server:
                 self._send_acks(sock)
                 now = time.monotonic()
                 self._forget_silent_clients(now)
+                if now - last_probe > _PROBE_CLIENTS_S:  # a killed rank is no longer waited for
+                    last_probe = now
+                    self._forget_dead_clients()
                 if self._clients or self.pipeline.queued()[0]:
                     idle_since = now
                 elif self.idle_timeout_s > 0 and now - idle_since > self.idle_timeout_s:
@@ -339,6 +360,7 @@ class Server:
             "open_files": self.pipeline.open_files(),
             "restarts": self.restarts,
             "connections": self.connections.status() if self.connections is not None else {},
+            "reduction": self.pipeline.reduction_status,
             "clients": [
                 {
                     "id": identity.hex(),
