@@ -16,6 +16,7 @@ from conftest import REPO, wait_for
 from rank_worker import histogram_values, value
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_daemon import status_json
+from test_reduce import tensorboardx_histogram
 
 from logger_client import reader
 
@@ -138,3 +139,40 @@ def test_a_hung_rank_holds_each_step_no_longer_than_the_bounded_wait(daemon, log
     np.testing.assert_allclose(series.value, want, rtol=1e-6)
     reduction = status_json()["reduction"]
     assert reduction["values_partial"] >= 1 and reduction["values_late"] == 0
+
+
+@pytest.mark.e2e
+def test_a_torchrun_job_of_four_ranks_writes_each_mode_as_its_collectives_compute_it(daemon, logdir, tmp_path):
+    steps = 200
+    expected_path = tmp_path / "expected.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, HERE, os.environ.get("PYTHONPATH", "")])}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "MASTER_ADDR"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={RANKS}"]
+    command += [os.path.join(HERE, "ddp_job.py"), logdir, str(expected_path), str(steps)]
+    job = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert job.returncode == 0, job.stderr[-4000:]
+    with open(expected_path) as f:
+        expected = json.load(f)
+    assert expected["closed"]  # every rank's close() returned True
+    acc = accumulator(logdir)
+    for tag, mode in [("loss", "mean"), ("loss_sum", "sum"), ("loss_max", "max"), ("loss_rank0", "rank0")]:
+        events = acc.Scalars(tag)
+        assert [event.step for event in events] == list(range(steps)), tag  # one value per step
+        np.testing.assert_allclose([event.value for event in events], expected[mode], rtol=1e-6, err_msg=tag)
+    data = reader.load(logdir)
+    assert data.scalars[(".", "loss")].ranks.tolist() == [RANKS] * steps  # type: ignore[union-attr]
+    assert data.scalars[(".", "loss_rank0")].ranks is None  # rank 0's own value, as a job of one writes it
+    for rank in range(RANKS):
+        own = accumulator(os.path.join(logdir, f"rank_{rank}")).Scalars("loss_per_rank")
+        assert [event.step for event in own] == list(range(steps))
+        want = [values[rank] for values in expected["per_rank"]]
+        np.testing.assert_allclose([event.value for event in own], want, rtol=1e-6)
+    histograms = acc.Histograms("grads")
+    assert [h.step for h in histograms] == [step for step, _ in expected["grads"]]
+    for histogram, (_, values) in zip(histograms, expected["grads"]):
+        got, want = histogram.histogram_value, tensorboardx_histogram(np.array(values), tmp_path)
+        assert (got.num, got.min, got.max) == (want.num, want.min, want.max)
+        assert list(got.bucket_limit) == list(want.bucket_limit) and list(got.bucket) == list(want.bucket)
+        assert got.sum == pytest.approx(want.sum, rel=1e-9)
+    assert status_json()["records_dropped"] == {}
