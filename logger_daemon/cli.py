@@ -155,7 +155,20 @@ def status(args: argparse.Namespace) -> int:
     print(f"records dropped:  {sum(dropped.values())}" + "".join(f"\n  {k}: {v}" for k, v in sorted(dropped.items())))
     print(f"queue depth:      {reply['queue_records']} records, {reply['queue_bytes']} array bytes")
     print(f"bytes written:    {reply['bytes_written']} in {reply['open_files']} open file(s)")
+    _print_reduction(reply.get("reduction") or {})
     return 0
+
+
+def _print_reduction(reduction: dict) -> None:
+    """The values combined across ranks, by how many ranks went into each (nothing without ranks)."""
+    if not reduction.get("values_in") and not reduction.get("jobs"):
+        return
+    by_ranks = ", ".join(f"{count} of {ranks} rank(s)" for ranks, count in reduction["values_by_ranks"].items())
+    print(f"rank values:      {reduction['values_in']} combined into {reduction['values_written']} ({by_ranks})")
+    print(f"  written after the {reduction['wait_s']}s wait without every rank: {reduction['values_partial']}")
+    print(f"  late (step already written): {reduction['values_late']}; waiting: {reduction['waiting']}")
+    for job, state in reduction["jobs"].items():
+        print(f"  job {job or '(no id)'}: " + ", ".join(f"rank {r} {how}" for r, how in state["ranks"].items()))
 
 
 def _wait_gone(runtime_dir: str, timeout_s: float) -> bool:

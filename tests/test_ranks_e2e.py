@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO, wait_for
 from rank_worker import histogram_values, value
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_daemon import status_json
+from test_daemon import cli, status_json
 from test_reduce import tensorboardx_histogram
 
 from logger_client import reader
@@ -119,6 +119,8 @@ def test_a_killed_rank_stalls_nothing_and_later_steps_say_three_ranks(daemon, lo
     assert reduction["values_by_ranks"] == {"3": 66, "4": 66}
     (job,) = reduction["jobs"].values()
     assert job["ranks"]["3"] == "gone"
+    shown = cli("status").stdout
+    assert "462 combined into 132 (66 of 3 rank(s), 66 of 4 rank(s))" in shown and "rank 3 gone" in shown
 
 
 @pytest.mark.e2e
