@@ -50,7 +50,8 @@ class DaemonTransport:
     """The process's connection to its daemon, shared by every SummaryWriter of the process.
 
     `find_endpoint` gives the daemon's ZeroMQ endpoint (by default: the runtime directory's,
-    starting a daemon there if none runs); it is called on the I/O thread.
+    starting a daemon there if none runs); it is called on the I/O thread. `secure` sets up each
+    socket's security first (a node daemon forwarding to a root: CURVE).
     """
 
     def __init__(
@@ -58,8 +59,10 @@ class DaemonTransport:
         settings: Settings,
         find_endpoint: Callable[[Settings], str] = find_or_start_daemon,
         daemon_alive: Callable[[Settings], bool] = daemon_alive,
+        secure: Callable[[zmq.Socket], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._secure = secure
         self._find_endpoint = find_endpoint
         self._daemon_alive = daemon_alive
         self._cid = new_client_id()
@@ -114,12 +117,16 @@ class DaemonTransport:
 
     def open_writer(self, options: dict[str, Any]) -> int:
         writer = self._producer.open_writer(options)
-        if "rank" in options:
+        if "rank" in options or "contributor" in options:
             # A rank takes part in its job's combined values from when the daemon knows its writer:
             # its OPEN goes now, before any other rank can log the first step.
             self._send_soon = True
             self._wake()
         return writer
+
+    def queue_close(self, writer: int) -> None:
+        """Queues a writer's close without waiting for it (a node daemon's link to its root)."""
+        self._producer.close_writer(writer)
 
     def close_writer(self, writer: int, timeout_s: float) -> bool:
         """Sends a writer's close and waits until the daemon has written all it sent."""
@@ -221,7 +228,7 @@ class DaemonTransport:
         context = zmq.Context()
         sender = None
         try:
-            sock = connect_dealer(context, self._find_endpoint(self.settings))
+            sock = connect_dealer(context, self._find_endpoint(self.settings), self._secure)
             sender = Sender(sock, self._arena, self._producer.release, self._cid)
             sender.hello()
             self._sender = sender
@@ -259,7 +266,7 @@ class DaemonTransport:
                     self._stopping.wait(_POLL_WHILE_DISCONNECTED_S)
                 backoff_s = min(2 * backoff_s, _RETRY_MAX_S)
                 continue
-            sender.reconnect(connect_dealer(context, endpoint))
+            sender.reconnect(connect_dealer(context, endpoint, self._secure))
             sender.resend([self._producer.announcement()])
             self._disconnected = None
             log.warning("logger_client: the daemon was gone; reconnected and resent what it had not written")
