@@ -66,6 +66,11 @@ class Settings:
     #: Longest a step of a tag several ranks of a job log waits for the ranks that have not given
     #: their value yet; then it is written with those that have (see README, Ranks).
     reduce_wait_s: float = 1.0
+    #: A node daemon's root daemon (tcp://HOST:PORT) for jobs across nodes: ranked writers'
+    #: records go there, combined per node; "" writes them on this node (see README, Ranks).
+    root_endpoint: str = ""
+    #: The CURVE key directory of `logger-daemon keygen`, for the root and its nodes.
+    keys_dir: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -21,6 +21,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 
 from logger_client.protocol import DropReason
+from logger_daemon.forward import Forwarder
 from logger_daemon.intake import Group, Intake, OpenWriter, Parts, Work
 from logger_daemon.reduce import COMBINED_MARK, Member, Reducer
 from logger_daemon.runs import RefusedWriter, RunLog, Runs
@@ -37,7 +38,12 @@ class Pipeline:
     """Owns every run directory and event file; fed by `put`, acknowledges through `on_written`."""
 
     def __init__(
-        self, stats: Stats, fsync_interval_s: float, on_written: OnWritten, reducer: Reducer | None = None
+        self,
+        stats: Stats,
+        fsync_interval_s: float,
+        on_written: OnWritten,
+        reducer: Reducer | None = None,
+        forwarder: Forwarder | None = None,
     ) -> None:
         self._stats = stats
         self._fsync_interval_s = fsync_interval_s
@@ -53,6 +59,11 @@ class Pipeline:
         self._marked: set[RunLog] = set()  # runs that handled new messages this cycle
         self._last_fsync = time.monotonic()
         self.reducer = reducer if reducer is not None else Reducer(wait_s=1.0, silent_s=2.5)
+        # A node daemon of a job with a root: its ranks' records go there instead of to disk.
+        self.forwarder = forwarder
+        if forwarder is not None:
+            self.reducer.forwarding = True
+            self.reducer.on_close = forwarder.close
         # Per client: the last sequence number received and acknowledged, and the flush waiting
         # for values the reducer holds (acknowledged after an fsync).
         self._received: dict[bytes, int] = {}
@@ -113,6 +124,8 @@ class Pipeline:
             if stopping and not batch:
                 self._write_released(force=True)
                 self._runs.close()
+                if self.forwarder is not None:
+                    self.forwarder.close_all(timeout_s=10.0)
                 return
 
     # -- one cycle ---------------------------------------------------------------------------------
@@ -152,6 +165,8 @@ class Pipeline:
         for client in gone:
             self.reducer.close_client(client)
         self._write_released()
+        if self.forwarder is not None:
+            self.forwarder.settle(self.reducer.waiting)
         if self.reducer.active():
             self.reduction_status = self.reducer.status()
         for run in self._marked:
@@ -174,6 +189,10 @@ class Pipeline:
         """Writes the combined values the reducer has ready (every one with `force`)."""
         released = self.reducer.release(self._drops, force)
         if not released:
+            return
+        if self.forwarder is not None:
+            for entries in released:
+                self.forwarder.partials(entries)
             return
         groups: dict[tuple[RunLog, str], Group] = {}
         for entries in released:
@@ -211,6 +230,11 @@ class Pipeline:
                 continue
             part = whole
             member = self.reducer.member(client, writer)
+            if member is not None and self.forwarder is not None:
+                rest = self.reducer.take(work, member, run, tag, whole, self._drops)
+                if rest is not None:
+                    self.forwarder.as_is(member, run_name, tag, rest)
+                continue
             if member is not None:
                 if work.mid and run.delivered.get(work.cid + COMBINED_MARK, 0) >= work.mid:
                     rest = self._reducer_skip(member, whole)  # combined before this daemon restarted
@@ -240,6 +264,9 @@ class Pipeline:
                 step.client, step.writer, run, step.options, step.wall_time, self._repeated(work, run, repeated)
             )
             self.reducer.open_writer(step.client, step.writer, run, step.options)
+            member = self.reducer.member(step.client, step.writer)
+            if member is not None and self.forwarder is not None:
+                self.forwarder.open(member, step.options)
         except RefusedWriter as exc:
             log.warning("%s", exc)
             self._drops.add(exc.reason, 1, step.client)

@@ -246,6 +246,16 @@ class _Job:
         self.shared: set[str] = set()  # roots two or more contributors wrote
         self.client_of: dict[int, bytes] = {}
         self.gone: set[int] = set()
+        #: How many ranks the job has here (0: unknown), and how many each contributor stands for:
+        #: a tag's first entry waits for all of them to have a writer open (or for `wait_s`).
+        self.expect = 0
+        self.weight: dict[int, int] = {}
+        self.joined: defaultdict[str, set[int]] = defaultdict(set)  # root -> who ever opened it
+
+    def all_joined(self, root: str) -> bool:
+        """Whether every rank the job has here has opened a writer on `root` (it may have closed
+        it since: then it is not waited for)."""
+        return sum(self.weight.get(who, 1) for who in self.joined.get(root, ())) >= self.expect
 
 
 class Reducer:
@@ -276,6 +286,11 @@ class Reducer:
         self.by_ranks: Counter[int] = Counter()
         self._contributors: dict[str, int] = {}  # a root's node names -> contributor numbers
         self._paused_until = 0.0
+        #: A node daemon that forwards to a root: every ranked writer's values are combined here,
+        #: even in a run only one local rank writes (the root combines them with other nodes').
+        self.forwarding = False
+        #: Called with each member whose writer closes (the node's link to its root).
+        self.on_close: Callable[[Member], None] | None = None
 
     def pause(self, now: float) -> None:
         """The daemon stopped reading for a while (it was behind) and reads again: for `wait_s`
@@ -296,18 +311,27 @@ class Reducer:
         """A writer opened; if its OPEN names its rank, it takes part in its job's combined values."""
         rank, job, mode = options.get("rank"), options.get("job", ""), options.get("reduce", "mean")
         contributor = options.get("contributor")
+        # A rank stands for itself among its node's local ranks; a node (at the root) for its
+        # ranks among the job's.
+        expect, weight = options.get("local_world_size"), options.get("ranks", 1)
         if type(contributor) is str:
             rank = self.contributor(contributor)
+            expect, weight = options.get("world_size"), options.get("ranks")
         if type(rank) is not int or type(job) is not str or type(mode) is not str:
             return
         member = Member(job, run.path, rank, mode, client)
         self._members[(client, writer)] = member
         state = self._jobs[job]
         state.open[run.path][rank] += 1
+        state.joined[run.path].add(rank)
         state.client_of[rank] = client
         state.gone.discard(rank)
         self._last_value.setdefault(client, self._clock())
-        if len(state.open[run.path]) >= 2:
+        if type(expect) is int:
+            state.expect = max(state.expect, expect)
+        if type(weight) is int and weight >= 1:
+            state.weight[rank] = weight
+        if len(state.open[run.path]) >= 2 or type(contributor) is str:
             state.shared.add(run.path)
         for gather in self._gathers.values():
             if gather.job == job and gather.root == run.path:
@@ -316,7 +340,7 @@ class Reducer:
     def member(self, client: bytes, writer: int) -> Member | None:
         """The member a writer is, if its values are combined (its run is written by several)."""
         member = self._members.get((client, writer))
-        if member is None or member.root not in self._jobs[member.job].shared:
+        if member is None or not (self.forwarding or member.root in self._jobs[member.job].shared):
             return None
         return member
 
@@ -325,6 +349,8 @@ class Reducer:
         member = self._members.pop(key, None)
         if member is None:
             return
+        if self.on_close is not None:
+            self.on_close(member)
         state = self._jobs[member.job]
         opened = state.open[member.root]
         opened[member.who] -= 1
@@ -342,6 +368,10 @@ class Reducer:
             self.close_writer(key)
         self._held.pop(client, None)
         self._last_value.pop(client, None)
+
+    def waiting(self, job: str, root: str) -> bool:
+        """Whether values of `job` in the log dir `root` wait here."""
+        return any(g.rows.size for g in self._gathers.values() if g.job == job and g.root == root)
 
     def forget_closed_runs(self) -> None:
         """Drops the gathers of runs no writer uses any more (all written by then)."""
@@ -658,6 +688,8 @@ class Reducer:
         rows = gather.rows.all()
         expected = self.expected(gather, now)
         low = gather.passed_all(expected)
+        if not gather.settled and not self._jobs[gather.job].all_joined(gather.root):
+            low = None  # a rank (or node) of the job has not opened its writer yet: wait for it
         order = np.lexsort((rows["who"], rows["occ"], rows["step"]))
         steps, occs = rows["step"][order], rows["occ"][order]
         new_entry = np.concatenate([[True], (steps[1:] != steps[:-1]) | (occs[1:] != occs[:-1])])

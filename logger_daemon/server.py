@@ -25,7 +25,9 @@ from logger_client import protocol
 from logger_client.protocol import DropReason, MessageKind, ProtocolError
 from logger_client.settings import Settings
 from logger_daemon.connections import LISTEN_BACKLOG, ConnectionGuard, connection_cap, raise_fd_limit
+from logger_daemon.forward import Forwarder
 from logger_daemon.intake import Work
+from logger_daemon.keys import secure_server
 from logger_daemon.pipeline import Pipeline
 from logger_daemon.reduce import Reducer
 from logger_daemon.stats import Stats
@@ -118,8 +120,18 @@ def max_frame_bytes(settings: Settings) -> int:
 class Server:
     """Serves one endpoint until stopped, idle for `idle_timeout_s`, or asked to stop."""
 
-    def __init__(self, endpoint: str, settings: Settings, idle_timeout_s: float, restarts: int = 0) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        settings: Settings,
+        idle_timeout_s: float,
+        restarts: int = 0,
+        keys_dir: str = "",
+        forward_to: str = "",
+    ) -> None:
         self.endpoint = endpoint
+        #: A root daemon's CURVE keys (its socket then admits only the directory's node key).
+        self.keys_dir = keys_dir
         #: Times this daemon came back in place after an abort (logger_daemon/rescue.py).
         self.restarts = restarts
         self.settings = settings
@@ -133,7 +145,9 @@ class Server:
         # A rank is silent (not waited for) once it has sent nothing, not even a heartbeat, for this long.
         silent_s = max(settings.reduce_wait_s, 2.5 * settings.heartbeat_s)
         self.reducer = Reducer(settings.reduce_wait_s, silent_s, heard=self._heard)
-        self.pipeline = Pipeline(self.stats, settings.fsync_interval_s, self._on_written, self.reducer)
+        # A node of a job with a root daemon: ranked writers' records go there (`forward`).
+        self.forwarder = Forwarder(forward_to, keys_dir or None, settings) if forward_to else None
+        self.pipeline = Pipeline(self.stats, settings.fsync_interval_s, self._on_written, self.reducer, self.forwarder)
         self._stop_requested = threading.Event()
         self.connections: ConnectionGuard | None = None  # made by serve(), with the socket
 
@@ -173,6 +187,7 @@ class Server:
         sock.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
         # Watched before it is bound, so that no connection goes uncounted.
         connections = self.connections = ConnectionGuard(sock, self.endpoint, connection_cap(raise_fd_limit()))
+        authenticator = secure_server(context, sock, self.keys_dir) if self.keys_dir and not self.forwarder else None
         sock.bind(self.endpoint)
         connections.bound()
         self.pipeline.start()
@@ -223,6 +238,8 @@ class Server:
             self._send_acks(sock)
             connections.close()
             sock.close()
+            if authenticator is not None:
+                authenticator.stop()
             context.term()
             log.info("stopped: %s", self.stats.snapshot())
 
@@ -361,6 +378,7 @@ class Server:
             "restarts": self.restarts,
             "connections": self.connections.status() if self.connections is not None else {},
             "reduction": self.pipeline.reduction_status,
+            "root": self.forwarder.status() if self.forwarder is not None else None,
             "clients": [
                 {
                     "id": identity.hex(),
