@@ -52,6 +52,7 @@ from logger_daemon.aggregate import HistogramPartial, exact_sum, expansion, merg
 from logger_daemon.intake import Group, Work
 from logger_daemon.runs import RunLog
 from logger_daemon.stats import Drops
+from logger_daemon.summaries import clean_tag
 
 log = logging.getLogger("logger_daemon")
 
@@ -115,6 +116,9 @@ class Member:
     who: int
     mode: str
     client: bytes
+    #: Its OPEN was announced again (its client reconnected to this daemon, which restarted):
+    #: values for steps the files already hold were written by the daemon before.
+    resumed: bool = False
 
 
 @dataclass
@@ -181,6 +185,9 @@ class _Gather:
     dirty: bool = False
     #: When the oldest waiting entry is due (monotonic clock; inf: none waits).
     due: float = math.inf
+    #: The tag's last step in the files, for a resumed member's gather: values up to it were
+    #: written before a restart and are duplicates if they come again (None: no such step).
+    on_disk: int | None = None
 
     def passed_all(self, expected: Iterable[int]) -> tuple[int, int] | None:
         """The first entry not every expected contributor has given or gone past (None: the one
@@ -319,7 +326,7 @@ class Reducer:
             expect, weight = options.get("world_size"), options.get("ranks")
         if type(rank) is not int or type(job) is not str or type(mode) is not str:
             return
-        member = Member(job, run.path, rank, mode, client)
+        member = Member(job, run.path, rank, mode, client, options.get("announced") is True)
         self._members[(client, writer)] = member
         state = self._jobs[job]
         state.open[run.path][rank] += 1
@@ -469,6 +476,8 @@ class Reducer:
         gather = self._gathers.get(key)
         if gather is None or gather.run is not run:
             gather = self._gathers[key] = _Gather(member.job, member.root, run, tag, key[3], histogram)
+            if member.resumed:
+                gather.on_disk = run.last_step_on_disk(clean_tag(tag))
         return gather
 
     def _add(
@@ -525,11 +534,15 @@ class Reducer:
         gather.progress[who] = (int(steps[-1]), int(occ[-1]) + 1)
         released_step, released_occ = gather.released
         late = (steps < released_step) | ((steps == released_step) & (occ <= released_occ))
-        if late.any():
+        written = steps <= gather.on_disk if gather.on_disk is not None else np.zeros(n, bool)
+        late &= ~written
+        if late.any() or written.any():
             late_count = int(late.sum())
             self.counts["late"] += late_count
-            drops.add(DropReason.RANK_LATE, late_count, owner.client)
-            keep = np.flatnonzero(~late)
+            self.counts["duplicate"] += int(written.sum())
+            if late_count:
+                drops.add(DropReason.RANK_LATE, late_count, owner.client)
+            keep = np.flatnonzero(~(late | written))
             steps, walls, values, occ = steps[keep], walls[keep], values[keep], occ[keep]
             refs = refs[keep] if refs is not None else None
             counts = counts[keep] if counts is not None else None
@@ -798,6 +811,7 @@ class Reducer:
             "values_written": self.counts["values_out"],
             "values_partial": self.counts["partial"],
             "values_late": self.counts["late"],
+            "values_duplicate": self.counts["duplicate"],
             "values_by_ranks": {str(k): v for k, v in sorted(self.by_ranks.items())},
             "waiting": waiting,
             "jobs": jobs,

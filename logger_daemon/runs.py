@@ -80,6 +80,10 @@ class RunLog:
         if tag not in self.last_steps and written_tag in self._disk_last_steps:
             self.last_steps[tag] = self._disk_last_steps[written_tag]
 
+    def last_step_on_disk(self, written_tag: str) -> int | None:
+        """The last step of `written_tag` in the files this daemon found here (None: none)."""
+        return self._disk_last_steps.get(written_tag)
+
     def open_session(self, client: bytes, continuing: bool) -> None:
         """A writer of `client` opens this run: a new session unless others write here or the
         writer continues one (announced again after a fork, or to a new daemon)."""

@@ -64,7 +64,7 @@ def private_dir(prefix: str) -> str:
     return path
 
 
-def run_ranks(tmp_path, logdir: str, runtime_dirs: list[str], **spec) -> list[dict]:
+def start_ranks(tmp_path, logdir: str, runtime_dirs: list[str], **spec) -> list[subprocess.Popen]:
     """The fake ranks of `tests/rank_worker.py`, ranks r on node r // (RANKS // len(runtime_dirs))."""
     barrier = tmp_path / f"barrier-{len(runtime_dirs)}"
     barrier.mkdir()
@@ -80,6 +80,11 @@ def run_ranks(tmp_path, logdir: str, runtime_dirs: list[str], **spec) -> list[di
         env.update(LOGGER_RUNTIME_DIR=runtime_dirs[node], MASTER_ADDR="127.0.0.1")
         command = [sys.executable, os.path.join(HERE, "rank_worker.py"), json.dumps(rank_spec)]
         processes.append(subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL))
+    return processes
+
+
+def finish_ranks(tmp_path, processes: list[subprocess.Popen], nodes: int) -> list[dict]:
+    """Waits for the ranks to end well; what each reported."""
     try:
         for process in processes:
             assert process.wait(120) == 0
@@ -90,9 +95,13 @@ def run_ranks(tmp_path, logdir: str, runtime_dirs: list[str], **spec) -> list[di
                 process.wait(10)
     results = []
     for rank in range(RANKS):
-        with open(tmp_path / f"result-{len(runtime_dirs)}.{rank}") as f:
+        with open(tmp_path / f"result-{nodes}.{rank}") as f:
             results.append(json.load(f))
     return results
+
+
+def run_ranks(tmp_path, logdir: str, runtime_dirs: list[str], **spec) -> list[dict]:
+    return finish_ranks(tmp_path, start_ranks(tmp_path, logdir, runtime_dirs, **spec), len(runtime_dirs))
 
 
 def root_status(endpoint: str, keys: str) -> dict:
@@ -120,18 +129,25 @@ def job_dirs(runtime_dir) -> Iterator[list[str]]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def start_root(root_dir: str, keys: str, endpoint: str) -> contextlib.AbstractContextManager[subprocess.Popen]:
+    return daemon_process(root_dir, "--root", "--endpoint", endpoint, "--keys", keys)
+
+
 @contextlib.contextmanager
 def two_nodes_and_a_root(job_dirs: list[str], keys: str, port: int) -> Iterator[str]:
     endpoint = f"tcp://127.0.0.1:{port}"
     root_dir, *node_dirs = job_dirs
     with contextlib.ExitStack() as stack:
-        stack.enter_context(daemon_process(root_dir, "--root", "--endpoint", endpoint, "--keys", keys))
+        stack.enter_context(start_root(root_dir, keys, endpoint))
         for node_dir in node_dirs:
             stack.enter_context(daemon_process(node_dir, "--forward-to", endpoint, "--keys", keys))
         yield endpoint
 
 
 def written(logdir: str) -> tuple[list[int], list[float], list[int], list]:
+    """The loss's steps, values and rank counts, and the histograms, in `logdir` so far."""
+    if not os.path.isdir(logdir) or not os.listdir(logdir):
+        return [], [], [], []
     data = reader.load(logdir)
     loss = data.scalars.get((".", "loss"))
     if loss is None:
@@ -201,3 +217,31 @@ def test_a_peer_without_the_key_is_refused_and_counted(runtime_dir, job_dirs, ke
             assert all(not sock.poll(200) for sock in strangers)  # neither got an answer
         finally:
             context.destroy(linger=0)
+
+
+@pytest.mark.e2e
+def test_a_root_killed_and_restarted_loses_nothing_the_nodes_buffered(runtime_dir, tmp_path, job_dirs, keys):
+    steps = 150
+    root_dir, *node_dirs = job_dirs
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    logdir = str(tmp_path / "spread")
+    with contextlib.ExitStack() as nodes:
+        root = nodes.enter_context(start_root(root_dir, keys, endpoint))
+        for node_dir in node_dirs:
+            nodes.enter_context(daemon_process(node_dir, "--forward-to", endpoint, "--keys", keys))
+        ranks = start_ranks(tmp_path, logdir, node_dirs, steps=steps, tags={"loss": 1}, step_s=0.02)
+        wait_for(lambda: len(written(logdir)[0]) >= 20, message="the first steps at the root")
+        root.kill()  # in the middle of the job: what the nodes sent since its last ack is lost with it
+        root.wait(10)
+        wait_for(lambda: not daemon_running(root_dir), message="the root's lock to go")
+        with start_root(root_dir, keys, endpoint):
+            results = finish_ranks(tmp_path, ranks, NODES)
+            assert all(result["closed"] for result in results)
+            wait_for(lambda: len(written(logdir)[0]) >= steps, message="every step")
+            got = written(logdir)
+            status = root_status(endpoint, keys)
+    assert got[0] == list(range(steps))  # each step once: nothing lost, nothing written twice
+    assert got[2] == [RANKS] * steps
+    np.testing.assert_allclose(got[1], [mean_of(range(RANKS), "loss", s) for s in range(steps)], rtol=1e-6)
+    assert status["records_dropped"] == {}
+    assert status["reduction"]["values_written"] < steps  # the new root wrote only what the old had not
