@@ -177,6 +177,14 @@ def status(args: argparse.Namespace) -> int:
     print(f"queue depth:      {reply['queue_records']} records, {reply['queue_bytes']} array bytes")
     print(f"bytes written:    {reply['bytes_written']} in {reply['open_files']} open file(s)")
     _print_reduction(reply.get("reduction") or {})
+    refused = (reply.get("connections") or {}).get("refused_peers")
+    if refused:
+        print(f"peers refused:    {refused} (failed the CURVE handshake)")
+    root = reply.get("root")
+    if root:
+        dropped = sum(root["records_dropped"].values())
+        print(f"root {root['root']}: {root['records_forwarded']} records forwarded, {root['records_pending']} pending")
+        print(f"  dropped: {dropped}" + "".join(f"\n    {k}: {v}" for k, v in sorted(root["records_dropped"].items())))
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -179,6 +180,8 @@ def test_two_nodes_and_a_root_write_what_one_node_writes(daemon, tmp_path, job_d
         got = wait_for(lambda: complete(spread, steps), message="the root's file")
         assert got is not None
         status = root_status(endpoint, keys)
+        shown = cli("status", "--runtime-dir", job_dirs[1]).stdout  # a node: what it forwarded
+    assert f"root {endpoint}: " in shown and "dropped: 0" in shown
     assert got[0] == expected[0] == list(range(steps))
     assert got[1] == expected[1]  # the same float32s: sums are exact, whatever the grouping
     np.testing.assert_allclose(got[1], [mean_of(range(RANKS), "loss", s) for s in range(steps)], rtol=1e-6)
@@ -214,6 +217,8 @@ def test_a_peer_without_the_key_is_refused_and_counted(runtime_dir, job_dirs, ke
                 lambda: root_status(endpoint, keys)["connections"]["refused_peers"] >= 2,
                 message="the root to count both strangers",
             )
+            shown = cli("status", "--endpoint", endpoint, "--keys", keys).stdout
+            assert re.search(r"peers refused: +\d+ \(failed the CURVE handshake\)", shown)  # they retry
             assert all(not sock.poll(200) for sock in strangers)  # neither got an answer
         finally:
             context.destroy(linger=0)
