@@ -5,7 +5,7 @@ The node combines its own ranks' values as usual (`reduce.Reducer`), and instead
 sends them on as partial aggregates (PARTIAL_SCALAR: count, exact sum, min, max; PARTIAL_HISTOGRAM:
 bucket counts or values), which the root combines with the other nodes' (one contributor per
 node). Everything else its ranks log (rank 0's records, per-rank sub-runs, images ...) goes on as
-it came. The link is an ordinary client of the root (`DaemonTransport` over tcp, with CURVE keys):
+it came. The link is an ordinary client of the root (`logger_client.transport.connect_link` over tcp, with CURVE keys):
 so it buffers within the client's bounds while the root is away (counting what it drops), and
 resends what the root had not acknowledged when it is back, under the same message ids, which a
 restarted root recognises from its delivery marks (nothing is written twice).
@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from logger_client._daemon_transport import DaemonTransport
 from logger_client.protocol import ARRAY_KINDS, ARRAY_MAP_KINDS, OPTIONS, RUN, VALUE, WRITER, RecordKind
 from logger_client.settings import Settings
+from logger_client.transport import connect_link
 from logger_daemon.intake import Group
 from logger_daemon.keys import secure_client
 from logger_daemon.reduce import Member, Released, partial_records
@@ -51,9 +51,7 @@ class Forwarder:
     def __init__(self, endpoint: str, keys_dir: str | None, settings: Settings) -> None:
         self.endpoint = endpoint
         secure = (lambda sock: secure_client(sock, keys_dir)) if keys_dir else None
-        self._transport = DaemonTransport(
-            settings, find_endpoint=lambda _: endpoint, daemon_alive=lambda _: True, secure=secure
-        )
+        self._transport = connect_link(settings, endpoint, secure)
         self._links: dict[tuple[str, str], _Link] = {}
         self._closing: list[tuple[str, str]] = []
         self.records_sent = 0
