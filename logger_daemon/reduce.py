@@ -425,6 +425,7 @@ class Reducer:
             for _, steps, walls, values in combined.columns:
                 scalars[member.mode].append((steps, walls, values))
             listed: defaultdict[str, list[list[Any]]] = defaultdict(list)
+            partials: list[list[Any]] = []
             for record in combined.records:
                 kind = record[KIND]
                 if kind == _SCALAR:
@@ -433,7 +434,7 @@ class Reducer:
                         continue
                     listed[record_options(record).get("reduce", member.mode)].append(record)
                 elif kind == RecordKind.PARTIAL_SCALAR:
-                    self._add_partial(member, run, tag, owner, record, drops, now)
+                    partials.append(record)
                 else:
                     self._add_histogram(member, run, tag, owner, record, drops, now)
             for mode, records in listed.items():
@@ -451,6 +452,8 @@ class Reducer:
                     order = np.argsort(steps, kind="stable")
                     steps, walls, values = steps[order], walls[order], values[order]
                 self._add(member, run, tag, mode, False, owner, steps, walls, values, None, drops, now)
+            if partials:
+                self._add_partials(member, run, tag, owner, partials, drops, now)
             self._settle_owner(owner)
         if rest.records:
             rest.owners.append((work.client, len(rest.records)))
@@ -625,38 +628,44 @@ class Reducer:
             counts=np.array([partial.ranks], np.int64),
         )
 
-    def _add_partial(
-        self, member: Member, run: RunLog, tag: str, owner: int, record: list, drops: Drops, now: float
+    def _add_partials(
+        self, member: Member, run: RunLog, tag: str, owner: int, records: list[list], drops: Drops, now: float
     ) -> None:
-        value, options = record[VALUE], record_options(record)
-        try:
-            parts = [float(x) for x in value["sum"]]
-            count, low, high = int(value["count"]), float(value["min"]), float(value["max"])
-            mode = str(options.get("reduce", member.mode))
-            if not parts or count < 1 or mode not in _SCALAR_MODES:
-                raise ValueError(f"partial of {count} value(s), mode {mode!r}")
-        except (ValueError, TypeError, KeyError) as exc:
-            log.warning("refusing a partial value %r at step %d: %r", tag, record[STEP], exc)
-            drops.add(DropReason.MALFORMED_RECORD, 1, self._owners[owner].client)
-            return
-        self._add(
-            member,
-            run,
-            tag,
-            mode,
-            False,
-            owner,
-            np.array([record[STEP]], np.int64),
-            np.array([float(record[WALL_TIME])]),
-            np.array([parts[0]]),
-            None,
-            drops,
-            now,
-            counts=np.array([count], np.int64),
-            lows=np.array([low]),
-            highs=np.array([high]),
-            extra_parts=[parts[1:]],
-        )
+        """A node's partial aggregates (PARTIAL_SCALAR records, in step order), per mode at once."""
+        by_mode: defaultdict[str, list[tuple[int, float, list[float], int, float, float]]] = defaultdict(list)
+        for record in records:
+            value, options = record[VALUE], record_options(record)
+            try:
+                parts = [float(x) for x in value["sum"]]
+                count, low, high = int(value["count"]), float(value["min"]), float(value["max"])
+                mode = str(options.get("reduce", member.mode))
+                if not parts or count < 1 or mode not in _SCALAR_MODES:
+                    raise ValueError(f"partial of {count} value(s), mode {mode!r}")
+            except (ValueError, TypeError, KeyError) as exc:
+                log.warning("refusing a partial value %r at step %d: %r", tag, record[STEP], exc)
+                drops.add(DropReason.MALFORMED_RECORD, 1, self._owners[owner].client)
+                continue
+            by_mode[mode].append((record[STEP], float(record[WALL_TIME]), parts, count, low, high))
+        for mode, rows in by_mode.items():
+            sums = [row[2] for row in rows]
+            self._add(
+                member,
+                run,
+                tag,
+                mode,
+                False,
+                owner,
+                np.array([row[0] for row in rows], np.int64),
+                np.array([row[1] for row in rows], np.float64),
+                np.array([parts[0] for parts in sums], np.float64),
+                None,
+                drops,
+                now,
+                counts=np.array([row[3] for row in rows], np.int64),
+                lows=np.array([row[4] for row in rows], np.float64),
+                highs=np.array([row[5] for row in rows], np.float64),
+                extra_parts=[parts[1:] for parts in sums],
+            )
 
     # -- values out --------------------------------------------------------------------------------
 
