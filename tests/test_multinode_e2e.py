@@ -250,3 +250,42 @@ def test_a_root_killed_and_restarted_loses_nothing_the_nodes_buffered(runtime_di
     np.testing.assert_allclose(got[1], [mean_of(range(RANKS), "loss", s) for s in range(steps)], rtol=1e-6)
     assert status["records_dropped"] == {}
     assert status["reduction"]["values_written"] < steps  # the new root wrote only what the old had not
+
+
+@pytest.mark.e2e
+def test_a_node_without_its_root_buffers_within_its_bound_and_counts_the_rest(
+    runtime_dir, tmp_path, job_dirs, keys, monkeypatch
+):
+    steps, bound = 300, 60
+    root_dir, *node_dirs = job_dirs
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    logdir = str(tmp_path / "spread")
+    # The node daemons' link to the root: a small bound, checked at every batch of 16.
+    monkeypatch.setenv("LOGGER_MAX_PENDING_RECORDS", str(bound))
+    monkeypatch.setenv("LOGGER_BATCH_RECORDS", "16")
+    with contextlib.ExitStack() as nodes:
+        for node_dir in node_dirs:
+            nodes.enter_context(daemon_process(node_dir, "--forward-to", endpoint, "--keys", keys))
+        monkeypatch.delenv("LOGGER_MAX_PENDING_RECORDS")
+        monkeypatch.delenv("LOGGER_BATCH_RECORDS")
+        # No root yet: every rank still logs and closes without waiting on it.
+        results = run_ranks(tmp_path, logdir, node_dirs, steps=steps, tags={"loss": 1}, step_s=0.0)
+        assert all(result["closed"] for result in results)
+        with start_root(root_dir, keys, endpoint):
+
+            def settled() -> list[dict] | None:
+                links = [json.loads(cli("status", "--json", "--runtime-dir", d).stdout)["root"] for d in node_dirs]
+                return links if all(link["records_pending"] == 0 for link in links) else None
+
+            links = wait_for(settled, timeout_s=30, message="the nodes to hand the root what they kept")
+            assert links is not None
+            status = root_status(endpoint, keys)
+    for link in links:
+        dropped = link["records_dropped"]
+        assert set(dropped) == {"client_queue_full"} and dropped["client_queue_full"] > 0
+        # Every partial the node made is on disk at the root or counted dropped.
+        assert link["records_written"] + dropped["client_queue_full"] == link["records_forwarded"] == steps
+        assert link["records_written"] <= 2 * bound  # the bound: queued plus sent and unacknowledged
+    loss = written(logdir)
+    assert len(loss[0]) == len(set(loss[0])) > 0 and set(loss[2]) <= {2, 4}
+    assert status["reduction"]["values_in"] == sum(2 * link["records_written"] for link in links)
