@@ -5,6 +5,14 @@ workloads that the issue leaves open are chosen so that the whole suite fits in 
 2 cores (the anchors' own runs, above all their 1 000 000-call end-to-end runs, take most of
 it), and so that the array workloads stay inside logger_client's documented client buffer
 (256 MiB of arrays in flight): 40 histograms of 1e6 float32 are 160 MB, 30 images of 3x512x512 float32 are 94 MB.
+
+The methods of issue 13 (add_figure, add_pr_curve, add_embedding, add_audio, add_video) take
+their sizes from the issue; their call counts (`CALLS_NEW`) from what the anchors pay a call, so
+that the five add about two minutes to the suite on 2 cores: tensorboardX and torch spend
+1.5-3 s on each 10 000 x 128 embedding (tens of thousands of str() calls for tensors.tsv), about
+0.17 s on each video (moviepy writes the GIF to a temporary file), 30-170 ms on each figure. Their
+arrays stay inside the client buffer too: 200 x 1.2 MB of labels and predictions, 100 x 1.8 MB of
+audio, 6 x 5.1 MB of embeddings, 30 x 0.8 MB of video.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 GROUPS = ("calls", "throughput", "training_loop", "read_back")
+#: Full-size call counts of the methods of issue 13 (see the module's docstring).
+CALLS_NEW = {"add_figure": 40, "add_pr_curve": 200, "add_embedding": 6, "add_audio": 100, "add_video": 30}
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,47 @@ def workloads(quick: bool) -> list[Workload]:
         ),
         _call("add_image_small", "add_image 3x64x64 float32", "add_image", 10 if q else 500, shape=[3, 64, 64]),
         _call("add_image_large", "add_image 3x512x512 float32", "add_image", 3 if q else 30, shape=[3, 512, 512]),
+        # The methods of issue 13 whose work tensorboardX does in the call (see calls.py for the arguments).
+        _call(
+            "add_figure",
+            f"add_figure, line plot of {100 if q else 1_000} points, {'160x120' if q else '640x480'} px",
+            "add_figure",
+            3 if q else CALLS_NEW["add_figure"],
+            points=100 if q else 1_000,
+            figsize=[1.6, 1.2] if q else [6.4, 4.8],
+            dpi=100,
+        ),
+        _call(
+            "add_pr_curve",
+            f"add_pr_curve, {1_000 if q else 100_000:.0e} labels".replace("e+0", "e"),
+            "add_pr_curve",
+            3 if q else CALLS_NEW["add_pr_curve"],
+            values=1_000 if q else 100_000,
+        ),
+        _call(
+            "add_embedding",
+            f"add_embedding {100 if q else 10_000:,}x{8 if q else 128} float32 + metadata",
+            "add_embedding",
+            3 if q else CALLS_NEW["add_embedding"],
+            rows=100 if q else 10_000,
+            dim=8 if q else 128,
+        ),
+        _call(
+            "add_audio",
+            f"add_audio {0.1 if q else 10:g} s at 44.1 kHz float32",
+            "add_audio",
+            3 if q else CALLS_NEW["add_audio"],
+            seconds=0.1 if q else 10.0,
+            sample_rate=44_100,
+        ),
+        _call(
+            "add_video",
+            f"add_video {4 if q else 16} frames 3x{16 if q else 64}x{16 if q else 64} float32",
+            "add_video",
+            3 if q else CALLS_NEW["add_video"],
+            frames=4 if q else 16,
+            shape=[3, 16, 16] if q else [3, 64, 64],
+        ),
         Workload(
             "e2e_one_writer", "throughput", "end-to-end, 1 writer", {"processes": 1, "calls": 5_000 if q else 1_000_000}
         ),
@@ -118,6 +169,22 @@ TARGETS = [
         40.0,
         "ratio_min",
         "mean_us",
+    ),
+    *(
+        Target(
+            f"{name}_ratio",
+            f"{label} mean per call >= 20x lower than tensorboardX",
+            name,
+            20.0,
+            "ratio_min",
+            "mean_us",
+        )
+        for name, label in (
+            ("add_pr_curve", "add_pr_curve 1e5 labels"),
+            ("add_embedding", "add_embedding 10 000x128 + metadata"),
+            ("add_audio", "add_audio 10 s at 44.1 kHz"),
+            ("add_video", "add_video 16 frames 3x64x64"),
+        )
     ),
     Target(
         "e2e_one_writer_ratio",

@@ -27,7 +27,13 @@ METHOD = {
         "-> median_us and p99_us (nearest rank); in untimed blocks one clock pair spans the block "
         "-> mean_us = sum of untimed blocks' wall time / their calls (no per-call timer in it). "
         "Arguments are built before the loop. GC on. close() is timed after the loop (close_s), "
-        "not in the per-call figures. Ratios are tensorboardX's figure / this writer's, same run."
+        "not in the per-call figures. Ratios are tensorboardX's figure / this writer's, same run. "
+        "add_pr_curve, add_embedding, add_audio and add_figure are called through a small function "
+        "that adds the same arguments for every writer (labels and predictions; metadata, built before "
+        "the loop; sample_rate; close=False: one matplotlib Figure, not pyplot's, drawn again by every "
+        "call). floor_us (after close(), median of 10): for array arguments an np.copyto of the same "
+        "bytes into warm buffers, the one copy logger_client's call makes; for add_figure "
+        "FigureCanvasAgg(figure).draw(), the rendering every writer does in the call."
     ),
     "throughput": (
         "add_scalar calls, timed from the first call until close() returns; writer construction "
@@ -64,7 +70,12 @@ METHOD = {
         "After each child exits, every event file under its log dir is read back (TFRecord framing "
         "and both CRC-32C checked, Events parsed with TensorBoard's protos) and the summary values "
         "of each kind must equal what the workload logged, warm-up included. Outputs up to 4 MiB "
-        "(all of them with --quick) are also re-counted with TensorBoard's EventFileLoader."
+        "(all of them with --quick) are also re-counted with TensorBoard's EventFileLoader. "
+        "add_video's GIFs and add_figure's renderings count as images, add_pr_curve's tensors as "
+        "pr_curve. Embeddings write files, not events: each entry of projector_config.pbtxt (parsed as "
+        "TensorBoard's ProjectorConfig) counts once its tensors.tsv and metadata.tsv hold the rows "
+        "logged (line counts; the cross-check parses tensors.tsv with the projector plugin's reader), "
+        "and a tensors.tsv no entry names fails the workload."
     ),
     "read_back": (
         "One log dir written once by logger_client (one writer per run, every tag every step), its "
@@ -84,12 +95,15 @@ METHOD = {
         "e2e_four_processes gives each rank's writer filename_suffix='.rank<r>': tensorboardX names "
         "its files events.out.tfevents.<seconds>.<host> (no pid), so same-second writers of several "
         "processes clobber one file (with defaults 1 000 of 4 000 scalars were left).",
+        "A writer whose method needs a package that cannot be imported here logs nothing with it: its "
+        'row of that workload is not measured and says why ("unsupported"); torch.utils.tensorboard\'s '
+        "add_video needs moviepy.editor, which moviepy 2 removed.",
         "The figures are wall-clock on a machine that may be shared: load_average_at_start/_at_end "
         "and each task's load_average_before say how busy it was.",
     ],
 }
 
-_LOWER_IS_BETTER = {"mean_us", "median_us", "p99_us", "overhead_pct", "peak_rss_mb", "total_s", "read_s"}
+_LOWER_IS_BETTER = {"mean_us", "median_us", "p99_us", "floor_us", "overhead_pct", "peak_rss_mb", "total_s", "read_s"}
 
 
 # -- facts of the run ----------------------------------------------------------------------------
@@ -174,7 +188,16 @@ def now() -> dict[str, str]:
 
 
 def _ok(result: dict[str, Any] | None) -> bool:
-    return result is not None and bool(result) and "error" not in result
+    """Whether `result` holds figures: it ran, without error, and the writer supports the method here."""
+    return result is not None and bool(result) and "error" not in result and "unsupported" not in result
+
+
+def _accepted(writer: str, result: dict[str, Any]) -> bool:
+    """Whether `result` lets the run pass: ran and verified, or an anchor that cannot log the
+    method here (a package it needs is missing: see writers.NEEDS)."""
+    if "unsupported" in result and "error" not in result:
+        return writer != SUBJECT
+    return _ok(result) and result["verify"]["ok"]
 
 
 def add_ratios(workloads: dict[str, Any]) -> None:
@@ -220,6 +243,9 @@ def evaluate_targets(workloads: dict[str, Any]) -> list[dict[str, Any]]:
                 row["result"] = "PASS" if subject[target.metric] <= target.threshold else "FAIL"
                 if _ok(reference):
                     row[f"{REFERENCE}_value"] = reference[target.metric]
+            elif reference is not None and "unsupported" in reference and _ok(subject):
+                row["result"] = "not measured"
+                row["note"] = f"{REFERENCE}: {reference['unsupported']}"
             elif subject is not None or reference is not None:
                 row["result"] = "error"
             if _ok(subject) and not subject["verify"]["ok"] and row["result"] == "PASS":
@@ -291,7 +317,7 @@ def build_document(
         add_read_back_ratios(read_back)
         read_back["targets"] = evaluate_read_back_targets(read_back)
     add_ratios(workloads)
-    ok = all(_ok(r) and r["verify"]["ok"] for e in workloads.values() for r in e["writers"].values())
+    ok = all(_accepted(w, r) for e in workloads.values() for w, r in e["writers"].items())
     ok = ok and read_back_ok(read_back)
     return {
         "schema": SCHEMA,
@@ -350,8 +376,11 @@ def _count(number: int, noun: str) -> str:
 
 def _error_row(leading: list[str], result: dict[str, Any], columns: int) -> str:
     """A table row for a workload that failed: its `leading` cells, the error, empty cells."""
-    message = result.get("error", "?").splitlines()[0].replace("|", "/")
-    return "| " + " | ".join([*leading, f"ERROR: {message}"]) + " |" + " |" * (columns - len(leading) - 1)
+    if "unsupported" in result and "error" not in result:
+        message = "not supported here: " + result["unsupported"].replace("|", "/")
+    else:
+        message = "ERROR: " + result.get("error", "?").splitlines()[0].replace("|", "/")
+    return "| " + " | ".join([*leading, message]) + " |" + " |" * (columns - len(leading) - 1)
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -397,20 +426,26 @@ def markdown(doc: dict[str, Any]) -> str:
             "",
             "## Per-call cost on the calling thread (µs per call)",
             "",
-            "| workload | writer | calls | median | mean | p99 | mean: × lower than tensorboardX | close() s "
-            "| verified on disk |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---|",
+            "| workload | writer | calls | median | mean | p99 | mean: × lower than tensorboardX | floor "
+            "| close() s | verified on disk |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for entry in calls_rows:
             for writer, r in entry["writers"].items():
                 if not _ok(r):
-                    lines.append(_error_row([entry["label"], writer], r, 9))
+                    lines.append(_error_row([entry["label"], writer], r, 10))
                     continue
+                floor = f"{_us(r['floor_us'])} ({r['floor'].split(':')[0]})" if "floor_us" in r else ""
                 lines.append(
                     f"| {entry['label']} | {writer} | {r['calls']:,} | {_us(r['median_us'])} | "
                     f"{_us(r['mean_us'])} | {_us(r['p99_us'])} | {_x(r.get(f'mean_x_lower_than_{REFERENCE}'))} | "
-                    f"{r['close_s']:.2f} | {_verified(r)} |"
+                    f"{floor} | {r['close_s']:.2f} | {_verified(r)} |"
                 )
+        lines += [
+            "",
+            "Floor: what any writer pays in the call at least, measured in the same process: copy = an "
+            "np.copyto of the call's arrays into warm buffers; render = matplotlib drawing the figure.",
+        ]
 
     tp_rows = [e for e in workloads.values() if e["group"] == "throughput"]
     if tp_rows:
@@ -545,7 +580,7 @@ def _figures(doc: dict[str, Any]) -> dict[str, float]:
             if not _ok(r):
                 continue
             keys = {
-                "calls": ("median_us", "mean_us", "p99_us"),
+                "calls": ("median_us", "mean_us", "p99_us", "floor_us"),
                 "throughput": ("scalars_per_s",),
                 "training_loop": ("overhead_pct",),
             }.get(entry["group"], ())

@@ -21,8 +21,8 @@ from benchmarks.plan import Workload
 from benchmarks.runtime import ChildFailed, Runtime, Task
 from benchmarks.writers import SUBJECT
 
-#: Up to this size of a workload's event files, TensorBoard's own (slow: pure-Python CRC) loader
-#: re-counts them as well.
+#: Up to this size of a workload's files (events and projector files), TensorBoard's own (slow:
+#: pure-Python CRC, Python TSV parsing) loaders re-count them as well.
 CROSS_CHECK_MAX_BYTES = 4 * 2**20
 
 _EXPECTED: dict[str, Callable[[dict[str, Any]], dict[str, int]]] = {
@@ -73,16 +73,10 @@ class Suite:
             finally:
                 if monitor is not None:
                     monitor.__exit__()
-            if monitor is not None:
-                result["daemon"] = monitor.report()
-            expected = _EXPECTED[workload.group](params)
-            result["expected"] = expected
-            size = sum(os.path.getsize(path) for path in verify.event_files(task.logdir))
-            cross_check = self.quick or size <= CROSS_CHECK_MAX_BYTES
-            result["verify"] = verify.verify(task.logdir, expected, cross_check)
-            if not result["close_confirmed"]:
-                result["verify"]["ok"] = False
-                result["verify"]["note"] = "close() did not confirm that everything was written"
+            if "unsupported" not in result:  # else the child opened no writer (see writers.NEEDS)
+                if monitor is not None:
+                    result["daemon"] = monitor.report()
+                self._verify(task, workload, params, result)
         except ChildFailed as exc:
             result = {"error": str(exc)}
         except Exception as exc:  # a bug of the suite's own: report it with this workload, go on
@@ -96,6 +90,21 @@ class Suite:
         result["load_average_before"] = load_before
         self.log(f"{workload.name} / {writer}: {_summary(workload, result)}")
         return result
+
+    def _verify(self, task: Task, workload: Workload, params: dict[str, Any], result: dict[str, Any]) -> None:
+        """Reads back everything the workload logged (see verify.py) into `result["verify"]`."""
+        expected = _EXPECTED[workload.group](params)
+        result["expected"] = expected
+        size = sum(
+            os.path.getsize(os.path.join(directory, name))
+            for directory, _, names in os.walk(task.logdir)
+            for name in names
+        )
+        cross_check = self.quick or size <= CROSS_CHECK_MAX_BYTES
+        result["verify"] = verify.verify(task.logdir, expected, cross_check, calls.embedding_rows(params))
+        if not result["close_confirmed"]:
+            result["verify"]["ok"] = False
+            result["verify"]["note"] = "close() did not confirm that everything was written"
 
     def run_read_back(self, workload: Workload) -> dict[str, Any]:
         """Writes the workload's log directory once (logger_client), then reads it with each reader,
@@ -185,6 +194,8 @@ class Suite:
 def _summary(workload: Workload, result: dict[str, Any]) -> str:
     if "error" in result:
         return "ERROR " + result["error"].splitlines()[0]
+    if "unsupported" in result:
+        return "NOT SUPPORTED here: " + result["unsupported"]
     checked = "verified" if result["verify"]["ok"] else f"VERIFY FAILED {result['verify']}"
     if workload.group == "calls":
         figure = f"median {result['median_us']:.2f} us, mean {result['mean_us']:.2f} us, p99 {result['p99_us']:.2f} us"
@@ -215,6 +226,8 @@ def run_plan(
     facts: dict[str, Any] = {
         "jobs": jobs,
         "scratch_dir": runtime.root if keep_logs else None,
+        # Every daemon of this run has its runtime dir under it (removed at the end, unless kept).
+        "scratch_root": runtime.root,
         "load_average_at_start": _load(),
     }
     try:

@@ -12,7 +12,13 @@ Two readers:
   suite uses it as a cross-check on small outputs (all of them in `--quick`).
 
 Both walk every event file in the log directory tree (add_scalars writes one run per key) and
-classify each summary value as scalar, histogram, image or text.
+classify each summary value as scalar, histogram, image (add_video's GIFs and add_figure's
+renderings too), text, pr_curve or audio.
+
+Embeddings are files, not events (`count_projector`): every `embeddings` entry of every
+`projector_config.pbtxt` in the tree, parsed with TensorBoard's `ProjectorConfig` proto, counts
+once its `tensors.tsv` and `metadata.tsv` are there with the rows logged; the cross-check reads
+the tensors with the projector plugin's own TSV reader.
 """
 
 from __future__ import annotations
@@ -24,8 +30,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-KINDS = ("scalar", "histogram", "image", "text")
-_PLUGIN_KINDS = {"scalars": "scalar", "histograms": "histogram", "images": "image", "text": "text"}
+KINDS = ("scalar", "histogram", "image", "text", "pr_curve", "audio", "embedding")
+_PLUGIN_KINDS = {
+    "scalars": "scalar",
+    "histograms": "histogram",
+    "images": "image",
+    "text": "text",
+    "pr_curves": "pr_curve",
+    "audio": "audio",
+}
+_PROJECTOR_CONFIG = "projector_config.pbtxt"
 _HEADER = struct.Struct("<QI")
 _CRC = struct.Struct("<I")
 
@@ -47,6 +61,8 @@ class Counts:
     files: int = 0
     records: int = 0
     damaged: list[str] = field(default_factory=list)
+    #: Embeddings whose projector files are missing or short.
+    incomplete: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +70,7 @@ class Counts:
             "files": self.files,
             "records": self.records,
             "damaged": self.damaged,
+            "incomplete": self.incomplete,
             "tags": len(self.by_tag),
         }
 
@@ -91,7 +108,7 @@ def _records(path: str, damaged: list[str]) -> Iterator[bytes]:
         offset = end + 4
 
 
-_DIRECT_KINDS = {"simple_value": "scalar", "histo": "histogram", "image": "image"}
+_DIRECT_KINDS = {"simple_value": "scalar", "histo": "histogram", "image": "image", "audio": "audio"}
 
 
 def _classify(value: Any, plugins: dict[str, str]) -> str:
@@ -107,11 +124,67 @@ def _classify(value: Any, plugins: dict[str, str]) -> str:
     return _PLUGIN_KINDS.get(plugin, f"{which or 'empty'}:{plugin or '?'}")
 
 
-def count_logdir(logdir: str) -> Counts:
-    """Counts every summary value in every event file under `logdir` (fast reader, CRCs checked)."""
+def _lines(path: str) -> tuple[int, int]:
+    """(lines, tabs) of a text file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return data.count(b"\n"), data.count(b"\t")
+
+
+def _tensorboard_rows(path: str) -> tuple[int, int]:
+    """(rows, columns) of a tensors.tsv as TensorBoard's projector plugin reads it."""
+    from tensorboard.plugins.projector.projector_plugin import _read_tensor_tsv_file
+
+    tensor = _read_tensor_tsv_file(path)
+    return (tensor.shape[0], tensor.shape[1]) if tensor.ndim == 2 else (0, 0)
+
+
+def count_projector(logdir: str, counts: Counts, rows: int | None, tensorboard_reader: bool = False) -> None:
+    """Adds to `counts` the embeddings under `logdir` whose files are all there (see the module's
+    docstring); each entry that is not, and any tensors.tsv no entry names, goes to `incomplete`.
+    `rows`: the data points each embedding must have (None: any, but the same in both files)."""
+    from google.protobuf import text_format
+    from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+
+    named: set[str] = set()
+    on_disk: set[str] = set()
+    for directory, _, names in os.walk(logdir):
+        on_disk.update(os.path.realpath(os.path.join(directory, n)) for n in names if n == "tensors.tsv")
+        if _PROJECTOR_CONFIG not in names:
+            continue
+        config = ProjectorConfig()
+        with open(os.path.join(directory, _PROJECTOR_CONFIG), encoding="utf-8") as f:
+            text_format.Parse(f.read(), config)
+        for embedding in config.embeddings:
+            name = f"{os.path.relpath(directory, logdir)}: {embedding.tensor_name}"
+            tensors = os.path.realpath(os.path.join(directory, embedding.tensor_path))
+            metadata = os.path.realpath(os.path.join(directory, embedding.metadata_path))
+            named.add(tensors)
+            if not os.path.isfile(tensors) or not embedding.metadata_path or not os.path.isfile(metadata):
+                counts.incomplete.append(f"{name}: tensors.tsv or metadata.tsv missing")
+                continue
+            if tensorboard_reader:
+                found, columns = _tensorboard_rows(tensors)
+            else:
+                found, tabs = _lines(tensors)
+                columns = tabs // found + 1 if found and tabs % found == 0 else 0
+            labels = _lines(metadata)[0]
+            if not found or not columns or found != labels or (rows is not None and found != rows):
+                counts.incomplete.append(
+                    f"{name}: {found} rows of {columns} columns, {labels} labels (expected {rows})"
+                )
+                continue
+            counts.by_kind["embedding"] += 1
+    counts.incomplete.extend(f"{path}: in no projector_config.pbtxt" for path in sorted(on_disk - named))
+
+
+def count_logdir(logdir: str, embedding_rows: int | None = None) -> Counts:
+    """Counts every summary value in every event file under `logdir` (fast reader, CRCs checked),
+    and the embeddings of its projector files."""
     from tensorboard.compat.proto import event_pb2
 
     counts = Counts()
+    count_projector(logdir, counts, embedding_rows)
     from_string = event_pb2.Event.FromString
     for path in event_files(logdir):
         counts.files += 1
@@ -125,11 +198,13 @@ def count_logdir(logdir: str) -> Counts:
     return counts
 
 
-def count_logdir_tensorboard(logdir: str) -> Counts:
-    """The same counts through TensorBoard's `EventFileLoader` (slow; a cross-check)."""
+def count_logdir_tensorboard(logdir: str, embedding_rows: int | None = None) -> Counts:
+    """The same counts through TensorBoard's `EventFileLoader` and projector TSV reader (slow; a
+    cross-check)."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
     counts = Counts()
+    count_projector(logdir, counts, embedding_rows, tensorboard_reader=True)
     for path in event_files(logdir):
         counts.files += 1
         plugins: dict[str, str] = {}
@@ -143,16 +218,19 @@ def count_logdir_tensorboard(logdir: str) -> Counts:
     return counts
 
 
-def verify(logdir: str, expected: dict[str, int], cross_check: bool) -> dict[str, Any]:
-    """Checks that `logdir` holds exactly `expected` values of each kind (and nothing damaged).
+def verify(
+    logdir: str, expected: dict[str, int], cross_check: bool, embedding_rows: int | None = None
+) -> dict[str, Any]:
+    """Checks that `logdir` holds exactly `expected` values of each kind (and nothing damaged or
+    incomplete); each embedding must have `embedding_rows` data points.
 
     With `cross_check`, TensorBoard's own loader must count the same. Returns a JSON-able report
     whose "ok" says whether everything matched.
     """
-    counts = count_logdir(logdir)
+    counts = count_logdir(logdir, embedding_rows)
     found = {kind: counts.by_kind.get(kind, 0) for kind in expected}
     unexpected = {kind: n for kind, n in counts.by_kind.items() if kind not in expected and n}
-    ok = found == expected and not unexpected and not counts.damaged
+    ok = found == expected and not unexpected and not counts.damaged and not counts.incomplete
     report: dict[str, Any] = {
         "ok": ok,
         "expected": dict(expected),
@@ -160,12 +238,18 @@ def verify(logdir: str, expected: dict[str, int], cross_check: bool) -> dict[str
         "unexpected": unexpected,
         "files": counts.files,
         "damaged": counts.damaged,
-        "reader": "tfrecord+crc32c+tensorboard.compat.proto",
+        "incomplete": counts.incomplete,
+        "reader": "tfrecord+crc32c+tensorboard.compat.proto"
+        + (", projector_config.pbtxt as ProjectorConfig, TSV lines" if "embedding" in expected else ""),
     }
     if cross_check:
-        tb = count_logdir_tensorboard(logdir)
+        tb = count_logdir_tensorboard(logdir, embedding_rows)
         tb_found = {kind: tb.by_kind.get(kind, 0) for kind in expected}
         report["tensorboard_loader_found"] = tb_found
-        report["reader"] += " and tensorboard EventFileLoader"
-        report["ok"] = ok and tb_found == expected
+        report["reader"] += " and tensorboard EventFileLoader" + (
+            ", projector plugin's TSV reader" if "embedding" in expected else ""
+        )
+        report["ok"] = report["ok"] and tb_found == expected and not tb.incomplete
+        if tb.incomplete:
+            report["tensorboard_loader_incomplete"] = tb.incomplete
     return report

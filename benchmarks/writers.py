@@ -10,10 +10,18 @@ arguments, one writer per process. Differences that matter for reading the figur
 * `tensorboardX` - importing it imports torch when torch is installed (as here); every call also
   goes through its comet logger hook (disabled by default, as its users get it).
 * `torch` - `torch.utils.tensorboard.SummaryWriter`.
+
+Some methods need a package the writer does not import by itself (`NEEDS`). Where it is missing
+the writer's method logs nothing (tensorboardX and torch print a message and write an empty
+summary value), so `WriterAdapter.missing` says so before anything is timed and the suite reports
+that writer's row of the workload as not supported, with the reason. torch.utils.tensorboard 2.13's
+add_video imports `moviepy.editor`, which moviepy 2 removed: with moviepy 2 installed (as
+tensorboardX 2.6.5 supports) torch's add_video writes no video.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -51,6 +59,18 @@ class WriterAdapter:
         writer.close()
         return True
 
+    def missing(self, method: str) -> str | None:
+        """Why this writer's `method` cannot log anything here (a package it needs is missing), or None."""
+        need = NEEDS.get((self.name, method))
+        if need is None:
+            return None
+        module, why = need
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:  # its parent package is missing
+            found = False
+        return None if found else f"{module} cannot be imported: {why}"
+
     def version(self) -> str | None:
         try:
             return metadata.version(self.distribution)
@@ -75,6 +95,21 @@ def _torch() -> type:
 
     return SummaryWriter
 
+
+_FIGURES = ("matplotlib", "add_figure renders with matplotlib")
+#: (writer, method) -> (the module the method needs, why).
+NEEDS: dict[tuple[str, str], tuple[str, str]] = {
+    ("logger_client", "add_figure"): _FIGURES,
+    ("tensorboardX", "add_figure"): _FIGURES,
+    ("torch", "add_figure"): _FIGURES,
+    ("tensorboardX", "add_audio"): ("soundfile", "tensorboardX's add_audio writes the WAV with soundfile"),
+    ("tensorboardX", "add_video"): ("moviepy", "tensorboardX's add_video writes the GIF with moviepy"),
+    ("torch", "add_video"): (
+        "moviepy.editor",
+        "torch.utils.tensorboard's add_video imports moviepy.editor (moviepy < 2); without it the call "
+        "prints a message and writes an empty summary value",
+    ),
+}
 
 WRITERS: dict[str, WriterAdapter] = {
     adapter.name: adapter

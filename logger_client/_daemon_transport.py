@@ -173,6 +173,7 @@ class DaemonTransport:
             "queued": self._producer.queued(),
             "records_pending": self._producer.pending(),
             "error": self._error or self._disconnected,
+            "write_error": sender.write_error if sender is not None else None,
         }
 
     # -- lifecycle ---------------------------------------------------------------------------------

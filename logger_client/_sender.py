@@ -109,6 +109,8 @@ class Sender:
         self.unknown_to_daemon = False
         #: Why the daemon refused this client or could not be understood; None while all is well.
         self.error: str | None = None
+        #: Why the daemon's disk refuses writes, as its last acknowledgement said; None: it does not.
+        self.write_error: str | None = None
 
     # -- sending -----------------------------------------------------------------------------------
 
@@ -143,6 +145,7 @@ class Sender:
         self.sock = sock
         self._arena_shared = False  # until the new daemon's WELCOME says otherwise
         self.welcomed = self.unknown_to_daemon = False
+        self.write_error = None  # the new daemon's acknowledgements say
         self.hello()
 
     def resend(self, after: list[Batch]) -> None:
@@ -254,8 +257,10 @@ class Sender:
                     self._fail(f"the daemon refused this client: {message.header.get('detail')}")
 
     def _on_ack(self, header: dict[str, Any]) -> None:
-        acked = header.get("acked", 0)
+        acked = header.get("acked", 0)  # 0: nothing more (the daemon's disk holds it up)
         dropped = header.get("dropped") or {}
+        write_error = header.get("write_error")
+        self.write_error = write_error if isinstance(write_error, str) else None
         records = array_bytes = 0
         flushed = []
         inflight = self._inflight

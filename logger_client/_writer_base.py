@@ -33,12 +33,31 @@ _IMAGE_AXES = frozenset("NCHW")
 _COMBINED_KINDS = frozenset([RecordKind.SCALAR, RecordKind.HISTOGRAM])
 
 
+#: The longest name of one file or directory, in bytes, that file systems take (Linux's NAME_MAX).
+MAX_FILE_NAME_BYTES = 255
+
+
 def check_tag(tag: Any, name: str = "tag") -> str:
     """`tag` if the daemon can take it: UTF-8 text of at most `MAX_NAME_CHARS` characters."""
     check_text(tag, name)
     if len(tag) > MAX_NAME_CHARS:
         raise ValueError(f"{name} has {len(tag)} characters; at most {MAX_NAME_CHARS} are allowed")
     return tag
+
+
+def check_run_name(run: str, described: str) -> str:
+    """`run`, a normalised sub-run path already checked as text, if the daemon can make it a
+    directory: at most `MAX_NAME_CHARS` characters, none of its parts over `MAX_FILE_NAME_BYTES`."""
+    if len(run) > MAX_NAME_CHARS:
+        raise ValueError(f"{described} names a run of {len(run)} characters; at most {MAX_NAME_CHARS} are allowed")
+    for part in run.split("/"):
+        size = len(part.encode("utf-8"))
+        if size > MAX_FILE_NAME_BYTES:
+            raise ValueError(
+                f"{described} names a directory of {size} bytes ({part[:20]!r}...); "
+                f"file systems take at most {MAX_FILE_NAME_BYTES}"
+            )
+    return run
 
 
 #: The (global_step, walltime) defaults of `SummaryWriter.use_metadata`, set for the duration of a
@@ -162,8 +181,11 @@ class WriterBase:
             self._transport = self._given_transport
         else:
             # As tensorboardX: a log directory that cannot be made fails here, at construction,
-            # not later in the daemon where the caller would never see it.
-            os.makedirs(self.logdir, exist_ok=True)
+            # not later in the daemon where the caller would never see it; the error names it.
+            try:
+                os.makedirs(self.logdir, exist_ok=True)
+            except OSError as exc:
+                raise type(exc)(exc.errno, f"logdir cannot be created: {exc.strerror}", exc.filename) from exc
             self._transport = get_transport(self._settings)
         self._queue = self._transport.queue
         self._batch_records = self._transport.batch_records

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ._convert import _is_torch_tensor, to_float, to_owned_array, to_step
-from ._writer_base import WriterBase, check_tag, step_and_time
+from ._writer_base import WriterBase, check_run_name, check_tag, step_and_time
 from .protocol import RecordKind
 
 _PR_CURVE = RecordKind.PR_CURVE
@@ -61,11 +61,12 @@ def _check_sub_run(name: Any, argument: str) -> str:
     """add_hparams' session directory `<logdir>/<name>`, which must stay inside the log directory."""
     if not isinstance(name, str):
         raise TypeError(f"{argument} must be a str, got {type(name).__name__}")
+    check_tag(name, argument)  # valid text of at most MAX_NAME_CHARS, as the daemon takes run names
     run = posixpath.normpath(name)
     # The daemon refuses a run that leaves the log directory; refused here, where the caller sees it.
     if posixpath.isabs(run) or ".." in run.replace("\\", "/").split("/") or "\0" in run:
         raise ValueError(f"{argument} {name!r} must name a directory inside the log directory")
-    return "" if run == "." else run
+    return "" if run == "." else check_run_name(run, f"{argument} {name[:20]!r}")
 
 
 def _one_number(value: Any, name: str) -> float:

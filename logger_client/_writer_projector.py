@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._convert import to_owned_array
-from ._writer_base import WriterBase, check_tag, step_and_time
+from ._writer_base import MAX_FILE_NAME_BYTES, WriterBase, check_tag, step_and_time
 from .protocol import RecordKind
 
 _EMBEDDING = RecordKind.EMBEDDING
@@ -17,8 +17,6 @@ _EMBEDDING = RecordKind.EMBEDDING
 EMBEDDING_RECORD_TAG = "\x00projector"
 #: The largest sprite TensorBoard's projector loads, in pixels a side (as tensorboardX checks).
 MAX_SPRITE_SIZE = 8192
-#: The longest file name (in bytes) most file systems take: the embedding's directory is its tag.
-_MAX_NAME_BYTES = 255
 
 
 def sprite_columns(count: int, height: int, width: int) -> int:
@@ -75,7 +73,8 @@ class ProjectorMethods(WriterBase):
         written.
         """
         tag = check_tag(tag)
-        if tag in (".", "..") or "\0" in tag or len(_utf8(_directory_name(tag), "tag")) > _MAX_NAME_BYTES:
+        # The embedding's directory is named by its tag.
+        if tag in (".", "..") or "\0" in tag or len(_utf8(_directory_name(tag), "tag")) > MAX_FILE_NAME_BYTES:
             raise ValueError(f"tag {tag!r} cannot name the embedding's directory")
         step, walltime = step_and_time(global_step, None)
         empty = self._transport.empty_array

@@ -105,6 +105,7 @@ class InMemoryTransport:
             "queued": 0,
             "records_pending": 0,
             "error": None,
+            "write_error": None,
         }
 
 

@@ -71,6 +71,10 @@ class Settings:
     root_endpoint: str = ""
     #: The CURVE key directory of `logger-daemon keygen`, for the root and its nodes.
     keys_dir: str = ""
+    #: Encoded bytes the daemon holds in memory while the disk refuses writes (full, over quota),
+    #: written in order and acknowledged once it takes them again; records past it are dropped
+    #: as `io_error`.
+    daemon_held_bytes: int = 64 * 2**20
 
     @classmethod
     def from_env(cls) -> Settings:

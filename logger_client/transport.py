@@ -43,6 +43,10 @@ class TransportStats(TypedDict):
     records_pending: int
     #: Why the transport stopped working, if it did.
     error: str | None
+    #: Why the daemon's disk refuses writes (full, over quota), as its last acknowledgement said:
+    #: it holds this process's records meanwhile (`records_pending`), up to its bound
+    #: (`LOGGER_DAEMON_HELD_BYTES`), and drops the rest as `io_error`. None when writes go through.
+    write_error: str | None
 
 
 class Transport(Protocol):

@@ -29,6 +29,7 @@ from ._writer_base import (
     WriterBase,
     check_dataformats,
     check_image,
+    check_run_name,
     check_tag,
     step_and_time,
     walltime_or_now,
@@ -97,7 +98,7 @@ def _check_run(main_tag: str, key: Any) -> str:
     run = posixpath.normpath(posixpath.join(main_tag, key))
     if posixpath.isabs(run) or run == ".." or run.startswith("../") or run == ".":
         raise ValueError(f"main_tag {main_tag!r} with key {key!r} would leave the log directory")
-    return run
+    return check_run_name(run, f"main_tag {main_tag[:20]!r} with key {key[:20]!r}")
 
 
 @lru_cache(maxsize=64)

@@ -118,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: server.request_stop())
+    # Past a file-size limit a write fails with EFBIG, which the daemon handles as a full disk;
+    # the signal that comes with it would kill the process.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         server.serve()
     finally:
@@ -176,15 +179,18 @@ def status(args: argparse.Namespace) -> int:
     print(f"records dropped:  {sum(dropped.values())}" + "".join(f"\n  {k}: {v}" for k, v in sorted(dropped.items())))
     print(f"queue depth:      {reply['queue_records']} records, {reply['queue_bytes']} array bytes")
     print(f"bytes written:    {reply['bytes_written']} in {reply['open_files']} open file(s)")
+    if reply.get("write_error"):
+        print(f"the disk refuses writes: {reply['write_error']}")
+        print(f"records held:     {reply['records_held']} ({reply['bytes_held']} bytes), written when it takes them")
     _print_reduction(reply.get("reduction") or {})
     refused = (reply.get("connections") or {}).get("refused_peers")
     if refused:
         print(f"peers refused:    {refused} (failed the CURVE handshake)")
     root = reply.get("root")
     if root:
-        dropped = sum(root["records_dropped"].values())
+        lost = sum(root["records_dropped"].values())
         print(f"root {root['root']}: {root['records_forwarded']} records forwarded, {root['records_pending']} pending")
-        print(f"  dropped: {dropped}" + "".join(f"\n    {k}: {v}" for k, v in sorted(root["records_dropped"].items())))
+        print(f"  dropped: {lost}" + "".join(f"\n    {k}: {v}" for k, v in sorted(root["records_dropped"].items())))
     return 0
 
 

@@ -8,7 +8,8 @@ mark covers. A crash can still leave records after the last mark (written, not y
 are remembered by identity (tag, step, wall time, as written) and skipped when they come again.
 Each tag's last step on disk continues the rule that a tag never goes back in steps.
 
-A mark is an Event that carries only `source_metadata`, which TensorBoard's readers ignore.
+A mark is an Event that carries only a `log_message`, which TensorBoard's loaders (and our reader)
+ignore; not `source_metadata`, whose writer name TensorBoard logs as an error past 128 characters.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from logger_daemon.protos.event_pb2 import Event, SourceMetadata
+from logger_daemon.protos.event_pb2 import Event, LogMessage
 from logger_daemon.tfrecord import read_records
 
 log = logging.getLogger("logger_daemon")
 
-#: The start of a delivery mark's `source_metadata.writer`; a JSON map of client id (hex) to id follows.
+#: The start of a delivery mark's `log_message.message`; a JSON map of client id (hex) to id follows.
 MARK_PREFIX = "tb-logger-service delivered "
 #: The identity under which a SessionLog START is remembered (it has no tag).
 SESSION_START_TAG = ""
@@ -36,7 +37,8 @@ Identity = tuple[str, int, float]
 def delivery_mark(wall_time: float, delivered: dict[bytes, int]) -> bytes:
     """The serialized Event marking, per client, the last message handled for this run."""
     payload = json.dumps({client.hex(): mid for client, mid in sorted(delivered.items())}, separators=(",", ":"))
-    return Event(wall_time=wall_time, source_metadata=SourceMetadata(writer=MARK_PREFIX + payload)).SerializeToString()
+    mark = LogMessage(level=LogMessage.DEBUGGING, message=MARK_PREFIX + payload)
+    return Event(wall_time=wall_time, log_message=mark).SerializeToString()
 
 
 @dataclass
@@ -77,11 +79,11 @@ def _read_file(records: list[bytes], history: RunHistory) -> None:
             event = Event.FromString(data)
         except Exception:  # protobuf's DecodeError, and anything else a foreign file holds
             continue
-        writer = event.source_metadata.writer
-        if writer.startswith(MARK_PREFIX):
+        message = event.log_message.message
+        if message.startswith(MARK_PREFIX):
             marked = True
             since_mark.clear()
-            _merge_mark(writer[len(MARK_PREFIX) :], history.delivered)
+            _merge_mark(message[len(MARK_PREFIX) :], history.delivered)
         elif event.HasField("summary"):
             for value in event.summary.value:
                 history.last_steps[value.tag] = event.step

@@ -17,10 +17,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 
 from logger_client.protocol import DropReason
+from logger_client.settings import Settings
+from logger_daemon.event_file import Backlog, EventFile
 from logger_daemon.forward import Forwarder
 from logger_daemon.intake import Group, Intake, OpenWriter, Parts, Work
 from logger_daemon.reduce import COMBINED_MARK, Member, Reducer
@@ -31,7 +33,10 @@ from logger_daemon.writing import Groups, write_groups
 log = logging.getLogger("logger_daemon")
 
 #: Called with the cycle's acknowledgements {client: seq} and refusals {client: {reason: count}}.
+#: A seq of 0 acknowledges nothing: that client's acknowledgement waits for the disk.
 OnWritten = Callable[[dict[bytes, int], dict[bytes, Counter[str]]], None]
+#: How often records the disk refused are tried again.
+RETRY_S = 0.5
 
 
 class Pipeline:
@@ -42,6 +47,7 @@ class Pipeline:
         stats: Stats,
         fsync_interval_s: float,
         on_written: OnWritten,
+        held_bytes: int = Settings.daemon_held_bytes,
         reducer: Reducer | None = None,
         forwarder: Forwarder | None = None,
     ) -> None:
@@ -54,10 +60,14 @@ class Pipeline:
         self._ready = threading.Condition()
         self._stopping = False
         self._intake = Intake()
-        self._runs = Runs()
+        self._backlog = Backlog(held_bytes)
+        self._runs = Runs(self._backlog)
         self._drops = Drops(stats)
         self._marked: set[RunLog] = set()  # runs that handled new messages this cycle
-        self._last_fsync = time.monotonic()
+        #: Acknowledgements waiting, in order, for what their cycle appended to files the disk
+        #: refused: (acks, [(file, its `appended` at the cycle's end)]).
+        self._waiting: deque[tuple[dict[bytes, int], list[tuple[EventFile, int]]]] = deque()
+        self._last_fsync = self._last_retry = time.monotonic()
         self.reducer = reducer if reducer is not None else Reducer(wait_s=1.0, silent_s=2.5)
         # A node daemon of a job with a root: its ranks' records go there instead of to disk.
         self.forwarder = forwarder
@@ -91,6 +101,11 @@ class Pipeline:
     def open_files(self) -> int:
         return self._runs.open_files()
 
+    def held(self) -> tuple[int, int, str | None]:
+        """(records, bytes) held in memory because the disk refused them, and why (None: it does
+        not). Safe from any thread."""
+        return (*self._backlog.held(), self._backlog.error())
+
     def stop(self, timeout_s: float | None = None) -> None:
         """Writes everything handed over so far, fsyncs and closes every file."""
         with self._ready:
@@ -105,7 +120,7 @@ class Pipeline:
         while True:
             with self._ready:
                 if not self._inbox and not self._stopping:
-                    timeout = min(1.0, self._fsync_interval_s)
+                    timeout = RETRY_S if self._backlog.blocked else min(1.0, self._fsync_interval_s)
                     due = self.reducer.next_wake()
                     if due is not None:
                         timeout = max(0.0, min(timeout, due - time.monotonic()))
@@ -119,11 +134,16 @@ class Pipeline:
                 except Exception:  # never stop writing for everyone because of one batch
                     log.exception("a write cycle failed")
                     self._fail(batch)
+            if self._backlog.blocked and time.monotonic() - self._last_retry >= RETRY_S:
+                self._retry()
             if time.monotonic() - self._last_fsync >= self._fsync_interval_s:
                 self._fsync()
             if stopping and not batch:
                 self._write_released(force=True)
-                self._runs.close()
+                self._runs.close()  # gives up what the disk still refuses, counted
+                acks, drops = self._acknowledge({})
+                if acks or drops:
+                    self._on_written(acks, drops)
                 if self.forwarder is not None:
                     self.forwarder.close_all(timeout_s=10.0)
                 return
@@ -138,6 +158,8 @@ class Pipeline:
         closing: list[tuple[bytes, int]] = []
         gone: list[bytes] = []
         fsync = False
+        if self._backlog.blocked:  # room may have come back: what waits goes before what is new
+            self._backlog.retry()
         for work in batch:
             collected = self._intake.collect(work, self._drops)
             self._stats.add_received(collected.received)
@@ -183,7 +205,7 @@ class Pipeline:
             self._intake.forget(client)
         if closing or gone:
             self.reducer.forget_closed_runs()
-        self._on_written(acks, self._drops.take())
+        self._on_written(*self._acknowledge(acks))
 
     def _write_released(self, force: bool = False) -> None:
         """Writes the combined values the reducer has ready (every one with `force`)."""
@@ -288,9 +310,36 @@ class Pipeline:
         written = write_groups(groups, self._drops)
         for run in written.runs:
             run.flush()  # readable by TensorBoard from here on: what is acked is visible
-        self._stats.add_written(written.records, written.nbytes)
         if written.duplicates:
             self._stats.add_duplicates(written.duplicates)
+
+    def _acknowledge(self, acks: dict[bytes, int]) -> tuple[dict[bytes, int], dict[bytes, Counter[str]]]:
+        """What to tell the clients after a cycle: its acknowledgements, the drops since the last
+        time (io_error for records a closed file gave up among them), and the counts written.
+
+        While files hold records the disk refused, acknowledgements wait, in order, until what
+        was appended to those files by then is on disk or given up: a seq is acknowledged only
+        once written, and never before an earlier one. A client whose ack waits gets 0 for now."""
+        records, nbytes, lost = self._backlog.take()
+        self._stats.add_written(records, nbytes)
+        for client, count in lost.items():
+            self._drops.add(DropReason.IO_ERROR, count, client)
+        waits = [(file, file.appended) for file in self._backlog.blocked]
+        if waits or self._waiting:
+            if acks:
+                self._waiting.append((acks, waits))
+            acks = dict.fromkeys(acks, 0)
+            while self._waiting and all(file.settled >= mark for file, mark in self._waiting[0][1]):
+                acks.update(self._waiting.popleft()[0])
+        return acks, self._drops.take()
+
+    def _retry(self) -> None:
+        """Tries again to write what the disk refused, and acknowledges what that completes."""
+        self._backlog.retry()
+        self._last_retry = time.monotonic()
+        acks, drops = self._acknowledge({})
+        if acks or drops:
+            self._on_written(acks, drops)
 
     def _fsync(self) -> None:
         self._runs.fsync()
@@ -303,4 +352,4 @@ class Pipeline:
             self._drops.add(DropReason.INTERNAL_ERROR, work.count, work.client)
             if work.seq:
                 acks[work.client] = work.seq
-        self._on_written(acks, self._drops.take())
+        self._on_written(*self._acknowledge(acks))

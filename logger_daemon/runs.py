@@ -17,7 +17,7 @@ import numpy as np
 
 from logger_client.protocol import DropReason
 from logger_daemon.event_codec import session_start_event
-from logger_daemon.event_file import EventFile
+from logger_daemon.event_file import Backlog, EventFile
 from logger_daemon.history import SESSION_START_TAG, delivery_mark, read_history
 
 
@@ -45,9 +45,10 @@ class RunLog:
     """One run directory: its event file (created on first write), the last step of each tag, and
     what its files already held when this daemon opened it (see `history`)."""
 
-    def __init__(self, path: str, filename_suffix: str) -> None:
+    def __init__(self, path: str, filename_suffix: str, backlog: Backlog | None = None) -> None:
         self.path = path
         self.filename_suffix = filename_suffix
+        self._backlog = backlog
         self.users: set[tuple[bytes, int]] = set()  # (client, writer id) writing here
         self.last_steps: dict[str, int] = {}
         self.file: EventFile | None = None
@@ -58,13 +59,14 @@ class RunLog:
         #: Events the files held after their last delivery mark: skipped if they come again.
         self.unmarked = history.unmarked
         self._disk_last_steps = history.last_steps  # by tag as written
-        #: Clients whose writer opened this run as a new session (see `restart_if_resumed`).
-        self.fresh: set[bytes] = set()
+        #: Clients whose writer opened this run as a new session (see `restart_if_resumed`), each
+        #: with the last steps the run held then: steps other writers log later are not its past.
+        self.fresh: dict[bytes, dict[str, int]] = {}
 
     def event_file(self) -> EventFile:
         """The file this daemon appends to, starting with the delivery mark of what is on disk."""
         if self.file is None:
-            self.file = EventFile(self.path, self.filename_suffix)
+            self.file = EventFile(self.path, self.filename_suffix, self._backlog, _continuation_mark)
             self.file.write(delivery_mark(time.time(), self._marked))
         return self.file
 
@@ -72,13 +74,17 @@ class RunLog:
         """Appends a delivery mark of the messages handled so far (see `history`), if this run has
         a file: called once their records are written."""
         if self.file is not None:
-            self.file.write(delivery_mark(time.time(), self.delivered))
+            # Optional: while the disk refuses writes, marks must not grow the memory held past its
+            # bound, and a later mark covers what a left-out one would have said.
+            self.file.write(delivery_mark(time.time(), self.delivered), optional=True)
             self._marked = dict(self.delivered)
 
     def seed(self, tag: str, written_tag: str) -> None:
         """Continues `tag`'s step order from the files, where it appears as `written_tag`."""
         if tag not in self.last_steps and written_tag in self._disk_last_steps:
-            self.last_steps[tag] = self._disk_last_steps[written_tag]
+            self.last_steps[tag] = last = self._disk_last_steps[written_tag]
+            for held in self.fresh.values():  # on disk before any new session opened
+                held.setdefault(tag, last)
 
     def last_step_on_disk(self, written_tag: str) -> int | None:
         """The last step of `written_tag` in the files this daemon found here (None: none)."""
@@ -88,16 +94,17 @@ class RunLog:
         """A writer of `client` opens this run: a new session unless others write here or the
         writer continues one (announced again after a fork, or to a new daemon)."""
         if not continuing and not self.users:
-            self.fresh.add(client)
+            self.fresh[client] = dict(self.last_steps)
 
     def restart_if_resumed(self, client: bytes, tag: str, step: int, wall_time: float) -> bool:
         """A job resumed from a checkpoint logs steps it logged before: the first record of a new
-        session at or below its tag's last step starts a new session there (TensorBoard then
-        hides the earlier session's events from that step on), so the new points win."""
-        if client not in self.fresh:
+        session at or below its tag's last step when the session opened starts a new session there
+        (TensorBoard then hides the earlier session's events from that step on), so the new points
+        win. Steps that writers opening the run with it log meanwhile are no past of its own."""
+        held = self.fresh.pop(client, None)
+        if held is None:
             return False
-        self.fresh.discard(client)
-        last = self.last_steps.get(tag)
+        last = held.get(tag)
         if last is None or step > last:
             return False
         self.purge_from(step, wall_time)
@@ -135,6 +142,13 @@ class RunLog:
             self.file.close()
 
 
+def _continuation_mark() -> bytes:
+    """The mark a file continuing a torn one starts with: it claims nothing (marks may still wait
+    in memory, behind records the disk refused), but makes the file one whose events after its
+    last mark `history` recognises if they come again."""
+    return delivery_mark(time.time(), {})
+
+
 class RefusedWriter(ValueError):
     """A writer's records cannot go anywhere; `reason` is what they are counted under."""
 
@@ -164,9 +178,10 @@ class Runs:
     order; a directory's file is closed when its last writer is.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, backlog: Backlog | None = None) -> None:
         self._writers: dict[WriterKey, _Writer] = {}
         self._runs: dict[str, RunLog] = {}
+        self._backlog = backlog
 
     def run_of(self, options: dict[str, Any]) -> RunLog:
         """The run an OPEN's options name (its log directory). Raises RefusedWriter."""
@@ -246,5 +261,5 @@ class Runs:
     def _run_at(self, path: str, suffix: str) -> RunLog:
         run = self._runs.get(path)
         if run is None:
-            run = self._runs[path] = RunLog(path, suffix)
+            run = self._runs[path] = RunLog(path, suffix, self._backlog)
         return run

@@ -53,6 +53,9 @@ class _Client:
     #: The client's own id, the same on each of its connections (delivery marks name it).
     cid: bytes
     records: int = 0
+    #: The seq its next RECORDS or FLUSH must carry: one lost on the way shows as a gap.
+    #: None after a message refused unread, whose seq is unknown: the next one sets it again.
+    next_seq: int | None = 0
     #: The client's arena, mapped read-only: arrays described by an offset are read from it.
     arena: memoryview | None = None
 
@@ -99,17 +102,19 @@ def _hex(value: Any) -> str:
 
 
 def _process_exists(pid: int) -> bool:
+    """Whether `pid` names a live process: a zombie (dead, not yet reaped by its parent) is gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # another user's process: the pid is taken
-    try:  # a zombie (killed, not yet reaped by its parent) is gone too
+    try:
         with open(f"/proc/{pid}/stat", "rb") as stat_file:
-            return stat_file.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
+            # The state follows the command name, which is in parentheses and may hold any byte.
+            return stat_file.read().rpartition(b")")[2].split()[:1] != [b"Z"]
+    except OSError:
+        return True  # no /proc to ask: the signal said it exists
 
 
 def max_frame_bytes(settings: Settings) -> int:
@@ -147,7 +152,14 @@ class Server:
         self.reducer = Reducer(settings.reduce_wait_s, silent_s, heard=self._heard)
         # A node of a job with a root daemon: ranked writers' records go there (`forward`).
         self.forwarder = Forwarder(forward_to, keys_dir or None, settings) if forward_to else None
-        self.pipeline = Pipeline(self.stats, settings.fsync_interval_s, self._on_written, self.reducer, self.forwarder)
+        self.pipeline = Pipeline(
+            self.stats,
+            settings.fsync_interval_s,
+            self._on_written,
+            settings.daemon_held_bytes,
+            self.reducer,
+            self.forwarder,
+        )
         self._stop_requested = threading.Event()
         self.connections: ConnectionGuard | None = None  # made by serve(), with the socket
 
@@ -267,6 +279,8 @@ class Server:
                 self.stats.drop(exc.reason)
                 log.warning("refused a message: %s", exc)
                 self._reply(sock, identity, MessageKind.REFUSED, {"reason": exc.reason.value, "detail": exc.detail})
+                if client is not None:
+                    client.next_seq = None
                 continue
             except Exception:  # a peer's bytes must never stop the loop; a bug here is logged
                 self.stats.drop(DropReason.MALFORMED_MESSAGE)
@@ -293,6 +307,16 @@ class Server:
             # before then; refused, not dropped.
             self._reply(sock, identity, MessageKind.REFUSED, {"reason": protocol.UNKNOWN_CLIENT, "detail": "say HELLO"})
             return
+        if client is not None and kind in (MessageKind.RECORDS, MessageKind.FLUSH) and type(seq) is int:
+            if client.next_seq is not None and seq != client.next_seq:
+                # ZeroMQ drops what was on the way when a connection breaks; acknowledging past the
+                # gap would confirm what never arrived. Forgotten, the client says HELLO and resends.
+                log.warning("client %s: message %d arrived where %d was due", _hex(client.cid), seq, client.next_seq)
+                self._client_gone(identity)
+                detail = f"message {client.next_seq} never arrived: say HELLO"
+                self._reply(sock, identity, MessageKind.REFUSED, {"reason": protocol.UNKNOWN_CLIENT, "detail": detail})
+                return
+            client.next_seq = seq + 1
         if kind == MessageKind.RECORDS:
             records, mid = header.get("records"), header.get("mid", 0)
             if not isinstance(records, list) or type(seq) is not int or type(mid) is not int:
@@ -315,6 +339,7 @@ class Server:
                 time.time(),
                 now,
                 cid if type(cid) is bytes and cid else identity,
+                next_seq=seq + 1,
                 arena=arena,
             )
             self._reply(sock, identity, MessageKind.WELCOME, {"daemon_pid": os.getpid(), "arena": arena is not None})
@@ -353,10 +378,15 @@ class Server:
     def _send_acks(self, sock: zmq.Socket) -> None:
         while self._acks:
             acks, drops = self._acks.popleft()
-            for identity, seq in acks.items():
+            write_error = self.pipeline.held()[2]
+            # A client with drops but nothing to acknowledge (its ack waits for the disk) gets
+            # them now, with acked 0, which acknowledges nothing.
+            for identity, seq in {**dict.fromkeys(drops, 0), **acks}.items():
                 header: dict[str, Any] = {"acked": seq}
                 if identity in drops:
                     header["dropped"] = dict(drops[identity])
+                if write_error is not None:
+                    header["write_error"] = write_error
                 self._reply(sock, identity, MessageKind.ACK, header)
 
     @staticmethod
@@ -367,13 +397,18 @@ class Server:
             pass  # the peer is gone or not reading; it will not miss a reply it cannot take
 
     def status(self) -> dict[str, Any]:
-        """Clients, records received / written / dropped by reason, queue depth, bytes written."""
+        """Clients, records received / written / dropped by reason, queue depth, bytes written,
+        and what the daemon holds in memory because the disk refuses it (and why)."""
         queued_records, queued_bytes = self.pipeline.queued()
+        held_records, held_bytes, write_error = self.pipeline.held()
         return {
             **self.stats.snapshot(),
             "endpoint": self.endpoint,
             "queue_records": queued_records,
             "queue_bytes": queued_bytes,
+            "records_held": held_records,
+            "bytes_held": held_bytes,
+            "write_error": write_error,
             "open_files": self.pipeline.open_files(),
             "restarts": self.restarts,
             "connections": self.connections.status() if self.connections is not None else {},

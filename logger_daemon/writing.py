@@ -4,7 +4,9 @@ appended to the run's event file.
 A (run, tag) never goes back in steps: TensorBoard would discard the newer points it holds. So the
 records of a cycle are sorted by step (equal steps keep their arrival order), and a step older
 than one already written for that tag is dropped and counted. Plain scalars are ordered and
-encoded on whole numpy columns; anything else one record at a time.
+encoded on whole numpy columns; anything else one record at a time. A record the event file
+refuses (the disk refuses writes and the daemon holds all it may, see `event_file`) is counted as
+`io_error` to its client.
 """
 
 from __future__ import annotations
@@ -59,12 +61,11 @@ def written_tag(kind: int, tag: str, options: dict[str, Any]) -> str:
 
 
 class Written:
-    """What writing a cycle's groups did: records written, bytes, runs touched, and records that
-    were on disk already (sent again after a daemon restart) and so were not written twice."""
+    """What writing a cycle's groups did: the runs touched, and records that were on disk already
+    (sent again after a daemon restart) and so were not written twice. Records and bytes written
+    are counted as files hand them to the OS (`event_file.Backlog`)."""
 
     def __init__(self) -> None:
-        self.records = 0
-        self.nbytes = 0
         self.runs: set[RunLog] = set()
         self.duplicates = 0
 
@@ -75,19 +76,17 @@ def write_groups(groups: Groups, drops: Drops) -> Written:
     out = Written()
     for (run, tag), group in reduce_records(groups).items():
         try:
-            file = run.event_file()
+            run.event_file()
         except (OSError, ValueError) as exc:
             log.error("cannot create an event file in %s: %s", run.path, exc)
             for client, count in group.all_owners():
                 drops.add(DropReason.IO_ERROR, count, client)
             continue
-        before = file.bytes_written
         columns = None if group.mixed else group.scalar_columns()
         if columns is None:
             _write_each(run, tag, *group.as_records(tag), drops, out)
         else:
             _write_scalars(run, tag, *columns, drops, out, group.rank_counts())
-        out.nbytes += file.bytes_written - before
         out.runs.add(run)
     return out
 
@@ -123,16 +122,24 @@ def _write_scalars(
         first_row = int(np.flatnonzero(owner_of == index)[0])  # the client's lowest step
         run.restart_if_resumed(client, tag, int(steps[first_row]), float(wall_times[first_row]))
     first = run.first_accepted(tag, steps)
-    if first:
-        late = np.bincount(owner_of[:first], minlength=len(owners))
-        for (client, _), count in zip(owners, late.tolist()):
-            if count:
-                drops.add(DropReason.STEP_OUT_OF_ORDER, count, client)
+    _count_rows(drops, DropReason.STEP_OUT_OF_ORDER, owners, owner_of[:first])
     if first == len(steps):
         return
+    clients = np.array([client for client, _ in owners], dtype=object)[owner_of[first:]]
     notes = ranks_notes(ranks[first:]) if ranks is not None else None
-    run.event_file().write_scalars(written, wall_times[first:], steps[first:], values[first:], *(notes or ()))
-    out.records += len(steps) - first
+    appended = run.event_file().write_scalars(
+        written, wall_times[first:], steps[first:], values[first:], clients, *(notes or ())
+    )
+    # Rows not appended: the disk refuses writes and the daemon holds all it may.
+    _count_rows(drops, DropReason.IO_ERROR, owners, owner_of[first + appended :])
+
+
+def _count_rows(drops: Drops, reason: DropReason, owners: list[tuple[bytes, int]], owner_of: np.ndarray) -> None:
+    """Counts the rows `owner_of` (indices into `owners`) as dropped, each to its client."""
+    if len(owner_of):
+        for (client, _), count in zip(owners, np.bincount(owner_of, minlength=len(owners)).tolist()):
+            if count:
+                drops.add(reason, count, client)
 
 
 def _write_each(
@@ -172,9 +179,8 @@ def _write_each(
             log.warning("cannot encode a %s record %r at step %d: %r", RecordKind(record[KIND]).name, tag, step, exc)
             drops.add(DropReason.ENCODE_ERROR, 1, client)
             continue
-        for event in events:
-            file.write(event)
-        out.records += 1
+        if not file.write_record(events, client):  # the disk refuses writes and the daemon holds all it may
+            drops.add(DropReason.IO_ERROR, 1, client)
 
 
 def _first(item: tuple) -> Any:

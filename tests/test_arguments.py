@@ -1,6 +1,7 @@
 """Arguments the daemon could not take are refused at the call, naming the argument, and nothing is
-queued: text that is not valid UTF-8 (lone surrogates from undecodable bytes), names too long,
-NUL characters in paths. In process, on an in-memory transport."""
+queued: text that is not valid UTF-8 (lone surrogates from undecodable bytes), names too long (a
+run directory's name too, past the 255 bytes file systems take), NUL characters in paths. In
+process, on an in-memory transport; tests/faults/test_bad_paths.py has the same through a daemon."""
 
 from __future__ import annotations
 
@@ -37,6 +38,25 @@ CALLS: list[tuple[str, Callable[[SummaryWriter], Any], type[Exception], str]] = 
     ("display_name", lambda w: w.add_scalar("t", 1.0, 0, display_name=BAD_TEXT), ValueError, "display_name"),
     ("long tag", lambda w: w.add_scalar(LONG, 1.0, 0), ValueError, "tag has 4097 characters"),
     ("long text tag", lambda w: w.add_text(LONG, "x", 0), ValueError, "tag has"),
+    (
+        "scalars key too long for a directory",
+        lambda w: w.add_scalars("m", {"k" * 256: 1.0}, 0),
+        ValueError,
+        "256 bytes",
+    ),
+    (
+        "hparams run_name",
+        lambda w: w.add_hparams({"a": 1}, {"m": 1.0}, run_name=BAD_TEXT),
+        ValueError,
+        "run_name is not",
+    ),
+    ("long hparams run_name", lambda w: w.add_hparams({"a": 1}, {"m": 1.0}, run_name=LONG), ValueError, "run_name has"),
+    (
+        "hparams run_name too long for a directory",
+        lambda w: w.add_hparams({"a": 1}, {"m": 1.0}, run_name="r" * 256),
+        ValueError,
+        "run_name 'r.* 256 bytes",
+    ),
 ]
 
 

@@ -147,6 +147,33 @@ def test_records_of_a_client_the_daemon_does_not_know_are_refused_unread(daemon,
     peer.wait_acked(flush)
 
 
+def test_a_message_lost_on_the_way_is_never_acknowledged_past(daemon, peer, logdir):
+    """ZeroMQ drops what is on the way when a connection breaks: a gap in a connection's seqs
+    makes the daemon forget the client (it says HELLO and resends), never acknowledge past it."""
+    hello(peer)
+    scalar = [int(RecordKind.SCALAR), 1, "", "loss", 1, time.time(), 1.0]
+    peer.wait_acked(peer.send_message(MessageKind.RECORDS, {"records": [open_record(logdir), scalar], "mid": 1}))
+    peer.seq += 1  # message 3 is lost on the way
+    later = [int(RecordKind.SCALAR), 1, "", "loss", 3, time.time(), 3.0]
+    peer.send_message(MessageKind.RECORDS, {"records": [later], "mid": 3})
+    refused = peer.wait_for_reply(MessageKind.REFUSED)
+    assert refused["reason"] == protocol.UNKNOWN_CLIENT and "message 3 never arrived" in refused["detail"]
+    flush = peer.send_message(MessageKind.FLUSH, {})
+    assert peer.wait_for_reply(MessageKind.REFUSED)["reason"] == protocol.UNKNOWN_CLIENT  # nothing past the gap
+    assert scalars_in(logdir, "loss") == [(1, 1.0)]
+    hello(peer)  # the client's answer: HELLO, its writers again, then everything not acknowledged
+    announced = open_record(logdir)
+    announced[6] = {**announced[6], "announced": True}
+    lost = [int(RecordKind.SCALAR), 1, "", "loss", 2, time.time(), 2.0]
+    peer.send_message(MessageKind.RECORDS, {"records": [announced]})
+    peer.send_message(MessageKind.RECORDS, {"records": [lost], "mid": 2})
+    peer.send_message(MessageKind.RECORDS, {"records": [later], "mid": 3})
+    flush = peer.send_message(MessageKind.FLUSH, {})
+    peer.wait_acked(flush)
+    assert scalars_in(logdir, "loss") == [(1, 1.0), (2, 2.0), (3, 3.0)]
+    assert cli_status()["records_dropped"] == {}
+
+
 def hello(peer: RawPeer) -> protocol.Message:
     peer.send_message(MessageKind.HELLO, {"pid": os.getpid(), "host": "raw"})
     welcome = peer.receive()

@@ -208,7 +208,7 @@ def test_an_embedding_writes_no_event_and_its_record_keeps_the_tag_in_its_option
     for name in os.listdir(tmp_path):
         if "tfevents" in name:  # the daemon opened the run's event file: its header and delivery marks only
             events = list(EventFileLoader(str(tmp_path / name)).Load())
-            kept = [event for event in events if not event.source_metadata.writer.startswith(MARK_PREFIX)]
+            kept = [event for event in events if not event.log_message.message.startswith(MARK_PREFIX)]
             assert [event.WhichOneof("what") for event in kept] == ["file_version"]
     assert sorted(os.listdir(tmp_path / "00004" / "emb")) == ["metadata.tsv", "tensors.tsv"]
 

@@ -5,14 +5,17 @@ daemons; the files are read back with TensorBoard's loader."""
 
 from __future__ import annotations
 
+import logging
 import os
 
+import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_pipeline import WALL, Harness, open_record, scalar
 
 from logger_client import protocol
 from logger_client.protocol import MessageKind, RecordKind
-from logger_daemon.history import read_history
+from logger_daemon.event_file import EventFile
+from logger_daemon.history import delivery_mark, read_history
 from logger_daemon.intake import Work
 from logger_daemon.tfrecord import read_records
 
@@ -114,6 +117,20 @@ def test_a_job_resumed_from_a_checkpoint_shows_its_new_points(tmp_path):
     assert daemon.dropped() == {}
 
 
+def test_writers_opening_a_run_together_start_no_session_among_them(tmp_path):
+    """Ranks that open one run at once: the first opened it alone, so it starts a new session, but
+    steps the others log after it opened are not its past. Its first step below theirs is late
+    (dropped, counted), never a restart that would hide their points."""
+    logdir = str(tmp_path / "run")
+    first, second = Client(b"rank-0"), Client(b"rank-1")
+    daemon = Harness()
+    daemon.run(first.message(daemon, 1, [open_record(logdir)]), second.message(daemon, 1, [open_record(logdir)]))
+    daemon.run(second.message(daemon, 2, [scalar("loss", s, float(s)) for s in (1, 3, 5)]))
+    daemon.run(first.message(daemon, 2, [scalar("loss", s, float(s)) for s in (0, 2, 6)]))
+    assert steps_and_values(logdir, "loss") == [(1, 1.0), (3, 3.0), (5, 5.0), (6, 6.0)]
+    assert daemon.refused == {(b"rank-0", "step_out_of_order"): 2}
+
+
 def test_a_writer_announced_again_continues_its_session(tmp_path):
     """The same job after a daemon restart or a fork is no resumed job: an old step is dropped."""
     logdir = str(tmp_path / "run")
@@ -140,3 +157,18 @@ def test_a_purge_is_not_repeated_when_its_open_is_resent(tmp_path):
     new.run(client.message(new, 3, [open_record(logdir, writer=2, purge_step=4)]))
     new.run(client.message(new, 4, [scalar("loss", 4, 40.0, writer=2), scalar("loss", 5, 50.0, writer=2)]))
     assert steps_and_values(logdir, "loss") == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0)]
+
+
+def test_a_mark_of_many_clients_is_read_back_and_tensorboard_ignores_it_quietly(tmp_path, caplog):
+    logdir = str(tmp_path / "run")
+    events = EventFile(logdir)
+    events.write_scalars("loss", np.array([WALL]), np.array([1]), np.array([0.5]), np.array([b"c" * 16], dtype=object))
+    clients = {bytes([n]) * 16: 100 + n for n in range(16)}  # a mark far over 128 characters
+    events.write(delivery_mark(WALL, clients))
+    events.close()
+    assert read_history(logdir).delivered == clients
+    with caplog.at_level(logging.INFO, logger="tensorboard"):
+        accumulator = EventAccumulator(logdir)
+        accumulator.Reload()
+    assert [(e.step, e.value) for e in accumulator.Scalars("loss")] == [(1, 0.5)]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text

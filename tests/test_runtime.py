@@ -1,5 +1,6 @@
 """The runtime directory: private to its user, found the same way by clients and daemons, refused
-with an error that says what to fix when someone else could reach it. In process."""
+with an error that says what to fix when someone else could reach it. In process; the refusals are
+in the fault suite (marked `faults`), with test_daemon.py's refusal by a writer and a daemon."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from logger_client.runtime import LockTimeout, ensure_runtime_dir, hold_lock, ta
 from logger_client.settings import Settings
 
 
+@pytest.mark.faults
 def test_the_default_is_under_xdg_runtime_dir_else_the_users_cache_never_tmp(monkeypatch, tmp_path):
     monkeypatch.delenv("LOGGER_RUNTIME_DIR", raising=False)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
@@ -23,6 +25,7 @@ def test_the_default_is_under_xdg_runtime_dir_else_the_users_cache_never_tmp(mon
     assert ensure_runtime_dir(default) == default and os.stat(default).st_mode & 0o777 == 0o700
 
 
+@pytest.mark.faults
 def test_a_directory_open_to_others_is_refused_saying_what_to_fix(tmp_path):
     path = tmp_path / "open"
     path.mkdir(mode=0o777)
@@ -31,6 +34,7 @@ def test_a_directory_open_to_others_is_refused_saying_what_to_fix(tmp_path):
         ensure_runtime_dir(str(path))
 
 
+@pytest.mark.faults
 def test_a_symbolic_link_is_refused_even_to_a_private_directory(tmp_path):
     target = tmp_path / "target"
     target.mkdir(mode=0o700)
@@ -40,6 +44,7 @@ def test_a_symbolic_link_is_refused_even_to_a_private_directory(tmp_path):
         ensure_runtime_dir(str(link))
 
 
+@pytest.mark.faults
 @pytest.mark.skipif(os.getuid() != 0, reason="making a directory another user owns needs root")
 def test_a_directory_another_user_made_first_is_refused(tmp_path):
     path = tmp_path / "squatted"

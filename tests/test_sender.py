@@ -141,6 +141,22 @@ def test_a_flush_is_done_once_acknowledged_and_not_before(pair):
     assert request.done.is_set()
 
 
+def test_an_acknowledgement_of_0_carries_drops_and_why_the_disk_holds_the_rest_and_releases_nothing(pair):
+    sender, daemon = pair
+    request = FlushRequest()
+    sender.send_batch(rows_batch(range(10)))
+    seq = sender.send_flush(request)
+    identity, _ = daemon.receive()
+    daemon.receive()
+    daemon.reply(identity, MessageKind.ACK, {"acked": 0, "dropped": {"io_error": 3}, "write_error": "No space"})
+    assert receive_all(sender) == (0, 0)
+    assert sender.counts() == (10, 0, {"io_error": 3}) and sender.write_error == "No space"
+    assert not request.done.is_set()
+    daemon.reply(identity, MessageKind.ACK, {"acked": seq})  # the disk took the rest
+    assert receive_all(sender) == (10, 0)
+    assert request.done.is_set() and sender.write_error is None
+
+
 def test_messages_the_peer_cannot_take_are_parked_and_sent_in_order_later(context):
     daemon = FakeDaemon(context, "inproc://slow-daemon")  # binds with the default queue, reads nothing yet
     sock = context.socket(zmq.DEALER)

@@ -13,6 +13,7 @@ import random
 import re
 import socket
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -259,6 +260,19 @@ def test_event_file_name_pattern(tmp_path):
     )
     assert re.fullmatch(pattern, name), name
     assert event_file_name(5.0).startswith("events.out.tfevents.0000000005.")
+
+
+def test_a_new_file_sorts_after_another_daemons_of_the_same_second(tmp_path):
+    now = int(time.time())
+    # A daemon before this one, in this second, with a pid that sorts after any (as text).
+    earlier = tmp_path / f"events.out.tfevents.{now:010d}.{socket.gethostname()}.99999999.00000000"
+    earlier.write_bytes(b"")
+    events = EventFile(str(tmp_path))
+    events.close()
+    assert os.path.basename(events.path) > earlier.name
+    assert sorted(os.listdir(tmp_path))[-1] == os.path.basename(events.path)
+    foreign = event_file_name(now, after="events.out.tfevents.not-a-number")
+    assert foreign.startswith(f"events.out.tfevents.{now:010d}.")
 
 
 def test_files_created_in_the_same_second_have_unique_names(tmp_path):
