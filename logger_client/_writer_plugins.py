@@ -314,6 +314,8 @@ class PluginMethods(WriterBase):
         run_name: str | None = None,
         global_step: int | None = None,
         name: str | None = None,
+        *,
+        metric_scalars: bool = True,
     ) -> None:
         """Logs a session of hyperparameters and its metrics for TensorBoard's HParams dashboard.
 
@@ -330,6 +332,10 @@ class PluginMethods(WriterBase):
         writes what tensorboardX writes: a bool is a bool, a callable its name, another type is
         listed with no value, the hparams summaries are at step 0. Metric tags are cleaned as
         `add_scalar` cleans them (torch keeps them as given).
+
+        `metric_scalars=False` (keyword only, our addition) lists the metrics in the experiment
+        without writing their values, for a caller that logs them as scalars itself (Lightning's
+        logger does); their values are then not looked at.
         """
         if isinstance(hparam_domain_discrete, str):  # tensorboardX's positional order: (..., name, global_step)
             if name is not None:
@@ -358,14 +364,14 @@ class PluginMethods(WriterBase):
         metrics = []
         for key, value in metric_dict.items():
             check_tag(key, "metric_dict keys")
-            metrics.append((key, to_float(value, f"metric_dict[{key!r}]")))
+            metrics.append((key, to_float(value, f"metric_dict[{key!r}]") if metric_scalars else 0.0))
         session = run_name if run_name is not None else name
         run = _check_sub_run(session or str(time()), "run_name" if run_name is not None else "name")
         step = to_step(global_step)
         walltime = time()
         value = {"hparams": entries, "metrics": [key for key, _ in metrics]}
         self._queue_record(_HPARAMS, HPARAMS_TAG, step if torch_style else 0, walltime, value, run=run)
-        for key, number in metrics:
+        for key, number in metrics if metric_scalars else ():
             self._queue_record(_SCALAR, key, step, walltime, number, run=run)
 
     # -- custom scalars ----------------------------------------------------------------------

@@ -161,6 +161,8 @@ def status(args: argparse.Namespace) -> int:
     if not args.endpoint and not daemon_running(runtime_dir):
         print(f"no daemon is running for {runtime_dir}", file=sys.stderr)
         return 1
+    if args.watch:
+        return _watch(runtime_dir, args)
     reply = request(runtime_dir, MessageKind.STATUS, args.timeout, args.endpoint or "", args.keys or "")
     if reply is None:
         print(f"the daemon did not answer within {args.timeout}s", file=sys.stderr)
@@ -204,6 +206,22 @@ def _print_reduction(reduction: dict) -> None:
     print(f"  late (step already written): {reduction['values_late']}; waiting: {reduction['waiting']}")
     for job, state in reduction["jobs"].items():
         print(f"  job {job or '(no id)'}: " + ", ".join(f"rank {r} {how}" for r, how in state["ranks"].items()))
+
+
+def _watch(runtime_dir: str, args: argparse.Namespace) -> int:
+    """`status --watch`: the status redrawn every `--interval` seconds until Ctrl-C."""
+    from logger_daemon.watch import watch
+
+    # A frozen daemon must not hold the view up for long: a turn waits at most two intervals.
+    timeout_s = min(args.timeout, max(2 * args.interval, 1.0))
+
+    def ask() -> dict[str, Any] | None:
+        reply = request(runtime_dir, MessageKind.STATUS, timeout_s) if daemon_running(runtime_dir) else None
+        if reply is not None:
+            reply.pop("cid", None)
+        return reply
+
+    return watch(ask, runtime_dir, args.interval, args.json)
 
 
 def _wait_gone(runtime_dir: str, timeout_s: float) -> bool:
@@ -402,7 +420,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_argument("--runtime-dir", default=argparse.SUPPRESS)
         sub.add_argument("--timeout", type=float, default=10.0)
         if name == "status":
-            sub.add_argument("--json", action="store_true")
+            sub.add_argument("--json", action="store_true", help="as JSON (with --watch: one line per turn)")
+            sub.add_argument("--watch", action="store_true", help="redraw every --interval seconds, like top")
+            sub.add_argument("--interval", type=float, default=1.0, help="seconds between turns of --watch")
             sub.add_argument("--endpoint", help="a root daemon's tcp://HOST:PORT (with --keys) instead of this node's")
             sub.add_argument("--keys", metavar="DIR", help="the job's CURVE key directory, for --endpoint")
         else:

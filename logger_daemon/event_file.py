@@ -95,6 +95,7 @@ class Backlog:
         self.blocked: dict[EventFile, None] = {}
         self._written_records = 0
         self._written_bytes = 0
+        self._written_by_directory: Counter[str] = Counter()
         self._lost: Counter[bytes] = Counter()
 
     def held(self) -> tuple[int, int]:
@@ -112,9 +113,11 @@ class Backlog:
         for file in list(self.blocked):
             file.flush()
 
-    def count_written(self, records: int, nbytes: int) -> None:
+    def count_written(self, records: int, nbytes: int, directory: str) -> None:
         self._written_records += records
         self._written_bytes += nbytes
+        if records:
+            self._written_by_directory[directory] += records
 
     def count_lost(self, owners: Counter[bytes]) -> None:
         self._lost.update(owners)
@@ -125,6 +128,11 @@ class Backlog:
         taken = self._written_records, self._written_bytes, self._lost
         self._written_records = self._written_bytes = 0
         self._lost = Counter()
+        return taken
+
+    def take_by_directory(self) -> Counter[str]:
+        """Client records written since the last call, by the run directory of their file."""
+        taken, self._written_by_directory = self._written_by_directory, Counter()
         return taken
 
 
@@ -194,7 +202,7 @@ class EventFile:
         refuses this file's writes and the backlog is at its bound (nothing is appended)."""
         framed = b"".join(map(frame, events))
         if not framed:  # a record whose encoder wrote files beside the events (the projector's)
-            self._backlog.count_written(1, 0)
+            self._backlog.count_written(1, 0, self._directory)
         elif self._refuses(len(framed)):
             return False
         else:
@@ -253,7 +261,7 @@ class EventFile:
             log.warning("writing %s again: the %d record(s) held are written", self.path, self.held_records)
             self.error = None
             self._backlog.blocked.pop(self, None)
-        self._backlog.count_written(self.held_records, done)  # all of it: no record to count out
+        self._backlog.count_written(self.held_records, done, self._directory)  # all of it: no record to count out
         self._buffer.clear()
         self._runs.clear()
         self.held_records = 0
@@ -314,7 +322,7 @@ class EventFile:
             whole += count * run.size
             if run.owners is not None:
                 self.held_records -= count
-                self._backlog.count_written(count, 0)
+                self._backlog.count_written(count, 0, self._directory)
             if count < run.count:
                 run.count -= count
                 if isinstance(run.owners, np.ndarray):
@@ -324,7 +332,7 @@ class EventFile:
         del self._buffer[:whole]
         self.settled += whole
         self.bytes_written += whole
-        self._backlog.count_written(0, whole)
+        self._backlog.count_written(0, whole, self._directory)
         self._unsynced = self._unsynced or whole > 0
         return whole
 

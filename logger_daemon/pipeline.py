@@ -321,7 +321,7 @@ class Pipeline:
         was appended to those files by then is on disk or given up: a seq is acknowledged only
         once written, and never before an earlier one. A client whose ack waits gets 0 for now."""
         records, nbytes, lost = self._backlog.take()
-        self._stats.add_written(records, nbytes)
+        self._stats.add_written(records, nbytes, self._backlog.take_by_directory())
         for client, count in lost.items():
             self._drops.add(DropReason.IO_ERROR, count, client)
         waits = [(file, file.appended) for file in self._backlog.blocked]

@@ -22,15 +22,19 @@ class Stats:
         self.bytes_written = 0
         self.duplicates = 0
         self.dropped: Counter[str] = Counter()
+        #: Records written to each run directory (by path), for `status --watch`'s rates.
+        self.written_by_run: Counter[str] = Counter()
 
     def add_received(self, count: int) -> None:
         with self._lock:
             self.received += count
 
-    def add_written(self, records: int, nbytes: int) -> None:
+    def add_written(self, records: int, nbytes: int, by_run: Counter[str] | None = None) -> None:
         with self._lock:
             self.written += records
             self.bytes_written += nbytes
+            if by_run:
+                self.written_by_run.update(by_run)
 
     def add_duplicates(self, count: int) -> None:
         """Counts records sent again (after a daemon restart) that were already on disk."""
@@ -52,6 +56,7 @@ class Stats:
                 "records_dropped": dict(self.dropped),
                 "records_duplicate": self.duplicates,
                 "bytes_written": self.bytes_written,
+                "records_written_by_run": dict(self.written_by_run),
             }
 
 

@@ -10,15 +10,27 @@ Sources live in proto/logger_daemon/protos/*.proto and are compiled with
 ``python -m grpc_tools.protoc -I proto -I <grpc_tools include dir>`` so the
 generated imports read ``from logger_daemon.protos import x_pb2`` as-is.
 
-The generated code embeds the protoc version bundled with grpcio-tools, so
-``--check`` is only meaningful with the grpcio-tools version used to produce
-the committed files (see the "Protobuf Python Version" header in them).
+The committed modules come from the protoc of grpcio-tools 1.62.3 (GENERATOR):
+the code it writes (no runtime version check) runs on protobuf 4.21.6 and every
+later release up to 7.x, which is what lets the package accept protobuf>=4.21.6.
+Newer generators write code that refuses any runtime older than themselves.
+grpcio-tools 1.62.3 needs no protobuf runtime to generate, so it runs beside
+any protobuf:
+
+    pip install --no-deps --target /tmp/protoc-1.62.3 grpcio-tools==1.62.3
+    PYTHONPATH=/tmp/protoc-1.62.3 python proto/regenerate.py
+
+``--check`` with that generator compares every file byte for byte; with another
+grpcio-tools it compares what the code means, each module's serialized file
+descriptor, and that each module names GENERATOR's protobuf version.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import filecmp
+import importlib.metadata
 import shutil
 import subprocess
 import sys
@@ -31,6 +43,36 @@ PACKAGE = Path("logger_daemon") / "protos"
 SOURCE_DIR = PROTO_ROOT / PACKAGE
 OUTPUT_DIR = REPO_ROOT / PACKAGE
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi")
+#: The grpcio-tools whose protoc writes the committed modules, and the protobuf version it names.
+GENERATOR = "1.62.3"
+GENERATED_BY = "# Protobuf Python Version: 4.25.1"
+
+
+def _generator_version() -> str | None:
+    try:
+        return importlib.metadata.version("grpcio-tools")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _serialized_descriptor(path: Path) -> bytes | None:
+    """The serialized FileDescriptorProto a generated module registers: what the code means."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "AddSerializedFile":
+            argument = node.args[0]
+            if isinstance(argument, ast.Constant) and isinstance(argument.value, bytes):
+                return argument.value
+    return None
+
+
+def _same(fresh: Path, committed: Path, exact: bool) -> bool:
+    if exact:
+        return filecmp.cmp(fresh, committed, shallow=False)
+    if committed.suffix == ".pyi":  # typing stubs: their style changes with the generator
+        return True
+    return _serialized_descriptor(fresh) == _serialized_descriptor(committed) is not None and (
+        GENERATED_BY in committed.read_text().splitlines()
+    )
 
 
 def _grpc_tools_include() -> Path:
@@ -83,6 +125,7 @@ def generate(out_root: Path) -> dict[str, Path]:
 
 def check() -> int:
     """Return 0 if committed modules match a fresh generation, else 1."""
+    exact = _generator_version() == GENERATOR
     with tempfile.TemporaryDirectory() as tmp:
         fresh = generate(Path(tmp))
         committed = _generated_files(REPO_ROOT)
@@ -92,7 +135,7 @@ def check() -> int:
                 drifted.append(f"{PACKAGE / name} (missing)")
             elif name not in fresh:
                 drifted.append(f"{PACKAGE / name} (stale: no matching .proto)")
-            elif not filecmp.cmp(fresh[name], committed[name], shallow=False):
+            elif not _same(fresh[name], committed[name], exact):
                 drifted.append(f"{PACKAGE / name} (differs)")
     if drifted:
         print("Generated protobuf modules are out of date:")
@@ -100,12 +143,19 @@ def check() -> int:
             print(f"  {line}")
         print("Run: python proto/regenerate.py")
         return 1
-    print(f"OK: {len(fresh)} generated files match {SOURCE_DIR.relative_to(REPO_ROOT)}")
+    how = "byte for byte" if exact else f"in their descriptors (grpcio-tools {_generator_version()}, not {GENERATOR})"
+    print(f"OK: {len(fresh)} generated files match {SOURCE_DIR.relative_to(REPO_ROOT)} {how}")
     return 0
 
 
 def regenerate() -> int:
     """Generate into a temp dir, then replace the committed modules."""
+    if _generator_version() != GENERATOR:
+        sys.exit(
+            f"error: the committed modules come from grpcio-tools {GENERATOR} (found {_generator_version()}):\n"
+            f"  pip install --no-deps --target /tmp/protoc-{GENERATOR} grpcio-tools=={GENERATOR}\n"
+            f"  PYTHONPATH=/tmp/protoc-{GENERATOR} python proto/regenerate.py"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         fresh = generate(Path(tmp))
         OUTPUT_DIR.mkdir(parents=True, exist_ok=True)

@@ -238,7 +238,7 @@ def test_the_seed_s_roc_curve_call(writer, transport) -> None:
     order = np.argsort(-y_scores)
     tpr = np.concatenate([[0], np.cumsum(y_true[order]) / y_true.sum()])
     fpr = np.concatenate([[0], np.cumsum(1 - y_true[order]) / (1 - y_true).sum()])
-    roc_auc = float(np.trapezoid(tpr, fpr))
+    roc_auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))  # the trapezoid rule, on numpy 1.x too
     epoch = 5
     writer.add_curve("ROC Curve", fpr, tpr, epoch, label="ROC curve (area = %0.2f)" % roc_auc)  # noqa: UP031 - as the seed
     _, event = only_summary(transport)
@@ -452,6 +452,17 @@ def test_hparams_name_and_run_name_are_aliases(writer, transport) -> None:
 def test_hparams_session_directory_nests(writer, transport) -> None:
     writer.add_hparams({"lr": 0.1}, {}, name="sweep/trial-3/")
     assert transport.records()[0].run == "sweep/trial-3"
+
+
+def test_hparams_can_list_metrics_whose_values_the_caller_logs(writer, transport) -> None:
+    """metric_scalars=False: the metrics are named in the experiment, no scalar is written, and
+    their values (a dict here, as Lightning may pass) are not looked at."""
+    writer.add_hparams({"lr": 0.1}, {"acc": {"a": 1}, "loss": 0.5}, run_name=".", global_step=3, metric_scalars=False)
+    (record,) = transport.records()
+    assert (record.kind, record.run, record.step) == (RecordKind.HPARAMS, "", 3)
+    assert record.value["metrics"] == ["acc", "loss"]
+    with pytest.raises(TypeError, match="metric_dict keys"):
+        writer.add_hparams({"lr": 0.1}, {3: 0.5}, run_name=".", metric_scalars=False)
 
 
 # -- bad input: a clear error at the call, nothing queued ------------------------------------------

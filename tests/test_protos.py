@@ -111,6 +111,23 @@ def _relative(full_name: str, package: str) -> str:
     return full_name  # e.g. google.protobuf.Value
 
 
+def _is_repeated(field) -> bool:
+    # FieldDescriptor.is_repeated and .is_packed are protobuf 5+; older runtimes have label and options.
+    if hasattr(field, "is_repeated"):
+        return field.is_repeated
+    return field.label == field.LABEL_REPEATED
+
+
+def _is_packed(field) -> bool:
+    if hasattr(field, "is_packed"):
+        return field.is_packed
+    options = field.GetOptions()
+    if options.HasField("packed"):
+        return options.packed
+    unpackable = (field.TYPE_STRING, field.TYPE_BYTES, field.TYPE_MESSAGE, field.TYPE_GROUP)
+    return _is_repeated(field) and field.file.syntax == "proto3" and field.type not in unpackable
+
+
 def _enum_shape(enum) -> tuple:
     return (enum.name, sorted((v.name, v.number) for v in enum.values))
 
@@ -135,9 +152,9 @@ def _message_shape(msg, package: str) -> tuple:
                 f.name,
                 f.number,
                 f.type,
-                f.is_repeated,
+                _is_repeated(f),
                 None if is_map_entry else f.has_presence,
-                f.is_packed,
+                _is_packed(f),
                 type_name,
                 oneof.name if oneof is not None else None,
             )

@@ -27,6 +27,10 @@ PUBLIC_MODULES = {
     "logger_client.writer",
     "logger_client.reader",
     "logger_client.reduction",
+    "logger_client.testing",
+    "logger_client.lightning",
+    "logger_client.pytorch_lightning",
+    "logger_client.hf",
 }
 
 
