@@ -50,7 +50,8 @@ class DaemonTransport:
     """The process's connection to its daemon, shared by every SummaryWriter of the process.
 
     `find_endpoint` gives the daemon's ZeroMQ endpoint (by default: the runtime directory's,
-    starting a daemon there if none runs); it is called on the I/O thread.
+    starting a daemon there if none runs); it is called on the I/O thread. `secure` sets up each
+    socket's security first (a node daemon forwarding to a root: CURVE).
     """
 
     def __init__(
@@ -58,8 +59,10 @@ class DaemonTransport:
         settings: Settings,
         find_endpoint: Callable[[Settings], str] = find_or_start_daemon,
         daemon_alive: Callable[[Settings], bool] = daemon_alive,
+        secure: Callable[[zmq.Socket], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._secure = secure
         self._find_endpoint = find_endpoint
         self._daemon_alive = daemon_alive
         self._cid = new_client_id()
@@ -109,13 +112,24 @@ class DaemonTransport:
         self._flush_lock = threading.Lock()
         self._drops_at_last_flush = 0
         self._sender = None
+        self._send_soon = False  # a ranked writer opened: drain the queue at the next wake-up
         self._thread = threading.Thread(target=self._run, name="logger-client-io", daemon=True)
         self._thread.start()
 
     # -- the Transport interface: any thread -------------------------------------------------------
 
     def open_writer(self, options: dict[str, Any]) -> int:
-        return self._producer.open_writer(options)
+        writer = self._producer.open_writer(options)
+        if "rank" in options or "contributor" in options:
+            # A rank takes part in its job's combined values from when the daemon knows its writer:
+            # its OPEN goes now, before any other rank can log the first step.
+            self._send_soon = True
+            self._wake()
+        return writer
+
+    def queue_close(self, writer: int) -> None:
+        """Queues a writer's close without waiting for it (a node daemon's link to its root)."""
+        self._producer.close_writer(writer)
 
     def close_writer(self, writer: int, timeout_s: float) -> bool:
         """Sends a writer's close and waits until the daemon has written all it sent."""
@@ -224,7 +238,7 @@ class DaemonTransport:
         context = zmq.Context()
         sender = None
         try:
-            sock = connect_dealer(context, self._find_endpoint(self.settings))
+            sock = connect_dealer(context, self._find_endpoint(self.settings), self._secure)
             sender = Sender(sock, self._arena, self._producer.release, self._cid)
             sender.hello()
             self._sender = sender
@@ -262,7 +276,7 @@ class DaemonTransport:
                     self._stopping.wait(_POLL_WHILE_DISCONNECTED_S)
                 backoff_s = min(2 * backoff_s, _RETRY_MAX_S)
                 continue
-            sender.reconnect(connect_dealer(context, endpoint))
+            sender.reconnect(connect_dealer(context, endpoint, self._secure))
             sender.resend([self._producer.announcement()])
             self._disconnected = None
             log.warning("logger_client: the daemon was gone; reconnected and resent what it had not written")
@@ -289,8 +303,10 @@ class DaemonTransport:
             # waits in it; a plain wake-up only sends what producers packed. Never merely because
             # an ack came in: that would send a trickle of tiny batches.
             linger_up = now >= next_drain or self._stopping.is_set()
-            if (woken or linger_up) and self._send(sender, linger_up or producer.specials_waiting()):
-                last_sent = now
+            if woken or linger_up:
+                drain, self._send_soon = linger_up or producer.specials_waiting() or self._send_soon, False
+                if self._send(sender, drain):
+                    last_sent = now
             if linger_up:
                 next_drain = now + producer.linger_s
             sender.retry_unsent()

@@ -352,6 +352,8 @@ class SummaryValue:
     metadata: Metadata | None
     kind: str
     data: Any
+    #: The deprecated `node_name`; the logging daemon notes there how many ranks a value combines.
+    node_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -414,7 +416,7 @@ def _summary_value(fields: Fields) -> SummaryValue:
         if isinstance(data, int):
             raise DecodeError("Summary.Value.tensor should be a message")
         data = bytes(data)
-    return SummaryValue(tag, metadata, kind, data)
+    return SummaryValue(tag, metadata, kind, data, _str(fields, 7) if 7 in fields else "")
 
 
 def _field_order(fields: Fields, number: int) -> int:
@@ -488,6 +490,8 @@ class ScalarLayout:
     tag_len: int
     tag: str
     metadata: Metadata | None
+    #: The value's node_name ("" if none): constant across events of one layout.
+    node_name: str = ""
 
 
 def _fields_at(buf: bytes, start: int, end: int) -> list[tuple[int, int, int, int]] | None:
@@ -550,6 +554,7 @@ def scalar_layout(payload: bytes) -> ScalarLayout | None:
     value_at = tag_at = -1
     tag_len = 0
     metadata = None
+    node_name = ""
     seen.clear()
     for number, wire, begin, end in entry:
         if number in seen:
@@ -564,14 +569,16 @@ def scalar_layout(payload: bytes) -> ScalarLayout | None:
                 metadata = _metadata(parse(payload[begin:end]))
             except DecodeError:
                 return None
-        elif number != 7 or wire != _BYTES:  # node_name is kept as a constant; anything else is not plain
+        elif number == 7 and wire == _BYTES:  # node_name is kept as a constant
+            node_name = _text(payload[begin:end])
+        else:  # anything else is not plain
             return None
     if value_at < 0:
         return None
     tag = _text(payload[tag_at : tag_at + tag_len]) if tag_at >= 0 else ""
     if not tag and 7 in seen:
         return None  # named by node_name: rare enough for the general path
-    return ScalarLayout(wall_at, step_at, step_len, value_at, tag_at, tag_len, tag, metadata)
+    return ScalarLayout(wall_at, step_at, step_len, value_at, tag_at, tag_len, tag, metadata, node_name)
 
 
 # -- the hparams plugin ---------------------------------------------------------------------------

@@ -41,10 +41,15 @@ def new_client_id() -> bytes:
     return uuid.uuid4().bytes
 
 
-def connect_dealer(context: zmq.Context, endpoint: str) -> zmq.Socket:
+def connect_dealer(
+    context: zmq.Context, endpoint: str, secure: Callable[[zmq.Socket], None] | None = None
+) -> zmq.Socket:
     """A DEALER socket to the daemon at `endpoint`, under an identity of its own: each connection
-    has one, so that a daemon never mistakes what an old connection still delivers for the new."""
+    has one, so that a daemon never mistakes what an old connection still delivers for the new.
+    `secure` sets the socket's security (CURVE keys, to a root daemon) before it connects."""
     sock = context.socket(zmq.DEALER)
+    if secure is not None:
+        secure(sock)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, SEND_HIGH_WATER_MARK)
     sock.setsockopt(zmq.RCVHWM, 0)

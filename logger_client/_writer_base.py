@@ -20,8 +20,10 @@ import numpy as np
 from ._convert import check_text, to_step, to_walltime
 from ._daemon_transport import get_transport
 from ._remote import check_storage_options, require_backend
+from ._writer_ranks import CALL_MODE, combined
 from .in_memory import InMemoryTransport
-from .protocol import INT64_MAX, INT64_MIN, MAX_NAME_CHARS, is_url_logdir
+from .protocol import INT64_MAX, INT64_MIN, MAX_NAME_CHARS, RecordKind, is_url_logdir
+from .reduction import DEFAULT_MODE, SCALAR_MODES, check_mode, per_rank_run, rank_info
 from .settings import Settings
 from .transport import Transport, TransportStats
 
@@ -31,6 +33,8 @@ _Writer = TypeVar("_Writer", bound="WriterBase")
 #: `overflow_wait_s`), or drop the array and count it.
 OVERFLOW_POLICIES = frozenset(["wait", "drop"])
 _IMAGE_AXES = frozenset("NCHW")
+#: Kinds whose records may carry their combining mode to the daemon.
+_COMBINED_KINDS = frozenset([RecordKind.SCALAR, RecordKind.HISTOGRAM])
 
 
 #: The longest name of one file or directory, in bytes, that file systems take (Linux's NAME_MAX).
@@ -135,6 +139,10 @@ class WriterBase:
         transport: Transport | None = None,
         overflow: str | None = None,
         storage_options: dict[str, Any] | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        job_id: str | None = None,
+        reduce: str | None = None,
         **kwargs: Any,
     ) -> None:
         if kwargs:
@@ -169,6 +177,10 @@ class WriterBase:
         self._filename_suffix = filename_suffix
         self._write_to_disk = bool(write_to_disk)
         self._given_transport = transport
+        # A job's ranks (None: a job of one) and how this writer's values combine across them.
+        self._ranks = rank_info(rank, world_size, job_id)
+        self._reduce = check_mode(DEFAULT_MODE if reduce is None else reduce, SCALAR_MODES)
+        self._per_rank = self._ranks is not None and self._reduce == "per_rank"
         self._settings = Settings.from_env()
         if overflow is None:
             overflow, source = self._settings.overflow, "LOGGER_OVERFLOW"
@@ -208,12 +220,29 @@ class WriterBase:
         }
         if self._storage_options is not None:
             options["storage_options"] = self._storage_options
+        if self._ranks is not None:
+            options.update(self._ranks.options(), reduce=self._reduce)
         self._writer_id = self._transport.open_writer(options)
         self._closed = False
         self._bind_add_scalar()
 
     def _bind_add_scalar(self) -> None:
         """Called whenever the writer (re)opens: `SummaryWriter` binds its C add_scalar here."""
+
+    def _own_run(self, run: str) -> str:
+        """The run a record of sub-run `run` goes to: this rank's own, for a `per_rank` writer."""
+        return per_rank_run(self._ranks.rank, run) if self._per_rank else run  # type: ignore[union-attr]
+
+    def _ranked(self, kind: int, run: str, options: dict[str, Any] | None) -> tuple[str, dict[str, Any] | None]:
+        """A record's run and options under the mode of the call making it (see `_writer_ranks`)."""
+        mode = CALL_MODE.get()
+        if mode is None:
+            return self._own_run(run), options
+        if mode == "per_rank":
+            run = per_rank_run(self._ranks.rank, run)  # type: ignore[union-attr]
+        if kind in _COMBINED_KINDS and (mode != self._reduce or not combined(mode)):
+            options = {**(options or {}), "reduce": mode}
+        return run, options
 
     def _ensure_open(self) -> None:
         # tensorboardX reopens its file writer on use after close(); so do we.
@@ -239,6 +268,9 @@ class WriterBase:
         """Queues a record whose value is an owned array (or a map of names to owned arrays) within
         the transport's array bound: the arrays must come from `to_owned_array`."""
         self._ensure_open()
+        if self._ranks is not None:
+            run, ranked = self._ranked(kind, run, options)
+            options = ranked or {}
         self._transport.submit_array(
             (kind, self._writer_id, run, tag, step, walltime, value, options), self._overflow_wait_s
         )
@@ -255,6 +287,8 @@ class WriterBase:
     ) -> None:
         """Queues a record whose value is plain data (numbers, strings, lists, maps, bytes)."""
         self._ensure_open()
+        if self._ranks is not None:
+            run, options = self._ranked(kind, run, options)
         record = (kind, self._writer_id, run, tag, step, walltime, value)
         self._append_record(record if options is None else (*record, options))
 

@@ -185,6 +185,9 @@ class RecordKind(IntEnum):
     CUSTOM_SCALARS = 19  # value: the layout map
     GRAPH = 20  # value: a plain description of the graph: {nodes, versions, run_metadata}
     ONNX_GRAPH = 21  # value: the model file's bytes
+    # node daemon -> root daemon: values of several ranks combined so far (logger_daemon.reduce)
+    PARTIAL_SCALAR = 22  # value: {count, sum: [floats summing exactly], min, max}; options: reduce
+    PARTIAL_HISTOGRAM = 23  # value: {counts, edges} or {values}; options: bins, max_bins, min, max, num, sum, ...
 
 
 #: Kinds whose value is one array (its index among the message's arrays).
@@ -200,6 +203,7 @@ ARRAY_MAP_KINDS = frozenset(
         RecordKind.PR_CURVE_RAW,
         RecordKind.MESH,
         RecordKind.EMBEDDING,
+        RecordKind.PARTIAL_HISTOGRAM,
     ]
 )
 #: Kinds that are not data: the daemon acts on them, and they are never counted written or lost.
@@ -250,6 +254,8 @@ class DropReason(str, Enum):
     DAEMON_UNREACHABLE = "daemon_unreachable"
     #: Client side: a record the wire cannot carry (a value msgpack refuses).
     UNENCODABLE = "unencodable"
+    #: A rank's value for a step that was written without it, after the bounded wait for ranks.
+    RANK_LATE = "rank_late"
 
 
 #: REFUSED's reason when the daemon does not know the client: HELLO, then resend (nothing is lost).
@@ -480,6 +486,8 @@ _VALUE_TYPES: dict[int, tuple[type, ...]] = {
     RecordKind.CUSTOM_SCALARS: (dict,),
     RecordKind.GRAPH: (dict,),
     RecordKind.ONNX_GRAPH: (bytes,),
+    RecordKind.PARTIAL_SCALAR: (dict,),
+    RecordKind.PARTIAL_HISTOGRAM: (dict,),
 }
 _KEY = RecordKind.KEY
 

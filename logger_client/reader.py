@@ -54,6 +54,7 @@ from ._png import decode_image
 from ._remote import open_url
 from ._tfrecord_read import check_group, frame, length_groups, rows_of
 from .protocol import is_url_logdir
+from .reduction import ranks_from_note
 
 __all__ = [
     "Audio",
@@ -87,6 +88,9 @@ class Scalars:
     step: np.ndarray  # int64
     wall_time: np.ndarray  # float64, seconds since the epoch
     value: np.ndarray  # float64 (written as float32 by `simple_value`)
+    #: How many ranks of a data-parallel job went into each value (0 where the file does not say),
+    #: or None when no value of the series says (see `logger_client.reduction`).
+    ranks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.step.size)
@@ -105,6 +109,8 @@ class Histogram:
     sum_squares: float
     bucket_limits: np.ndarray  # float64
     bucket_counts: np.ndarray  # float64
+    #: How many ranks of a data-parallel job the histogram merges, where the file says.
+    ranks: int | None = None
 
 
 @dataclass(frozen=True)
@@ -297,6 +303,7 @@ class _ScalarPart:
     steps: np.ndarray
     wall_times: np.ndarray
     values: np.ndarray
+    ranks: int = 0
 
 
 class _Run:
@@ -306,7 +313,7 @@ class _Run:
     def __init__(self, name: str) -> None:
         self.name = name
         self.scalar_parts: dict[str, list[_ScalarPart]] = {}
-        self.scalar_items: dict[str, list[tuple[int, int, float, float]]] = {}
+        self.scalar_items: dict[str, list[tuple[int, int, float, float, int]]] = {}
         self.histograms: dict[str, list[tuple[int, Histogram]]] = {}
         self.images: dict[str, list[tuple[int, Image]]] = {}
         self.audio: dict[str, list[tuple[int, Audio]]] = {}
@@ -340,9 +347,12 @@ class _Run:
         if value.metadata is not None and tag not in self.first_metadata:
             self.first_metadata[tag] = (position, value.metadata)
         if kind == "simple_value":
-            self.scalar_items.setdefault(tag, []).append((position, step, wall_time, data))
+            ranks = ranks_from_note(value.node_name) or 0
+            self.scalar_items.setdefault(tag, []).append((position, step, wall_time, data, ranks))
         elif kind == "histo":
-            self.histograms.setdefault(tag, []).append((position, Histogram(step, wall_time, **data)))
+            self.histograms.setdefault(tag, []).append(
+                (position, Histogram(step, wall_time, **data, ranks=ranks_from_note(value.node_name)))
+            )
         elif kind == "image":
             self.images.setdefault(tag, []).append((position, Image(step, wall_time, **data)))
         elif kind == "audio":
@@ -463,7 +473,8 @@ def _plain_scalars(rows: np.ndarray, indices: np.ndarray, run: _Run, base: int, 
         for tag, members in groups:
             step, wall, value = _scalar_columns(rows[members], layout)
             positions = base + indices[members]
-            parts.append(_ScalarPart(tag, positions, step, wall, value))
+            ranks = ranks_from_note(layout.node_name) or 0
+            parts.append(_ScalarPart(tag, positions, step, wall, value, ranks))
             if layout.metadata is not None:
                 run.note_metadata(tag, int(positions[0]), layout.metadata)
         remaining = remaining[~ok]
@@ -527,7 +538,7 @@ def _read_file(path: str, run: _Run, base: int, data: LogData, read: Callable[[s
             if not keep.any():
                 continue
             part = _ScalarPart(
-                part.tag, part.positions[keep], part.steps[keep], part.wall_times[keep], part.values[keep]
+                part.tag, part.positions[keep], part.steps[keep], part.wall_times[keep], part.values[keep], part.ranks
             )
         run.scalar_parts.setdefault(part.tag, []).append(part)
     if reason is not None:
@@ -582,7 +593,7 @@ def _assemble(run: _Run, data: LogData) -> None:
         return kept
 
     # Tensors of the "scalars" plugin (torch's new_style) are scalars, as TensorBoard shows them.
-    tensor_scalars: dict[str, list[tuple[int, int, float, float]]] = {}
+    tensor_scalars: dict[str, list[tuple[int, int, float, float, int]]] = {}
     for tag, items in run.tensors.items():
         owner = plugin(tag)
         if owner == "hparams":
@@ -599,7 +610,7 @@ def _assemble(run: _Run, data: LogData) -> None:
                 data.undecodable += 1
                 continue
             if owner == "scalars" and value.size == 1 and value.dtype.kind in "biuf":
-                tensor_scalars.setdefault(tag, []).append((position, step, wall_time, float(value.reshape(-1)[0])))
+                tensor_scalars.setdefault(tag, []).append((position, step, wall_time, float(value.reshape(-1)[0]), 0))
             elif owner == "text" and value.dtype == object:
                 texts.append(Text(step, wall_time, _text_value(value)))
             else:
@@ -610,31 +621,36 @@ def _assemble(run: _Run, data: LogData) -> None:
             data.tensors.setdefault(owner, {})[(name, tag)] = tensors
 
     for tag in sorted(set(run.scalar_parts) | set(run.scalar_items) | set(tensor_scalars)):
-        columns = [(p.positions, p.steps, p.wall_times, p.values) for p in run.scalar_parts.get(tag, [])]
+        columns = [
+            (p.positions, p.steps, p.wall_times, p.values, np.full(p.positions.size, p.ranks, np.int64))
+            for p in run.scalar_parts.get(tag, [])
+        ]
         columns.extend(
             (
                 np.array([item[0] for item in singles], np.int64),
                 np.array([item[1] for item in singles], np.int64),
                 np.array([item[2] for item in singles], np.float64),
                 np.array([item[3] for item in singles], np.float64),
+                np.array([item[4] for item in singles], np.int64),
             )
             for singles in (run.scalar_items.get(tag), tensor_scalars.get(tag))
             if singles
         )
         columns.sort(key=lambda c: int(c[0][0]))
-        positions, steps, wall_times, values = (
-            (np.concatenate([c[i] for c in columns]) if len(columns) > 1 else columns[0][i]) for i in range(4)
+        positions, steps, wall_times, values, ranks = (
+            (np.concatenate([c[i] for c in columns]) if len(columns) > 1 else columns[0][i]) for i in range(5)
         )
         if positions.size > 1 and not (positions[1:] > positions[:-1]).all():
             order = np.argsort(positions, kind="stable")
             positions, steps, wall_times, values = positions[order], steps[order], wall_times[order], values[order]
+            ranks = ranks[order]
         if purges.starts:
             keep = purges.mask(positions, steps)
             if not keep.all():
                 data.purged += int(keep.size - keep.sum())
-                steps, wall_times, values = steps[keep], wall_times[keep], values[keep]
+                steps, wall_times, values, ranks = steps[keep], wall_times[keep], values[keep], ranks[keep]
         if steps.size:
-            data.scalars[(name, tag)] = Scalars(steps, wall_times, values)
+            data.scalars[(name, tag)] = Scalars(steps, wall_times, values, ranks if ranks.any() else None)
 
     for tag, histograms in run.histograms.items():
         if kept_histograms := listed(histograms):

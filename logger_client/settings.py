@@ -95,6 +95,14 @@ class Settings:
     upload_wait_s: float = 10.0
     #: Longest the daemon waits to list or read a remote run's files when it first opens the run.
     remote_timeout_s: float = 30.0
+    #: Longest a step of a tag several ranks of a job log waits for the ranks that have not given
+    #: their value yet; then it is written with those that have (see README, Ranks).
+    reduce_wait_s: float = 1.0
+    #: A node daemon's root daemon (tcp://HOST:PORT) for jobs across nodes: ranked writers'
+    #: records go there, combined per node; "" writes them on this node (see README, Ranks).
+    root_endpoint: str = ""
+    #: The CURVE key directory of `logger-daemon keygen`, for the root and its nodes.
+    keys_dir: str = ""
     #: Encoded bytes the daemon holds in memory while the disk refuses writes (full, over quota),
     #: written in order and acknowledged once it takes them again; records past it are dropped
     #: as `io_error`.

@@ -9,11 +9,17 @@ Records are the tuples and packed rows described in `logger_client.protocol`.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, TypedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 import numpy as np
 
-__all__ = ["Transport", "TransportStats"]
+if TYPE_CHECKING:
+    import zmq
+
+    from .settings import Settings
+
+__all__ = ["Link", "Transport", "TransportStats", "connect_link"]
 
 
 class TransportStats(TypedDict):
@@ -88,3 +94,25 @@ class Transport(Protocol):
     def stats(self) -> TransportStats:
         """Counts of what was sent, written and dropped."""
         ...
+
+
+class Link(Transport, Protocol):
+    """A transport to a daemon at a fixed endpoint, used by another daemon (a node's link to the
+    root daemon of a job across nodes): it never starts a daemon, and closes writers unwaited."""
+
+    def queue_close(self, writer: int) -> None:
+        """Queues a writer's close without waiting for it."""
+        ...
+
+    def shutdown(self, timeout_s: float) -> bool:
+        """Sends what is left, waits up to `timeout_s` for it to be acknowledged, and stops."""
+        ...
+
+
+def connect_link(settings: Settings, endpoint: str, secure: Callable[[zmq.Socket], None] | None = None) -> Link:
+    """A `Link` to the daemon at `endpoint`, within `settings`' client bounds (it buffers while
+    that daemon is away and resends what it had not acknowledged); `secure` sets up each of its
+    sockets first (CURVE keys)."""
+    from ._daemon_transport import DaemonTransport
+
+    return DaemonTransport(settings, find_endpoint=lambda _: endpoint, daemon_alive=lambda _: True, secure=secure)

@@ -38,7 +38,9 @@ from ._writer_graph import GraphMethods
 from ._writer_media import MediaMethods
 from ._writer_plugins import PluginMethods
 from ._writer_projector import ProjectorMethods
+from ._writer_ranks import CALL_MODE, install_reduce_argument
 from .protocol import SCALAR_ROW, RecordKind
+from .reduction import SCALAR_MODES, check_mode
 
 if TYPE_CHECKING:
     from .reader import LogData
@@ -172,6 +174,13 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
         storage_options: fsspec's options for a URL `logdir` (endpoint, credentials, ...), as
             plain data; they go to the daemon with the writer and are never written to disk.
             Without them, the backend's own configuration applies (keyword only).
+        rank, world_size, job_id: This process's place in a data-parallel job (keyword only);
+            default from torchrun's environment (`RANK`, `WORLD_SIZE`, `TORCHELASTIC_RUN_ID`, ...).
+            Without a world size above 1 the writer is a job of one and writes as ever.
+        reduce: How values several ranks log for one (run, tag, step) are written (keyword only):
+            "mean" (default), "sum", "min", "max", "rank0" or "per_rank" (sub-run `rank_<r>`).
+            Histograms merge under the first four; the other kinds come from rank 0 unless
+            "per_rank". Every `add_*` call takes `reduce` too, for itself (README, Ranks).
     """
 
     def _bind_add_scalar(self) -> None:
@@ -179,6 +188,10 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
         and transport: the plain call without a Python frame, every other call to the method
         below. Bound again whenever one of those changes (open, close). Not where a subclass
         overrides add_scalar, or without the extension."""
+        if self._ranks is not None and self._reduce == "rank0" and self._ranks.rank != 0:
+            if type(self).add_scalar is SummaryWriter.add_scalar:
+                self.add_scalar = MethodType(_add_scalar_of_rank0, self)  # type: ignore[method-assign]
+            return
         if (
             ScalarCall is not None
             and type(self).add_scalar is SummaryWriter.add_scalar
@@ -205,14 +218,22 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
         summary_description: str | bool | None = "",
         new_style: bool = False,
         double_precision: bool = False,
+        *,
+        reduce: str | None = None,
     ) -> None:
         """Logs one scalar.
 
         `display_name`/`summary_description` are tensorboardX's options, `new_style`/
         `double_precision` torch.utils.tensorboard's. Positionally, torch's signature has its two
         flags where tensorboardX has the two strings: a bool there is taken as torch's flag.
-        (No keyword-only parameters: they would make every call slower.)
+        `reduce` (keyword only) combines this call's value across the ranks of a data-parallel
+        job by another mode than the writer's (see the constructor). The plain call runs in C.
         """
+        if reduce is not None:
+            mode = check_mode(reduce, SCALAR_MODES)
+            if self._ranks is not None and mode != self._reduce:
+                self._add_scalar_reduced(tag, scalar_value, global_step, walltime, mode)
+                return
         if display_name or summary_description or new_style or double_precision:
             self._add_scalar_with_options(
                 tag, scalar_value, global_step, walltime, display_name, summary_description, new_style, double_precision
@@ -228,7 +249,15 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
             if key is None:
                 value = to_float(scalar_value, "scalar_value")
                 self._append_record(
-                    (_SCALAR, self._writer_id, "", tag, to_step(global_step), walltime_or_now(walltime), value)
+                    (
+                        _SCALAR,
+                        self._writer_id,
+                        self._own_run(""),
+                        tag,
+                        to_step(global_step),
+                        walltime_or_now(walltime),
+                        value,
+                    )
                 )
                 return
         length = append_scalar_row(self._queue, key, global_step, walltime, scalar_value)
@@ -264,7 +293,7 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
             (
                 _SCALAR,
                 self._writer_id,
-                "",
+                self._own_run(""),
                 check_tag(tag),
                 step,
                 walltime,
@@ -278,12 +307,24 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
             )
         )
 
+    def _add_scalar_reduced(self, tag: str, value: Any, step: Any, walltime: Any, mode: str) -> None:
+        """A scalar whose call asks for another mode than its writer's: as a record carrying it."""
+        if mode == "rank0" and self._ranks.rank != 0:  # type: ignore[union-attr]
+            return
+        check_tag(tag)
+        value, step, walltime = to_float(value, "scalar_value"), to_step(step), walltime_or_now(walltime)
+        token = CALL_MODE.set(mode)
+        try:
+            self._queue_record(_SCALAR, tag, step, walltime, value)
+        finally:
+            CALL_MODE.reset(token)
+
     def _new_scalar_key(self, cache_key: Any, run: str, tag: Any) -> int | None:
         """Checks a tag met for the first time and gets its key for packed rows (None: there are
         no keys left, the records go as tuples)."""
         check_tag(tag)
         self._ensure_open()
-        key = self._transport.scalar_key(self._writer_id, run, tag)
+        key = self._transport.scalar_key(self._writer_id, self._own_run(run), tag)
         if key is not None:
             self._scalar_keys[cache_key] = key
         return key
@@ -301,6 +342,12 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
             raise TypeError(f"tag_scalar_dict must be a dict of name -> number, got {type(tag_scalar_dict).__name__}")
         step, walltime = step_and_time(global_step, walltime)
         self._ensure_open()
+        mode = CALL_MODE.get()
+        if mode is not None and mode != self._reduce:  # another mode than the writer's: as records
+            for name, value in tag_scalar_dict.items():
+                value = to_float(value, f"tag_scalar_dict[{name!r}]")
+                self._queue_record(_SCALAR, main_tag, step, walltime, value, run=_check_run(main_tag, name))
+            return
         keys = self._scalar_keys
         rows: list[bytes | tuple] = []
         for name, value in tag_scalar_dict.items():
@@ -310,7 +357,7 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
                 run = _check_run(main_tag, name)
                 key = self._new_scalar_key((main_tag, name), run, main_tag)
                 if key is None:
-                    rows.append((_SCALAR, self._writer_id, run, main_tag, step, walltime, value))
+                    rows.append((_SCALAR, self._writer_id, self._own_run(run), main_tag, step, walltime, value))
                     continue
             rows.append(_pack_scalar_row(key, step, walltime, value))
         queue = self._queue
@@ -398,8 +445,7 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
         check_tag(tag)
         check_text(text_string, "text_string")
         step, walltime = step_and_time(global_step, walltime)
-        self._ensure_open()
-        self._append_record((_TEXT, self._writer_id, "", tag, step, walltime, text_string))
+        self._queue_record(_TEXT, tag, step, walltime, text_string)
 
     # -- defaults, reading back ---------------------------------------------------------------
 
@@ -507,3 +553,13 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
                 found.setdefault(key, []).extend([list(row) for row in rows])
         with open(path, "w") as f:
             json.dump({key: rows for key, rows in found.items() if rows}, f)
+
+
+def _add_scalar_of_rank0(self: SummaryWriter, *args: Any, reduce: str | None = None, **kwargs: Any) -> None:
+    """`add_scalar` of a rank other than 0 whose writer writes rank 0's scalars only: nothing,
+    unless the call asks for another mode."""
+    if reduce is not None and check_mode(reduce, SCALAR_MODES) != "rank0":
+        SummaryWriter.add_scalar(self, *args, reduce=reduce, **kwargs)
+
+
+install_reduce_argument(SummaryWriter)

@@ -69,6 +69,11 @@ def run(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     runtime_dir = ensure_runtime_dir(args.runtime_dir or settings.runtime_dir)
+    keys_dir = args.keys or settings.keys_dir
+    forward_to = "" if args.root else (args.forward_to or settings.root_endpoint)
+    if args.root and (not keys_dir or not (args.endpoint or "").startswith("tcp://")):
+        print("run --root needs --endpoint tcp://HOST:PORT and --keys DIR (see logger-daemon keygen)", file=sys.stderr)
+        return 2
     if args.detach and args.lock_fd is None:
         _detach()
     if args.detach:
@@ -95,13 +100,22 @@ def run(args: argparse.Namespace) -> int:
         again = ["-m", "logger_daemon", "run", "--runtime-dir", runtime_dir, "--idle-timeout", repr(idle)]
         again += ["--log-level", args.log_level, "--lock-fd", str(lock_fd), "--restarts", str(args.restarts + 1)]
         again += (["--endpoint", args.endpoint] if args.endpoint else []) + (["--detach"] if args.detach else [])
+        again += (["--root"] if args.root else []) + (["--keys", args.keys] if args.keys else [])
+        again += ["--forward-to", args.forward_to] if args.forward_to else []
         if rescue.arm(again):
             rescue.keep_lock_across_exec(lock_fd)
     # Records are short-lived containers, created by the million: collecting every 700 of them
     # (the default) would cost more than decoding them. Startup objects are frozen out of scans.
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
-    server = Server(args.endpoint or endpoint(runtime_dir), settings, idle, restarts=args.restarts)
+    server = Server(
+        args.endpoint or endpoint(runtime_dir),
+        settings,
+        idle,
+        restarts=args.restarts,
+        keys_dir=keys_dir if args.root or forward_to else "",
+        forward_to=forward_to,
+    )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: server.request_stop())
     # Past a file-size limit a write fails with EFBIG, which the daemon handles as a full disk;
@@ -118,13 +132,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def request(runtime_dir: str, kind: MessageKind, timeout_s: float) -> dict[str, Any] | None:
-    """Sends one control message to the daemon of `runtime_dir`; its reply header, or None on timeout."""
+def request(
+    runtime_dir: str, kind: MessageKind, timeout_s: float, at: str = "", keys_dir: str = ""
+) -> dict[str, Any] | None:
+    """Sends one control message to the daemon of `runtime_dir` (or at endpoint `at`, a root with
+    `keys_dir`); its reply header, or None on timeout."""
     context = zmq.Context()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     try:
-        sock.connect(endpoint(runtime_dir))
+        if keys_dir:
+            from logger_daemon.keys import secure_client
+
+            secure_client(sock, keys_dir)
+        sock.connect(at or endpoint(runtime_dir))
         sock.send_multipart(protocol.encode(kind, {}))
         if not sock.poll(int(timeout_s * 1000)):
             return None
@@ -137,12 +158,12 @@ def request(runtime_dir: str, kind: MessageKind, timeout_s: float) -> dict[str, 
 def status(args: argparse.Namespace) -> int:
     """Prints the daemon's counters; exit 1 if no daemon runs."""
     runtime_dir = args.runtime_dir or Settings.from_env().runtime_dir
-    if not daemon_running(runtime_dir):
+    if not args.endpoint and not daemon_running(runtime_dir):
         print(f"no daemon is running for {runtime_dir}", file=sys.stderr)
         return 1
     if args.watch:
         return _watch(runtime_dir, args)
-    reply = request(runtime_dir, MessageKind.STATUS, args.timeout)
+    reply = request(runtime_dir, MessageKind.STATUS, args.timeout, args.endpoint or "", args.keys or "")
     if reply is None:
         print(f"the daemon did not answer within {args.timeout}s", file=sys.stderr)
         return 1
@@ -172,7 +193,28 @@ def status(args: argparse.Namespace) -> int:
     if reply.get("write_error"):
         print(f"the disk refuses writes: {reply['write_error']}")
         print(f"records held:     {reply['records_held']} ({reply['bytes_held']} bytes), written when it takes them")
+    _print_reduction(reply.get("reduction") or {})
+    refused = (reply.get("connections") or {}).get("refused_peers")
+    if refused:
+        print(f"peers refused:    {refused} (failed the CURVE handshake)")
+    root = reply.get("root")
+    if root:
+        lost = sum(root["records_dropped"].values())
+        print(f"root {root['root']}: {root['records_forwarded']} records forwarded, {root['records_pending']} pending")
+        print(f"  dropped: {lost}" + "".join(f"\n    {k}: {v}" for k, v in sorted(root["records_dropped"].items())))
     return 0
+
+
+def _print_reduction(reduction: dict) -> None:
+    """The values combined across ranks, by how many ranks went into each (nothing without ranks)."""
+    if not reduction.get("values_in") and not reduction.get("jobs"):
+        return
+    by_ranks = ", ".join(f"{count} of {ranks} rank(s)" for ranks, count in reduction["values_by_ranks"].items())
+    print(f"rank values:      {reduction['values_in']} combined into {reduction['values_written']} ({by_ranks})")
+    print(f"  written after the {reduction['wait_s']}s wait without every rank: {reduction['values_partial']}")
+    print(f"  late (step already written): {reduction['values_late']}; waiting: {reduction['waiting']}")
+    for job, state in reduction["jobs"].items():
+        print(f"  job {job or '(no id)'}: " + ", ".join(f"rank {r} {how}" for r, how in state["ranks"].items()))
 
 
 def _watch(runtime_dir: str, args: argparse.Namespace) -> int:
@@ -375,6 +417,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Set by the daemon itself when it re-executes after an abort (see logger_daemon/rescue.py).
     run_parser.add_argument("--lock-fd", type=int, default=None, help=argparse.SUPPRESS)
     run_parser.add_argument("--restarts", type=int, default=0, help=argparse.SUPPRESS)
+    run_parser.add_argument(
+        "--root", action="store_true", help="the root daemon of a multi-node job: bind --endpoint tcp://... with --keys"
+    )
+    run_parser.add_argument("--forward-to", metavar="ENDPOINT", help="a node's root daemon (tcp://HOST:PORT)")
+    run_parser.add_argument("--keys", metavar="DIR", help="the job's CURVE key directory (logger-daemon keygen)")
+    keygen_parser = commands.add_parser("keygen", help="write a multi-node job's CURVE keys into DIR")
+    keygen_parser.add_argument("dir", metavar="DIR", help="a private directory, copied to every node; not a log dir")
     for name, helptext in (("status", "print clients and counters"), ("stop", "write everything, then exit")):
         sub = commands.add_parser(name, help=helptext)
         sub.add_argument("--runtime-dir", default=argparse.SUPPRESS)
@@ -383,6 +432,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sub.add_argument("--json", action="store_true", help="as JSON (with --watch: one line per turn)")
             sub.add_argument("--watch", action="store_true", help="redraw every --interval seconds, like top")
             sub.add_argument("--interval", type=float, default=1.0, help="seconds between turns of --watch")
+            sub.add_argument("--endpoint", help="a root daemon's tcp://HOST:PORT (with --keys) instead of this node's")
+            sub.add_argument("--keys", metavar="DIR", help="the job's CURVE key directory, for --endpoint")
         else:
             sub.add_argument(
                 "--force", action="store_true", help="SIGKILL the daemon if it has not stopped by --timeout"
@@ -401,4 +452,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run" and args.idle_timeout is None and not args.detach:
         args.idle_timeout = 0.0
-    return {"run": run, "status": status, "stop": stop, "export": export}[args.command](args)
+    return {"run": run, "status": status, "stop": stop, "export": export, "keygen": keygen}[args.command](args)
+
+
+def keygen(args: argparse.Namespace) -> int:
+    """Writes the root's and the nodes' CURVE certificates (see `logger_daemon.keys`)."""
+    from logger_daemon.keys import BadKeys, generate
+
+    try:
+        paths = generate(args.dir)
+    except (BadKeys, OSError) as exc:
+        print(f"keygen: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(paths))
+    print(f"copy {args.dir} to every node of the job (mode 700); never into a log directory")
+    return 0

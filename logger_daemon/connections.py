@@ -27,6 +27,10 @@ _FD_CEILING = 1 << 20
 _MIN_RESERVE = 256
 #: Connections waiting to be accepted: few, since each is accepted unseen by the cap.
 LISTEN_BACKLOG = 32
+#: Monitor events of a failed handshake (a peer without the right CURVE keys).
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 #: Below the cap by this fraction of it, the daemon listens again.
 _RESUME_FRACTION = 0.75
 
@@ -59,7 +63,11 @@ class ConnectionGuard:
         #: How often the daemon stopped listening, and accepts that failed (both refusals).
         self.times_full = 0
         self.accept_failures = 0
-        self.monitor = sock.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_ACCEPT_FAILED)
+        #: Peers whose security handshake failed: without the root's CURVE key, or not the node's.
+        self.refused_peers = 0
+        self.monitor = sock.get_monitor_socket(
+            zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_ACCEPT_FAILED | _HANDSHAKE_FAILED
+        )
         self._sock = sock
         # Only a path can be hidden and shown again; a tcp endpoint is counted, not capped.
         self._path = endpoint[len("ipc://") :] if endpoint.startswith("ipc://") else None
@@ -88,6 +96,9 @@ class ConnectionGuard:
                     self._stop_listening()
             elif event == zmq.EVENT_DISCONNECTED:
                 self.open = max(0, self.open - 1)
+            elif event & _HANDSHAKE_FAILED:
+                self.refused_peers += 1
+                log.warning("refused a peer: its security handshake failed (event %d)", event)
             else:
                 self.accept_failures += 1
         if not self.listening and self.open < self.resume_below and self._path and self._hidden_path:
@@ -113,6 +124,7 @@ class ConnectionGuard:
             "listening": self.listening,
             "times_full": self.times_full,
             "accept_failures": self.accept_failures,
+            "refused_peers": self.refused_peers,
         }
 
     def close(self) -> None:

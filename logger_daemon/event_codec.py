@@ -24,6 +24,7 @@ _EVENT_SUMMARY = b"\x2a"  # 5, length-delimited
 _SUMMARY_VALUE = b"\x0a"  # Summary.value = 1, length-delimited
 _VALUE_TAG = b"\x0a"  # Summary.Value.tag = 1
 _VALUE_SIMPLE = b"\x15"  # Summary.Value.simple_value = 2, fixed32 (float)
+_VALUE_NODE_NAME = b"\x3a"  # Summary.Value.node_name = 7, length-delimited
 _WALL_TIME = struct.Struct("<Bd")
 _SMALL_VARINTS = [bytes((n,)) for n in range(0x80)]
 _FLOAT = struct.Struct("<f")
@@ -44,13 +45,22 @@ def _varint(value: int) -> bytes:
 
 
 @lru_cache(maxsize=65536)
-def _scalar_summary_prefix(tag: str) -> bytes:
-    """`Event.summary` up to the float of a simple_value scalar: constant per tag."""
+def _scalar_summary_prefix(tag: str, suffix: bytes = b"") -> bytes:
+    """`Event.summary` up to the float of a simple_value scalar: constant per tag (and per
+    `suffix`, the Value's fields after the float)."""
     tag_bytes = tag.encode("utf-8")
     value = (_VALUE_TAG + _varint(len(tag_bytes)) + tag_bytes if tag_bytes else b"") + _VALUE_SIMPLE
-    summary_value = _SUMMARY_VALUE + _varint(len(value) + 4)
-    summary_length = len(summary_value) + len(value) + 4
+    summary_value = _SUMMARY_VALUE + _varint(len(value) + 4 + len(suffix))
+    summary_length = len(summary_value) + len(value) + 4 + len(suffix)
     return _EVENT_SUMMARY + _varint(summary_length) + summary_value + value
+
+
+@lru_cache(maxsize=1024)
+def _node_name_field(node_name: str) -> bytes:
+    if not node_name:
+        return b""
+    encoded = node_name.encode("utf-8")
+    return _VALUE_NODE_NAME + _varint(len(encoded)) + encoded
 
 
 def _varint_lengths(steps: np.ndarray) -> np.ndarray:
@@ -64,34 +74,60 @@ def _varint_lengths(steps: np.ndarray) -> np.ndarray:
     return lengths
 
 
-def scalar_event_rows(tag: str, wall_times: np.ndarray, steps: np.ndarray, values: np.ndarray) -> list[np.ndarray]:
+def scalar_event_rows(
+    tag: str,
+    wall_times: np.ndarray,
+    steps: np.ndarray,
+    values: np.ndarray,
+    node_names: list[str] | None = None,
+    name_of_row: np.ndarray | None = None,
+) -> list[np.ndarray]:
     """Serialized Events `Event(wall_time, step, summary=[Value(tag, simple_value=value)])`, one
-    per row of the columns, the bytes protobuf gives, built on whole columns.
+    per row of the columns, the bytes protobuf gives, built on whole columns. With `node_names`,
+    row i's Value also carries `node_name=node_names[name_of_row[i]]` ("" for none).
 
     Returns uint8 arrays of shape (n, length), one per run of consecutive events whose layout
-    (step varint length, wall_time present) is the same, in input order. As protobuf: a field is
-    left out when its bits are zero (so -0.0 is kept), and a double beyond float32's range
-    becomes infinity.
+    (step varint length, wall_time present, node_name) is the same, in input order. As protobuf:
+    a field is left out when its bits are zero (so -0.0 is kept), and a double beyond float32's
+    range becomes infinity.
     """
-    prefix = np.frombuffer(_scalar_summary_prefix(tag), np.uint8)
     has_wall = wall_times.view(np.uint64) != 0
     layout = _varint_lengths(steps) * 2 + has_wall
+    if node_names is not None and name_of_row is not None:
+        layout = layout + name_of_row.astype(np.int64) * 32  # a step's varint is at most 10 bytes
     cuts = np.flatnonzero(np.diff(layout)) + 1
     pieces = []
     for start, stop in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(steps)]])):
         code = int(layout[start])
-        step_length, wall = code >> 1, code & 1
+        step_length, wall = (code & 31) >> 1, code & 1
+        suffix = _node_name_field(node_names[code >> 5]) if node_names is not None else b""
+        prefix = np.frombuffer(_scalar_summary_prefix(tag, suffix), np.uint8)
         pieces.append(
-            _rows(prefix, step_length, bool(wall), wall_times[start:stop], steps[start:stop], values[start:stop])
+            _rows(
+                prefix,
+                step_length,
+                bool(wall),
+                wall_times[start:stop],
+                steps[start:stop],
+                values[start:stop],
+                np.frombuffer(suffix, np.uint8),
+            )
         )
     return pieces
 
 
 def _rows(
-    prefix: np.ndarray, step_length: int, wall: bool, wall_times: np.ndarray, steps: np.ndarray, values: np.ndarray
+    prefix: np.ndarray,
+    step_length: int,
+    wall: bool,
+    wall_times: np.ndarray,
+    steps: np.ndarray,
+    values: np.ndarray,
+    suffix: np.ndarray | None = None,
 ) -> np.ndarray:
     count = len(steps)
-    width = (9 if wall else 0) + (1 + step_length if step_length else 0) + len(prefix) + 4
+    tail = 0 if suffix is None else len(suffix)
+    width = (9 if wall else 0) + (1 + step_length if step_length else 0) + len(prefix) + 4 + tail
     rows = np.empty((count, width), np.uint8)
     at = 0
     if wall:
@@ -110,7 +146,9 @@ def _rows(
     rows[:, at : at + len(prefix)] = prefix
     at += len(prefix)
     with np.errstate(over="ignore"):  # as protobuf: a double beyond float32's range becomes inf
-        rows[:, at:] = values.astype("<f4").view(np.uint8).reshape(count, 4)
+        rows[:, at : at + 4] = values.astype("<f4").view(np.uint8).reshape(count, 4)
+    if suffix is not None and tail:
+        rows[:, at + 4 :] = suffix
     return rows
 
 

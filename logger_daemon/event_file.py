@@ -212,14 +212,22 @@ class EventFile:
         return True
 
     def write_scalars(
-        self, tag: str, wall_times: np.ndarray, steps: np.ndarray, values: np.ndarray, owners: np.ndarray
+        self,
+        tag: str,
+        wall_times: np.ndarray,
+        steps: np.ndarray,
+        values: np.ndarray,
+        owners: np.ndarray,
+        node_names: list[str] | None = None,
+        name_of_row: np.ndarray | None = None,
     ) -> int:
         """Appends one simple-value scalar Event per row of the columns, encoded and framed on
         whole columns (the bytes `write` would give each Event); `owners` (object array) names
-        each row's client. `tag` is written as given. Returns how many rows, from the first, were
-        appended: the rest are refused, as `write_record` refuses."""
+        each row's client. `tag` is written as given; with `node_names`, row i's value carries
+        `node_names[name_of_row[i]]` (see `scalar_event_rows`). Returns how many rows, from the
+        first, were appended: the rest are refused, as `write_record` refuses."""
         done = 0
-        for rows in scalar_event_rows(tag, wall_times, steps, values):
+        for rows in scalar_event_rows(tag, wall_times, steps, values, node_names, name_of_row):
             count, size = rows.shape[0], rows.shape[1] + 16  # framing adds 16 bytes per record
             if self in self._backlog.blocked:  # as many as the bound has room for
                 count = min(count, max(0, self._backlog.limit_bytes - self._backlog.held()[1]) // size)

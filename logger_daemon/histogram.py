@@ -29,7 +29,7 @@ def _load_extension() -> ModuleType | None:
 
 _native = _load_extension()
 
-__all__ = ["TENSORFLOW_BINS", "Bins", "default_bucket_edges", "histogram_proto"]
+__all__ = ["TENSORFLOW_BINS", "Bins", "default_bucket_edges", "histogram_from_counts", "histogram_proto"]
 
 Bins = str | int | Sequence[float] | np.ndarray
 
@@ -78,6 +78,23 @@ def histogram_proto(values: np.ndarray, bins: Bins = TENSORFLOW_BINS, max_bins: 
         except (TypeError, ValueError) as err:  # e.g. non-finite values with an estimator, bad bins
             raise ValueError(f"values/bins: {err}") from err
 
+    # dot, not sum of squares: same rounding as tensorboardX
+    return histogram_from_counts(counts, edges, flat.min(), flat.max(), flat.size, flat.sum(), flat.dot(flat), max_bins)
+
+
+def histogram_from_counts(
+    counts: np.ndarray,
+    edges: np.ndarray,
+    minimum: float,
+    maximum: float,
+    num: float,
+    total: float,
+    sum_squares: float,
+    max_bins: int | None = None,
+) -> HistogramProto:
+    """The HistogramProto of values that numpy bucketed into `counts` over `edges`, with their
+    statistics given: as `histogram_proto` lays it out (bins merged past `max_bins`, empty ends
+    trimmed). Counts of several sets of values over the same edges add up to theirs together."""
     if max_bins is not None and counts.size > max_bins:
         counts, edges = _merge_bins(counts, edges, max_bins)
 
@@ -86,11 +103,11 @@ def histogram_proto(values: np.ndarray, bins: Bins = TENSORFLOW_BINS, max_bins: 
         raise ValueError("values: no value falls inside the histogram's bins")
 
     return HistogramProto(
-        min=flat.min(),
-        max=flat.max(),
-        num=flat.size,
-        sum=flat.sum(),
-        sum_squares=flat.dot(flat),  # dot, not sum of squares: same rounding as tensorboardX
+        min=minimum,
+        max=maximum,
+        num=num,
+        sum=total,
+        sum_squares=sum_squares,
         bucket_limit=edges.tolist(),
         bucket=counts.tolist(),
     )

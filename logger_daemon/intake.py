@@ -106,6 +106,11 @@ class Group:
         self.columns.extend(part.columns)
         self.mixed |= part.mixed
 
+    def rank_counts(self) -> np.ndarray | None:
+        """How many ranks went into each value of `scalar_columns()` (0: not a combined value), or
+        None when none is (see `logger_daemon.reduce`)."""
+        return None
+
     def all_owners(self) -> list[tuple[bytes, int]]:
         """(client, count) of the records, then of the columns."""
         return self.owners + [(client, len(steps)) for client, steps, _, _ in self.columns]

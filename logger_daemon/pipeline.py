@@ -1,6 +1,10 @@
 """The daemon's write path, on its own thread: check -> route -> reduce -> encode -> write, then
 flush, fsync and acknowledge.
 
+Values several ranks of a job log for one step go to the `Reducer` on the way (see `reduce`): they
+wait there for the other ranks (within a bound), so their messages are acknowledged only once what
+they carried is written.
+
 The server loop hands over each client message as it came (`put`). A cycle (`process`) takes
 everything waiting: `intake` checks and groups each message's records, this module routes each
 group to its run, `writing` orders, encodes and appends them, and only once the files it touched
@@ -20,7 +24,9 @@ from logger_client.protocol import DropReason
 from logger_client.settings import Settings
 from logger_daemon.encode_pool import EncodePool
 from logger_daemon.event_file import Backlog, EventFile
+from logger_daemon.forward import Forwarder
 from logger_daemon.intake import Group, Intake, OpenWriter, Parts, Work
+from logger_daemon.reduce import COMBINED_MARK, Member, Reducer
 from logger_daemon.remote import AckHolds, Remotes
 from logger_daemon.runs import RefusedWriter, RunLog, Runs
 from logger_daemon.stats import Drops, Stats
@@ -52,6 +58,8 @@ class Pipeline:
         held_bytes: int = Settings.daemon_held_bytes,
         encode_workers: int = 1,
         remotes: Remotes | None = None,
+        reducer: Reducer | None = None,
+        forwarder: Forwarder | None = None,
     ) -> None:
         self._stats = stats
         self._fsync_interval_s = fsync_interval_s
@@ -75,6 +83,19 @@ class Pipeline:
         self._waiting: deque[tuple[dict[bytes, int], list[tuple[EventFile, int]]]] = deque()
         self._last_fsync = self._last_retry = time.monotonic()
         self._pool = EncodePool(encode_workers)
+        self.reducer = reducer if reducer is not None else Reducer(wait_s=1.0, silent_s=2.5)
+        # A node daemon of a job with a root: its ranks' records go there instead of to disk.
+        self.forwarder = forwarder
+        if forwarder is not None:
+            self.reducer.forwarding = True
+            self.reducer.on_close = forwarder.close
+        # Per client: the last sequence number received and acknowledged, and the flush waiting
+        # for values the reducer holds (acknowledged after an fsync).
+        self._received: dict[bytes, int] = {}
+        self._acked: dict[bytes, int] = {}
+        self._flush_at: dict[bytes, int] = {}
+        #: The reducer's `status()` as of the last cycle that combined values (read by `status`).
+        self.reduction_status: dict = self.reducer.status()
         self._thread = threading.Thread(target=self._run, name="logger-daemon-pipeline", daemon=True)
 
     def start(self) -> None:
@@ -135,10 +156,14 @@ class Pipeline:
         while True:
             with self._ready:
                 if not self._inbox and not self._stopping:
-                    self._ready.wait(timeout=RETRY_S if self._backlog.blocked else min(1.0, self._fsync_interval_s))
+                    timeout = RETRY_S if self._backlog.blocked else min(1.0, self._fsync_interval_s)
+                    due = self.reducer.next_wake()
+                    if due is not None:
+                        timeout = max(0.0, min(timeout, due - time.monotonic()))
+                    self._ready.wait(timeout=timeout)
                 batch = self._take_cycle()
                 stopping = self._stopping
-            if batch:
+            if batch or self.reducer.next_wake() is not None:
                 try:
                     self.process(batch)
                 except Exception:  # never stop writing for everyone because of one batch
@@ -152,10 +177,13 @@ class Pipeline:
                 self._remotes.roll_due()
                 self._release_holds()
             if stopping and not batch:
+                self._write_released(force=True)
                 self._runs.close()  # gives up what the disk still refuses, counted
                 acks, drops = self._acknowledge({})
                 if acks or drops:
                     self._send(acks, drops)
+                if self.forwarder is not None:
+                    self.forwarder.close_all(timeout_s=10.0)
                 return
 
     def _take_cycle(self) -> list[Work]:
@@ -199,17 +227,31 @@ class Pipeline:
                 else:
                     self._route(work, step, groups, repeated)
             closing.extend((work.client, writer) for writer in collected.closed)
-            fsync |= work.flush
+            if work.flush:
+                fsync = True
+                self._flush_at[work.client] = work.seq
             if work.client_gone:
                 gone.append(work.client)
             if work.seq:
                 acks[work.client] = work.seq
         self._write(groups)
+        # Ranks that leave are no longer waited for: what they held up is written before their
+        # files may close.
+        for key in closing:
+            self.reducer.close_writer(key)
+        for client in gone:
+            self.reducer.close_client(client)
+        self._write_released()
+        if self.forwarder is not None:
+            self.forwarder.settle(self.reducer.waiting)
+        if self.reducer.active():
+            self.reduction_status = self.reducer.status()
         for run in self._marked:
             run.mark_delivered()
             run.flush()
         self._marked.clear()
-        if fsync:
+        acks = self._acknowledgeable(acks, gone)
+        if fsync or any(seq >= self._flush_at.pop(client, seq + 1) for client, seq in acks.items()):
             self._fsync()
         for key in closing:
             closed = self._runs.close_writer(key)
@@ -219,24 +261,81 @@ class Pipeline:
         for client in gone:
             self._runs.close_client(client)
             self._intake.forget(client)
+        if closing or gone:
+            self.reducer.forget_closed_runs()
         self._send(*self._acknowledge(acks), gone)
+
+    def _write_released(self, force: bool = False) -> None:
+        """Writes the combined values the reducer has ready (every one with `force`)."""
+        released = self.reducer.release(self._drops, force)
+        if not released:
+            return
+        if self.forwarder is not None:
+            for entries in released:
+                self.forwarder.partials(entries)
+            return
+        groups: dict[tuple[RunLog, str], Group] = {}
+        for entries in released:
+            gather = entries.gather
+            groups[(gather.run, gather.tag)] = entries.group()
+            self._marked.add(gather.run)
+        self._write(groups)
+
+    def _acknowledgeable(self, acks: dict[bytes, int], gone: list[bytes]) -> dict[bytes, int]:
+        """What may be acknowledged now: everything received, but for a client with values the
+        reducer still holds, only the messages before the first of those."""
+        self._received.update(acks)
+        for client in gone:
+            for table in (self._received, self._acked, self._flush_at):
+                table.pop(client, None)
+        out = {}
+        for client, received in self._received.items():
+            floor = self.reducer.held_floor(client)
+            upto = received if floor is None else min(received, floor - 1)
+            if upto > self._acked.get(client, 0):
+                out[client] = self._acked[client] = upto
+        return out
 
     def _route(self, work: Work, parts: Parts, groups: Groups, repeated: dict[RunLog, bool]) -> None:
         """Adds one message's parts, keyed by (writer, run name, tag), to `groups` by (run, tag);
         skips those of a message handled before (resent to this daemon after a crash)."""
         client = work.client
-        for (writer, run_name, tag), part in parts.items():
+        for (writer, run_name, tag), whole in parts.items():
             try:
                 run = self._runs.run_for(client, writer, run_name)
             except RefusedWriter as exc:
-                count = part.count()
+                count = whole.count()
                 log.warning("dropping %d record(s): %s", count, exc)
                 self._drops.add(exc.reason, count, client)
                 continue
+            part = whole
+            member = self.reducer.member(client, writer)
+            if member is not None and self.forwarder is not None:
+                rest = self.reducer.take(work, member, run, tag, whole, self._drops)
+                if rest is not None:
+                    self.forwarder.as_is(member, run_name, tag, rest)
+                continue
+            if member is not None:
+                if work.mid and run.delivered.get(work.cid + COMBINED_MARK, 0) >= work.mid:
+                    rest = self._reducer_skip(member, whole)  # combined before this daemon restarted
+                else:
+                    rest = self.reducer.take(work, member, run, tag, whole, self._drops)
+                if rest is None:
+                    continue
+                part = rest
             if self._repeated(work, run, repeated):
                 self._stats.add_duplicates(part.count())
                 continue
             groups[(run, tag)].take(part, client)
+
+    def _reducer_skip(self, member: Member, part: Group) -> Group | None:
+        """A message sent again after a restart whose combined values were all written: they are
+        counted as duplicates; the rest of it goes on as usual."""
+        combined, rest = self.reducer.split(member, part)
+        self._stats.add_duplicates(combined.count())
+        if rest.records:
+            rest.owners.append((member.client, len(rest.records)))
+        return rest if rest.records or rest.columns else None
 
     def _open_writer(self, work: Work, step: OpenWriter, repeated: dict[RunLog, bool]) -> None:
         try:
@@ -244,6 +343,10 @@ class Pipeline:
             self._runs.open_writer(
                 step.client, step.writer, run, step.options, step.wall_time, self._repeated(work, run, repeated)
             )
+            self.reducer.open_writer(step.client, step.writer, run, step.options)
+            member = self.reducer.member(step.client, step.writer)
+            if member is not None and self.forwarder is not None:
+                self.forwarder.open(member, step.options)
         except RefusedWriter as exc:
             log.warning("%s", exc)
             self._drops.add(exc.reason, 1, step.client)

@@ -100,6 +100,10 @@ class RunLog:
             for held in self.fresh.values():  # on disk before any new session opened
                 held.setdefault(tag, last)
 
+    def last_step_on_disk(self, written_tag: str) -> int | None:
+        """The last step of `written_tag` in the files this daemon found here (None: none)."""
+        return self._disk_last_steps.get(written_tag)
+
     def open_session(self, client: bytes, continuing: bool) -> None:
         """A writer of `client` opens this run: a new session unless others write here or the
         writer continues one (announced again after a fork, or to a new daemon)."""

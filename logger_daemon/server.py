@@ -26,8 +26,11 @@ from logger_client.protocol import DropReason, MessageKind, ProtocolError
 from logger_client.settings import Settings
 from logger_daemon.connections import LISTEN_BACKLOG, ConnectionGuard, connection_cap, raise_fd_limit
 from logger_daemon.encode_pool import default_workers
+from logger_daemon.forward import Forwarder
 from logger_daemon.intake import Work
+from logger_daemon.keys import secure_server
 from logger_daemon.pipeline import Pipeline
+from logger_daemon.reduce import Reducer
 from logger_daemon.remote import Remotes
 from logger_daemon.stats import Stats
 
@@ -36,6 +39,8 @@ log = logging.getLogger("logger_daemon")
 _POLL_MS = 200
 _HANDSHAKE_MS = 5000
 _MIN_FRAME_BYTES = 64 << 20
+#: How often the daemon looks for clients of this host whose process is gone.
+_PROBE_CLIENTS_S = 1.0
 
 
 @dataclass
@@ -122,8 +127,18 @@ def max_frame_bytes(settings: Settings) -> int:
 class Server:
     """Serves one endpoint until stopped, idle for `idle_timeout_s`, or asked to stop."""
 
-    def __init__(self, endpoint: str, settings: Settings, idle_timeout_s: float, restarts: int = 0) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        settings: Settings,
+        idle_timeout_s: float,
+        restarts: int = 0,
+        keys_dir: str = "",
+        forward_to: str = "",
+    ) -> None:
         self.endpoint = endpoint
+        #: A root daemon's CURVE keys (its socket then admits only the directory's node key).
+        self.keys_dir = keys_dir
         #: Times this daemon came back in place after an abort (logger_daemon/rescue.py).
         self.restarts = restarts
         self.settings = settings
@@ -134,6 +149,11 @@ class Server:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        # A rank is silent (not waited for) once it has sent nothing, not even a heartbeat, for this long.
+        silent_s = max(settings.reduce_wait_s, 2.5 * settings.heartbeat_s)
+        self.reducer = Reducer(settings.reduce_wait_s, silent_s, heard=self._heard)
+        # A node of a job with a root daemon: ranked writers' records go there (`forward`).
+        self.forwarder = Forwarder(forward_to, keys_dir or None, settings) if forward_to else None
         self.pipeline = Pipeline(
             self.stats,
             settings.fsync_interval_s,
@@ -141,6 +161,8 @@ class Server:
             settings.daemon_held_bytes,
             encode_workers=settings.encode_workers or default_workers(),
             remotes=Remotes(settings),
+            reducer=self.reducer,
+            forwarder=self.forwarder,
         )
         self._stop_requested = threading.Event()
         self.connections: ConnectionGuard | None = None  # made by serve(), with the socket
@@ -152,6 +174,11 @@ class Server:
             os.write(self._wake_w, b"\0")
         except BlockingIOError:
             pass
+
+    def _heard(self, identity: bytes) -> float | None:  # pipeline thread
+        """When the client was last heard from (None: it is gone)."""
+        client = self._clients.get(identity)
+        return client.last_seen if client is not None else None
 
     def _on_written(
         self, acks: dict[bytes, int], drops: dict[bytes, Counter], not_uploaded: dict[bytes, int]
@@ -180,6 +207,7 @@ class Server:
         sock.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
         # Watched before it is bound, so that no connection goes uncounted.
         connections = self.connections = ConnectionGuard(sock, self.endpoint, connection_cap(raise_fd_limit()))
+        authenticator = secure_server(context, sock, self.keys_dir) if self.keys_dir and not self.forwarder else None
         sock.bind(self.endpoint)
         connections.bound()
         self.pipeline.start()
@@ -187,7 +215,7 @@ class Server:
         poller.register(self._wake_r, zmq.POLLIN)
         poller.register(connections.monitor, zmq.POLLIN)
         reading = False
-        idle_since = time.monotonic()
+        idle_since = last_probe = time.monotonic()
         log.info("serving %s", self.endpoint)
         try:
             while not self._stop_requested.is_set():
@@ -199,6 +227,9 @@ class Server:
                         poller.unregister(sock)
                     else:
                         poller.register(sock, zmq.POLLIN)
+                        # What waited in the socket meanwhile comes now: no rank is late or silent
+                        # for having waited there.
+                        self.reducer.pause(time.monotonic())
                     reading = not behind
                 events = dict(poller.poll(_POLL_MS))
                 if self._wake_r in events:
@@ -210,6 +241,9 @@ class Server:
                 self._send_acks(sock)
                 now = time.monotonic()
                 self._forget_silent_clients(now)
+                if now - last_probe > _PROBE_CLIENTS_S:  # a killed rank is no longer waited for
+                    last_probe = now
+                    self._forget_dead_clients()
                 if self._clients or self.pipeline.queued()[0] or self.pipeline.uploading():
                     idle_since = now
                 elif self.idle_timeout_s > 0 and now - idle_since > self.idle_timeout_s:
@@ -220,6 +254,8 @@ class Server:
             self._send_acks(sock)
             connections.close()
             sock.close()
+            if authenticator is not None:
+                authenticator.stop()
             context.term()
             log.info("stopped: %s", self.stats.snapshot())
 
@@ -394,6 +430,8 @@ class Server:
             "uploads": self.pipeline.upload_counts(),
             "restarts": self.restarts,
             "connections": self.connections.status() if self.connections is not None else {},
+            "reduction": self.pipeline.reduction_status,
+            "root": self.forwarder.status() if self.forwarder is not None else None,
             "clients": [
                 {
                     "id": identity.hex(),

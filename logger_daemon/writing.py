@@ -32,7 +32,7 @@ from logger_daemon import summaries
 from logger_daemon.encode_pool import Encoded, EncodePool
 from logger_daemon.encoders import Encoder
 from logger_daemon.intake import Group
-from logger_daemon.reduce import reduce_records
+from logger_daemon.reduce import REDUCED_HISTOGRAM, ranks_notes, reduce_records
 from logger_daemon.runs import RunLog
 from logger_daemon.stats import Drops
 
@@ -41,7 +41,9 @@ log = logging.getLogger("logger_daemon")
 _SCALAR = RecordKind.SCALAR
 _TEXT = RecordKind.TEXT
 #: Kinds whose summaries carry the tag cleaned as tensorboardX cleans it.
-_CLEANED_KINDS = frozenset([RecordKind.SCALAR, RecordKind.HISTOGRAM, RecordKind.IMAGE, RecordKind.IMAGES])
+_CLEANED_KINDS = frozenset(
+    [RecordKind.SCALAR, RecordKind.HISTOGRAM, RecordKind.IMAGE, RecordKind.IMAGES, REDUCED_HISTOGRAM]
+)
 
 _clean_tag = lru_cache(maxsize=65536)(summaries.clean_tag)
 
@@ -96,7 +98,7 @@ def _write_groups(groups: Groups, drops: Drops, encode: Encoder, out: Written) -
         if columns is None:
             _write_each(run, tag, *group.as_records(tag), drops, out, encode)
         else:
-            _write_scalars(run, tag, *columns, drops, out)
+            _write_scalars(run, tag, *columns, drops, out, group.rank_counts())
         out.runs.add(run)
 
 
@@ -109,17 +111,23 @@ def _write_scalars(
     owners: list[tuple[bytes, int]],
     drops: Drops,
     out: Written,
+    ranks: np.ndarray | None = None,
 ) -> None:
-    """Plain scalars of one (run, tag), as columns: ordered and encoded on whole columns."""
+    """Plain scalars of one (run, tag), as columns: ordered and encoded on whole columns. `ranks`:
+    how many ranks went into each value, where it combines several (0 where not)."""
     written = _clean_tag(tag)
     run.seed(tag, written)
     order = np.argsort(steps, kind="stable")  # equal steps keep their arrival order
     owner_of = np.repeat(np.arange(len(owners)), [count for _, count in owners])[order]
     steps, wall_times, values = steps[order], wall_times[order], values[order]
+    if ranks is not None:
+        ranks = ranks[order]
     if run.unmarked:  # right after a daemon restart: rows the old daemon wrote, sent again
         fresh = np.array([(written, s, w) not in run.unmarked for s, w in zip(steps.tolist(), wall_times.tolist())])
         out.duplicates += int(len(fresh) - fresh.sum())
         steps, wall_times, values, owner_of = steps[fresh], wall_times[fresh], values[fresh], owner_of[fresh]
+        if ranks is not None:
+            ranks = ranks[fresh]
     for index in np.unique(owner_of).tolist() if run.fresh else ():
         client = owners[index][0]
         first_row = int(np.flatnonzero(owner_of == index)[0])  # the client's lowest step
@@ -129,7 +137,10 @@ def _write_scalars(
     if first == len(steps):
         return
     clients = np.array([client for client, _ in owners], dtype=object)[owner_of[first:]]
-    appended = run.event_file().write_scalars(written, wall_times[first:], steps[first:], values[first:], clients)
+    notes = ranks_notes(ranks[first:]) if ranks is not None else None
+    appended = run.event_file().write_scalars(
+        written, wall_times[first:], steps[first:], values[first:], clients, *(notes or ())
+    )
     # Rows not appended: the disk refuses writes and the daemon holds all it may.
     _count_rows(drops, DropReason.IO_ERROR, owners, owner_of[first + appended :])
 

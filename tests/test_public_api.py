@@ -26,6 +26,7 @@ PUBLIC_MODULES = {
     "logger_client.in_memory",
     "logger_client.writer",
     "logger_client.reader",
+    "logger_client.reduction",
     "logger_client.testing",
     "logger_client.lightning",
     "logger_client.pytorch_lightning",

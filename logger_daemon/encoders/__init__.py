@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from logger_daemon.encoders import core, graphs, media, plugins, projector
+from logger_daemon.encoders import core, graphs, media, plugins, projector, reduced
 from logger_daemon.encoders.base import Encoder
 
 __all__ = ["ENCODERS", "Encoder"]
@@ -13,4 +13,5 @@ ENCODERS: dict[int, Encoder] = {
     **plugins.ENCODERS,
     **projector.ENCODERS,
     **graphs.ENCODERS,
+    **reduced.ENCODERS,
 }

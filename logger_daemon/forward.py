@@ -1,0 +1,157 @@
+"""A node daemon's link to the root daemon of a job that spans several nodes: what the node's ranks
+log is written by the root only.
+
+The node combines its own ranks' values as usual (`reduce.Reducer`), and instead of writing them
+sends them on as partial aggregates (PARTIAL_SCALAR: count, exact sum, min, max; PARTIAL_HISTOGRAM:
+bucket counts or values), which the root combines with the other nodes' (one contributor per
+node). Everything else its ranks log (rank 0's records, per-rank sub-runs, images ...) goes on as
+it came. The link is an ordinary client of the root (`logger_client.transport.connect_link` over tcp, with CURVE keys):
+so it buffers within the client's bounds while the root is away (counting what it drops), and
+resends what the root had not acknowledged when it is back, under the same message ids, which a
+restarted root recognises from its delivery marks (nothing is written twice).
+
+Per (job, log dir) the link opens two writers at the root: one for partials, opened with the node
+as its contributor, the job's world size and how many ranks the node runs; one for the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from logger_client.protocol import ARRAY_KINDS, ARRAY_MAP_KINDS, OPTIONS, RUN, VALUE, WRITER, RecordKind
+from logger_client.settings import Settings
+from logger_client.transport import connect_link
+from logger_daemon.intake import Group
+from logger_daemon.keys import secure_client
+from logger_daemon.reduce import Member, Released, partial_records
+
+log = logging.getLogger("logger_daemon")
+
+__all__ = ["Forwarder"]
+
+
+@dataclass
+class _Link:
+    """The root's writers for one (job, log dir) of this node, and how many local writers use it."""
+
+    partials: int
+    rest: int
+    users: int = 0
+
+
+class Forwarder:
+    """Sends a node's ranked records to the root daemon at `endpoint` (pipeline thread only)."""
+
+    def __init__(self, endpoint: str, keys_dir: str | None, settings: Settings) -> None:
+        self.endpoint = endpoint
+        secure = (lambda sock: secure_client(sock, keys_dir)) if keys_dir else None
+        self._transport = connect_link(settings, endpoint, secure)
+        self._links: dict[tuple[str, str], _Link] = {}
+        self._closing: list[tuple[str, str]] = []
+        self.records_sent = 0
+
+    def open(self, member: Member, options: dict[str, Any]) -> None:
+        """A local writer of a job opened: the root hears of this node's part in it at once, so
+        that it waits for this node from the job's first step."""
+        key = (member.job, member.root)
+        link = self._links.get(key)
+        if link is None:
+            node = str(options.get("node") or os.uname().nodename)
+            combined = {
+                "logdir": member.root,
+                "filename_suffix": options.get("filename_suffix") or "",
+                "flush_secs": float(options.get("flush_secs") or 120),
+                "job": member.job,
+                "contributor": f"{node}",
+                "world_size": options.get("world_size"),
+                "ranks": options.get("local_world_size") or 1,
+                "reduce": "mean",
+            }
+            plain = {key: combined[key] for key in ("logdir", "filename_suffix", "flush_secs")}
+            link = self._links[key] = _Link(self._transport.open_writer(combined), self._transport.open_writer(plain))
+        link.users += 1
+
+    def close(self, member: Member) -> None:
+        """A local writer closed: once none uses the link, the root no longer waits for this node."""
+        key = (member.job, member.root)
+        link = self._links.get(key)
+        if link is None:
+            return
+        link.users -= 1
+        if link.users <= 0:
+            self._closing.append(key)  # closed by `settle`, after what the close lets go of
+
+    def settle(self, waiting: Callable[[str, str], bool]) -> None:
+        """Closes at the root the links no local writer uses any more and for which nothing
+        `waiting(job, log dir)` in the reducer (end of a pipeline cycle)."""
+        still = []
+        for key in self._closing:
+            link = self._links.get(key)
+            if link is None or link.users > 0:
+                continue
+            if waiting(*key):
+                still.append(key)
+                continue
+            del self._links[key]
+            self._transport.queue_close(link.partials)
+            self._transport.queue_close(link.rest)
+        self._closing = still
+
+    def partials(self, released: Released) -> None:
+        """Combined values of this node's ranks, on to the root as partial aggregates."""
+        gather = released.gather
+        link = self._links.get((gather.job, gather.root))
+        if link is None:
+            log.warning("no link to the root for job %r: %d value(s) lost", gather.job, len(released.steps))
+            return
+        run = os.path.relpath(gather.run.path, gather.root)
+        records, arrays = partial_records(released)
+        for record in records:
+            record[WRITER], record[RUN] = link.partials, "" if run == "." else run
+            if record[0] == RecordKind.PARTIAL_HISTOGRAM:
+                record[VALUE] = {name: arrays[index] for name, index in record[VALUE].items()}
+                self._transport.submit_array(tuple(record))
+            else:
+                self._append(tuple(record))
+
+    def as_is(self, member: Member, run_name: str, tag: str, group: Group) -> None:
+        """Records of this node's ranks that are not combined (rank 0's, per-rank, other kinds)."""
+        link = self._links.get((member.job, member.root))
+        if link is None:
+            return
+        for record in group.records:
+            out = list(record)
+            out[WRITER] = link.rest
+            value = out[VALUE]
+            # The rank's arrays may live in its shared arena, reused once its message is acknowledged.
+            if record[0] in ARRAY_KINDS or record[0] in ARRAY_MAP_KINDS:
+                out[VALUE] = {k: np.array(v) for k, v in value.items()} if type(value) is dict else np.array(value)
+                if len(out) <= OPTIONS:
+                    out.append({})
+                self._transport.submit_array(tuple(out))
+            else:
+                self._append(tuple(out))
+        for _, steps, walls, values in group.columns:
+            for step, wall, value in zip(steps.tolist(), walls.tolist(), values.tolist()):
+                self._append((RecordKind.SCALAR, link.rest, run_name, tag, step, wall, value))
+
+    def _append(self, record: tuple) -> None:
+        queue = self._transport.queue
+        queue.append(record)
+        self.records_sent += 1
+        if len(queue) >= self._transport.batch_records:
+            self._transport.on_backlog(len(queue))
+
+    def status(self) -> dict[str, Any]:
+        """The link's counters: what it sent, what the root has not acknowledged, what it dropped."""
+        return {"root": self.endpoint, "records_forwarded": self.records_sent, **self._transport.stats()}
+
+    def close_all(self, timeout_s: float) -> bool:
+        """Sends what is left and waits up to `timeout_s` for the root to acknowledge it."""
+        return self._transport.shutdown(timeout_s)
