@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import REPO
+from conftest import REPO, wait_for
 from test_daemon import status_json
 
 from logger_client import SummaryWriter
@@ -52,8 +52,11 @@ def busy_runs(daemon: subprocess.Popen, logdir: str) -> Iterator[tuple[str, str]
 
     thread = threading.Thread(target=log)
     thread.start()
+    runs = os.path.realpath(fast), os.path.realpath(slow)
     try:
-        yield os.path.realpath(fast), os.path.realpath(slow)
+        # Every frame a test reads then shows both runs: the daemon has written to each.
+        wait_for(lambda: set(runs) <= set(status_json()["records_written_by_run"]), message="both runs written")
+        yield runs
     finally:
         stop.set()
         thread.join(30)
