@@ -322,14 +322,14 @@ def test_interleaved_tags_as_tensorboardx_writes_them(tmp_path: Any) -> None:
     from tensorboardX import SummaryWriter
 
     writer = SummaryWriter(str(tmp_path))
-    for step in range(3000):
+    for step in range(1000):  # steps past 127 take a longer varint: the lengths change midway
         for index in range(7):
             writer.add_scalar(f"tag{index}" + "x" * index, step * 0.5 + index, step)
-        if step % 500 == 0:
+        if step % 250 == 0:
             writer.add_text("note", "x" * step, step)
     writer.close()
     data = assert_reads_like_tensorboard(str(tmp_path))
-    assert sum(len(series) for series in data.scalars.values()) == 21000
+    assert sum(len(series) for series in data.scalars.values()) == 7000
 
 
 def test_crc_in_python_when_the_crc32c_package_is_missing(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:

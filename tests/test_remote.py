@@ -162,7 +162,7 @@ def test_failed_uploads_back_off_doubling_up_to_the_maximum(tmp_path):
     assert [retry_delay(n, 30.0) for n in range(1, 8)] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
     assert retry_delay(10_000, 30.0) == 30.0  # a store down for days: still the maximum
     url = f"flaky://bucket-{uuid.uuid4().hex[:8]}/run"
-    FlakyFileSystem.failing = 2
+    FlakyFileSystem.failing = 1
     h = RemoteHarness(str(tmp_path), upload_retry_max_s=30.0)
     tries: list[float] = []
     put = FlakyFileSystem.put_file
@@ -175,11 +175,11 @@ def test_failed_uploads_back_off_doubling_up_to_the_maximum(tmp_path):
     try:
         h.run(h.work(b"a", [open_record(url), scalar("loss", 1, 1.0)]))
         h.pipeline._runs.close_writer((b"a", 1))
-        wait_for(lambda: h.uploads()["segments_uploaded"] == 1, timeout_s=15, message="the third try to succeed")
+        wait_for(lambda: h.uploads()["segments_uploaded"] == 1, timeout_s=15, message="the second try to succeed")
     finally:
         FlakyFileSystem.put_file = put  # type: ignore[method-assign]
-    assert len(tries) == 3 and h.uploads()["upload_failures"] == 2
-    assert tries[1] - tries[0] >= 1.0 and tries[2] - tries[1] >= 2.0  # waited, longer each time
+    assert len(tries) == 2 and h.uploads()["upload_failures"] == 1
+    assert tries[1] - tries[0] >= 1.0  # waited the first delay of the doubling above
 
 
 def test_a_segment_the_staging_disk_tore_is_uploaded_with_the_file_that_continues_it(tmp_path, url, monkeypatch):
