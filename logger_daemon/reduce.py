@@ -521,10 +521,7 @@ class Reducer:
             drops.add(DropReason.STEP_OUT_OF_ORDER, int(n - ordered.sum()), owner.client)
             keep = np.flatnonzero(ordered)
             steps, walls, values = steps[keep], walls[keep], values[keep]
-            refs = refs[keep] if refs is not None else None
-            counts = counts[keep] if counts is not None else None
-            lows = lows[keep] if lows is not None else None
-            highs = highs[keep] if highs is not None else None
+            refs, counts, lows, highs = _kept(keep, refs, counts, lows, highs)
             if extra_parts is not None:
                 extra_parts = [extra_parts[i] for i in keep.tolist()]
             n = len(steps)
@@ -547,10 +544,7 @@ class Reducer:
                 drops.add(DropReason.RANK_LATE, late_count, owner.client)
             keep = np.flatnonzero(~(late | written))
             steps, walls, values, occ = steps[keep], walls[keep], values[keep], occ[keep]
-            refs = refs[keep] if refs is not None else None
-            counts = counts[keep] if counts is not None else None
-            lows = lows[keep] if lows is not None else None
-            highs = highs[keep] if highs is not None else None
+            refs, counts, lows, highs = _kept(keep, refs, counts, lows, highs)
             if extra_parts is not None:
                 extra_parts = [extra_parts[i] for i in keep.tolist()]
             n = len(steps)
@@ -898,3 +892,8 @@ def partial_records(released: Released) -> tuple[list[list[Any]], list[np.ndarra
         partial = {"count": count, "sum": expansion(parts), "min": low, "max": high}
         records.append([RecordKind.PARTIAL_SCALAR, 0, "", gather.tag, step, wall, partial, {"reduce": gather.mode}])
     return records, arrays
+
+
+def _kept(keep: np.ndarray, *columns: np.ndarray | None) -> tuple[np.ndarray | None, ...]:
+    """The rows at `keep` of each column given (a column that is None stays None)."""
+    return tuple(None if column is None else column[keep] for column in columns)
