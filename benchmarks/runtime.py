@@ -151,6 +151,14 @@ class Runtime:
         except OSError:
             return ""
 
+    def reap(self, children: list[subprocess.Popen]) -> None:
+        """Kills the `children` still running and closes the pipes to them."""
+        for child in children:
+            self._kill(child)
+            for stream in (child.stdin, child.stdout):
+                if stream is not None:
+                    stream.close()
+
     @staticmethod
     def _kill(child: subprocess.Popen) -> None:
         if child.poll() is None:

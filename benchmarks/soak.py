@@ -367,13 +367,7 @@ def supervise(runtime: Runtime, task: Task, params: dict[str, Any], log: Any) ->
         if sampler is not None:
             sampler.stop()
         tailer.stop()
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-            for stream in (child.stdin, child.stdout):
-                if stream is not None:
-                    stream.close()
+        runtime.reap(children)
     return summarize(workers, sampler.samples, tailer, task.logdir, params)
 
 

@@ -210,13 +210,7 @@ class Suite:
             ]
         finally:
             watchdog.cancel()
-            for child in children:
-                if child.poll() is None:
-                    child.kill()
-                    child.wait()
-                for stream in (child.stdin, child.stdout):
-                    if stream is not None:
-                        stream.close()
+            self.runtime.reap(children)
         return throughput.combine(workers, spec["params"])
 
 
