@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -131,3 +132,15 @@ def daemon(runtime_dir: str) -> Iterator[subprocess.Popen]:
     """A daemon started by hand (`logger-daemon run`) in the foreground, as a sidecar would be."""
     with start_daemon(runtime_dir) as process:
         yield process
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """The fast loop (`-m "not e2e"`) does not import the modules whose every test is e2e: the
+    fault suite, `*_e2e.py`, and the Lightning and transformers tests, which import seconds of
+    packages before any test runs."""
+    if config.getoption("markexpr") != "not e2e":
+        return None
+    name = collection_path.name
+    if name.endswith("_e2e.py") or name in ("test_hf.py", "test_lightning.py") or name == "faults":
+        return True
+    return None

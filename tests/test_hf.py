@@ -24,6 +24,9 @@ from logger_client import hf  # noqa: E402
 from logger_client.hf import TensorBoardCallback, tag_of  # noqa: E402
 from logger_client.testing import RecordingWriter  # noqa: E402
 
+#: e2e as a whole: importing transformers takes seconds (see conftest's pytest_ignore_collect).
+pytestmark = pytest.mark.e2e
+
 EPOCHS = 2
 EXAMPLES = 16
 BATCH = 4

@@ -27,6 +27,9 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only  # noqa: E402
 from logger_client import SummaryWriter  # noqa: E402
 from logger_client.lightning import TensorBoardLogger  # noqa: E402
 
+#: e2e as a whole: importing Lightning takes seconds (see conftest's pytest_ignore_collect).
+pytestmark = pytest.mark.e2e
+
 GUIDANCE = {ea.SCALARS: 0, ea.TENSORS: 0, ea.GRAPH: 0, ea.RUN_METADATA: 0}
 
 
