@@ -18,17 +18,14 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import wait_for
+from conftest import start_daemon, wait_for
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from logger_client import SummaryWriter
-from logger_client._daemon_transport import shutdown_transport
 from logger_client.reader import load
-from logger_client.runtime import daemon_running
 from logger_daemon.tfrecord import read_records
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
@@ -92,28 +89,8 @@ def small_disk(request: pytest.FixtureRequest, tmp_path) -> Iterator[SmallDisk]:
 def disk_daemon(runtime_dir: str, small_disk: SmallDisk, monkeypatch: pytest.MonkeyPatch) -> Iterator[subprocess.Popen]:
     """A daemon started by hand, its log directory on the small disk."""
     monkeypatch.setenv("LOGGER_DAEMON_HELD_BYTES", str(HELD_BYTES))
-    log_path = os.path.join(runtime_dir, "foreground.log")
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "logger_daemon", "run", "--runtime-dir", runtime_dir],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            preexec_fn=small_disk.preexec,
-        )
-    try:
-        wait_for(lambda: daemon_running(runtime_dir) or process.poll() is not None, message="the daemon to start")
-        assert process.poll() is None, Path(log_path).read_text()
+    with start_daemon(runtime_dir, preexec_fn=small_disk.preexec) as process:
         yield process
-    finally:
-        shutdown_transport(5.0)  # first: a client that sees its daemon go starts another
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
 
 
 def status() -> dict:
