@@ -7,11 +7,12 @@ benchmark's). It imports neither torch nor any writer.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -107,6 +108,22 @@ class Suite:
             result["verify"]["ok"] = False
             result["verify"]["note"] = "close() did not confirm that everything was written"
 
+    @contextlib.contextmanager
+    def _workload_task(self, task: Task, entry: dict[str, Any]) -> Iterator[None]:
+        """Runs the block for one workload's `task`: a failure is noted as `entry["error"]` (a
+        suite bug with its traceback) instead of raised; the task's daemon and logs go after."""
+        try:
+            yield
+        except ChildFailed as exc:
+            entry["error"] = str(exc)
+        except Exception as exc:  # a bug of the suite's own: report it with this workload, go on
+            import traceback
+
+            entry["error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        finally:
+            self.runtime.stop_daemon(task)
+            self.runtime.remove_logs(task)
+
     def run_read_back(self, workload: Workload) -> dict[str, Any]:
         """Writes the workload's log directory once (logger_client), then reads it with each reader,
         one fresh child each. Never raises ChildFailed: a failed step is an "error" of its own."""
@@ -114,7 +131,7 @@ class Suite:
         task = self.runtime.task(workload.name)
         entry: dict[str, Any] = {"group": workload.group, "label": workload.label, "params": params, "readers": {}}
         t0 = time.monotonic()
-        try:
+        with self._workload_task(task, entry):
             spec = {"group": workload.group, "workload": workload.name, "writer": SUBJECT, "params": params}
             child = self.runtime.start_child(task, spec)
             entry["write"] = self.runtime.finish_child(task, child, self.child_timeout_s)
@@ -137,15 +154,6 @@ class Suite:
                     else "ERROR " + result["error"].splitlines()[0]
                 )
                 self.log(f"{workload.name} / {reader}: {shown}")
-        except ChildFailed as exc:
-            entry["error"] = str(exc)
-        except Exception as exc:  # a bug of the suite's own: report it with this workload, go on
-            import traceback
-
-            entry["error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-        finally:
-            self.runtime.stop_daemon(task)
-            self.runtime.remove_logs(task)
         entry["task_s"] = time.monotonic() - t0
         return entry
 
@@ -155,7 +163,7 @@ class Suite:
         task = self.runtime.task(workload.name)
         entry: dict[str, Any] = {"group": workload.group, "label": workload.label, "params": params}
         t0 = time.monotonic()
-        try:
+        with self._workload_task(task, entry):
             entry.update(soak.supervise(self.runtime, task, params, self.log))
             lat, rss = entry["latency_s"], entry["daemon"].get("rss_mib", {})
             self.log(
@@ -163,15 +171,6 @@ class Suite:
                 f"call to readable median {lat['median']:.3f} s p99 {lat['p99']:.3f} s, "
                 f"daemon RSS {rss.get('at_end') or 0:.0f} MiB, {rss.get('slope_per_h') or 0:+.2f} MiB/h"
             )
-        except ChildFailed as exc:
-            entry["error"] = str(exc)
-        except Exception as exc:  # a bug of the suite's own: report it with this workload, go on
-            import traceback
-
-            entry["error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-        finally:
-            self.runtime.stop_daemon(task)
-            self.runtime.remove_logs(task)
         if "error" in entry:
             self.log(f"soak: ERROR {entry['error'].splitlines()[0]}")
         entry["task_s"] = time.monotonic() - t0
