@@ -99,12 +99,19 @@ def logdir(tmp_path) -> str:
 
 
 @contextlib.contextmanager
-def start_daemon(runtime_dir: str, preexec_fn: Callable[[], None] | None = None) -> Iterator[subprocess.Popen]:
-    """Runs `logger-daemon run` in the foreground for the block, stopped (or killed) after it."""
+def start_daemon(
+    runtime_dir: str,
+    preexec_fn: Callable[[], None] | None = None,
+    *,
+    args: tuple[str, ...] = (),
+    stop_timeout_s: float = 15.0,
+) -> Iterator[subprocess.Popen]:
+    """Runs `logger-daemon run` (with `args`) in the foreground for the block; stopped by SIGTERM
+    after it, or killed if it has not stopped within `stop_timeout_s`."""
     log_path = os.path.join(runtime_dir, "foreground.log")
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "logger_daemon", "run", "--runtime-dir", runtime_dir],
+            [sys.executable, "-m", "logger_daemon", "run", "--runtime-dir", runtime_dir, *args],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -121,7 +128,7 @@ def start_daemon(runtime_dir: str, preexec_fn: Callable[[], None] | None = None)
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
-                process.wait(15)
+                process.wait(stop_timeout_s)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5)

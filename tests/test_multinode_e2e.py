@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import zmq
-from conftest import REPO, wait_for
+from conftest import REPO, start_daemon, wait_for
 from test_daemon import cli
 from test_ranks_e2e import HERE, RANKS, mean_of
 
@@ -36,27 +35,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@contextlib.contextmanager
-def daemon_process(runtime_dir: str, *args: str) -> Iterator[subprocess.Popen]:
-    """`logger-daemon run` with `args` for the block; stopped, or killed, after it."""
-    log_path = os.path.join(runtime_dir, "foreground.log")
-    command = [sys.executable, "-m", "logger_daemon", "run", "--runtime-dir", runtime_dir, *args]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: daemon_running(runtime_dir) or process.poll() is not None, message="a daemon to start")
-        if process.poll() is not None:
-            with open(log_path) as log_text:
-                pytest.fail(f"the daemon exited at start:\n{log_text.read()}")
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+def daemon_process(runtime_dir: str, *args: str) -> contextlib.AbstractContextManager[subprocess.Popen]:
+    """`logger-daemon run` with `args` for the block; a root or node may take longer to stop."""
+    return start_daemon(runtime_dir, args=args, stop_timeout_s=20.0)
 
 
 def private_dir(prefix: str) -> str:
