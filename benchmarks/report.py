@@ -105,7 +105,7 @@ METHOD = {
         "its own, log at a fixed pace (each step: scalars, the first a probe, and one image) for "
         "duration_s. The daemon's /proc status, stat and fd directory are sampled every sample_s; "
         "growth per hour = least-squares slope after the first warmup_fraction of the run, with its "
-        "standard error. Call to readable: a thread of the suite reads the event files' new bytes "
+        "standard error, and the slope over each half of that window. Call to readable: a thread of the suite reads the event files' new bytes "
         "every poll_s (no flush asked for), frames them with logger_client._tfrecord_read and decodes "
         "each probe's event; latency = when it first read the whole record - the wall time the "
         "writer stamped at the call. Logged vs on disk: every child's counts against the whole log "
