@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import wait_for
+from daemon_cli import status_json
+from logdirs import accumulator
 from raw_peer import RawPeer
-from test_daemon import accumulator
-from test_hostile_peers import cli_status
 
 from logger_client import SummaryWriter
 from logger_client import _arena as arena_module
@@ -150,7 +150,7 @@ def test_the_daemon_reads_arrays_in_the_writers_arena_and_says_so(daemon, logdir
     with SummaryWriter(logdir) as writer:
         writer.add_histogram("shared", np.arange(SLOT_VALUES * 2, dtype=np.float32), 1)
         assert writer.flush()
-        mine = [client for client in cli_status()["clients"] if client["pid"] == os.getpid()]
+        mine = [client for client in status_json()["clients"] if client["pid"] == os.getpid()]
         assert [client["shared_arena"] for client in mine] == [True]
     assert accumulator(logdir).Histograms("shared")[0].histogram_value.max == SLOT_VALUES * 2 - 1
 
@@ -193,4 +193,4 @@ def test_an_arena_the_daemon_cannot_map_is_declined_and_offsets_into_it_refused(
     finally:
         for fd in fds:
             os.close(fd)
-    assert cli_status()["records_dropped"].get("bad_array") == len(announcements)
+    assert status_json()["records_dropped"].get("bad_array") == len(announcements)

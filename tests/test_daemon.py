@@ -21,6 +21,8 @@ import numpy as np
 import psutil
 import pytest
 from conftest import REPO, stop_daemon, wait_for
+from daemon_cli import cli, status_json
+from logdirs import accumulator, event_files, scalars
 from raw_peer import RawPeer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
@@ -114,41 +116,6 @@ def touch(path) -> None:
     with open(str(path) + ".tmp", "w"):
         pass
     os.rename(str(path) + ".tmp", str(path))
-
-
-def cli(*args: str, timeout_s: float = 30.0) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "logger_daemon", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def status_json() -> dict:
-    result = cli("status", "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-def event_files(logdir: str) -> list[str]:
-    return sorted(os.path.join(logdir, name) for name in os.listdir(logdir) if name.startswith("events.out.tfevents."))
-
-
-def accumulator(logdir: str) -> EventAccumulator:
-    acc = EventAccumulator(logdir, size_guidance={"scalars": 0, "histograms": 0, "images": 0, "tensors": 0})
-    acc.Reload()
-    return acc
-
-
-def scalars(logdir: str, tag: str) -> list[tuple[int, float]]:
-    if not os.path.isdir(logdir) or not event_files(logdir):
-        return []
-    acc = accumulator(logdir)
-    if tag not in acc.Tags()["scalars"]:
-        return []
-    return [(e.step, e.value) for e in acc.Scalars(tag)]
 
 
 def file_order(path: str) -> list[tuple[str, int, float]]:

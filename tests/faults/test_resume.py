@@ -28,11 +28,12 @@ import time
 import pytest
 import tensorboardX
 from conftest import wait_for
+from daemon_cli import status_json
+from logdirs import event_files
 from tensorboard.backend.event_processing import plugin_event_accumulator
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.util import tensor_util
-from test_daemon import event_files, status_json
 from test_tensorboard_server import TensorBoard
 
 from logger_client import SummaryWriter
