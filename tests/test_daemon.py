@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from tensorboard.compat.proto.event_pb2 import Event as TbEvent
 from logger_client import SummaryWriter
 from logger_client._daemon_transport import shutdown_transport
 from logger_client.protocol import MessageKind, RecordKind
-from logger_client.runtime import LOG_NAME, PID_NAME, SOCKET_NAME, daemon_pid, daemon_running
+from logger_client.runtime import LOG_NAME, PID_NAME, SOCKET_NAME, daemon_pid, daemon_running, pid_namespace
 
 pytestmark = pytest.mark.e2e
 
@@ -983,3 +984,26 @@ def test_a_zombie_client_counts_as_gone():
     finally:
         child.wait()
     assert not _process_exists(child.pid)
+
+
+def test_a_dead_pid_forgets_a_client_of_this_pid_namespace_only(daemon, runtime_dir):
+    """A sidecar daemon sees a training container's pids as other processes' (or none): it must
+    not drop those clients by pid, only after their silence."""
+    dead = []
+    for _ in range(2):
+        child = subprocess.Popen([sys.executable, "-c", "pass"])
+        child.wait()
+        dead.append(child.pid)
+    here, elsewhere = RawPeer(runtime_dir), RawPeer(runtime_dir)
+    try:
+        for peer, pid, pidns in ((here, dead[0], pid_namespace()), (elsewhere, dead[1], pid_namespace() + 1)):
+            peer.send_message(MessageKind.HELLO, {"pid": pid, "host": socket.gethostname(), "pidns": pidns})
+            peer.wait_for_reply(MessageKind.WELCOME)
+        wait_for(
+            lambda: [c["pid"] for c in status_json()["clients"]] == [dead[1]],
+            timeout_s=10,
+            message="the client of this namespace whose process is gone to be forgotten, and only it",
+        )
+    finally:
+        here.close()
+        elsewhere.close()
