@@ -6,9 +6,11 @@ reach the file as they were at the call, whatever slot reuse happens in between.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import gc
 import itertools
+import mmap
 import os
 from typing import Any
 
@@ -88,7 +90,7 @@ def test_warm_faults_in_the_first_part_before_any_array(warm) -> None:
     assert arena._wanted == expected  # not the whole arena: only what is wanted
 
 
-def test_a_burst_past_the_warm_part_goes_on_into_the_cold_part_which_warms_behind_it() -> None:
+def test_a_burst_past_the_warm_part_goes_on_into_the_cold_part_and_keeps_its_bytes() -> None:
     arena = ready(Arena(4 * _INITIAL_BYTES))
     if not arena._populates:
         pytest.skip("this kernel has no MADV_POPULATE_WRITE")
@@ -100,9 +102,39 @@ def test_a_burst_past_the_warm_part_goes_on_into_the_cold_part_which_warms_behin
         array.fill(i)
         held.append(array)
     assert all(in_arena(arena, array) for array in held)
-    # The faulting thread works ahead of the burst, over slots it already filled: their bytes stay.
+    # The arena grows past the burst, its slots faulted in by their calls: what they hold stays.
     wait_for(lambda: arena._faulted >= 2 * (_INITIAL_BYTES + 8 * 2**20), message="the arena to grow")
     assert all((array == i).all() for i, array in enumerate(held))
+
+
+def resident(arena: Arena, array: np.ndarray) -> bool:
+    """Whether every page under `array` is in memory (mincore: for shared memory, in its cache)."""
+    page = mmap.PAGESIZE
+    start = array.ctypes.data // page * page
+    length = array.ctypes.data + array.nbytes - start
+    pages = -(-length // page)
+    vector = (ctypes.c_ubyte * pages)()
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.mincore(ctypes.c_void_p(start), ctypes.c_size_t(length), vector) == 0, ctypes.get_errno()
+    return all(byte & 1 for byte in vector)
+
+
+def test_a_slot_in_the_cold_part_is_faulted_in_before_its_copy() -> None:
+    arena = ready(Arena(4 * _INITIAL_BYTES))
+    if not arena._populates:
+        pytest.skip("this kernel has no MADV_POPULATE_WRITE")
+    with arena._lock:
+        arena._faulting = True  # the faulting thread held off: the call alone must fault its slot in
+    try:
+        warm = arena.empty((_INITIAL_BYTES // 4 - 2**18,), F32)  # the warm part, but its last MiB
+        cold = arena.empty((2**22,), F32)  # 16 MiB: 1 warm, 15 cold
+        warm_at, cold_at = arena.offset_of(warm), arena.offset_of(cold)
+        assert warm_at is not None and cold_at == warm_at + warm.nbytes  # next in line, past the warm part
+        assert arena._faulted < cold_at + cold.nbytes
+        assert resident(arena, cold), "the call handed out a slot whose pages its copy would fault"
+    finally:
+        with arena._lock:
+            arena._faulting = False
 
 
 def test_without_populating_only_the_warm_part_is_handed_out_and_a_full_one_doubles(monkeypatch) -> None:
