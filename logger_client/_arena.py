@@ -8,9 +8,10 @@ the daemon, so their copies cannot all reuse the memory of arrays already sent.
 So the arena maps one region (`arena_bytes`, virtual until used) and a background thread faults
 in its pages ahead of need: `_INITIAL_BYTES` (or the `arena_warm_bytes` setting) as soon as the
 transport starts (`warm`, so that a process's first arrays already find warm pages), then room
-for `_BURST_ARRAYS` arrays of the largest size logged so far, and twice the furthest a burst
-reached whenever one goes past half of that: the warm part grows to what the process logs at
-once. The region is a sealed memfd
+for `_FIRST_BURST_ARRAYS` arrays of the largest size logged so far (up to `_FIRST_BURST_BYTES`,
+and at least `_BURST_ARRAYS` of them), and twice the furthest a burst reached whenever one goes
+past half of that: the warm part grows to what the process logs at once. It stays resident: the
+arena never gives pages back, and holds at most `arena_bytes`. The region is a sealed memfd
 that the daemon maps read-only, so an array's bytes cross to it without a copy; where that is not
 possible, private memory whose arrays travel as ZeroMQ frames. Arrays are carved from it in
 order, lowest addresses first while it is empty (so a steady trickle of images keeps reusing the
@@ -56,6 +57,11 @@ _CHUNK = 4 * 2**20
 #: reached (up to the arena's size).
 _INITIAL_BYTES = 64 * 2**20
 _BURST_ARRAYS = 64
+#: Before any burst showed its size: room for this many arrays of the largest size logged (a model
+#: has hundreds of parameter tensors), up to `_FIRST_BURST_BYTES` (never less than `_BURST_ARRAYS`
+#: of them). A first burst past the warm part pays a page fault per page, ten times the copy.
+_FIRST_BURST_ARRAYS = 256
+_FIRST_BURST_BYTES = 256 * 2**20
 #: madvise's advice that faults pages in writable without writing them (Linux 5.14).
 _MADV_POPULATE_WRITE = 23
 
@@ -125,7 +131,7 @@ class Arena:
         if nbytes < _MIN_SLOT or nbytes > self._capacity // 2:
             return np.empty(shape, dtype)
         with self._lock:
-            wanted = max(_INITIAL_BYTES, nbytes * _BURST_ARRAYS)
+            wanted = max(_INITIAL_BYTES, nbytes * _BURST_ARRAYS, min(nbytes * _FIRST_BURST_ARRAYS, _FIRST_BURST_BYTES))
             if wanted > self._wanted and self._wanted < self._capacity:  # hot path: only when it grows
                 self._want(wanted)
             offset = self._reserve(nbytes)

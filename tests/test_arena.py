@@ -137,6 +137,19 @@ def test_a_slot_in_the_cold_part_is_faulted_in_before_its_copy() -> None:
             arena._faulting = False
 
 
+def test_the_first_arrays_warm_room_for_a_burst_of_their_size() -> None:
+    arena = Arena(2**30)
+    with arena._lock:
+        arena._faulting = True  # only what is wanted is checked here, nothing faulted in
+    arena.empty((SLOT_VALUES,), F32)
+    assert arena._wanted == _INITIAL_BYTES  # small arrays: the initial part holds hundreds
+    arena.empty((2**18,), F32)  # 1 MiB
+    assert arena._wanted == 256 * 2**20  # room for a model's worth of them, up to 256 MiB
+    arena.empty((2**21,), F32)  # 8 MiB
+    assert arena._wanted == 64 * 8 * 2**20  # still room for 64 of the largest
+    arena.close()
+
+
 def test_without_populating_only_the_warm_part_is_handed_out_and_a_full_one_doubles(monkeypatch) -> None:
     monkeypatch.setattr(arena_module, "_madvise", None)
     arena = ready(Arena(4 * _INITIAL_BYTES))
