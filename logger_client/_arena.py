@@ -20,14 +20,15 @@ the transport holds one until the daemon has acknowledged the message (or ZeroMQ
 sent a frame), so a slot is never reused while its data is in flight.
 
 Pages are faulted in by `madvise(MADV_POPULATE_WRITE)` (Linux 5.14), which keeps what a page
-holds: so a burst that outruns the faulting thread goes on into the cold part of the region, and
-the thread goes on ahead of the slots handed out. A slot there is populated by its own call before
-the copy (one madvise costs about a quarter less than a fault per page), and its pages stay for
-the next burst. The faulting thread cannot keep up with a burst, only prepare for it: a page
-fault costs several times the copy of its bytes (about 1 ms per MiB against 0.1 on the 2-core
-development VM), so only pages faulted in before a burst are at the copy's cost. Where that
-call is missing, pages are faulted in by writing zeros, and only the warm part is handed out. An
-array that does not fit (the region full, or larger than half of it) gets ordinary memory.
+holds: so a burst that outruns the faulting thread goes on into the cold part of the region. A
+slot there is populated by its own call before the copy (one madvise costs about a quarter less
+than a fault per page), while the thread works `_LEAD` ahead of the calls, on pages they reach
+later (and afterwards on any it skipped); the pages stay for the next burst. The thread cannot
+keep up with a burst, only prepare for it: a page fault costs several times the copy of its bytes
+(about 1 ms per MiB against 0.1 on the 2-core development VM), so only pages faulted in before a
+burst are at the copy's cost. Where that call is missing, pages are faulted in by writing zeros,
+and only the warm part is handed out. An array that does not fit (the region full, or larger than
+half of it) gets ordinary memory.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ _BURST_ARRAYS = 64
 #: of them). A first burst past the warm part pays a page fault per page, ten times the copy.
 _FIRST_BURST_ARRAYS = 256
 _FIRST_BURST_BYTES = 256 * 2**20
+#: While a burst's calls fault in their own slots past the faulted part, the faulting thread works
+#: this far ahead of them, on pages they reach later, rather than on the ones they are at.
+_LEAD = 4 * _CHUNK
 #: madvise's advice that faults pages in writable without writing them (Linux 5.14).
 _MADV_POPULATE_WRITE = 23
 
@@ -103,6 +107,8 @@ class Arena:
         # Whether pages are faulted in without writing them (then the cold part is handed out too).
         self._populates = False
         self._reached = 0  # the furthest end of a slot ever handed out
+        # [start, end) faulted in ahead of a burst that is past `_faulted` (populating only).
+        self._ahead: tuple[int, int] | None = None
         self._head = 0  # where the next slot starts
         self._slots: deque[int] = deque()  # offsets of the slots in use, in the order handed out
         self._ends: dict[int, int] = {}  # offset -> end of each slot in `_slots`
@@ -169,14 +175,21 @@ class Arena:
     @property
     def faulted_bytes(self) -> int:
         """Bytes of the region faulted in: by the faulting thread, or by the copies of a burst."""
-        return max(self._faulted, self._reached)
+        ahead = self._ahead
+        return max(self._faulted, self._reached) + (ahead[1] - ahead[0] if ahead is not None else 0)
 
     def _populate(self, offset: int, nbytes: int) -> None:
         """Faults in the cold pages of a slot before the copy: one madvise (the GIL released) costs
         the training thread less than a page fault per page taken by the copy's stores."""
-        start = max(offset, self._faulted) // mmap.PAGESIZE * mmap.PAGESIZE
-        end = offset + nbytes
-        if start < end and _madvise is not None:
+        if _madvise is None:
+            return
+        start, end = max(offset, self._faulted) // mmap.PAGESIZE * mmap.PAGESIZE, offset + nbytes
+        ahead = self._ahead  # read without the lock: a stale one only costs a page walk more
+        if ahead is not None and start < ahead[1] and ahead[0] < end:
+            if start < ahead[0]:
+                _madvise(self._base + start, ahead[0] - start, _MADV_POPULATE_WRITE)
+            start = ahead[1]
+        if start < end:
             _madvise(self._base + start, end - start, _MADV_POPULATE_WRITE)
 
     # -- under the lock ----------------------------------------------------------------------
@@ -226,14 +239,10 @@ class Arena:
         populate = _madvise if self._populates else None
         while True:
             with self._lock:
-                # Work ahead of the slots handed out: those below `_reached` were faulted in by
-                # their own calls (`_populate`), so going over them again would only trail a burst.
-                if self._populates and self._reached > self._faulted:
-                    self._faulted = min(self._capacity, math.ceil(self._reached / _CHUNK) * _CHUNK)
-                if self._faulted >= self._wanted:
+                start = self._next_chunk()
+                if start is None:
                     self._faulting = False
                     return
-                start = self._faulted
             # Foreign calls: the GIL is released meanwhile. Populating keeps what the pages hold, so
             # it may run under slots a burst already filled (a failure leaves pages to fault when
             # first written); zeros only go where no slot was ever handed out.
@@ -242,7 +251,31 @@ class Arena:
             else:
                 ctypes.memset(base + start, 0, _CHUNK)
             with self._lock:
-                self._faulted = start + _CHUNK
+                ahead = self._ahead
+                if ahead is not None and start == ahead[1]:
+                    self._ahead = (ahead[0], start + _CHUNK)
+                elif start <= self._faulted:
+                    self._faulted = max(self._faulted, start + _CHUNK)
+
+    def _next_chunk(self) -> int | None:
+        """The offset of the next chunk to fault in; None when the wanted part is."""
+        if self._populates:
+            # Slots below the furthest one handed out were faulted in by their own calls
+            # (`_populate`): going over them again would only trail a burst.
+            self._faulted = max(self._faulted, min(self._capacity, -(-self._reached // _CHUNK) * _CHUNK))
+            ahead = self._ahead
+            if ahead is not None and ahead[0] <= self._faulted:  # the calls caught up with it
+                self._faulted, self._ahead = max(self._faulted, ahead[1]), None
+            if self._ahead is None and self._head >= self._faulted:  # calls are faulting their slots
+                lead = -(-(self._head + _LEAD) // _CHUNK) * _CHUNK
+                if lead < self._wanted:
+                    self._ahead = (lead, lead)
+            ahead = self._ahead
+            if ahead is not None and ahead[1] < self._wanted:
+                return ahead[1]
+        # Then (or without populating) the part below: a burst that stopped short of the part
+        # faulted ahead left pages between.
+        return self._faulted if self._faulted < self._wanted else None
 
     def _collect(self) -> None:
         """Takes in released slots and drops the oldest ones while they are released."""

@@ -12,6 +12,7 @@ import gc
 import itertools
 import mmap
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from raw_peer import RawPeer
 
 from logger_client import SummaryWriter
 from logger_client import _arena as arena_module
-from logger_client._arena import _CHUNK, _INITIAL_BYTES, _MIN_SLOT, Arena
+from logger_client._arena import _CHUNK, _INITIAL_BYTES, _LEAD, _MIN_SLOT, Arena
 from logger_client.protocol import MessageKind
 
 F32 = np.dtype(np.float32)
@@ -135,6 +136,27 @@ def test_a_slot_in_the_cold_part_is_faulted_in_before_its_copy() -> None:
     finally:
         with arena._lock:
             arena._faulting = False
+
+
+def test_in_a_burst_past_the_faulted_part_the_thread_works_ahead_of_the_calls() -> None:
+    arena = ready(Arena(4 * _INITIAL_BYTES))
+    if not arena._populates:
+        pytest.skip("this kernel has no MADV_POPULATE_WRITE")
+    with arena._lock:
+        arena._faulting = True  # the faulting thread held off while the burst runs
+    held = [arena.empty((2**18,), F32) for _ in range(_INITIAL_BYTES // 2**20 + 8)]  # 8 MiB past the warm part
+    last = arena.offset_of(held[-1])
+    assert last is not None
+    head = last + held[-1].nbytes
+    assert all(resident(arena, array) for array in held)  # each call faulted its own slot in
+    with arena._lock:
+        first = arena._next_chunk()
+    assert first is not None and first >= head + _LEAD, "the thread would fault in pages the calls are at"
+    # Let it run: everything wanted ends up faulted in, the pages it skipped over included.
+    threading.Thread(target=arena._fault_in, daemon=True).start()
+    wait_for(lambda: not arena._faulting, message="the faulting thread to finish")
+    assert resident(arena, np.ndarray((arena._wanted,), np.uint8, buffer=arena._map))
+    assert arena._faulted == arena._wanted and arena._ahead is None
 
 
 def test_the_first_arrays_warm_room_for_a_burst_of_their_size() -> None:
