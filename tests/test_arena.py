@@ -10,6 +10,7 @@ import ctypes
 import fcntl
 import gc
 import itertools
+import math
 import mmap
 import os
 import threading
@@ -170,6 +171,21 @@ def test_the_first_arrays_warm_room_for_a_burst_of_their_size() -> None:
     arena.empty((2**21,), F32)  # 8 MiB
     assert arena._wanted == 64 * 8 * 2**20  # still room for 64 of the largest
     arena.close()
+
+
+def test_a_steady_trickle_goes_round_the_warm_part_without_growing_it() -> None:
+    """An image per step, a few dozen in flight: the slots go round the warm part, which is not
+    a burst, so no more of the arena is faulted in (the whole of it was, before)."""
+    arena = ready(Arena(4 * _INITIAL_BYTES))
+    in_flight: list[np.ndarray] = []
+    image = (3, 64, 64)
+    for _ in range(3 * _INITIAL_BYTES // (math.prod(image) * F32.itemsize)):  # three laps
+        in_flight.append(arena.empty(image, F32))
+        assert in_arena(arena, in_flight[-1])
+        if len(in_flight) > 50:
+            in_flight.pop(0)
+    assert arena._wanted == _INITIAL_BYTES
+    assert arena.faulted_bytes == _INITIAL_BYTES
 
 
 def test_without_populating_only_the_warm_part_is_handed_out_and_a_full_one_doubles(monkeypatch) -> None:
