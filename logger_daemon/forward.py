@@ -25,36 +25,58 @@ from typing import Any
 import numpy as np
 
 from logger_client.protocol import ARRAY_KINDS, ARRAY_MAP_KINDS, OPTIONS, RUN, VALUE, WRITER, RecordKind
+from logger_client.reduction import root_endpoint
 from logger_client.settings import Settings
-from logger_client.transport import connect_link
+from logger_client.transport import Link, PendingFlush, connect_link
 from logger_daemon.intake import Group
 from logger_daemon.keys import secure_client
 from logger_daemon.reduce import Member, Released, partial_records
 
 log = logging.getLogger("logger_daemon")
 
-__all__ = ["Forwarder"]
+__all__ = ["Forwarder", "RootFlush"]
 
 
 @dataclass
 class _Link:
     """The root's writers for one (job, log dir) of this node, and how many local writers use it."""
 
+    transport: Link
     partials: int
     rest: int
     users: int = 0
 
 
 class Forwarder:
-    """Sends a node's ranked records to the root daemon at `endpoint` (pipeline thread only)."""
+    """Sends a node's ranked records to root daemons (pipeline thread only): to `endpoint` if
+    given, else to each job's root at its MASTER_ADDR and `settings.root_port`."""
 
     def __init__(self, endpoint: str, keys_dir: str | None, settings: Settings) -> None:
         self.endpoint = endpoint
-        secure = (lambda sock: secure_client(sock, keys_dir)) if keys_dir else None
-        self._transport = connect_link(settings, endpoint, secure)
+        self._secure = (lambda sock: secure_client(sock, keys_dir)) if keys_dir else None
+        self._settings = settings
+        self._transports: dict[str, Link] = {}
         self._links: dict[tuple[str, str], _Link] = {}
         self._closing: list[tuple[str, str]] = []
         self.records_sent = 0
+
+    def route(self, options: dict[str, Any]) -> str:
+        """The root endpoint of a ranked writer, from its OPEN options ("": its job is combined
+        and written on this node: it runs on this node only, or no root is known)."""
+        if self.endpoint:
+            return self.endpoint
+        world, local, master = options.get("world_size"), options.get("local_world_size"), options.get("master_addr")
+        if type(world) is not int or type(local) is not int or world <= local or not master:
+            return ""
+        if type(master) is not str or not self._settings.root_port:
+            return ""
+        return root_endpoint(master, self._settings.root_port)
+
+    def _transport(self, endpoint: str) -> Link:
+        transport = self._transports.get(endpoint)
+        if transport is None:
+            transport = self._transports[endpoint] = connect_link(self._settings, endpoint, self._secure)
+        return transport
 
     def open(self, member: Member, options: dict[str, Any]) -> None:
         """A local writer of a job opened: the root hears of this node's part in it at once, so
@@ -74,7 +96,8 @@ class Forwarder:
                 "reduce": "mean",
             }
             plain = {key: combined[key] for key in ("logdir", "filename_suffix", "flush_secs")}
-            link = self._links[key] = _Link(self._transport.open_writer(combined), self._transport.open_writer(plain))
+            transport = self._transport(member.forward)
+            link = self._links[key] = _Link(transport, transport.open_writer(combined), transport.open_writer(plain))
         link.users += 1
 
     def close(self, member: Member) -> None:
@@ -99,8 +122,8 @@ class Forwarder:
                 still.append(key)
                 continue
             del self._links[key]
-            self._transport.queue_close(link.partials)
-            self._transport.queue_close(link.rest)
+            link.transport.queue_close(link.partials)
+            link.transport.queue_close(link.rest)
         self._closing = still
 
     def partials(self, released: Released) -> None:
@@ -116,9 +139,9 @@ class Forwarder:
             record[WRITER], record[RUN] = link.partials, "" if run == "." else run
             if record[0] == RecordKind.PARTIAL_HISTOGRAM:
                 record[VALUE] = {name: arrays[index] for name, index in record[VALUE].items()}
-                self._transport.submit_array(tuple(record))
+                link.transport.submit_array(tuple(record))
             else:
-                self._append(tuple(record))
+                self._append(link.transport, tuple(record))
 
     def as_is(self, member: Member, run_name: str, tag: str, group: Group) -> None:
         """Records of this node's ranks that are not combined (rank 0's, per-rank, other kinds)."""
@@ -134,24 +157,57 @@ class Forwarder:
                 out[VALUE] = {k: np.array(v) for k, v in value.items()} if type(value) is dict else np.array(value)
                 if len(out) <= OPTIONS:
                     out.append({})
-                self._transport.submit_array(tuple(out))
+                link.transport.submit_array(tuple(out))
             else:
-                self._append(tuple(out))
+                self._append(link.transport, tuple(out))
         for _, steps, walls, values in group.columns:
             for step, wall, value in zip(steps.tolist(), walls.tolist(), values.tolist()):
-                self._append((RecordKind.SCALAR, link.rest, run_name, tag, step, wall, value))
+                self._append(link.transport, (RecordKind.SCALAR, link.rest, run_name, tag, step, wall, value))
 
-    def _append(self, record: tuple) -> None:
-        queue = self._transport.queue
+    def _append(self, transport: Link, record: tuple) -> None:
+        queue = transport.queue
         queue.append(record)
         self.records_sent += 1
-        if len(queue) >= self._transport.batch_records:
-            self._transport.on_backlog(len(queue))
+        if len(queue) >= transport.batch_records:
+            transport.on_backlog(len(queue))
+
+    def request_flush(self, endpoints: set[str]) -> RootFlush:
+        """Asks the roots at `endpoints` to write and fsync everything sent them so far."""
+        transports = [self._transport(endpoint) for endpoint in sorted(endpoints)]
+        return RootFlush([(t.request_flush(), t, _dropped(t)) for t in transports])
 
     def status(self) -> dict[str, Any]:
-        """The link's counters: what it sent, what the root has not acknowledged, what it dropped."""
-        return {"root": self.endpoint, "records_forwarded": self.records_sent, **self._transport.stats()}
+        """The links' counters, summed: what they sent, what the roots have not acknowledged, what
+        they dropped."""
+        stats: dict[str, Any] = {"root": self.endpoint or ", ".join(sorted(self._transports))}
+        stats.update(records_forwarded=self.records_sent, records_written=0, records_pending=0, records_dropped={})
+        for transport in self._transports.values():
+            counts = transport.stats()
+            stats["records_written"] += counts["records_written"]
+            stats["records_pending"] += counts["records_pending"]
+            for reason, count in counts["records_dropped"].items():
+                stats["records_dropped"][reason] = stats["records_dropped"].get(reason, 0) + count
+        return stats
 
     def close_all(self, timeout_s: float) -> bool:
-        """Sends what is left and waits up to `timeout_s` for the root to acknowledge it."""
-        return self._transport.shutdown(timeout_s)
+        """Sends what is left and waits up to `timeout_s` for the roots to acknowledge it."""
+        shut = [transport.shutdown(timeout_s) for transport in self._transports.values()]  # each one
+        return all(shut)
+
+
+def _dropped(transport: Link) -> int:
+    return sum(transport.stats()["records_dropped"].values())
+
+
+@dataclass
+class RootFlush:
+    """A node's flush of what it forwarded: done once every root acknowledged it; `clean` if each
+    did and no link dropped anything meanwhile."""
+
+    requests: list[tuple[PendingFlush, Link, int]]
+
+    def done(self) -> bool:
+        return all(request.done.is_set() for request, _, _ in self.requests)
+
+    def clean(self) -> bool:
+        return all(request.ok and _dropped(link) == dropped for request, link, dropped in self.requests)

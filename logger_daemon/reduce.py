@@ -119,6 +119,8 @@ class Member:
     #: Its OPEN was announced again (its client reconnected to this daemon, which restarted):
     #: values for steps the files already hold were written by the daemon before.
     resumed: bool = False
+    #: On a node daemon: the root daemon its values go to ("": written here).
+    forward: str = ""
 
 
 @dataclass
@@ -173,6 +175,8 @@ class _Gather:
     tag: str
     mode: str
     histogram: bool
+    #: The root daemon its entries go to ("": written here).
+    forward: str = ""
     rows: _Rows = field(default_factory=_Rows)
     #: Per contributor: (its last step, how many values it gave at that step).
     progress: dict[int, tuple[int, int]] = field(default_factory=dict)
@@ -288,14 +292,16 @@ class Reducer:
         self._marks: defaultdict[tuple[RunLog, bytes], Counter[int]] = defaultdict(Counter)  # mids held
         self._taken_mid: dict[tuple[RunLog, bytes], int] = {}
         self._last_value: dict[bytes, float] = {}  # client -> when its last value came
+        self._forwarded: dict[bytes, set[str]] = {}  # client -> the roots its writers forward to
         self._next_check = 0.0
         self.counts: Counter[str] = Counter()
         self.by_ranks: Counter[int] = Counter()
         self._contributors: dict[str, int] = {}  # a root's node names -> contributor numbers
         self._paused_until = 0.0
-        #: A node daemon that forwards to a root: every ranked writer's values are combined here,
-        #: even in a run only one local rank writes (the root combines them with other nodes').
-        self.forwarding = False
+        #: On a node daemon: the root endpoint a ranked writer's OPEN options send it to ("":
+        #: none). Its values are then combined here even in a run only one local rank writes (the
+        #: root combines them with other nodes').
+        self.route: Callable[[dict[str, Any]], str] | None = None
         #: Called with each member whose writer closes (the node's link to its root).
         self.on_close: Callable[[Member], None] | None = None
 
@@ -326,8 +332,11 @@ class Reducer:
             expect, weight = options.get("world_size"), options.get("ranks")
         if type(rank) is not int or type(job) is not str or type(mode) is not str:
             return
-        member = Member(job, run.path, rank, mode, client, options.get("announced") is True)
+        forward = self.route(options) if self.route is not None and type(contributor) is not str else ""
+        member = Member(job, run.path, rank, mode, client, options.get("announced") is True, forward)
         self._members[(client, writer)] = member
+        if forward:
+            self._forwarded.setdefault(client, set()).add(forward)
         state = self._jobs[job]
         state.open[run.path][rank] += 1
         state.joined[run.path].add(rank)
@@ -347,7 +356,7 @@ class Reducer:
     def member(self, client: bytes, writer: int) -> Member | None:
         """The member a writer is, if its values are combined (its run is written by several)."""
         member = self._members.get((client, writer))
-        if member is None or not (self.forwarding or member.root in self._jobs[member.job].shared):
+        if member is None or not (member.forward or member.root in self._jobs[member.job].shared):
             return None
         return member
 
@@ -375,6 +384,11 @@ class Reducer:
             self.close_writer(key)
         self._held.pop(client, None)
         self._last_value.pop(client, None)
+        self._forwarded.pop(client, None)
+
+    def forwards(self, client: bytes) -> set[str]:
+        """The root daemons `client`'s writers (open or closed since) sent their values to."""
+        return self._forwarded.get(client, set())
 
     def waiting(self, job: str, root: str) -> bool:
         """Whether values of `job` in the log dir `root` wait here."""
@@ -478,7 +492,7 @@ class Reducer:
         key = (member.job, run.path, tag, "merge" if histogram else mode)
         gather = self._gathers.get(key)
         if gather is None or gather.run is not run:
-            gather = self._gathers[key] = _Gather(member.job, member.root, run, tag, key[3], histogram)
+            gather = self._gathers[key] = _Gather(member.job, member.root, run, tag, key[3], histogram, member.forward)
             if member.resumed:
                 gather.on_disk = run.last_step_on_disk(clean_tag(tag))
         return gather

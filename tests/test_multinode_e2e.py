@@ -249,9 +249,13 @@ def test_a_node_without_its_root_buffers_within_its_bound_and_counts_the_rest(
             nodes.enter_context(daemon_process(node_dir, "--forward-to", endpoint, "--keys", keys))
         monkeypatch.delenv("LOGGER_MAX_PENDING_RECORDS")
         monkeypatch.delenv("LOGGER_BATCH_RECORDS")
-        # No root yet: every rank still logs and closes without waiting on it.
+        # No root yet: every rank still logs, and its flush and close say that nothing is on
+        # disk yet (False, within their bounds) instead of waiting on the root.
+        monkeypatch.setenv("LOGGER_FLUSH_TIMEOUT_S", "1")
+        monkeypatch.setenv("LOGGER_CLOSE_TIMEOUT_S", "1")
         results = run_ranks(tmp_path, logdir, node_dirs, steps=steps, tags={"loss": 1}, step_s=0.0)
-        assert all(result["closed"] for result in results)
+        assert not any(result["closed"] for result in results)
+        assert all(result["close_s"] < 5 for result in results)
         with start_root(root_dir, keys, endpoint):
 
             def settled() -> list[dict] | None:
@@ -270,3 +274,36 @@ def test_a_node_without_its_root_buffers_within_its_bound_and_counts_the_rest(
     loss = written(logdir)
     assert len(loss[0]) == len(set(loss[0])) > 0 and set(loss[2]) <= {2, 4}
     assert status["reduction"]["values_in"] == sum(2 * link["records_written"] for link in links)
+
+
+@pytest.mark.e2e
+def test_the_root_is_found_from_master_addr_and_started_by_rank_0(runtime_dir, tmp_path, job_dirs, keys, monkeypatch):
+    """Nothing started by hand: the ranks start their nodes' daemons, rank 0 the root on its host
+    (MASTER_ADDR, here 127.0.0.1) at LOGGER_ROOT_PORT; each node's daemon forwards there. A rank's
+    flush() returns True only once the root has written what the rank logged before it."""
+    steps, port = 40, free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    root_dir = os.path.join(job_dirs[1], "root")  # the runtime dir of node 0 (rank 0's), `root/`
+    logdir = str(tmp_path / "spread")
+    monkeypatch.setenv("LOGGER_ROOT_PORT", str(port))
+    monkeypatch.setenv("LOGGER_KEYS_DIR", keys)
+    try:
+        spec = {"steps": steps, "tags": {"loss": 1}, "histogram_every": 20, "read_after_flush": True}
+        results = run_ranks(tmp_path, logdir, job_dirs[1:], **spec)
+        assert daemon_running(root_dir)
+        status = root_status(endpoint, keys)
+        shown = cli("status", "--runtime-dir", job_dirs[2]).stdout  # node 1: what it forwarded
+        got = written(logdir)
+    finally:
+        cli("stop", "--runtime-dir", root_dir, "--endpoint", endpoint, "--keys", keys, "--timeout", "15")
+        for node_dir in job_dirs[1:]:
+            cli("stop", "--force", "--runtime-dir", node_dir)
+        wait_for(lambda: not daemon_running(root_dir), message="the root to stop")
+    assert [(r["flushed"], r["steps_on_disk"], r["closed"]) for r in results] == [(True, steps, True)] * RANKS
+    assert f"root {endpoint}: " in shown and "dropped: 0" in shown
+    assert got[0] == list(range(steps)) and got[2] == [RANKS] * steps
+    np.testing.assert_allclose(got[1], [mean_of(range(RANKS), "loss", s) for s in range(steps)], rtol=1e-6)
+    assert len(got[3]) == steps // 20 and all(h[3] == RANKS for h in got[3])
+    assert len([name for name in os.listdir(logdir) if name.startswith("events.out")]) == 1  # the root's
+    assert status["reduction"]["values_by_ranks"] == {str(RANKS): steps + steps // 20}
+    assert status["records_dropped"] == {}
