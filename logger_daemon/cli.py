@@ -202,6 +202,8 @@ def status(args: argparse.Namespace) -> int:
     if root:
         lost = sum(root["records_dropped"].values())
         print(f"root {root['root']}: {root['records_forwarded']} records forwarded, {root['records_pending']} pending")
+        if "values_forwarded" in root:  # a node of an earlier version does not say
+            print(f"  combined values: {root['values_forwarded']} forwarded, {root['values_dropped']} dropped")
         print(f"  dropped: {lost}" + "".join(f"\n    {k}: {v}" for k, v in sorted(root["records_dropped"].items())))
     return 0
 

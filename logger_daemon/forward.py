@@ -2,8 +2,8 @@
 log is written by the root only.
 
 The node combines its own ranks' values as usual (`reduce.Reducer`), and instead of writing them
-sends them on as partial aggregates (PARTIAL_SCALAR: count, exact sum, min, max; PARTIAL_HISTOGRAM:
-bucket counts or values), which the root combines with the other nodes' (one contributor per
+sends them on as partial aggregates (PARTIAL_SCALARS: columns of count, exact sum, min, max per
+step; PARTIAL_HISTOGRAM: bucket counts or values), which the root combines with the other nodes' (one contributor per
 node). Everything else its ranks log (rank 0's records, per-rank sub-runs, images ...) goes on as
 it came. The link is an ordinary client of the root (`logger_client.transport.connect_link` over tcp, with CURVE keys):
 so it buffers within the client's bounds while the root is away (counting what it drops), and
@@ -30,7 +30,7 @@ from logger_client.settings import Settings
 from logger_client.transport import Link, PendingFlush, connect_link
 from logger_daemon.intake import Group
 from logger_daemon.keys import secure_client
-from logger_daemon.reduce import Member, Released, partial_records
+from logger_daemon.reduce import Member, Released, partial_columns, partial_histograms
 
 log = logging.getLogger("logger_daemon")
 
@@ -59,6 +59,9 @@ class Forwarder:
         self._links: dict[tuple[str, str], _Link] = {}
         self._closing: list[tuple[str, str]] = []
         self.records_sent = 0
+        #: Combined values sent as partials, and those of them the link had no room for.
+        self.values_sent = 0
+        self.values_dropped = 0
 
     def route(self, options: dict[str, Any]) -> str:
         """The root endpoint of a ranked writer, from its OPEN options ("": its job is combined
@@ -127,21 +130,43 @@ class Forwarder:
         self._closing = still
 
     def partials(self, released: Released) -> None:
-        """Combined values of this node's ranks, on to the root as partial aggregates."""
+        """Combined values of this node's ranks, on to the root as partial aggregates: scalars as
+        columns (PARTIAL_SCALARS, `batch_records` entries a record), histograms one by one."""
         gather = released.gather
         link = self._links.get((gather.job, gather.root))
+        entries = len(released.steps)
         if link is None:
-            log.warning("no link to the root for job %r: %d value(s) lost", gather.job, len(released.steps))
+            log.warning("no link to the root for job %r: %d value(s) lost", gather.job, entries)
             return
         run = os.path.relpath(gather.run.path, gather.root)
-        records, arrays = partial_records(released)
+        run = "" if run == "." else run
+        transport = link.transport
+        if not gather.histogram:
+            columns = partial_columns(released)
+            options = {"reduce": gather.mode}
+            for piece in _pieces(columns, transport.batch_records):
+                step, wall = int(piece["step"][0]), float(piece["wall"][-1])
+                self._submit(
+                    transport,
+                    (RecordKind.PARTIAL_SCALARS, link.partials, run, gather.tag, step, wall, piece, options),
+                    len(piece["step"]),
+                )
+            return
+        records, arrays = partial_histograms(released)
         for record in records:
-            record[WRITER], record[RUN] = link.partials, "" if run == "." else run
-            if record[0] == RecordKind.PARTIAL_HISTOGRAM:
-                record[VALUE] = {name: arrays[index] for name, index in record[VALUE].items()}
-                link.transport.submit_array(tuple(record))
-            else:
-                self._append(link.transport, tuple(record))
+            record[WRITER], record[RUN] = link.partials, run
+            record[VALUE] = {name: arrays[index] for name, index in record[VALUE].items()}
+            self._submit(transport, tuple(record), 1)
+
+    def _submit(self, transport: Link, record: tuple, values: int) -> None:
+        """Queues an array record of `values` values; counts them dropped if the link's byte bound
+        had no room (it drops at once, never waits: the pipeline thread calls)."""
+        before = _dropped(transport)
+        transport.submit_array(record)
+        self.records_sent += 1
+        self.values_sent += values
+        if _dropped(transport) > before:
+            self.values_dropped += values
 
     def as_is(self, member: Member, run_name: str, tag: str, group: Group) -> None:
         """Records of this node's ranks that are not combined (rank 0's, per-rank, other kinds)."""
@@ -181,6 +206,7 @@ class Forwarder:
         they dropped."""
         stats: dict[str, Any] = {"root": self.endpoint or ", ".join(sorted(self._transports))}
         stats.update(records_forwarded=self.records_sent, records_written=0, records_pending=0, records_dropped={})
+        stats.update(values_forwarded=self.values_sent, values_dropped=self.values_dropped)
         for transport in self._transports.values():
             counts = transport.stats()
             stats["records_written"] += counts["records_written"]
@@ -193,6 +219,22 @@ class Forwarder:
         """Sends what is left and waits up to `timeout_s` for the roots to acknowledge it."""
         shut = [transport.shutdown(timeout_s) for transport in self._transports.values()]  # each one
         return all(shut)
+
+
+def _pieces(columns: dict[str, np.ndarray], size: int) -> list[dict[str, np.ndarray]]:
+    """PARTIAL_SCALARS columns cut into records of at most `size` entries (a link's batch)."""
+    entries = len(columns["step"])
+    if entries <= size:
+        return [columns]
+    pieces = []
+    extra_of, extra = columns["extra_of"], columns["extra"]
+    for start in range(0, entries, size):
+        stop = min(start + size, entries)
+        piece = {name: columns[name][start:stop] for name in ("step", "wall", "count", "sum", "min", "max")}
+        inside = (extra_of >= start) & (extra_of < stop)
+        piece.update(extra_of=extra_of[inside] - start, extra=extra[inside])
+        pieces.append(piece)
+    return pieces
 
 
 def _dropped(transport: Link) -> int:

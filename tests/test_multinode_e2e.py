@@ -237,17 +237,17 @@ def test_a_root_killed_and_restarted_loses_nothing_the_nodes_buffered(runtime_di
 def test_a_node_without_its_root_buffers_within_its_bound_and_counts_the_rest(
     runtime_dir, tmp_path, job_dirs, keys, monkeypatch
 ):
-    steps, bound = 300, 60
+    steps, bound = 300, 4096
     root_dir, *node_dirs = job_dirs
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     logdir = str(tmp_path / "spread")
-    # The node daemons' link to the root: a small bound, checked at every batch of 16.
-    monkeypatch.setenv("LOGGER_MAX_PENDING_RECORDS", str(bound))
+    # The node daemons' link to the root: a small bound of bytes, partials of 16 steps a record.
+    monkeypatch.setenv("LOGGER_MAX_BUFFER_BYTES", str(bound))
     monkeypatch.setenv("LOGGER_BATCH_RECORDS", "16")
     with contextlib.ExitStack() as nodes:
         for node_dir in node_dirs:
             nodes.enter_context(daemon_process(node_dir, "--forward-to", endpoint, "--keys", keys))
-        monkeypatch.delenv("LOGGER_MAX_PENDING_RECORDS")
+        monkeypatch.delenv("LOGGER_MAX_BUFFER_BYTES")
         monkeypatch.delenv("LOGGER_BATCH_RECORDS")
         # No root yet: every rank still logs, and its flush and close say that nothing is on
         # disk yet (False, within their bounds) instead of waiting on the root.
@@ -267,13 +267,16 @@ def test_a_node_without_its_root_buffers_within_its_bound_and_counts_the_rest(
             status = root_status(endpoint, keys)
     for link in links:
         dropped = link["records_dropped"]
-        assert set(dropped) == {"client_queue_full"} and dropped["client_queue_full"] > 0
-        # Every partial the node made is on disk at the root or counted dropped.
-        assert link["records_written"] + dropped["client_queue_full"] == link["records_forwarded"] == steps
-        assert link["records_written"] <= 2 * bound  # the bound: queued plus sent and unacknowledged
+        assert set(dropped) == {"client_buffer_full"} and link["values_dropped"] > 0
+        # Every partial record the node made is on disk at the root or counted dropped ...
+        assert link["records_written"] + dropped["client_buffer_full"] == link["records_forwarded"]
+        # ... and so is every step's value; what it kept fit the bound (queued plus unacknowledged
+        # bytes, at least 48 a value: step, wall time, count, sum, min, max).
+        assert link["values_forwarded"] == steps
+        assert 0 < steps - link["values_dropped"] <= bound // 48
     loss = written(logdir)
     assert len(loss[0]) == len(set(loss[0])) > 0 and set(loss[2]) <= {2, 4}
-    assert status["reduction"]["values_in"] == sum(2 * link["records_written"] for link in links)
+    assert status["reduction"]["values_in"] == sum(2 * (steps - link["values_dropped"]) for link in links)
 
 
 @pytest.mark.e2e
