@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,10 @@ from logger_daemon.reduce import Member, Released, partial_columns, partial_hist
 
 log = logging.getLogger("logger_daemon")
 
-__all__ = ["Forwarder", "RootFlush"]
+__all__ = ["LINK_LINGER_S", "Forwarder", "RootFlush"]
+
+#: Longest a node's link to a root holds what it was given before sending it.
+LINK_LINGER_S = 0.02
 
 
 @dataclass
@@ -78,7 +81,10 @@ class Forwarder:
     def _transport(self, endpoint: str) -> Link:
         transport = self._transports.get(endpoint)
         if transport is None:
-            transport = self._transports[endpoint] = connect_link(self._settings, endpoint, self._secure)
+            # The node batches already (a pipeline cycle's values): a client's linger would only
+            # add its quarter second to every value's way to disk.
+            settings = replace(self._settings, linger_s=min(self._settings.linger_s, LINK_LINGER_S))
+            transport = self._transports[endpoint] = connect_link(settings, endpoint, self._secure)
         return transport
 
     def open(self, member: Member, options: dict[str, Any]) -> None:
