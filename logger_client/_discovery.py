@@ -75,11 +75,12 @@ def find_or_start_root(settings: Settings, master_addr: str) -> str:
     """The root daemon of a job across nodes (`Settings.root_port`, `keys_dir`), started on this
     host, the job's MASTER_ADDR, if it does not run yet; its runtime directory is the node
     daemon's `root/`. Returns its endpoint."""
-    address = socket.gethostbyname(master_addr)  # zmq binds addresses, not host names
     with socket.socket() as probe:  # an address of another host cannot be bound: say so at once
-        probe.bind((address, 0))
+        probe.bind((socket.gethostbyname(master_addr), 0))
     runtime_dir = os.path.join(settings.runtime_dir, "root")
-    extra = ["--root", "--endpoint", f"tcp://{address}:{settings.root_port}", "--keys", settings.keys_dir]
+    # Every interface (its CURVE keys guard it): MASTER_ADDR's name may resolve here to another
+    # address (127.0.1.1) than on the other nodes.
+    extra = ["--root", "--endpoint", f"tcp://0.0.0.0:{settings.root_port}", "--keys", settings.keys_dir]
     _find_or_start(replace(settings, runtime_dir=runtime_dir), extra)
     return root_endpoint(master_addr, settings.root_port)
 

@@ -495,7 +495,11 @@ class Reducer:
     def _gather(self, member: Member, run: RunLog, tag: str, mode: str, histogram: bool) -> _Gather:
         key = (member.job, run.path, tag, "merge" if histogram else mode)
         gather = self._gathers.get(key)
-        if gather is None or gather.run is not run:
+        if gather is not None and gather.run is not run and gather.rows.size:
+            # Its run closed while values waited (its writers left before another rank's came):
+            # they wait on in the run's new log, for the ranks still to come.
+            gather.run = run
+        elif gather is None or gather.run is not run:
             gather = self._gathers[key] = _Gather(member.job, member.root, run, tag, key[3], histogram, member.forward)
             if member.resumed:
                 gather.on_disk = run.last_step_on_disk(clean_tag(tag))
