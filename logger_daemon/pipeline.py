@@ -164,9 +164,9 @@ class Pipeline:
             with self._ready:
                 if not self._inbox and not self._stopping:
                     timeout = RETRY_S if self._backlog.blocked else min(1.0, self._fsync_interval_s)
-                    due = self.reducer.next_wake()
-                    if due is not None:
-                        timeout = max(0.0, min(timeout, due - time.monotonic()))
+                    for due in (self.reducer.next_wake(), self._holds.next_deadline()):
+                        if due is not None:
+                            timeout = max(0.0, min(timeout, due - time.monotonic()))
                     if self._root_flushes:  # a root's acknowledgement comes on the link's thread
                         timeout = min(timeout, ROOT_FLUSH_POLL_S)
                     self._ready.wait(timeout=timeout)
