@@ -19,6 +19,7 @@ import threading
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from logger_client.protocol import DropReason
 from logger_client.settings import Settings
@@ -47,6 +48,16 @@ ROOT_FLUSH_POLL_S = 0.01
 #: burst of arrays is written and acknowledged in parts, and each part's acknowledgement hands
 #: its client's arena slots back while the next part is encoded.
 CYCLE_ARRAY_BYTES = 64 * 2**20
+
+
+@dataclass
+class _RootFlushWait:
+    """A forwarding client's FLUSH: acknowledged once `flush` (asked of its roots when the node
+    could acknowledge the FLUSH) is done and clean, or at `deadline`."""
+
+    seq: int
+    deadline: float
+    flush: RootFlush | None = None
 
 
 class Pipeline:
@@ -94,8 +105,8 @@ class Pipeline:
         #: How long a flush of forwarded values waits for the roots (then the client's flush has
         #: timed out, and its later messages are acknowledged again).
         self.root_flush_s = Settings.flush_timeout_s
-        # Per client whose writers forward: (its FLUSH seq, the roots' flush, when to give up).
-        self._root_flushes: dict[bytes, tuple[int, RootFlush | None, float]] = {}
+        # Per client whose writers forward, its FLUSHes waiting for the roots, in order.
+        self._root_flushes: dict[bytes, list[_RootFlushWait]] = {}
         # Per client: the last sequence number received and acknowledged, and the flush waiting
         # for values the reducer holds (acknowledged after an fsync).
         self._received: dict[bytes, int] = {}
@@ -242,7 +253,8 @@ class Pipeline:
                 fsync = True
                 self._flush_at[work.client] = work.seq
                 if self.forwarder is not None and self.reducer.forwards(work.client):
-                    self._root_flushes[work.client] = (work.seq, None, time.monotonic() + self.root_flush_s)
+                    pending = self._root_flushes.setdefault(work.client, [])
+                    pending.append(_RootFlushWait(work.seq, time.monotonic() + self.root_flush_s))
             if work.client_gone:
                 gone.append(work.client)
             if work.seq:
@@ -315,15 +327,17 @@ class Pipeline:
         roots wrote everything it logged before (all of it was forwarded by the time the node
         could acknowledge the FLUSH). A root that fails the flush, or a link that dropped, holds
         it until the client's flush has timed out (it returns False)."""
-        seq, flush, deadline = self._root_flushes[client]
-        if upto < seq:
-            return upto
         assert self.forwarder is not None
-        if flush is None:
-            flush = self.forwarder.request_flush(self.reducer.forwards(client))
-            self._root_flushes[client] = (seq, flush, deadline)
-        if time.monotonic() < deadline and not (flush.done() and flush.clean()):
-            return seq - 1
+        pending = self._root_flushes[client]
+        while pending:
+            wait = pending[0]
+            if upto < wait.seq:
+                return upto
+            if wait.flush is None:
+                wait.flush = self.forwarder.request_flush(self.reducer.forwards(client))
+            if time.monotonic() < wait.deadline and not (wait.flush.done() and wait.flush.clean()):
+                return wait.seq - 1
+            pending.pop(0)
         del self._root_flushes[client]
         return upto
 
