@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from benchmarks import bursts, calls, read_back, soak, throughput, training_loop, verify
+from benchmarks import bursts, calls, read_back, reduce, soak, throughput, training_loop, verify
 from benchmarks.memory import DaemonMonitor
 from benchmarks.plan import Workload
 from benchmarks.runtime import ChildFailed, Runtime, Task
@@ -176,6 +176,18 @@ class Suite:
         entry["task_s"] = time.monotonic() - t0
         return entry
 
+    def run_reduce(self, workload: Workload) -> dict[str, Any]:
+        """The reduction rows, logger_client only (see reduce.py). Never raises."""
+        entry: dict[str, Any] = {"group": workload.group, "label": workload.label, "params": dict(workload.params)}
+        t0 = time.monotonic()
+        try:
+            entry.update(reduce.supervise(workload.params, self.log))
+        except (Exception, SystemExit) as exc:
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+            self.log(f"reduce: ERROR {entry['error']}")
+        entry["task_s"] = time.monotonic() - t0
+        return entry
+
     def _run_processes(self, task: Task, spec: dict[str, Any], processes: int) -> dict[str, Any]:
         """N children into one log dir, released together once all have constructed their writer."""
         spec = {**spec, "wait_for_go": True}
@@ -260,10 +272,11 @@ def run_plan(
     try:
         entries: list[tuple[Workload, str, dict[str, Any]]] = []
         readings = [workload for workload in plan if workload.group == "read_back"]
+        reductions = [workload for workload in plan if workload.group == "reduce"]
         soaks = [workload for workload in plan if workload.group == "soak"]
         for workload in plan:
-            if workload.group in ("read_back", "soak"):
-                continue  # not per writer: run after the others, alone (see read_back.py, soak.py)
+            if workload.group in ("read_back", "reduce", "soak"):
+                continue  # not per writer: run after the others, alone (see read_back.py, reduce.py, soak.py)
             params = dict(workload.params)
             if workload.group == "training_loop":
                 calibration = suite.calibrate(params["step_ms"])
@@ -286,6 +299,8 @@ def run_plan(
             entry["writers"][writer] = outcome
         for workload in readings:
             results[workload.name] = suite.run_read_back(workload)
+        for workload in reductions:
+            results[workload.name] = suite.run_reduce(workload)
         for workload in soaks:
             results[workload.name] = suite.run_soak(workload)
     finally:
