@@ -95,6 +95,7 @@ class Arena:
         self._populates = False
         self._reached = 0  # the furthest end of a slot ever handed out
         self._head = 0  # where the next slot starts
+        self._in_use = 0  # bytes of the slots in use: what the arrays in flight hold
         self._slots: deque[int] = deque()  # offsets of the slots in use, in the order handed out
         self._ends: dict[int, int] = {}  # offset -> end of each slot in `_slots`
         self._done: set[int] = set()  # slots released but not yet the oldest
@@ -128,8 +129,11 @@ class Arena:
             offset = self._reserve(nbytes)
             if offset is None:
                 self._want(2 * self._faulted)  # outgrown: more room for the next burst
-            elif self._populates and 2 * self._head > self._wanted:
-                self._want(2 * self._head)  # the thread works ahead of the burst, into the cold part
+            elif self._populates and 2 * self._in_use > self._wanted:
+                # A burst: the thread works ahead of it, into the cold part. Judged by the bytes in
+                # flight, not by where the head is: a steady trickle moves the head around the
+                # ring, and growing with it would fault in the whole region.
+                self._want(2 * self._head)
         if offset is None:
             return np.empty(shape, dtype)
         # One constructor, not a slice, a frombuffer and a reshape: after a training step every
@@ -230,7 +234,7 @@ class Arena:
         while slots and slots[0] in done:
             offset = slots.popleft()
             done.discard(offset)
-            del self._ends[offset]
+            self._in_use -= self._ends.pop(offset) - offset
             self._watches.pop(offset, None)
         if not slots:
             self._head = 0  # empty: start again at the bottom, on the warmest pages
@@ -257,6 +261,7 @@ class Arena:
             return None
         slots.append(offset)
         self._ends[offset] = offset + size
+        self._in_use += size
         self._head = offset + size
         self._reached = max(self._reached, self._head)
         return offset

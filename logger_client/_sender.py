@@ -29,6 +29,7 @@ from . import protocol
 from ._arena import Arena
 from ._producer import Batch, FlushRequest
 from .protocol import MessageKind
+from .runtime import pid_namespace
 
 log = logging.getLogger("logger_client")
 
@@ -117,7 +118,7 @@ class Sender:
 
     def hello(self) -> None:
         """Introduces this client (and its shared arena, if it has one) to the daemon."""
-        header: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
+        header: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(), "pidns": pid_namespace()}
         shared = self._arena.share() if self._arena is not None else None
         if shared is not None:
             header["arena"] = shared

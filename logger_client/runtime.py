@@ -29,6 +29,7 @@ __all__ = [
     "endpoint",
     "ensure_runtime_dir",
     "hold_lock",
+    "pid_namespace",
     "take_lock",
 ]
 
@@ -77,6 +78,15 @@ def ensure_runtime_dir(path: str) -> str:
     if len(os.fsencode(socket_path)) > _MAX_IPC_PATH_BYTES:
         raise ValueError(f"the daemon's socket path {socket_path} is too long for a unix socket: {elsewhere}")
     return path
+
+
+def pid_namespace() -> int:
+    """An id of this process's PID namespace, 0 where the system does not say. Two processes see
+    each other's pids (and /proc entries) only within one: a sidecar container may not."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
 
 
 def endpoint(runtime_dir: str) -> str:

@@ -157,9 +157,9 @@ class Pipeline:
             with self._ready:
                 if not self._inbox and not self._stopping:
                     timeout = RETRY_S if self._backlog.blocked else min(1.0, self._fsync_interval_s)
-                    due = self.reducer.next_wake()
-                    if due is not None:
-                        timeout = max(0.0, min(timeout, due - time.monotonic()))
+                    for due in (self.reducer.next_wake(), self._holds.next_deadline()):
+                        if due is not None:
+                            timeout = max(0.0, min(timeout, due - time.monotonic()))
                     self._ready.wait(timeout=timeout)
                 batch = self._take_cycle()
                 stopping = self._stopping

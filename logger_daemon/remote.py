@@ -554,5 +554,9 @@ class AckHolds:
                 missing[client] = len(left)
         return acks, drops, missing
 
+    def next_deadline(self) -> float | None:
+        """The monotonic time at which the first hold ends unless its uploads finish first."""
+        return min((held.deadline for held in self._holds.values()), default=None)
+
     def __bool__(self) -> bool:
         return bool(self._holds)

@@ -23,6 +23,7 @@ import zmq
 
 from logger_client import protocol
 from logger_client.protocol import DropReason, MessageKind, ProtocolError
+from logger_client.runtime import pid_namespace
 from logger_client.settings import Settings
 from logger_daemon.connections import LISTEN_BACKLOG, ConnectionGuard, connection_cap, raise_fd_limit
 from logger_daemon.encode_pool import default_workers
@@ -60,6 +61,8 @@ class _Client:
     next_seq: int | None = 0
     #: The client's arena, mapped read-only: arrays described by an offset are read from it.
     arena: memoryview | None = None
+    #: Whether the client's pid names the same process here (one PID namespace).
+    pid_visible: bool = True
 
 
 def map_arena(announced: Any) -> memoryview | None:
@@ -101,6 +104,15 @@ def map_arena(announced: Any) -> memoryview | None:
 
 def _hex(value: Any) -> str:
     return value.hex() if isinstance(value, bytes) else repr(value)
+
+
+def _same_pid_namespace(announced: Any) -> bool:
+    """Whether a client's HELLO (`pidns`) puts it in this process's PID namespace; a client or
+    system that does not say is taken to share it."""
+    if type(announced) is not int or announced == 0:
+        return True
+    own = pid_namespace()
+    return own == 0 or announced == own
 
 
 def _process_exists(pid: int) -> bool:
@@ -341,7 +353,8 @@ class Server:
         elif kind == MessageKind.HELLO and type(seq) is int:
             self._forget_dead_clients()  # a job restarting after a crash finds its old writers gone
             pid, host = header.get("pid"), header.get("host")
-            arena = map_arena(header["arena"]) if "arena" in header else None
+            pid_visible = _same_pid_namespace(header.get("pidns"))
+            arena = map_arena(header["arena"]) if "arena" in header and pid_visible else None
             cid = header.get("cid")
             log.info("client %s (pid %s) connected as %s", _hex(cid), pid, identity.hex())
             self._clients[identity] = _Client(
@@ -352,6 +365,7 @@ class Server:
                 cid if type(cid) is bytes and cid else identity,
                 next_seq=seq + 1,
                 arena=arena,
+                pid_visible=pid_visible,
             )
             self._reply(sock, identity, MessageKind.WELCOME, {"daemon_pid": os.getpid(), "arena": arena is not None})
             self.pipeline.put(Work(identity, seq))
@@ -370,13 +384,14 @@ class Server:
             self.pipeline.put(Work(identity, 0, client_gone=True))
 
     def _forget_dead_clients(self) -> None:
-        """Forgets the clients of this host whose process is gone (killed without a goodbye).
+        """Forgets the clients of this host and PID namespace whose process is gone (killed
+        without a goodbye); the others are forgotten once silent past the client timeout.
 
-        Cheap (a signal-0 probe each), and safe if wrong (a pid seen from another namespace): a
-        client forgotten while alive is refused as unknown, says HELLO again and resends."""
+        Cheap (a signal-0 probe each), and safe if wrong: a client forgotten while alive is
+        refused as unknown, says HELLO again and resends."""
         host = socket.gethostname()
         for identity, client in list(self._clients.items()):
-            if client.host == host and client.pid > 0 and not _process_exists(client.pid):
+            if client.host == host and client.pid_visible and client.pid > 0 and not _process_exists(client.pid):
                 log.info("client %s (pid %d) is gone: closing its writers", identity.hex(), client.pid)
                 self._client_gone(identity)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -141,13 +142,18 @@ def daemon(runtime_dir: str) -> Iterator[subprocess.Popen]:
         yield process
 
 
+_MODULE_MARKED_E2E = re.compile(r"^pytestmark = \[?pytest\.mark\.e2e\b", re.MULTILINE)
+
+
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """The fast loop (`-m "not e2e"`) does not import the modules whose every test is e2e: the
-    fault suite, `*_e2e.py`, and the Lightning and transformers tests, which import seconds of
-    packages before any test runs."""
+    """The fast loop (`-m "not e2e"`) does not import the modules whose every test is e2e (the
+    fault suite, `*_e2e.py`, any module whose `pytestmark` starts with `e2e`): they import seconds
+    of packages (torch, moto, transformers) before pytest deselects all they hold."""
     if config.getoption("markexpr") != "not e2e":
         return None
     name = collection_path.name
-    if name.endswith("_e2e.py") or name in ("test_hf.py", "test_lightning.py") or name == "faults":
+    if name == "faults" or name.endswith("_e2e.py"):
         return True
+    if name.startswith("test_") and name.endswith(".py"):
+        return bool(_MODULE_MARKED_E2E.search(collection_path.read_text(encoding="utf-8"))) or None
     return None

@@ -9,15 +9,16 @@ from __future__ import annotations
 import fcntl
 import gc
 import itertools
+import math
 import os
 from typing import Any
 
 import numpy as np
 import pytest
 from conftest import wait_for
+from daemon_cli import status_json
+from logdirs import accumulator
 from raw_peer import RawPeer
-from test_daemon import accumulator
-from test_hostile_peers import cli_status
 
 from logger_client import SummaryWriter
 from logger_client import _arena as arena_module
@@ -105,6 +106,21 @@ def test_a_burst_past_the_warm_part_goes_on_into_the_cold_part_which_warms_behin
     assert all((array == i).all() for i, array in enumerate(held))
 
 
+def test_a_steady_trickle_goes_round_the_warm_part_without_growing_it() -> None:
+    """An image per step, a few dozen in flight: the slots go round the warm part, which is not
+    a burst, so no more of the arena is faulted in (the whole of it was, before)."""
+    arena = ready(Arena(4 * _INITIAL_BYTES))
+    in_flight: list[np.ndarray] = []
+    image = (3, 64, 64)
+    for _ in range(3 * _INITIAL_BYTES // (math.prod(image) * F32.itemsize)):  # three laps
+        in_flight.append(arena.empty(image, F32))
+        assert in_arena(arena, in_flight[-1])
+        if len(in_flight) > 50:
+            in_flight.pop(0)
+    assert arena._wanted == _INITIAL_BYTES
+    assert arena.faulted_bytes == _INITIAL_BYTES
+
+
 def test_without_populating_only_the_warm_part_is_handed_out_and_a_full_one_doubles(monkeypatch) -> None:
     monkeypatch.setattr(arena_module, "_madvise", None)
     arena = ready(Arena(4 * _INITIAL_BYTES))
@@ -150,7 +166,7 @@ def test_the_daemon_reads_arrays_in_the_writers_arena_and_says_so(daemon, logdir
     with SummaryWriter(logdir) as writer:
         writer.add_histogram("shared", np.arange(SLOT_VALUES * 2, dtype=np.float32), 1)
         assert writer.flush()
-        mine = [client for client in cli_status()["clients"] if client["pid"] == os.getpid()]
+        mine = [client for client in status_json()["clients"] if client["pid"] == os.getpid()]
         assert [client["shared_arena"] for client in mine] == [True]
     assert accumulator(logdir).Histograms("shared")[0].histogram_value.max == SLOT_VALUES * 2 - 1
 
@@ -193,4 +209,4 @@ def test_an_arena_the_daemon_cannot_map_is_declined_and_offsets_into_it_refused(
     finally:
         for fd in fds:
             os.close(fd)
-    assert cli_status()["records_dropped"].get("bad_array") == len(announcements)
+    assert status_json()["records_dropped"].get("bad_array") == len(announcements)

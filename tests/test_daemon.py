@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -21,6 +22,8 @@ import numpy as np
 import psutil
 import pytest
 from conftest import REPO, stop_daemon, wait_for
+from daemon_cli import cli, status_json
+from logdirs import accumulator, event_files, scalars
 from raw_peer import RawPeer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
@@ -29,7 +32,7 @@ from tensorboard.compat.proto.event_pb2 import Event as TbEvent
 from logger_client import SummaryWriter
 from logger_client._daemon_transport import shutdown_transport
 from logger_client.protocol import MessageKind, RecordKind
-from logger_client.runtime import LOG_NAME, PID_NAME, SOCKET_NAME, daemon_pid, daemon_running
+from logger_client.runtime import LOG_NAME, PID_NAME, SOCKET_NAME, daemon_pid, daemon_running, pid_namespace
 
 pytestmark = pytest.mark.e2e
 
@@ -114,41 +117,6 @@ def touch(path) -> None:
     with open(str(path) + ".tmp", "w"):
         pass
     os.rename(str(path) + ".tmp", str(path))
-
-
-def cli(*args: str, timeout_s: float = 30.0) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "logger_daemon", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def status_json() -> dict:
-    result = cli("status", "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-def event_files(logdir: str) -> list[str]:
-    return sorted(os.path.join(logdir, name) for name in os.listdir(logdir) if name.startswith("events.out.tfevents."))
-
-
-def accumulator(logdir: str) -> EventAccumulator:
-    acc = EventAccumulator(logdir, size_guidance={"scalars": 0, "histograms": 0, "images": 0, "tensors": 0})
-    acc.Reload()
-    return acc
-
-
-def scalars(logdir: str, tag: str) -> list[tuple[int, float]]:
-    if not os.path.isdir(logdir) or not event_files(logdir):
-        return []
-    acc = accumulator(logdir)
-    if tag not in acc.Tags()["scalars"]:
-        return []
-    return [(e.step, e.value) for e in acc.Scalars(tag)]
 
 
 def file_order(path: str) -> list[tuple[str, int, float]]:
@@ -1016,6 +984,29 @@ def test_a_zombie_client_counts_as_gone():
     finally:
         child.wait()
     assert not _process_exists(child.pid)
+
+
+def test_a_dead_pid_forgets_a_client_of_this_pid_namespace_only(daemon, runtime_dir):
+    """A sidecar daemon sees a training container's pids as other processes' (or none): it must
+    not drop those clients by pid, only after their silence."""
+    dead = []
+    for _ in range(2):
+        child = subprocess.Popen([sys.executable, "-c", "pass"])
+        child.wait()
+        dead.append(child.pid)
+    here, elsewhere = RawPeer(runtime_dir), RawPeer(runtime_dir)
+    try:
+        for peer, pid, pidns in ((here, dead[0], pid_namespace()), (elsewhere, dead[1], pid_namespace() + 1)):
+            peer.send_message(MessageKind.HELLO, {"pid": pid, "host": socket.gethostname(), "pidns": pidns})
+            peer.wait_for_reply(MessageKind.WELCOME)
+        wait_for(
+            lambda: [c["pid"] for c in status_json()["clients"]] == [dead[1]],
+            timeout_s=10,
+            message="the client of this namespace whose process is gone to be forgotten, and only it",
+        )
+    finally:
+        here.close()
+        elsewhere.close()
 
 
 def _threads_after_a_dot(imports: str) -> int:

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import tensorboardX
 from conftest import start_daemon
+from daemon_cli import status_json
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary as TbSummary
 from tensorboardX import summary as tbx
-from test_hostile_peers import cli_status
 
 from logger_client import SummaryWriter, protocol
 from logger_client.protocol import STEP, MessageKind, RecordKind
@@ -244,7 +244,7 @@ def test_a_daemon_with_several_workers_writes_every_histogram_in_step_order(runt
             for tag in ("a", "b", "c"):
                 writer.add_histogram(tag, values + step, step)
         assert writer.flush(timeout=60)
-        assert cli_status()["encode_workers"] == 3
+        assert status_json()["encode_workers"] == 3
         assert writer.close(timeout=60)
         assert writer.stats()["records_dropped"] == {}
     written = histograms_in_file_order(logdir)

@@ -4,11 +4,8 @@ SummaryWriter works end to end afterwards)."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import subprocess
-import sys
 import time
 from collections import Counter
 from typing import Any
@@ -17,6 +14,7 @@ import msgpack
 import numpy as np
 import pytest
 from conftest import wait_for
+from daemon_cli import status_json
 from raw_peer import RawPeer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_protocol import fixed, header_frames
@@ -37,18 +35,6 @@ def peer(daemon, runtime_dir):
         yield raw
     finally:
         raw.close()
-
-
-def cli_status(timeout_s: float = 30.0) -> dict:
-    result = subprocess.run(
-        [sys.executable, "-m", "logger_daemon", "status", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        stdin=subprocess.DEVNULL,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def scalars_in(logdir: str, tag: str) -> list[tuple[int, float]]:
@@ -124,7 +110,7 @@ def test_daemon_survives_garbage_and_counts_it_by_reason(daemon, runtime_dir, pe
     assert_writer_works(logdir)
     expected = Counter(reason for _, reason in garbage + silent)
     status = wait_for(
-        lambda: (s := cli_status())["records_dropped"] == expected and s,
+        lambda: (s := status_json())["records_dropped"] == expected and s,
         timeout_s=10,
         message=f"status to count {dict(expected)}",
     )
@@ -139,7 +125,7 @@ def test_records_of_a_client_the_daemon_does_not_know_are_refused_unread(daemon,
     assert refused["reason"] == protocol.UNKNOWN_CLIENT
     peer.send_message(MessageKind.HEARTBEAT, {})
     assert peer.wait_for_reply(MessageKind.REFUSED)["reason"] == protocol.UNKNOWN_CLIENT
-    status = cli_status()
+    status = status_json()
     assert status["records_received"] == 0 and status["records_dropped"] == {}
     hello(peer)
     peer.send_message(MessageKind.RECORDS, {"records": [open_record(logdir)]})
@@ -171,7 +157,7 @@ def test_a_message_lost_on_the_way_is_never_acknowledged_past(daemon, peer, logd
     flush = peer.send_message(MessageKind.FLUSH, {})
     peer.wait_acked(flush)
     assert scalars_in(logdir, "loss") == [(1, 1.0), (2, 2.0), (3, 3.0)]
-    assert cli_status()["records_dropped"] == {}
+    assert status_json()["records_dropped"] == {}
 
 
 def hello(peer: RawPeer) -> protocol.Message:
@@ -217,7 +203,7 @@ def test_malformed_records_mixed_with_good_ones(daemon, peer, logdir):
     peer.wait_acked(flush)
     assert scalars_in(logdir, "good") == [(step, step / 4) for step in range(20)]
     assert scalars_in(logdir, "bad") == []
-    status = cli_status()
+    status = status_json()
     assert status["records_dropped"] == {"malformed_record": 20 + len(bad_records)}
     assert status["records_written"] == 20
     assert daemon.poll() is None
@@ -247,7 +233,7 @@ def test_a_malformed_scalar_among_good_ones_of_its_tag_is_refused(daemon, peer, 
     good = [[int(RecordKind.SCALAR), 1, "", tag, step, 50.0 + step, float(step)] for step in (1, 2, 3)]
     peer.send_message(MessageKind.RECORDS, {"records": [open_record(logdir), good[0], bad, good[1], good[2]]})
     peer.wait_acked(peer.send_message(MessageKind.FLUSH, {}))
-    status = cli_status()
+    status = status_json()
     assert status["records_dropped"] == {"malformed_record": 1}
     assert status["records_written"] == 3
 
@@ -258,7 +244,7 @@ def test_a_scalar_with_a_tag_too_long_is_refused(daemon, peer, logdir):
     bad = [int(RecordKind.SCALAR), 1, "", _LONG, 7, 1.0, 1.0]
     peer.send_message(MessageKind.RECORDS, {"records": [open_record(logdir), good[0], bad, good[1], good[2]]})
     peer.wait_acked(peer.send_message(MessageKind.FLUSH, {}))
-    status = cli_status()
+    status = status_json()
     assert status["records_dropped"] == {"malformed_record": 1}
     assert status["records_written"] == 3
 
@@ -281,7 +267,7 @@ def test_records_message_with_a_bad_array_is_refused_whole(daemon, peer, logdir)
     flush = peer.send_message(MessageKind.FLUSH, {})
     peer.wait_acked(flush)
     assert scalars_in(logdir, "lost") == []  # nothing of the refused message was written
-    assert cli_status()["records_dropped"] == {"bad_array": 1}
+    assert status_json()["records_dropped"] == {"bad_array": 1}
     assert_writer_works(logdir)
 
 
@@ -301,7 +287,7 @@ def test_daemon_survives_bad_options_of_a_well_formed_record(daemon, peer, logdi
     peer.send_message(MessageKind.RECORDS, {"records": records}, [image])
     flush = peer.send_message(MessageKind.FLUSH, {})
     peer.wait_acked(flush, timeout_s=5)
-    assert cli_status()["records_dropped"] == {"encode_error": 1}
+    assert status_json()["records_dropped"] == {"encode_error": 1}
     assert_writer_works(logdir)
 
 
@@ -330,7 +316,7 @@ def test_packed_rows_are_written_by_their_keys_in_step_order(daemon, peer, logdi
     peer.wait_acked(peer.send_message(MessageKind.FLUSH, {}))
     assert scalars_in(logdir, "loss") == [(1, 0.25), (2, 0.5), (3, 0.125), (4, 0.0625)]
     assert scalars_in(os.path.join(logdir, "eval"), "acc") == [(1, pytest.approx(0.9))]
-    status = cli_status()
+    status = status_json()
     assert status["records_written"] == 5 and status["records_dropped"] == {}
 
 
@@ -346,7 +332,7 @@ def test_rows_of_an_unknown_key_or_a_bad_length_are_refused_and_counted(daemon, 
     peer.send_message(MessageKind.RECORDS, {"records": records})
     peer.wait_acked(peer.send_message(MessageKind.FLUSH, {}))
     assert scalars_in(logdir, "fine") == [(1, 1.0)]
-    status = cli_status()
+    status = status_json()
     assert status["records_dropped"] == {"unknown_scalar_key": 2, "malformed_record": 2}
     assert daemon.poll() is None
     assert_writer_works(logdir)
@@ -362,7 +348,7 @@ def test_a_key_is_the_clients_own(daemon, peer, runtime_dir, logdir):
         other.wait_acked(other.send_message(MessageKind.FLUSH, {}))
     finally:
         other.close()
-    assert cli_status()["records_dropped"] == {"unknown_scalar_key": 1}
+    assert status_json()["records_dropped"] == {"unknown_scalar_key": 1}
     assert scalars_in(logdir, "mine") == []
 
 
@@ -379,5 +365,5 @@ def test_a_large_bin_of_interleaved_keys_is_read_as_columns(daemon, peer, logdir
     peer.wait_acked(peer.send_message(MessageKind.FLUSH, {}))
     assert scalars_in(logdir, "a") == [(step, step / 2) for step in steps]
     assert scalars_in(logdir, "b") == [(step, float(-step)) for step in steps]
-    status = cli_status()
+    status = status_json()
     assert status["records_written"] == 80 and status["records_dropped"] == {"unknown_scalar_key": 40}

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import zmq
 from conftest import REPO, start_daemon, wait_for
-from test_daemon import cli
+from daemon_cli import cli
 from test_ranks_e2e import HERE, RANKS, mean_of
 
 from logger_client import reader

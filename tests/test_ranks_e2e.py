@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import REPO, wait_for
+from daemon_cli import cli, status_json
+from logdirs import accumulator
 from rank_worker import histogram_values, value
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_daemon import cli, status_json
 from test_reduce import tensorboardx_histogram
 
 from logger_client import reader
@@ -55,12 +55,6 @@ def run_job(tmp_path, logdir: str, **spec: Any) -> list[dict]:
         with open(tmp_path / f"result.{rank}") as f:
             results.append(json.load(f))
     return results
-
-
-def accumulator(logdir: str) -> EventAccumulator:
-    acc = EventAccumulator(logdir, size_guidance={"scalars": 0, "histograms": 0})
-    acc.Reload()
-    return acc
 
 
 def mean_of(ranks: range | list[int], tag: str, step: int) -> float:

@@ -322,14 +322,14 @@ def test_interleaved_tags_as_tensorboardx_writes_them(tmp_path: Any) -> None:
     from tensorboardX import SummaryWriter
 
     writer = SummaryWriter(str(tmp_path))
-    for step in range(1000):  # steps past 127 take a longer varint: the lengths change midway
+    for step in range(300):  # steps past 127 take a longer varint: the lengths change midway
         for index in range(7):
             writer.add_scalar(f"tag{index}" + "x" * index, step * 0.5 + index, step)
-        if step % 250 == 0:
+        if step % 100 == 0:
             writer.add_text("note", "x" * step, step)
     writer.close()
     data = assert_reads_like_tensorboard(str(tmp_path))
-    assert sum(len(series) for series in data.scalars.values()) == 7000
+    assert sum(len(series) for series in data.scalars.values()) == 2100
 
 
 def test_crc_in_python_when_the_crc32c_package_is_missing(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -529,6 +529,8 @@ def test_masked_crc_golden_value_and_column_crcs_equal_crc32c() -> None:
     for length in (0, 1, 7, 8, 45, 300, 5000, 70_000):
         data = rng.integers(0, 256, length, dtype=np.uint8).tobytes()
         assert _tfrecord_read._crc32c_numpy(data) == crc32c.crc32c(data), length
+        if length > 5000:  # rows are records of one length in a stretch: scalars, not megabytes
+            continue
         rows = rng.integers(0, 256, (6, length), dtype=np.uint8)
         rows[:, : length // 2] = 9  # constant columns take the shortcut
         assert _tfrecord_read.crc32c_rows(rows).tolist() == [crc32c.crc32c(row.tobytes()) for row in rows]

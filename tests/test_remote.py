@@ -5,6 +5,7 @@ that finds what the last one left. The real S3 API is in test_remote_s3.py."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
@@ -162,8 +163,8 @@ def test_failed_uploads_back_off_doubling_up_to_the_maximum(tmp_path):
     assert [retry_delay(n, 30.0) for n in range(1, 8)] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
     assert retry_delay(10_000, 30.0) == 30.0  # a store down for days: still the maximum
     url = f"flaky://bucket-{uuid.uuid4().hex[:8]}/run"
-    FlakyFileSystem.failing = 1
-    h = RemoteHarness(str(tmp_path), upload_retry_max_s=30.0)
+    FlakyFileSystem.failing = 2
+    h = RemoteHarness(str(tmp_path), upload_retry_max_s=0.25)  # the doubling capped at once: a short test
     tries: list[float] = []
     put = FlakyFileSystem.put_file
 
@@ -175,11 +176,12 @@ def test_failed_uploads_back_off_doubling_up_to_the_maximum(tmp_path):
     try:
         h.run(h.work(b"a", [open_record(url), scalar("loss", 1, 1.0)]))
         h.pipeline._runs.close_writer((b"a", 1))
-        wait_for(lambda: h.uploads()["segments_uploaded"] == 1, timeout_s=15, message="the second try to succeed")
+        wait_for(lambda: h.uploads()["segments_uploaded"] == 1, timeout_s=15, message="the third try to succeed")
     finally:
         FlakyFileSystem.put_file = put  # type: ignore[method-assign]
-    assert len(tries) == 2 and h.uploads()["upload_failures"] == 1
-    assert tries[1] - tries[0] >= 1.0  # waited the first delay of the doubling above
+    assert len(tries) == 3 and h.uploads()["upload_failures"] == 2
+    gaps = [later - earlier for earlier, later in itertools.pairwise(tries)]
+    assert gaps[0] >= retry_delay(1, 0.25) and gaps[1] >= retry_delay(2, 0.25), gaps  # each try waited its delay
 
 
 def test_a_segment_the_staging_disk_tore_is_uploaded_with_the_file_that_continues_it(tmp_path, url, monkeypatch):
@@ -284,6 +286,7 @@ def test_a_held_acknowledgement_ends_at_its_deadline_saying_what_is_not_uploaded
         assert h.not_uploaded == [{b"a": 1}]
         assert len(h.staged()) == 1 and objects(url) == {}  # kept until it can be uploaded
     finally:
+        FlakyFileSystem.failing = 0  # so that stopping does not wait out its upload bound too
         h.pipeline.stop()
 
 

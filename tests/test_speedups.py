@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from logdirs import accumulator
 from PIL import Image
-from test_daemon import accumulator
 
 from logger_client import SummaryWriter, _fast
 from logger_client._convert import STREAM_MIN_BYTES, to_owned_array

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from conftest import REPO, wait_for
-from test_daemon import status_json
+from daemon_cli import status_json
 
 from logger_client import SummaryWriter
 from logger_daemon.watch import REDRAW, frame, rates, watch

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from daemon_cli import status_json
 from raw_peer import RawPeer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_daemon import status_json
 
 from logger_client import SummaryWriter, protocol
 from logger_client.protocol import MessageKind, RecordKind

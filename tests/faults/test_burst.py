@@ -30,7 +30,8 @@ import threading
 import numpy as np
 import pytest
 from conftest import wait_for
-from test_daemon import status_json, touch
+from daemon_cli import status_json
+from test_daemon import touch
 
 from logger_client.reader import load
 from logger_client.runtime import daemon_pid

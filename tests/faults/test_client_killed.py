@@ -16,8 +16,9 @@ import time
 
 import pytest
 from conftest import wait_for
+from daemon_cli import status_json
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_daemon import status_json, touch
+from test_daemon import touch
 
 from logger_client import SummaryWriter
 

@@ -16,9 +16,11 @@ from collections import defaultdict
 
 import pytest
 from conftest import wait_for
+from daemon_cli import cli, status_json
+from logdirs import event_files
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-from test_daemon import cli, event_files, status_json, touch
+from test_daemon import touch
 
 from logger_client.runtime import daemon_pid, daemon_running
 

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import zmq
 from conftest import start_daemon, wait_for
+from daemon_cli import status_json
 from raw_peer import RawPeer
-from test_hostile_peers import cli_status, scalars_in
+from test_hostile_peers import scalars_in
 from test_protocol import fixed
 
 from logger_client import SummaryWriter
@@ -73,7 +74,7 @@ def test_a_msgpack_bomb_is_refused_before_it_is_decoded_whole(daemon, runtime_di
     assert refusal["reason"] == "message_too_large" and "lists and maps" in refusal["detail"]
     log_steps(writer, "alive", range(500, 1000))
     assert_all_on_disk(writer, logdir, "alive", range(1000))
-    status = cli_status()
+    status = status_json()
     assert status["records_dropped"] == {"message_too_large": 1}
     assert peak_rss(daemon.pid) < MEMORY_BOUND
     assert writer.close(timeout=20)
@@ -102,7 +103,7 @@ def test_a_frame_of_1_2_gib_is_refused_as_it_arrives(daemon, runtime_dir, logdir
 
 
 def listening_status() -> dict | None:
-    status = cli_status()
+    status = status_json()
     return status if status["connections"].get("listening") else None
 
 
@@ -162,7 +163,7 @@ def test_an_aborted_daemon_comes_back_in_place_and_nothing_is_lost(daemon, runti
     os.kill(daemon.pid, signal.SIGABRT)  # as libzmq's abort() would
     log_steps(writer, "alive", range(3000, 4000))
     assert_all_on_disk(writer, logdir, "alive", range(4000))
-    status = cli_status()
+    status = status_json()
     assert status["pid"] == daemon.pid and status["restarts"] == 1
     assert daemon.poll() is None
     assert writer.close(timeout=20)

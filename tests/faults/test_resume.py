@@ -4,8 +4,9 @@ the run's last step starts a new session there (`SessionLog.START`), so TensorBo
 crashed session's points from that step on, as it does for tensorboardX's files, and no point of
 the resumed job is dropped.
 
-The job comes back while the daemon still holds its dead predecessor's writer (within the client
-timeout: the new process's HELLO makes the daemon forget clients whose process is gone), after
+The job comes back at once, while the daemon may still hold its dead predecessor's writer (within
+the client timeout: the new process's HELLO, or the daemon's probe each second, makes the daemon
+forget clients whose process is gone; which comes first is a race the test leaves open), after
 the daemon forgot it (the client timeout passed), and after the daemon too was killed (a new
 daemon reads the run's files). tests/test_recovery.py checks the same rules in process, on a
 `Pipeline`; here they hold end to end. Faults suite: real daemons and processes; the points read
@@ -28,11 +29,12 @@ import time
 import pytest
 import tensorboardX
 from conftest import wait_for
+from daemon_cli import status_json
+from logdirs import event_files
 from tensorboard.backend.event_processing import plugin_event_accumulator
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.util import tensor_util
-from test_daemon import event_files, status_json
 from test_tensorboard_server import TensorBoard
 
 from logger_client import SummaryWriter
@@ -110,9 +112,7 @@ def test_a_job_resumed_from_a_checkpoint_shows_its_new_points(case, daemon, runt
     assert classic_points(logdir) == [(step, float(step)) for step in range(CRASHED_STEPS)]
     os.kill(crashed.pid, signal.SIGKILL)  # the job crashes; its launcher reaps it
     assert crashed.wait(10) == -signal.SIGKILL
-    if case == "daemon-still-holds-it":
-        assert [c["pid"] for c in status_json()["clients"]] == [crashed.pid]
-    elif case == "daemon-forgot-it":
+    if case == "daemon-forgot-it":
         wait_for(
             lambda: status_json()["clients"] == [],
             timeout_s=SHORT_CLIENT_TIMEOUT_S + 5,
