@@ -225,7 +225,7 @@ def evaluate_targets(entries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]
             "description": description,
             "threshold": threshold,
             "unit": unit,
-            "goal": kind,
+            "higher": kind == "min",
             "measured": None,
             "result": "not run",
         }

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-GROUPS = ("calls", "bursts", "model_burst", "throughput", "training_loop", "daemon", "read_back", "soak")
+GROUPS = ("calls", "bursts", "model_burst", "throughput", "training_loop", "daemon", "read_back", "reduce", "soak")
 #: Groups a run leaves out unless `--only` names them: the soak takes minutes of its own.
 OPT_IN = ("soak",)
 #: How long the soak runs unless `--soak-s` says otherwise (full, --quick).
@@ -137,6 +137,13 @@ def workloads(quick: bool, soak_s: float | None = None) -> list[Workload]:
             "read_back",
             f"read back {4 * 10 * (500 if q else 25_000):,} scalars (10 tags, 4 runs)",
             {"runs": 4, "tags": 10, "steps": 500 if q else 25_000},
+        ),
+        # logger_client only, not per writer: ranks of one job, reduced by the daemon (see reduce.py).
+        Workload(
+            "reduce",
+            "reduce",
+            f"reduce, 8 ranks x {5_000 if q else 100_000:,} scalars, mean, one node and two",
+            {"ranks": 8, "steps": 5_000 if q else 100_000},
         ),
         # logger_client only, opt-in (OPT_IN): see soak.py.
         Workload(

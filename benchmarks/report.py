@@ -11,6 +11,7 @@ from importlib import metadata
 from typing import Any
 
 from benchmarks import daemon_costs
+from benchmarks import reduce as reduce_workload
 from benchmarks import soak as soak_workload
 from benchmarks.calls import SETTLE_S
 from benchmarks.plan import READ_BACK_TARGETS, TARGETS
@@ -163,6 +164,7 @@ _LOWER_IS_BETTER = {
     *("x_copy_floor", "first_burst_mean_us", "copy_floor_us"),
     *("latency_median_s", "latency_p99_s", "daemon_rss_at_end_mib", "daemon_cpu_mean_pct"),
     *("burst_mean_ms", "daemon_cpu_us_per_scalar", "daemon_cpu_s_per_gb", "daemon_cpu_s_per_100"),
+    *("visible_median_s", "visible_p99_s"),
 }
 
 
@@ -391,15 +393,21 @@ def build_document(
     if read_back is not None:
         add_read_back_ratios(read_back)
         read_back["targets"] = evaluate_read_back_targets(read_back)
-    # So is the soak (logger_client only).
+    # So are the soak and the reduction (logger_client only).
     soak = workloads.pop("soak", None)
     if soak is not None:
         soak["targets"] = soak_workload.evaluate_targets(soak)
+    reduction = workloads.pop("reduce", None)
+    if reduction is not None:
+        reduction["targets"] = reduce_workload.evaluate_targets(reduction)
     # And the daemon's workloads (logger_client only).
     daemon = {name: workloads.pop(name) for name in [n for n, e in workloads.items() if e["group"] == "daemon"]}
     add_ratios(workloads)
     ok = all(_accepted(w, r) for e in workloads.values() for w, r in e["writers"].items())
     ok = ok and read_back_ok(read_back) and (soak is None or ("error" not in soak and soak["nothing_lost"]))
+    ok = ok and (
+        reduction is None or ("error" not in reduction and all(r["verified"] for r in reduction["rows"].values()))
+    )
     ok = ok and all(entry["all_ran_and_verified"] for entry in daemon.values())
     return {
         "schema": SCHEMA,
@@ -418,6 +426,7 @@ def build_document(
         "workloads": workloads,
         "read_back": read_back,
         "soak": soak,
+        "reduce": reduction,
         "daemon": {"workloads": daemon, "targets": daemon_costs.evaluate_targets(daemon)} if daemon else None,
         **facts,
     }
@@ -489,8 +498,10 @@ def markdown(doc: dict[str, Any]) -> str:
         "|---|---:|---:|:---:|",
     ]
     soak_targets = (doc.get("soak") or {}).get("targets") or []
+    reduce_targets = (doc.get("reduce") or {}).get("targets") or []
     daemon_targets = (doc.get("daemon") or {}).get("targets") or []
-    for t in doc["targets"] + ((doc.get("read_back") or {}).get("targets") or []) + soak_targets + daemon_targets:
+    targets = doc["targets"] + ((doc.get("read_back") or {}).get("targets") or []) + reduce_targets + soak_targets
+    for t in targets + daemon_targets:
         measured = t["measured"]
         if t.get("unit"):
             lines.append(f"| {t['description']} | {' | '.join(_with_unit(t))} | **{t['result']}** |")
@@ -594,6 +605,7 @@ def markdown(doc: dict[str, Any]) -> str:
             )
 
     lines += _read_back_markdown(doc.get("read_back"))
+    lines += reduce_workload.markdown(doc.get("reduce"))
     lines += soak_workload.markdown(doc.get("soak"))
     lines += daemon_costs.markdown((doc.get("daemon") or {}).get("workloads") or {})
 
@@ -698,7 +710,7 @@ def _with_unit(target: dict[str, Any]) -> tuple[str, str]:
         shown = f"{measured:.2f} {unit}"
     else:
         shown = f"{measured:,.0f} {unit}"
-    return shown, f"{'≥' if target.get('goal') == 'min' else '≤'} {threshold:g} {unit}"
+    return shown, f"{'≥' if target.get('higher') else '≤'} {threshold:,g} {unit}"
 
 
 def _read_back_markdown(entry: dict[str, Any] | None) -> list[str]:
@@ -779,6 +791,12 @@ def _figures(doc: dict[str, Any]) -> dict[str, float]:
     for reader, r in ((doc.get("read_back") or {}).get("readers") or {}).items():
         if _ok(r):
             flat[f"read_back / {reader} / read_s"] = r["read_s"]
+    reduction = doc.get("reduce")
+    if _ok(reduction):
+        assert reduction is not None
+        for row_name, row in reduction["rows"].items():
+            for key in ("rank_values_per_s", "visible_median_s", "visible_p99_s"):
+                flat[f"reduce {row_name} / {SUBJECT} / {key}"] = row[key]
     soak = doc.get("soak")
     if _ok(soak):
         assert soak is not None

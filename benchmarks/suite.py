@@ -17,7 +17,18 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from benchmarks import bursts, calls, daemon_costs, model_burst, read_back, soak, throughput, training_loop, verify
+from benchmarks import (
+    bursts,
+    calls,
+    daemon_costs,
+    model_burst,
+    read_back,
+    reduce,
+    soak,
+    throughput,
+    training_loop,
+    verify,
+)
 from benchmarks.memory import DaemonMonitor
 from benchmarks.plan import Workload
 from benchmarks.runtime import ChildFailed, Runtime, Task
@@ -215,6 +226,18 @@ class Suite:
         entry["task_s"] = time.monotonic() - t0
         return entry
 
+    def run_reduce(self, workload: Workload) -> dict[str, Any]:
+        """The reduction rows, logger_client only (see reduce.py). Never raises."""
+        entry: dict[str, Any] = {"group": workload.group, "label": workload.label, "params": dict(workload.params)}
+        t0 = time.monotonic()
+        try:
+            entry.update(reduce.supervise(workload.params, self.log))
+        except (Exception, SystemExit) as exc:
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+            self.log(f"reduce: ERROR {entry['error']}")
+        entry["task_s"] = time.monotonic() - t0
+        return entry
+
     def _run_processes(self, task: Task, spec: dict[str, Any], processes: int) -> dict[str, Any]:
         """N children into one log dir, released together once all have constructed their writer."""
         spec = {**spec, "wait_for_go": True}
@@ -309,11 +332,12 @@ def run_plan(
     try:
         entries: list[tuple[Workload, str, dict[str, Any]]] = []
         readings = [workload for workload in plan if workload.group == "read_back"]
+        reductions = [workload for workload in plan if workload.group == "reduce"]
         soaks = [workload for workload in plan if workload.group == "soak"]
         daemons = [workload for workload in plan if workload.group == "daemon"]
         for workload in plan:
-            if workload.group in ("read_back", "soak", "daemon"):
-                continue  # not per writer: run after the others, alone (read_back.py, soak.py, daemon_costs.py)
+            if workload.group in ("read_back", "reduce", "soak", "daemon"):
+                continue  # not per writer: run after the others, alone (read_back, reduce, soak, daemon_costs)
             params = dict(workload.params)
             if workload.group in ("training_loop", "model_burst"):
                 calibration = suite.calibrate(params["step_ms"])
@@ -338,6 +362,8 @@ def run_plan(
             results[workload.name] = suite.run_daemon(workload)
         for workload in readings:
             results[workload.name] = suite.run_read_back(workload)
+        for workload in reductions:
+            results[workload.name] = suite.run_reduce(workload)
         for workload in soaks:
             results[workload.name] = suite.run_soak(workload)
     finally:

@@ -8,9 +8,10 @@ the daemon, so their copies cannot all reuse the memory of arrays already sent.
 So the arena maps one region (`arena_bytes`, virtual until used) and a background thread faults
 in its pages ahead of need: `_INITIAL_BYTES` (or the `arena_warm_bytes` setting) as soon as the
 transport starts (`warm`, so that a process's first arrays already find warm pages), then room
-for `_BURST_ARRAYS` arrays of the largest size logged so far, and twice the furthest a burst
-reached whenever one goes past half of that: the warm part grows to what the process logs at
-once. The region is a sealed memfd
+for `_FIRST_BURST_ARRAYS` arrays of the largest size logged so far (up to `_FIRST_BURST_BYTES`,
+and at least `_BURST_ARRAYS` of them), and twice the furthest a burst reached whenever one goes
+past half of that: the warm part grows to what the process logs at once. It stays resident: the
+arena never gives pages back, and holds at most `arena_bytes`. The region is a sealed memfd
 that the daemon maps read-only, so an array's bytes cross to it without a copy; where that is not
 possible, private memory whose arrays travel as ZeroMQ frames. Arrays are carved from it in
 order, lowest addresses first while it is empty (so a steady trickle of images keeps reusing the
@@ -19,9 +20,13 @@ the transport holds one until the daemon has acknowledged the message (or ZeroMQ
 sent a frame), so a slot is never reused while its data is in flight.
 
 Pages are faulted in by `madvise(MADV_POPULATE_WRITE)` (Linux 5.14), which keeps what a page
-holds: so a burst that outruns the faulting thread goes on into the cold part of the region (its
-copies fault their own pages, as fresh memory would, and the pages stay for the next burst)
-while the thread works ahead. Where that call is missing, pages are faulted in by writing zeros,
+holds: so a burst that outruns the faulting thread goes on into the cold part of the region. A
+slot there is populated by its own call before the copy (one madvise costs about a quarter less
+than a fault per page), while the thread works `_LEAD` ahead of the calls, on pages they reach
+later (and afterwards on any it skipped); the pages stay for the next burst. The thread cannot
+keep up with a burst, only prepare for it: a page fault costs several times the copy of its bytes
+(about 1 ms per MiB against 0.1 on the 2-core development VM), so only pages faulted in before a
+burst are at the copy's cost. Where that call is missing, pages are faulted in by writing zeros,
 and only the warm part is handed out. An array that does not fit (the region full, or larger than
 half of it) gets ordinary memory.
 """
@@ -53,6 +58,14 @@ _CHUNK = 4 * 2**20
 #: reached (up to the arena's size).
 _INITIAL_BYTES = 64 * 2**20
 _BURST_ARRAYS = 64
+#: Before any burst showed its size: room for this many arrays of the largest size logged (a model
+#: has hundreds of parameter tensors), up to `_FIRST_BURST_BYTES` (never less than `_BURST_ARRAYS`
+#: of them). A first burst past the warm part pays a page fault per page, ten times the copy.
+_FIRST_BURST_ARRAYS = 256
+_FIRST_BURST_BYTES = 256 * 2**20
+#: While a burst's calls fault in their own slots past the faulted part, the faulting thread works
+#: this far ahead of them, on pages they reach later, rather than on the ones they are at.
+_LEAD = 4 * _CHUNK
 #: madvise's advice that faults pages in writable without writing them (Linux 5.14).
 _MADV_POPULATE_WRITE = 23
 
@@ -94,6 +107,8 @@ class Arena:
         # Whether pages are faulted in without writing them (then the cold part is handed out too).
         self._populates = False
         self._reached = 0  # the furthest end of a slot ever handed out
+        # [start, end) faulted in ahead of a burst that is past `_faulted` (populating only).
+        self._ahead: tuple[int, int] | None = None
         self._head = 0  # where the next slot starts
         self._in_use = 0  # bytes of the slots in use: what the arrays in flight hold
         self._slots: deque[int] = deque()  # offsets of the slots in use, in the order handed out
@@ -123,7 +138,7 @@ class Arena:
         if nbytes < _MIN_SLOT or nbytes > self._capacity // 2:
             return np.empty(shape, dtype)
         with self._lock:
-            wanted = max(_INITIAL_BYTES, nbytes * _BURST_ARRAYS)
+            wanted = max(_INITIAL_BYTES, nbytes * _BURST_ARRAYS, min(nbytes * _FIRST_BURST_ARRAYS, _FIRST_BURST_BYTES))
             if wanted > self._wanted and self._wanted < self._capacity:  # hot path: only when it grows
                 self._want(wanted)
             offset = self._reserve(nbytes)
@@ -136,6 +151,8 @@ class Arena:
                 self._want(2 * self._head)
         if offset is None:
             return np.empty(shape, dtype)
+        if offset + nbytes > self._faulted and self._populates:
+            self._populate(offset, nbytes)
         # One constructor, not a slice, a frombuffer and a reshape: after a training step every
         # extra call here costs microseconds (the interpreter's caches are cold).
         array = np.ndarray(shape, dtype, buffer=self._map, offset=offset)
@@ -162,7 +179,22 @@ class Arena:
     @property
     def faulted_bytes(self) -> int:
         """Bytes of the region faulted in: by the faulting thread, or by the copies of a burst."""
-        return max(self._faulted, self._reached)
+        ahead = self._ahead
+        return max(self._faulted, self._reached) + (ahead[1] - ahead[0] if ahead is not None else 0)
+
+    def _populate(self, offset: int, nbytes: int) -> None:
+        """Faults in the cold pages of a slot before the copy: one madvise (the GIL released) costs
+        the training thread less than a page fault per page taken by the copy's stores."""
+        if _madvise is None:
+            return
+        start, end = max(offset, self._faulted) // mmap.PAGESIZE * mmap.PAGESIZE, offset + nbytes
+        ahead = self._ahead  # read without the lock: a stale one only costs a page walk more
+        if ahead is not None and start < ahead[1] and ahead[0] < end:
+            if start < ahead[0]:
+                _madvise(self._base + start, ahead[0] - start, _MADV_POPULATE_WRITE)
+            start = ahead[1]
+        if start < end:
+            _madvise(self._base + start, end - start, _MADV_POPULATE_WRITE)
 
     # -- under the lock ----------------------------------------------------------------------
 
@@ -211,10 +243,10 @@ class Arena:
         populate = _madvise if self._populates else None
         while True:
             with self._lock:
-                if self._faulted >= self._wanted:
+                start = self._next_chunk()
+                if start is None:
                     self._faulting = False
                     return
-                start = self._faulted
             # Foreign calls: the GIL is released meanwhile. Populating keeps what the pages hold, so
             # it may run under slots a burst already filled (a failure leaves pages to fault when
             # first written); zeros only go where no slot was ever handed out.
@@ -223,7 +255,31 @@ class Arena:
             else:
                 ctypes.memset(base + start, 0, _CHUNK)
             with self._lock:
-                self._faulted = start + _CHUNK
+                ahead = self._ahead
+                if ahead is not None and start == ahead[1]:
+                    self._ahead = (ahead[0], start + _CHUNK)
+                elif start <= self._faulted:
+                    self._faulted = max(self._faulted, start + _CHUNK)
+
+    def _next_chunk(self) -> int | None:
+        """The offset of the next chunk to fault in; None when the wanted part is."""
+        if self._populates:
+            # Slots below the furthest one handed out were faulted in by their own calls
+            # (`_populate`): going over them again would only trail a burst.
+            self._faulted = max(self._faulted, min(self._capacity, -(-self._reached // _CHUNK) * _CHUNK))
+            ahead = self._ahead
+            if ahead is not None and ahead[0] <= self._faulted:  # the calls caught up with it
+                self._faulted, self._ahead = max(self._faulted, ahead[1]), None
+            if self._ahead is None and self._head >= self._faulted:  # calls are faulting their slots
+                lead = -(-(self._head + _LEAD) // _CHUNK) * _CHUNK
+                if lead < self._wanted:
+                    self._ahead = (lead, lead)
+            ahead = self._ahead
+            if ahead is not None and ahead[1] < self._wanted:
+                return ahead[1]
+        # Then (or without populating) the part below: a burst that stopped short of the part
+        # faulted ahead left pages between.
+        return self._faulted if self._faulted < self._wanted else None
 
     def _collect(self) -> None:
         """Takes in released slots and drops the oldest ones while they are released."""

@@ -27,7 +27,7 @@ import zmq
 
 from ._arena import Arena
 from ._discovery import DaemonUnavailable, daemon_alive, find_or_start_daemon
-from ._producer import Batch, Producer
+from ._producer import Batch, FlushRequest, Producer
 from ._sender import Sender, connect_dealer, new_client_id
 from .settings import Settings
 from .transport import TransportStats
@@ -130,6 +130,10 @@ class DaemonTransport:
     def queue_close(self, writer: int) -> None:
         """Queues a writer's close without waiting for it (a node daemon's link to its root)."""
         self._producer.close_writer(writer)
+
+    def request_flush(self) -> FlushRequest:
+        """Queues a flush without waiting for it (a node daemon's flush of what it forwarded)."""
+        return self._producer.request_flush()
 
     def close_writer(self, writer: int, timeout_s: float) -> bool:
         """Sends a writer's close and waits until the daemon has written all it sent."""

@@ -7,10 +7,14 @@ the one daemon the first of them started.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 
+from .reduction import root_endpoint
 from .runtime import LOG_NAME, SPAWN_LOCK_NAME, LockTimeout, daemon_running, endpoint, ensure_runtime_dir, hold_lock
 from .settings import Settings
 
@@ -22,8 +26,9 @@ class DaemonUnavailable(RuntimeError):
     """No daemon could be found or started."""
 
 
-def spawn_daemon(settings: Settings) -> None:
-    """Starts a detached daemon for `settings.runtime_dir`; returns once its launcher has forked.
+def spawn_daemon(settings: Settings, extra: Sequence[str] = ()) -> None:
+    """Starts a detached daemon for `settings.runtime_dir` (`extra`: more `run` arguments);
+    returns once its launcher has forked.
 
     The daemon double-forks (`run --detach`), so it outlives this process, is not its child and
     holds none of its terminal: stdin, stdout and stderr point at /dev/null, logs go to daemon.log.
@@ -38,6 +43,7 @@ def spawn_daemon(settings: Settings) -> None:
         settings.runtime_dir,
         "--idle-timeout",
         str(settings.idle_timeout_s),
+        *extra,
     ]
     launcher = subprocess.Popen(
         command,
@@ -61,13 +67,32 @@ def daemon_alive(settings: Settings) -> bool:
 
 def find_or_start_daemon(settings: Settings) -> str:
     """The endpoint of the node's daemon, started here first if none is running."""
+    _find_or_start(settings, ())
+    return endpoint(settings.runtime_dir)
+
+
+def find_or_start_root(settings: Settings, master_addr: str) -> str:
+    """The root daemon of a job across nodes (`Settings.root_port`, `keys_dir`), started on this
+    host, the job's MASTER_ADDR, if it does not run yet; its runtime directory is the node
+    daemon's `root/`. Returns its endpoint."""
+    with socket.socket() as probe:  # an address of another host cannot be bound: say so at once
+        probe.bind((socket.gethostbyname(master_addr), 0))
+    runtime_dir = os.path.join(settings.runtime_dir, "root")
+    # Every interface (its CURVE keys guard it): MASTER_ADDR's name may resolve here to another
+    # address (127.0.1.1) than on the other nodes.
+    extra = ["--root", "--endpoint", f"tcp://0.0.0.0:{settings.root_port}", "--keys", settings.keys_dir]
+    _find_or_start(replace(settings, runtime_dir=runtime_dir), extra)
+    return root_endpoint(master_addr, settings.root_port)
+
+
+def _find_or_start(settings: Settings, extra: Sequence[str]) -> None:
     runtime_dir = ensure_runtime_dir(settings.runtime_dir)
     if daemon_running(runtime_dir):
-        return endpoint(runtime_dir)
+        return
     try:
         with hold_lock(os.path.join(runtime_dir, SPAWN_LOCK_NAME), settings.connect_timeout_s):
             if not daemon_running(runtime_dir):  # another process may have started it while we waited
-                spawn_daemon(settings)
+                spawn_daemon(settings, extra)
                 deadline = time.monotonic() + settings.connect_timeout_s
                 while not daemon_running(runtime_dir):
                     if time.monotonic() > deadline:
@@ -78,4 +103,3 @@ def find_or_start_daemon(settings: Settings) -> str:
                     time.sleep(_POLL_S)
     except LockTimeout as exc:
         raise DaemonUnavailable(str(exc)) from None
-    return endpoint(runtime_dir)

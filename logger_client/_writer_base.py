@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from collections.abc import Sequence
 from contextvars import ContextVar
 from datetime import datetime
@@ -19,6 +20,7 @@ import numpy as np
 
 from ._convert import check_text, to_step, to_walltime
 from ._daemon_transport import get_transport
+from ._discovery import DaemonUnavailable, find_or_start_root
 from ._remote import check_storage_options, require_backend
 from ._writer_ranks import CALL_MODE, combined
 from .in_memory import InMemoryTransport
@@ -210,6 +212,7 @@ class WriterBase:
                 except OSError as exc:
                     raise type(exc)(exc.errno, f"logdir cannot be created: {exc.strerror}", exc.filename) from exc
             self._transport = get_transport(self._settings)
+            self._start_root()
         self._queue = self._transport.queue
         self._batch_records = self._transport.batch_records
         options: dict[str, Any] = {
@@ -225,6 +228,19 @@ class WriterBase:
         self._writer_id = self._transport.open_writer(options)
         self._closed = False
         self._bind_add_scalar()
+
+    def _start_root(self) -> None:
+        """Rank 0 of a job across nodes starts the job's root daemon on its host, the job's
+        MASTER_ADDR, if `LOGGER_ROOT_PORT` and `LOGGER_KEYS_DIR` say where and with which keys."""
+        ranks, settings = self._ranks, self._settings
+        if ranks is None or ranks.rank != 0 or not ranks.spans_nodes or not ranks.master_addr:
+            return
+        if not settings.root_port or not settings.keys_dir or settings.root_endpoint:
+            return
+        try:
+            find_or_start_root(settings, ranks.master_addr)
+        except (DaemonUnavailable, OSError) as exc:  # the job trains on; its nodes buffer, then count
+            warnings.warn(f"the job's root daemon did not start: {exc}", RuntimeWarning, stacklevel=4)
 
     def _bind_add_scalar(self) -> None:
         """Called whenever the writer (re)opens: `SummaryWriter` binds its C add_scalar here."""

@@ -188,6 +188,9 @@ class RecordKind(IntEnum):
     # node daemon -> root daemon: values of several ranks combined so far (logger_daemon.reduce)
     PARTIAL_SCALAR = 22  # value: {count, sum: [floats summing exactly], min, max}; options: reduce
     PARTIAL_HISTOGRAM = 23  # value: {counts, edges} or {values}; options: bins, max_bins, min, max, num, sum, ...
+    # value: columns of PARTIAL_SCALARs, one entry per step {step, wall, count, sum, min, max} and
+    # the further parts of exact sums {extra_of: entry, extra}; step: the first entry's; options: reduce
+    PARTIAL_SCALARS = 24
 
 
 #: Kinds whose value is one array (its index among the message's arrays).
@@ -204,6 +207,7 @@ ARRAY_MAP_KINDS = frozenset(
         RecordKind.MESH,
         RecordKind.EMBEDDING,
         RecordKind.PARTIAL_HISTOGRAM,
+        RecordKind.PARTIAL_SCALARS,
     ]
 )
 #: Kinds that are not data: the daemon acts on them, and they are never counted written or lost.
@@ -488,6 +492,7 @@ _VALUE_TYPES: dict[int, tuple[type, ...]] = {
     RecordKind.ONNX_GRAPH: (bytes,),
     RecordKind.PARTIAL_SCALAR: (dict,),
     RecordKind.PARTIAL_HISTOGRAM: (dict,),
+    RecordKind.PARTIAL_SCALARS: (dict,),
 }
 _KEY = RecordKind.KEY
 

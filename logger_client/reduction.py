@@ -26,6 +26,7 @@ __all__ = [
     "rank_info",
     "ranks_from_note",
     "ranks_note",
+    "root_endpoint",
 ]
 
 #: How a scalar tag logged by several ranks at one step is written: their mean, sum, min or max;
@@ -89,6 +90,11 @@ class RankInfo:
     #: The host of the job's master (torchrun's MASTER_ADDR), where a root daemon can run.
     master_addr: str
 
+    @property
+    def spans_nodes(self) -> bool:
+        """Whether the job's ranks run on more than this node."""
+        return self.world_size > self.local_world_size
+
     def options(self) -> dict[str, object]:
         """The writer's OPEN options that tell the daemon its place in the job."""
         return {
@@ -100,6 +106,11 @@ class RankInfo:
             "node": self.node,
             "master_addr": self.master_addr,
         }
+
+
+def root_endpoint(master_addr: str, port: int) -> str:
+    """Where the root daemon of a job across nodes listens: its MASTER_ADDR, at `root_port`."""
+    return f"tcp://{master_addr}:{port}"
 
 
 def _int(value: object, name: str) -> int:

@@ -103,6 +103,10 @@ class Settings:
     root_endpoint: str = ""
     #: The CURVE key directory of `logger-daemon keygen`, for the root and its nodes.
     keys_dir: str = ""
+    #: With `keys_dir`, and no `root_endpoint`: the tcp port of the root daemon of each job across
+    #: nodes, on the host of the job's MASTER_ADDR; rank 0's writer starts it there, and every
+    #: node's daemon forwards that job's ranks to it (0: jobs across nodes are not combined).
+    root_port: int = 0
     #: Encoded bytes the daemon holds in memory while the disk refuses writes (full, over quota),
     #: written in order and acknowledged once it takes them again; records past it are dropped
     #: as `io_error`.

@@ -9,6 +9,7 @@ Records are the tuples and packed rows described in `logger_client.protocol`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
     from .settings import Settings
 
-__all__ = ["Link", "Transport", "TransportStats", "connect_link"]
+__all__ = ["Link", "PendingFlush", "Transport", "TransportStats", "connect_link"]
 
 
 class TransportStats(TypedDict):
@@ -96,12 +97,24 @@ class Transport(Protocol):
         ...
 
 
+class PendingFlush(Protocol):
+    """A flush asked for without waiting: `done` is set once the daemon acknowledged it (`ok`) or
+    it failed (`ok` False)."""
+
+    done: threading.Event
+    ok: bool
+
+
 class Link(Transport, Protocol):
     """A transport to a daemon at a fixed endpoint, used by another daemon (a node's link to the
     root daemon of a job across nodes): it never starts a daemon, and closes writers unwaited."""
 
     def queue_close(self, writer: int) -> None:
         """Queues a writer's close without waiting for it."""
+        ...
+
+    def request_flush(self) -> PendingFlush:
+        """Queues a flush behind everything queued so far, without waiting for it."""
         ...
 
     def shutdown(self, timeout_s: float) -> bool:

@@ -24,7 +24,7 @@ import numpy as np
 from logger_daemon.histogram import TENSORFLOW_BINS, default_bucket_edges, histogram_from_counts, histogram_proto
 from logger_daemon.protos.summary_pb2 import HistogramProto
 
-__all__ = ["HistogramPartial", "exact_sum", "expansion", "merge_histograms"]
+__all__ = ["HistogramPartial", "exact_parts", "exact_sum", "expansion", "merge_histograms"]
 
 
 def exact_sum(values: Sequence[float]) -> float:
@@ -52,6 +52,32 @@ def expansion(values: Sequence[float]) -> list[float]:
             rest.append(-remainder)
     except (OverflowError, ValueError):
         return parts
+
+
+def exact_parts(values: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each entry i (`values[edges[i]:edges[i + 1]]`, at least one value): a rounded sum and
+    further parts (`extra`, of entry `extra_of`) whose exact sum with it is the exact sum of its
+    values. A cascade of error-free TwoSums, one column of all entries at a time."""
+    sizes = np.diff(edges)
+    entry_of = np.repeat(np.arange(sizes.size), sizes)
+    grid = np.zeros((sizes.size, int(sizes.max()) if sizes.size else 0))
+    grid[entry_of, np.arange(values.size) - edges[:-1][entry_of]] = values
+    total = grid[:, 0].copy() if grid.shape[1] else np.zeros(0)
+    errors = []
+    with np.errstate(over="ignore", invalid="ignore"):
+        for j in range(1, grid.shape[1]):
+            x = grid[:, j]
+            added = total + x
+            virtual = added - total
+            errors.append((total - (added - virtual)) + (x - virtual))
+            total = added
+    if not errors:
+        return total, np.empty(0, np.int64), np.empty(0)
+    stacked = np.stack(errors, axis=1)
+    # An overflowed sum has no finite parts: its rounded (infinite) sum is what float addition gives.
+    kept = (stacked != 0) & np.isfinite(stacked) & np.isfinite(total)[:, None]
+    entries, _ = np.nonzero(kept)
+    return total, entries.astype(np.int64), stacked[kept]
 
 
 @dataclass

@@ -113,8 +113,9 @@ def run(args: argparse.Namespace) -> int:
         settings,
         idle,
         restarts=args.restarts,
-        keys_dir=keys_dir if args.root or forward_to else "",
+        keys_dir=keys_dir,
         forward_to=forward_to,
+        root=args.root,
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: server.request_stop())
@@ -201,6 +202,8 @@ def status(args: argparse.Namespace) -> int:
     if root:
         lost = sum(root["records_dropped"].values())
         print(f"root {root['root']}: {root['records_forwarded']} records forwarded, {root['records_pending']} pending")
+        if "values_forwarded" in root:  # a node of an earlier version does not say
+            print(f"  combined values: {root['values_forwarded']} forwarded, {root['values_dropped']} dropped")
         print(f"  dropped: {lost}" + "".join(f"\n    {k}: {v}" for k, v in sorted(root["records_dropped"].items())))
     return 0
 
@@ -249,7 +252,7 @@ def stop(args: argparse.Namespace) -> int:
         print(f"no daemon is running for {runtime_dir}", file=sys.stderr)
         return 0
     pid = daemon_pid(runtime_dir)  # read first: a stopping daemon removes its pid file
-    request(runtime_dir, MessageKind.STOP, args.timeout)
+    request(runtime_dir, MessageKind.STOP, args.timeout, args.endpoint or "", args.keys or "")
     if _wait_gone(runtime_dir, args.timeout):
         print("daemon stopped")
         return 0
@@ -428,12 +431,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub = commands.add_parser(name, help=helptext)
         sub.add_argument("--runtime-dir", default=argparse.SUPPRESS)
         sub.add_argument("--timeout", type=float, default=10.0)
+        sub.add_argument("--endpoint", help="a root daemon's tcp://HOST:PORT (with --keys) instead of this node's")
+        sub.add_argument("--keys", metavar="DIR", help="the job's CURVE key directory, for --endpoint")
         if name == "status":
             sub.add_argument("--json", action="store_true", help="as JSON (with --watch: one line per turn)")
             sub.add_argument("--watch", action="store_true", help="redraw every --interval seconds, like top")
             sub.add_argument("--interval", type=float, default=1.0, help="seconds between turns of --watch")
-            sub.add_argument("--endpoint", help="a root daemon's tcp://HOST:PORT (with --keys) instead of this node's")
-            sub.add_argument("--keys", metavar="DIR", help="the job's CURVE key directory, for --endpoint")
         else:
             sub.add_argument(
                 "--force", action="store_true", help="SIGKILL the daemon if it has not stopped by --timeout"

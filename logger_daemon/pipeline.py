@@ -19,12 +19,13 @@ import threading
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from logger_client.protocol import DropReason
 from logger_client.settings import Settings
 from logger_daemon.encode_pool import EncodePool
 from logger_daemon.event_file import Backlog, EventFile
-from logger_daemon.forward import Forwarder
+from logger_daemon.forward import Forwarder, RootFlush
 from logger_daemon.intake import Group, Intake, OpenWriter, Parts, Work
 from logger_daemon.reduce import COMBINED_MARK, Member, Reducer
 from logger_daemon.remote import AckHolds, Remotes
@@ -40,11 +41,23 @@ log = logging.getLogger("logger_daemon")
 OnWritten = Callable[[dict[bytes, int], dict[bytes, Counter[str]], dict[bytes, int]], None]
 #: How often records the disk refused are tried again.
 RETRY_S = 0.5
+#: How often a node looks whether its roots completed a flush it waits for.
+ROOT_FLUSH_POLL_S = 0.01
 
 #: A cycle takes messages holding at most this many array bytes (and at least one message): a
 #: burst of arrays is written and acknowledged in parts, and each part's acknowledgement hands
 #: its client's arena slots back while the next part is encoded.
 CYCLE_ARRAY_BYTES = 64 * 2**20
+
+
+@dataclass
+class _RootFlushWait:
+    """A forwarding client's FLUSH: acknowledged once `flush` (asked of its roots when the node
+    could acknowledge the FLUSH) is done and clean, or at `deadline`."""
+
+    seq: int
+    deadline: float
+    flush: RootFlush | None = None
 
 
 class Pipeline:
@@ -84,11 +97,16 @@ class Pipeline:
         self._last_fsync = self._last_retry = time.monotonic()
         self._pool = EncodePool(encode_workers)
         self.reducer = reducer if reducer is not None else Reducer(wait_s=1.0, silent_s=2.5)
-        # A node daemon of a job with a root: its ranks' records go there instead of to disk.
+        # A node daemon of jobs with a root: their ranks' records go there instead of to disk.
         self.forwarder = forwarder
         if forwarder is not None:
-            self.reducer.forwarding = True
+            self.reducer.route = forwarder.route
             self.reducer.on_close = forwarder.close
+        #: How long a flush of forwarded values waits for the roots (then the client's flush has
+        #: timed out, and its later messages are acknowledged again).
+        self.root_flush_s = Settings.flush_timeout_s
+        # Per client whose writers forward, its FLUSHes waiting for the roots, in order.
+        self._root_flushes: dict[bytes, list[_RootFlushWait]] = {}
         # Per client: the last sequence number received and acknowledged, and the flush waiting
         # for values the reducer holds (acknowledged after an fsync).
         self._received: dict[bytes, int] = {}
@@ -160,6 +178,8 @@ class Pipeline:
                     for due in (self.reducer.next_wake(), self._holds.next_deadline()):
                         if due is not None:
                             timeout = max(0.0, min(timeout, due - time.monotonic()))
+                    if self._root_flushes:  # a root's acknowledgement comes on the link's thread
+                        timeout = min(timeout, ROOT_FLUSH_POLL_S)
                     self._ready.wait(timeout=timeout)
                 batch = self._take_cycle()
                 stopping = self._stopping
@@ -169,6 +189,8 @@ class Pipeline:
                 except Exception:  # never stop writing for everyone because of one batch
                     log.exception("a write cycle failed")
                     self._fail(batch)
+            if self._root_flushes:
+                self._check_root_flushes()
             if self._backlog.blocked and time.monotonic() - self._last_retry >= RETRY_S:
                 self._retry()
             if time.monotonic() - self._last_fsync >= self._fsync_interval_s:
@@ -230,6 +252,9 @@ class Pipeline:
             if work.flush:
                 fsync = True
                 self._flush_at[work.client] = work.seq
+                if self.forwarder is not None and self.reducer.forwards(work.client):
+                    pending = self._root_flushes.setdefault(work.client, [])
+                    pending.append(_RootFlushWait(work.seq, time.monotonic() + self.root_flush_s))
             if work.client_gone:
                 gone.append(work.client)
             if work.seq:
@@ -270,13 +295,12 @@ class Pipeline:
         released = self.reducer.release(self._drops, force)
         if not released:
             return
-        if self.forwarder is not None:
-            for entries in released:
-                self.forwarder.partials(entries)
-            return
         groups: dict[tuple[RunLog, str], Group] = {}
         for entries in released:
             gather = entries.gather
+            if gather.forward and self.forwarder is not None:
+                self.forwarder.partials(entries)
+                continue
             groups[(gather.run, gather.tag)] = entries.group()
             self._marked.add(gather.run)
         self._write(groups)
@@ -286,15 +310,42 @@ class Pipeline:
         reducer still holds, only the messages before the first of those."""
         self._received.update(acks)
         for client in gone:
-            for table in (self._received, self._acked, self._flush_at):
+            for table in (self._received, self._acked, self._flush_at, self._root_flushes):
                 table.pop(client, None)
         out = {}
         for client, received in self._received.items():
             floor = self.reducer.held_floor(client)
             upto = received if floor is None else min(received, floor - 1)
+            if client in self._root_flushes:
+                upto = self._root_flushed(client, upto)
             if upto > self._acked.get(client, 0):
                 out[client] = self._acked[client] = upto
         return out
+
+    def _root_flushed(self, client: bytes, upto: int) -> int:
+        """How far a client whose values go to roots may be acknowledged: its FLUSH only once the
+        roots wrote everything it logged before (all of it was forwarded by the time the node
+        could acknowledge the FLUSH). A root that fails the flush, or a link that dropped, holds
+        it until the client's flush has timed out (it returns False)."""
+        assert self.forwarder is not None
+        pending = self._root_flushes[client]
+        while pending:
+            wait = pending[0]
+            if upto < wait.seq:
+                return upto
+            if wait.flush is None:
+                wait.flush = self.forwarder.request_flush(self.reducer.forwards(client))
+            if time.monotonic() < wait.deadline and not (wait.flush.done() and wait.flush.clean()):
+                return wait.seq - 1
+            pending.pop(0)
+        del self._root_flushes[client]
+        return upto
+
+    def _check_root_flushes(self) -> None:
+        """Acknowledges the flushes the roots have completed since the last cycle."""
+        acks = self._acknowledgeable({}, [])
+        if acks:
+            self._send(*self._acknowledge(acks))
 
     def _route(self, work: Work, parts: Parts, groups: Groups, repeated: dict[RunLog, bool]) -> None:
         """Adds one message's parts, keyed by (writer, run name, tag), to `groups` by (run, tag);
@@ -310,7 +361,7 @@ class Pipeline:
                 continue
             part = whole
             member = self.reducer.member(client, writer)
-            if member is not None and self.forwarder is not None:
+            if member is not None and member.forward and self.forwarder is not None:
                 rest = self.reducer.take(work, member, run, tag, whole, self._drops)
                 if rest is not None:
                     self.forwarder.as_is(member, run_name, tag, rest)
@@ -345,7 +396,7 @@ class Pipeline:
             )
             self.reducer.open_writer(step.client, step.writer, run, step.options)
             member = self.reducer.member(step.client, step.writer)
-            if member is not None and self.forwarder is not None:
+            if member is not None and member.forward and self.forwarder is not None:
                 self.forwarder.open(member, step.options)
         except RefusedWriter as exc:
             log.warning("%s", exc)

@@ -48,7 +48,7 @@ from logger_client.protocol import (
     record_options,
 )
 from logger_client.reduction import COMBINED_MODES, ranks_note
-from logger_daemon.aggregate import HistogramPartial, exact_sum, expansion, merge_histograms
+from logger_daemon.aggregate import HistogramPartial, exact_parts, exact_sum, merge_histograms
 from logger_daemon.intake import Group, Work
 from logger_daemon.runs import RunLog
 from logger_daemon.stats import Drops
@@ -76,7 +76,7 @@ COMBINED_MARK = b"+"
 _SCALAR = RecordKind.SCALAR
 _HISTOGRAM = RecordKind.HISTOGRAM
 _SCALAR_MODES = frozenset(["mean", "sum", "min", "max"])
-_PARTIAL_KINDS = frozenset([RecordKind.PARTIAL_SCALAR, RecordKind.PARTIAL_HISTOGRAM])
+_PARTIAL_KINDS = frozenset([RecordKind.PARTIAL_SCALAR, RecordKind.PARTIAL_SCALARS, RecordKind.PARTIAL_HISTOGRAM])
 _NO_STEP = (-(1 << 63), -1)
 _NUMBER_TYPES = frozenset([int, float])
 
@@ -119,6 +119,8 @@ class Member:
     #: Its OPEN was announced again (its client reconnected to this daemon, which restarted):
     #: values for steps the files already hold were written by the daemon before.
     resumed: bool = False
+    #: On a node daemon: the root daemon its values go to ("": written here).
+    forward: str = ""
 
 
 @dataclass
@@ -173,6 +175,8 @@ class _Gather:
     tag: str
     mode: str
     histogram: bool
+    #: The root daemon its entries go to ("": written here).
+    forward: str = ""
     rows: _Rows = field(default_factory=_Rows)
     #: Per contributor: (its last step, how many values it gave at that step).
     progress: dict[int, tuple[int, int]] = field(default_factory=dict)
@@ -214,8 +218,9 @@ class Released:
     ranks: np.ndarray
     lows: np.ndarray
     highs: np.ndarray
-    #: Per entry, the exactly summed parts (scalars).
-    parts: list[list[float]]
+    #: The exactly summed parts of the entries (scalars), entry i's at `part_edges[i]:part_edges[i + 1]`.
+    part_values: np.ndarray
+    part_edges: np.ndarray
     histograms: list[HistogramPartial]
     client: bytes  # to whom a refusal of these values is reported
     expected: int
@@ -227,7 +232,8 @@ class Released:
             return self.lows
         if mode == "max":
             return self.highs
-        sums = np.array([exact_sum(parts) for parts in self.parts], dtype=np.float64)
+        parts, edges = self.part_values.tolist(), self.part_edges.tolist()
+        sums = np.array([exact_sum(parts[start:stop]) for start, stop in itertools.pairwise(edges)], np.float64)
         return sums / self.ranks if mode == "mean" else sums
 
     def group(self) -> ReducedGroup:
@@ -288,14 +294,16 @@ class Reducer:
         self._marks: defaultdict[tuple[RunLog, bytes], Counter[int]] = defaultdict(Counter)  # mids held
         self._taken_mid: dict[tuple[RunLog, bytes], int] = {}
         self._last_value: dict[bytes, float] = {}  # client -> when its last value came
+        self._forwarded: dict[bytes, set[str]] = {}  # client -> the roots its writers forward to
         self._next_check = 0.0
         self.counts: Counter[str] = Counter()
         self.by_ranks: Counter[int] = Counter()
         self._contributors: dict[str, int] = {}  # a root's node names -> contributor numbers
         self._paused_until = 0.0
-        #: A node daemon that forwards to a root: every ranked writer's values are combined here,
-        #: even in a run only one local rank writes (the root combines them with other nodes').
-        self.forwarding = False
+        #: On a node daemon: the root endpoint a ranked writer's OPEN options send it to ("":
+        #: none). Its values are then combined here even in a run only one local rank writes (the
+        #: root combines them with other nodes').
+        self.route: Callable[[dict[str, Any]], str] | None = None
         #: Called with each member whose writer closes (the node's link to its root).
         self.on_close: Callable[[Member], None] | None = None
 
@@ -326,8 +334,11 @@ class Reducer:
             expect, weight = options.get("world_size"), options.get("ranks")
         if type(rank) is not int or type(job) is not str or type(mode) is not str:
             return
-        member = Member(job, run.path, rank, mode, client, options.get("announced") is True)
+        forward = self.route(options) if self.route is not None and type(contributor) is not str else ""
+        member = Member(job, run.path, rank, mode, client, options.get("announced") is True, forward)
         self._members[(client, writer)] = member
+        if forward:
+            self._forwarded.setdefault(client, set()).add(forward)
         state = self._jobs[job]
         state.open[run.path][rank] += 1
         state.joined[run.path].add(rank)
@@ -347,7 +358,7 @@ class Reducer:
     def member(self, client: bytes, writer: int) -> Member | None:
         """The member a writer is, if its values are combined (its run is written by several)."""
         member = self._members.get((client, writer))
-        if member is None or not (self.forwarding or member.root in self._jobs[member.job].shared):
+        if member is None or not (member.forward or member.root in self._jobs[member.job].shared):
             return None
         return member
 
@@ -375,6 +386,11 @@ class Reducer:
             self.close_writer(key)
         self._held.pop(client, None)
         self._last_value.pop(client, None)
+        self._forwarded.pop(client, None)
+
+    def forwards(self, client: bytes) -> set[str]:
+        """The root daemons `client`'s writers (open or closed since) sent their values to."""
+        return self._forwarded.get(client, set())
 
     def waiting(self, job: str, root: str) -> bool:
         """Whether values of `job` in the log dir `root` wait here."""
@@ -435,6 +451,8 @@ class Reducer:
                     listed[record_options(record).get("reduce", member.mode)].append(record)
                 elif kind == RecordKind.PARTIAL_SCALAR:
                     partials.append(record)
+                elif kind == RecordKind.PARTIAL_SCALARS:
+                    self._add_partial_columns(member, run, tag, owner, record, drops, now)
                 else:
                     self._add_histogram(member, run, tag, owner, record, drops, now)
             for mode, records in listed.items():
@@ -477,8 +495,12 @@ class Reducer:
     def _gather(self, member: Member, run: RunLog, tag: str, mode: str, histogram: bool) -> _Gather:
         key = (member.job, run.path, tag, "merge" if histogram else mode)
         gather = self._gathers.get(key)
-        if gather is None or gather.run is not run:
-            gather = self._gathers[key] = _Gather(member.job, member.root, run, tag, key[3], histogram)
+        if gather is not None and gather.run is not run and gather.rows.size:
+            # Its run closed while values waited (its writers left before another rank's came):
+            # they wait on in the run's new log, for the ranks still to come.
+            gather.run = run
+        elif gather is None or gather.run is not run:
+            gather = self._gathers[key] = _Gather(member.job, member.root, run, tag, key[3], histogram, member.forward)
             if member.resumed:
                 gather.on_disk = run.last_step_on_disk(clean_tag(tag))
         return gather
@@ -500,7 +522,7 @@ class Reducer:
         counts: np.ndarray | None = None,
         lows: np.ndarray | None = None,
         highs: np.ndarray | None = None,
-        extra_parts: list[list[float]] | None = None,
+        extras: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         """Adds one contributor's values (in the order it logged them) to their gather."""
         gather = self._gather(member, run, tag, mode, histogram)
@@ -522,8 +544,7 @@ class Reducer:
             keep = np.flatnonzero(ordered)
             steps, walls, values = steps[keep], walls[keep], values[keep]
             refs, counts, lows, highs = _kept(keep, refs, counts, lows, highs)
-            if extra_parts is not None:
-                extra_parts = [extra_parts[i] for i in keep.tolist()]
+            extras = _kept_extras(extras, keep, n)
             n = len(steps)
             if n == 0:
                 return
@@ -545,8 +566,7 @@ class Reducer:
             keep = np.flatnonzero(~(late | written))
             steps, walls, values, occ = steps[keep], walls[keep], values[keep], occ[keep]
             refs, counts, lows, highs = _kept(keep, refs, counts, lows, highs)
-            if extra_parts is not None:
-                extra_parts = [extra_parts[i] for i in keep.tolist()]
+            extras = _kept_extras(extras, keep, n)
             n = len(steps)
             if n == 0:
                 return
@@ -565,9 +585,8 @@ class Reducer:
             "ref": np.full(n, -1, np.int64) if refs is None else refs,
         }
         gather.rows.add(**columns)
-        if extra_parts:  # the further parts of exact partial sums, as rows that count no rank
-            rows_of = np.repeat(np.arange(n), [len(parts) for parts in extra_parts])
-            flat = np.array([x for parts in extra_parts for x in parts], np.float64)
+        if extras is not None:  # the further parts of exact partial sums, as rows that count no rank
+            rows_of, flat = extras
             if flat.size:
                 gather.rows.add(
                     step=steps[rows_of],
@@ -658,8 +677,49 @@ class Reducer:
                 counts=np.array([row[3] for row in rows], np.int64),
                 lows=np.array([row[4] for row in rows], np.float64),
                 highs=np.array([row[5] for row in rows], np.float64),
-                extra_parts=[parts[1:] for parts in sums],
+                extras=(
+                    np.repeat(np.arange(len(sums)), [len(parts) - 1 for parts in sums]),
+                    np.array([x for parts in sums for x in parts[1:]], np.float64),
+                ),
             )
+
+    def _add_partial_columns(
+        self, member: Member, run: RunLog, tag: str, owner: int, record: list, drops: Drops, now: float
+    ) -> None:
+        """A node's partial aggregates as columns (a PARTIAL_SCALARS record)."""
+        value, options = record[VALUE], record_options(record)
+        try:
+            mode = str(options.get("reduce", member.mode))
+            steps = _column(value, "step", "i")
+            n = steps.size
+            walls, sums, lows, highs = (_column(value, name, "f", n) for name in ("wall", "sum", "min", "max"))
+            counts = _column(value, "count", "i", n)
+            extra_of = _column(value, "extra_of", "i") if "extra_of" in value else np.empty(0, np.int64)
+            extra = _column(value, "extra", "f", extra_of.size) if extra_of.size else np.empty(0)
+            if mode not in _SCALAR_MODES or (counts < 1).any() or ((extra_of < 0) | (extra_of >= n)).any():
+                raise ValueError(f"partials of mode {mode!r}, counts or parts out of range")
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.warning("refusing partial values %r: %r", tag, exc)
+            drops.add(DropReason.MALFORMED_RECORD, 1, self._owners[owner].client)
+            return
+        self._add(
+            member,
+            run,
+            tag,
+            mode,
+            False,
+            owner,
+            steps,
+            walls,
+            sums,
+            None,
+            drops,
+            now,
+            counts=counts,
+            lows=lows,
+            highs=highs,
+            extras=(extra_of, extra),
+        )
 
     # -- values out --------------------------------------------------------------------------------
 
@@ -736,7 +796,8 @@ class Reducer:
             ranks,
             np.minimum.reduceat(columns["lo"], bounds),
             np.maximum.reduceat(columns["hi"], bounds),
-            [],
+            columns["part"],
+            np.append(bounds, cut),
             [],
             self._owners[int(columns["owner"][0])].client,
             len(expected),
@@ -746,9 +807,6 @@ class Reducer:
             refs = columns["ref"].tolist()
             for start, stop in itertools.pairwise(edges):
                 released.histograms.append(merge_histograms([gather.payloads.pop(r) for r in refs[start:stop]]))
-        else:
-            part_list = columns["part"].tolist()
-            released.parts = [part_list[start:stop] for start, stop in itertools.pairwise(edges)]
         gather.released = (int(released.steps[-1]), int(released.occs[-1]))
         gather.settled = True
         self._account(columns["owner"], released, complete[:entries])
@@ -857,41 +915,74 @@ def _histogram_partial(record: list) -> HistogramPartial:
     return partial
 
 
-def partial_records(released: Released) -> tuple[list[list[Any]], list[np.ndarray]]:
-    """Released entries as PARTIAL records for a root daemon (`logger_daemon.forward`): the
-    record lists (array indices into the second item)."""
+def partial_histograms(released: Released) -> tuple[list[list[Any]], list[np.ndarray]]:
+    """Released histogram entries as PARTIAL_HISTOGRAM records for a root daemon
+    (`logger_daemon.forward`): the record lists (array indices into the second item)."""
     gather = released.gather
     records: list[list[Any]] = []
     arrays: list[np.ndarray] = []
     steps, walls = released.steps.tolist(), released.walls.tolist()
-    if gather.histogram:
-        for step, wall, histogram in zip(steps, walls, released.histograms):
-            options: dict[str, Any] = {
-                "bins": histogram.bins if not isinstance(histogram.bins, np.ndarray) else histogram.bins.tolist(),
-                "max_bins": histogram.max_bins,
-                "min": histogram.minimum,
-                "max": histogram.maximum,
-                "num": histogram.num,
-                "sum": histogram.sum_parts,
-                "sum_squares": histogram.sum_squares_parts,
-                "ranks": histogram.ranks,
-                "reduce": "merge",
-            }
-            if histogram.counts is not None and histogram.edges is not None:
-                value: dict[str, Any] = {"counts": len(arrays), "edges": len(arrays) + 1}
-                arrays += [histogram.counts, histogram.edges]
-            else:
-                assert histogram.values is not None
-                value = {"values": len(arrays)}
-                arrays.append(histogram.values)
-            records.append([RecordKind.PARTIAL_HISTOGRAM, 0, "", gather.tag, step, wall, value, options])
-        return records, arrays
-    for step, wall, count, low, high, parts in zip(
-        steps, walls, released.ranks.tolist(), released.lows.tolist(), released.highs.tolist(), released.parts
-    ):
-        partial = {"count": count, "sum": expansion(parts), "min": low, "max": high}
-        records.append([RecordKind.PARTIAL_SCALAR, 0, "", gather.tag, step, wall, partial, {"reduce": gather.mode}])
+    for step, wall, histogram in zip(steps, walls, released.histograms):
+        options: dict[str, Any] = {
+            "bins": histogram.bins if not isinstance(histogram.bins, np.ndarray) else histogram.bins.tolist(),
+            "max_bins": histogram.max_bins,
+            "min": histogram.minimum,
+            "max": histogram.maximum,
+            "num": histogram.num,
+            "sum": histogram.sum_parts,
+            "sum_squares": histogram.sum_squares_parts,
+            "ranks": histogram.ranks,
+            "reduce": "merge",
+        }
+        if histogram.counts is not None and histogram.edges is not None:
+            value: dict[str, Any] = {"counts": len(arrays), "edges": len(arrays) + 1}
+            arrays += [histogram.counts, histogram.edges]
+        else:
+            assert histogram.values is not None
+            value = {"values": len(arrays)}
+            arrays.append(histogram.values)
+        records.append([RecordKind.PARTIAL_HISTOGRAM, 0, "", gather.tag, step, wall, value, options])
     return records, arrays
+
+
+def partial_columns(released: Released) -> dict[str, np.ndarray]:
+    """Released scalar entries as a PARTIAL_SCALARS record's columns: per entry its step, wall
+    time, rank count, min, max and rounded sum; the sums' further parts (`extra`, of entry
+    `extra_of`) make each exact."""
+    sums, extra_of, extra = exact_parts(released.part_values, released.part_edges)
+    return {
+        "step": released.steps,
+        "wall": released.walls,
+        "count": released.ranks.astype(np.int64),
+        "sum": sums,
+        "min": released.lows,
+        "max": released.highs,
+        "extra_of": extra_of,
+        "extra": extra,
+    }
+
+
+def _column(value: dict[str, Any], name: str, kind: str, size: int | None = None) -> np.ndarray:
+    """A column of a PARTIAL_SCALARS record, checked: one dimension, numbers of `kind` ("i", "f")."""
+    column = value[name]
+    if not isinstance(column, np.ndarray) or column.ndim != 1 or column.dtype.kind != kind:
+        raise ValueError(f"{name}: not a 1-d {kind} array")
+    if size is not None and column.size != size:
+        raise ValueError(f"{name}: {column.size} values for {size} entries")
+    return column.astype(np.int64 if kind == "i" else np.float64, copy=False)
+
+
+def _kept_extras(
+    extras: tuple[np.ndarray, np.ndarray] | None, keep: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The further sum parts of the entries at `keep` (of `size`), renumbered."""
+    if extras is None:
+        return None
+    number = np.full(size, -1, np.int64)
+    number[keep] = np.arange(keep.size)
+    renumbered = number[extras[0]]
+    kept = renumbered >= 0
+    return renumbered[kept], extras[1][kept]
 
 
 def _kept(keep: np.ndarray, *columns: np.ndarray | None) -> tuple[np.ndarray | None, ...]:

@@ -147,10 +147,13 @@ class Server:
         restarts: int = 0,
         keys_dir: str = "",
         forward_to: str = "",
+        root: bool = False,
     ) -> None:
         self.endpoint = endpoint
-        #: A root daemon's CURVE keys (its socket then admits only the directory's node key).
+        #: The CURVE keys of a root daemon (`root`: its socket then admits only the directory's
+        #: node key) or of a node daemon's links to its roots.
         self.keys_dir = keys_dir
+        self.root = root
         #: Times this daemon came back in place after an abort (logger_daemon/rescue.py).
         self.restarts = restarts
         self.settings = settings
@@ -164,8 +167,10 @@ class Server:
         # A rank is silent (not waited for) once it has sent nothing, not even a heartbeat, for this long.
         silent_s = max(settings.reduce_wait_s, 2.5 * settings.heartbeat_s)
         self.reducer = Reducer(settings.reduce_wait_s, silent_s, heard=self._heard)
-        # A node of a job with a root daemon: ranked writers' records go there (`forward`).
-        self.forwarder = Forwarder(forward_to, keys_dir or None, settings) if forward_to else None
+        # A node of jobs with a root daemon: their ranked writers' records go there (`forward`),
+        # to `forward_to`, or to each job's root at its MASTER_ADDR and `root_port`.
+        forwards = not root and (forward_to or (settings.root_port and keys_dir))
+        self.forwarder = Forwarder(forward_to, keys_dir or None, settings) if forwards else None
         self.pipeline = Pipeline(
             self.stats,
             settings.fsync_interval_s,
@@ -176,6 +181,7 @@ class Server:
             reducer=self.reducer,
             forwarder=self.forwarder,
         )
+        self.pipeline.root_flush_s = settings.flush_timeout_s
         self._stop_requested = threading.Event()
         self.connections: ConnectionGuard | None = None  # made by serve(), with the socket
 
@@ -219,7 +225,7 @@ class Server:
         sock.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
         # Watched before it is bound, so that no connection goes uncounted.
         connections = self.connections = ConnectionGuard(sock, self.endpoint, connection_cap(raise_fd_limit()))
-        authenticator = secure_server(context, sock, self.keys_dir) if self.keys_dir and not self.forwarder else None
+        authenticator = secure_server(context, sock, self.keys_dir) if self.root else None
         sock.bind(self.endpoint)
         connections.bound()
         self.pipeline.start()

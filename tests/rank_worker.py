@@ -5,7 +5,7 @@
 
 SPEC: {"logdir", "steps", "tags": {tag: every_n_steps}, "barrier": dir, "kill_at": step or null,
 "rank_killed": rank, "signal": "KILL" or "STOP", "result": path, "reduce": mode or null,
-"histogram_every": n or 0, "step_s": seconds}. Every rank opens its writer,
+"histogram_every": n or 0, "step_s": seconds, "read_after_flush": bool}. Every rank opens its writer,
 says so in the barrier directory and waits until every rank has (as a job's ranks meet in
 init_process_group), then logs `value(rank, tag, step)`. The rank `rank_killed` flushes before step
 `kill_at` (so that the daemon has what it logged) and SIGKILLs itself there (or SIGSTOPs: hangs).
@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from logger_client import SummaryWriter
+from logger_client import SummaryWriter, reader
 
 
 def value(rank: int, tag: str, step: int) -> float:
@@ -65,9 +65,14 @@ def main() -> None:
             writer.add_histogram("weights", histogram_values(rank, step), step)
             slowest[when] = max(slowest[when], time.perf_counter() - started)
         time.sleep(spec.get("step_s", 0.002))
+    result: dict = {}
+    if spec.get("read_after_flush"):  # what flush() returned, and the loss steps on disk right then
+        result["flushed"] = writer.flush()
+        loss = reader.load(spec["logdir"]).scalars.get((".", "loss"))
+        result["steps_on_disk"] = 0 if loss is None else len(loss.step)
     started = time.monotonic()
     closed = writer.close()
-    result = {"slowest_call_s": slowest, "closed": closed, "close_s": time.monotonic() - started}
+    result.update(slowest_call_s=slowest, closed=closed, close_s=time.monotonic() - started)
     result["stats"] = writer.stats()
     with open(spec["result"], "w") as f:
         json.dump(result, f)

@@ -6,11 +6,14 @@ reach the file as they were at the call, whatever slot reuse happens in between.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import gc
 import itertools
 import math
+import mmap
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -22,7 +25,7 @@ from raw_peer import RawPeer
 
 from logger_client import SummaryWriter
 from logger_client import _arena as arena_module
-from logger_client._arena import _CHUNK, _INITIAL_BYTES, _MIN_SLOT, Arena
+from logger_client._arena import _CHUNK, _INITIAL_BYTES, _LEAD, _MIN_SLOT, Arena
 from logger_client.protocol import MessageKind
 
 F32 = np.dtype(np.float32)
@@ -89,7 +92,7 @@ def test_warm_faults_in_the_first_part_before_any_array(warm) -> None:
     assert arena._wanted == expected  # not the whole arena: only what is wanted
 
 
-def test_a_burst_past_the_warm_part_goes_on_into_the_cold_part_which_warms_behind_it() -> None:
+def test_a_burst_past_the_warm_part_goes_on_into_the_cold_part_and_keeps_its_bytes() -> None:
     arena = ready(Arena(4 * _INITIAL_BYTES))
     if not arena._populates:
         pytest.skip("this kernel has no MADV_POPULATE_WRITE")
@@ -101,9 +104,73 @@ def test_a_burst_past_the_warm_part_goes_on_into_the_cold_part_which_warms_behin
         array.fill(i)
         held.append(array)
     assert all(in_arena(arena, array) for array in held)
-    # The faulting thread works ahead of the burst, over slots it already filled: their bytes stay.
+    # The arena grows past the burst, its slots faulted in by their calls: what they hold stays.
     wait_for(lambda: arena._faulted >= 2 * (_INITIAL_BYTES + 8 * 2**20), message="the arena to grow")
     assert all((array == i).all() for i, array in enumerate(held))
+
+
+def resident(arena: Arena, array: np.ndarray) -> bool:
+    """Whether every page under `array` is in memory (mincore: for shared memory, in its cache)."""
+    page = mmap.PAGESIZE
+    start = array.ctypes.data // page * page
+    length = array.ctypes.data + array.nbytes - start
+    pages = -(-length // page)
+    vector = (ctypes.c_ubyte * pages)()
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.mincore(ctypes.c_void_p(start), ctypes.c_size_t(length), vector) == 0, ctypes.get_errno()
+    return all(byte & 1 for byte in vector)
+
+
+def test_a_slot_in_the_cold_part_is_faulted_in_before_its_copy() -> None:
+    arena = ready(Arena(4 * _INITIAL_BYTES))
+    if not arena._populates:
+        pytest.skip("this kernel has no MADV_POPULATE_WRITE")
+    with arena._lock:
+        arena._faulting = True  # the faulting thread held off: the call alone must fault its slot in
+    try:
+        warm = arena.empty((_INITIAL_BYTES // 4 - 2**18,), F32)  # the warm part, but its last MiB
+        cold = arena.empty((2**22,), F32)  # 16 MiB: 1 warm, 15 cold
+        warm_at, cold_at = arena.offset_of(warm), arena.offset_of(cold)
+        assert warm_at is not None and cold_at == warm_at + warm.nbytes  # next in line, past the warm part
+        assert arena._faulted < cold_at + cold.nbytes
+        assert resident(arena, cold), "the call handed out a slot whose pages its copy would fault"
+    finally:
+        with arena._lock:
+            arena._faulting = False
+
+
+def test_in_a_burst_past_the_faulted_part_the_thread_works_ahead_of_the_calls() -> None:
+    arena = ready(Arena(4 * _INITIAL_BYTES))
+    if not arena._populates:
+        pytest.skip("this kernel has no MADV_POPULATE_WRITE")
+    with arena._lock:
+        arena._faulting = True  # the faulting thread held off while the burst runs
+    held = [arena.empty((2**18,), F32) for _ in range(_INITIAL_BYTES // 2**20 + 8)]  # 8 MiB past the warm part
+    last = arena.offset_of(held[-1])
+    assert last is not None
+    head = last + held[-1].nbytes
+    assert all(resident(arena, array) for array in held)  # each call faulted its own slot in
+    with arena._lock:
+        first = arena._next_chunk()
+    assert first is not None and first >= head + _LEAD, "the thread would fault in pages the calls are at"
+    # Let it run: everything wanted ends up faulted in, the pages it skipped over included.
+    threading.Thread(target=arena._fault_in, daemon=True).start()
+    wait_for(lambda: not arena._faulting, message="the faulting thread to finish")
+    assert resident(arena, np.ndarray((arena._wanted,), np.uint8, buffer=arena._map))
+    assert arena._faulted == arena._wanted and arena._ahead is None
+
+
+def test_the_first_arrays_warm_room_for_a_burst_of_their_size() -> None:
+    arena = Arena(2**30)
+    with arena._lock:
+        arena._faulting = True  # only what is wanted is checked here, nothing faulted in
+    arena.empty((SLOT_VALUES,), F32)
+    assert arena._wanted == _INITIAL_BYTES  # small arrays: the initial part holds hundreds
+    arena.empty((2**18,), F32)  # 1 MiB
+    assert arena._wanted == 256 * 2**20  # room for a model's worth of them, up to 256 MiB
+    arena.empty((2**21,), F32)  # 8 MiB
+    assert arena._wanted == 64 * 8 * 2**20  # still room for 64 of the largest
+    arena.close()
 
 
 def test_a_steady_trickle_goes_round_the_warm_part_without_growing_it() -> None:

@@ -239,6 +239,10 @@ def test_report_has_context_and_targets(quick_run: tuple[dict, str, str]) -> Non
         assert doc["versions"][name], name
     assert doc["date"] and doc["method"]["per_call"]
     assert doc["soak"] is None  # opt-in: only a run whose --only names it soaks
+    reduction = doc["reduce"]  # not per writer: a section of its own
+    assert set(reduction["rows"]) == {"1_node", "2_nodes"}
+    assert all(row["verified"] and _positive(row["rank_values_per_s"]) for row in reduction["rows"].values())
+    assert len(reduction["targets"]) == 4 and all(t["result"] in ("PASS", "FAIL") for t in reduction["targets"])
     assert [t["name"] for t in doc["targets"]] == list(TARGETS)
     assert [t["name"] for t in doc["daemon"]["targets"]] == ["daemon_cpu_per_scalar", "daemon_histogram_scaling"]
     for target in doc["targets"] + doc["daemon"]["targets"]:
@@ -250,6 +254,7 @@ def test_report_has_context_and_targets(quick_run: tuple[dict, str, str]) -> Non
         "## End-to-end throughput",
         "## A model's parameters as histograms every step",
         "## Training-loop overhead",
+        "## Reduction across ranks",
         "## The daemon: CPU per unit written",
         "## Peak resident memory",
     ):

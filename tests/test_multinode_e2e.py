@@ -237,21 +237,25 @@ def test_a_root_killed_and_restarted_loses_nothing_the_nodes_buffered(runtime_di
 def test_a_node_without_its_root_buffers_within_its_bound_and_counts_the_rest(
     runtime_dir, tmp_path, job_dirs, keys, monkeypatch
 ):
-    steps, bound = 300, 60
+    steps, bound = 300, 4096
     root_dir, *node_dirs = job_dirs
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     logdir = str(tmp_path / "spread")
-    # The node daemons' link to the root: a small bound, checked at every batch of 16.
-    monkeypatch.setenv("LOGGER_MAX_PENDING_RECORDS", str(bound))
+    # The node daemons' link to the root: a small bound of bytes, partials of 16 steps a record.
+    monkeypatch.setenv("LOGGER_MAX_BUFFER_BYTES", str(bound))
     monkeypatch.setenv("LOGGER_BATCH_RECORDS", "16")
     with contextlib.ExitStack() as nodes:
         for node_dir in node_dirs:
             nodes.enter_context(daemon_process(node_dir, "--forward-to", endpoint, "--keys", keys))
-        monkeypatch.delenv("LOGGER_MAX_PENDING_RECORDS")
+        monkeypatch.delenv("LOGGER_MAX_BUFFER_BYTES")
         monkeypatch.delenv("LOGGER_BATCH_RECORDS")
-        # No root yet: every rank still logs and closes without waiting on it.
+        # No root yet: every rank still logs, and its flush and close say that nothing is on
+        # disk yet (False, within their bounds) instead of waiting on the root.
+        monkeypatch.setenv("LOGGER_FLUSH_TIMEOUT_S", "1")
+        monkeypatch.setenv("LOGGER_CLOSE_TIMEOUT_S", "1")
         results = run_ranks(tmp_path, logdir, node_dirs, steps=steps, tags={"loss": 1}, step_s=0.0)
-        assert all(result["closed"] for result in results)
+        assert not any(result["closed"] for result in results)
+        assert all(result["close_s"] < 5 for result in results)
         with start_root(root_dir, keys, endpoint):
 
             def settled() -> list[dict] | None:
@@ -263,10 +267,46 @@ def test_a_node_without_its_root_buffers_within_its_bound_and_counts_the_rest(
             status = root_status(endpoint, keys)
     for link in links:
         dropped = link["records_dropped"]
-        assert set(dropped) == {"client_queue_full"} and dropped["client_queue_full"] > 0
-        # Every partial the node made is on disk at the root or counted dropped.
-        assert link["records_written"] + dropped["client_queue_full"] == link["records_forwarded"] == steps
-        assert link["records_written"] <= 2 * bound  # the bound: queued plus sent and unacknowledged
+        assert set(dropped) == {"client_buffer_full"} and link["values_dropped"] > 0
+        # Every partial record the node made is on disk at the root or counted dropped ...
+        assert link["records_written"] + dropped["client_buffer_full"] == link["records_forwarded"]
+        # ... and so is every step's value; what it kept fit the bound (queued plus unacknowledged
+        # bytes, at least 48 a value: step, wall time, count, sum, min, max).
+        assert link["values_forwarded"] == steps
+        assert 0 < steps - link["values_dropped"] <= bound // 48
     loss = written(logdir)
     assert len(loss[0]) == len(set(loss[0])) > 0 and set(loss[2]) <= {2, 4}
-    assert status["reduction"]["values_in"] == sum(2 * link["records_written"] for link in links)
+    assert status["reduction"]["values_in"] == sum(2 * (steps - link["values_dropped"]) for link in links)
+
+
+@pytest.mark.e2e
+def test_the_root_is_found_from_master_addr_and_started_by_rank_0(runtime_dir, tmp_path, job_dirs, keys, monkeypatch):
+    """Nothing started by hand: the ranks start their nodes' daemons, rank 0 the root on its host
+    (MASTER_ADDR, here 127.0.0.1) at LOGGER_ROOT_PORT; each node's daemon forwards there. A rank's
+    flush() returns True only once the root has written what the rank logged before it."""
+    steps, port = 40, free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    root_dir = os.path.join(job_dirs[1], "root")  # the runtime dir of node 0 (rank 0's), `root/`
+    logdir = str(tmp_path / "spread")
+    monkeypatch.setenv("LOGGER_ROOT_PORT", str(port))
+    monkeypatch.setenv("LOGGER_KEYS_DIR", keys)
+    try:
+        spec = {"steps": steps, "tags": {"loss": 1}, "histogram_every": 20, "read_after_flush": True}
+        results = run_ranks(tmp_path, logdir, job_dirs[1:], **spec)
+        assert daemon_running(root_dir)
+        status = root_status(endpoint, keys)
+        shown = cli("status", "--runtime-dir", job_dirs[2]).stdout  # node 1: what it forwarded
+        got = written(logdir)
+    finally:
+        cli("stop", "--runtime-dir", root_dir, "--endpoint", endpoint, "--keys", keys, "--timeout", "15")
+        for node_dir in job_dirs[1:]:
+            cli("stop", "--force", "--runtime-dir", node_dir)
+        wait_for(lambda: not daemon_running(root_dir), message="the root to stop")
+    assert [(r["flushed"], r["steps_on_disk"], r["closed"]) for r in results] == [(True, steps, True)] * RANKS
+    assert f"root {endpoint}: " in shown and "dropped: 0" in shown
+    assert got[0] == list(range(steps)) and got[2] == [RANKS] * steps
+    np.testing.assert_allclose(got[1], [mean_of(range(RANKS), "loss", s) for s in range(steps)], rtol=1e-6)
+    assert len(got[3]) == steps // 20 and all(h[3] == RANKS for h in got[3])
+    assert len([name for name in os.listdir(logdir) if name.startswith("events.out")]) == 1  # the root's
+    assert status["reduction"]["values_by_ranks"] == {str(RANKS): steps + steps // 20}
+    assert status["records_dropped"] == {}

@@ -146,3 +146,19 @@ def test_every_add_method_takes_reduce_as_a_keyword_only_argument():
         if name.startswith("add_"):
             parameter = inspect.signature(method).parameters.get("reduce")
             assert parameter is not None and parameter.kind == inspect.Parameter.KEYWORD_ONLY, name
+
+
+def test_a_job_across_nodes_finds_its_root_at_master_addr_and_a_job_on_one_node_has_none():
+    from logger_client.settings import Settings
+    from logger_daemon.forward import Forwarder
+
+    env = {"RANK": "0", "WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4", "MASTER_ADDR": "node-a"}
+    across = rank_info(environ=env)
+    alone = rank_info(environ={**env, "LOCAL_WORLD_SIZE": "8"})
+    assert across is not None and alone is not None
+    assert across.spans_nodes and not alone.spans_nodes
+    by_port = Forwarder("", None, Settings(root_port=5555))
+    assert by_port.route(across.options()) == "tcp://node-a:5555"
+    assert by_port.route(alone.options()) == ""  # combined on its node
+    assert Forwarder("", None, Settings()).route(across.options()) == ""  # no port: no root
+    assert Forwarder("tcp://root:7", None, Settings()).route(alone.options()) == "tcp://root:7"  # given

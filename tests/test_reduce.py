@@ -19,7 +19,7 @@ from test_pipeline import WALL, Harness, key_record, load, open_record, row
 from logger_client import reader
 from logger_client.protocol import RecordKind
 from logger_client.reduction import ranks_from_note, ranks_note
-from logger_daemon.aggregate import HistogramPartial, exact_sum, expansion, merge_histograms
+from logger_daemon.aggregate import HistogramPartial, exact_parts, exact_sum, expansion, merge_histograms
 from logger_daemon.intake import Work
 from logger_daemon.pipeline import Pipeline
 from logger_daemon.reduce import Reducer
@@ -289,3 +289,15 @@ def test_counters_of_the_status_add_up(job, logdir):
     status = job.reducer.status()
     assert status["values_in"] == sum(int(k) * v for k, v in status["values_by_ranks"].items())
     assert Counter(ranks_of(logdir)) == Counter({4: 10, 2: 1})
+
+
+def test_exact_parts_of_many_entries_at_once_sum_exactly_to_each_entry_s_values():
+    rng = np.random.default_rng(7)
+    sizes = rng.integers(1, 6, size=500)
+    values = rng.normal(0, 1, sizes.sum()) * 10.0 ** rng.integers(-12, 12, sizes.sum())
+    edges = np.concatenate([[0], np.cumsum(sizes)])
+    sums, extra_of, extra = exact_parts(values, edges)
+    assert extra.size > 0  # rounding lost bits, and the parts kept them
+    for entry in range(sizes.size):
+        parts = [float(sums[entry]), *extra[extra_of == entry].tolist()]
+        assert exact_sum(parts) == exact_sum(values[edges[entry] : edges[entry + 1]].tolist())
