@@ -40,6 +40,14 @@ def main(argv: list[str]) -> int:
             from benchmarks import bursts
 
             result = bursts.run(adapter, params, logdir)
+        elif group == "model_burst":
+            from benchmarks import model_burst
+
+            result = model_burst.run(adapter, params, logdir)
+        elif group == "daemon":
+            from benchmarks import daemon_costs
+
+            result = daemon_costs.run(adapter, params, logdir)
         elif group == "throughput":
             result = throughput.run(
                 adapter, params, logdir, rank=spec.get("rank", 0), wait_for_go=spec.get("wait_for_go", False)

@@ -1,9 +1,10 @@
 """What the suite runs: every workload, its sizes (full and `--quick`), and the targets.
 
 Every writer gets exactly the same workload and the same number of calls. Sizes for the call
-workloads that the issue leaves open are chosen so that the whole suite fits in 10 minutes on
-2 cores (the anchors' own runs, above all their 1 000 000-call end-to-end runs, take most of
-it), and so that the array workloads stay inside logger_client's documented client buffer
+workloads that the issue leaves open are chosen so that the suite's other workloads fit in 10
+minutes on 2 cores (the anchors' own runs, above all their 1 000 000-call end-to-end runs, take
+most of it; the 100 M-parameter model burst and the daemon's drains, whose sizes issue 15 gives,
+add about 6), and so that the array workloads stay inside logger_client's documented client buffer
 (1 GiB of arrays in flight): 40 histograms of 1e6 float32 are 160 MB, 30 images of 3x512x512
 float32 are 94 MB, and the largest burst, 200 histograms of 4 MB, is 800 MB.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-GROUPS = ("calls", "bursts", "throughput", "training_loop", "read_back", "reduce", "soak")
+GROUPS = ("calls", "bursts", "model_burst", "throughput", "training_loop", "daemon", "read_back", "reduce", "soak")
 #: Groups a run leaves out unless `--only` names them: the soak takes minutes of its own.
 OPT_IN = ("soak",)
 #: How long the soak runs unless `--soak-s` says otherwise (full, --quick).
@@ -102,6 +103,7 @@ def workloads(quick: bool, soak_s: float | None = None) -> list[Workload]:
             shape=[3, 16, 16] if q else [3, 64, 64],
         ),
         *_bursts(q),
+        _model_burst(q),
         Workload(
             "e2e_one_writer", "throughput", "end-to-end, 1 writer", {"processes": 1, "calls": 5_000 if q else 1_000_000}
         ),
@@ -128,6 +130,7 @@ def workloads(quick: bool, soak_s: float | None = None) -> list[Workload]:
                 "repeats": 1,
             },
         ),
+        *_daemon(q),
         # Written once by logger_client, then read by each reader (not per writer: see read_back.py).
         Workload(
             "read_back",
@@ -176,6 +179,61 @@ def _bursts(quick: bool) -> list[Workload]:
         )
         for calls, bursts in sizes
         for source in ("numpy", "torch")
+    ]
+
+
+def _model_burst(quick: bool) -> Workload:
+    """A histogram of every parameter of a transformer stack of about 100 M parameters (400 MB in
+    147 tensors) after each ~50 ms compute step, 20 steps (see model_burst.py)."""
+    size = (
+        {"vocab": 100, "d_model": 32, "heads": 2, "ff": 64, "layers": 2}
+        if quick
+        else {"vocab": 20_000, "d_model": 768, "heads": 12, "ff": 3072, "layers": 12}
+    )
+    return Workload(
+        "model_burst",
+        "model_burst",
+        f"{'tiny' if quick else '100 M-parameter'} transformer stack: add_histogram of every parameter every step",
+        {**size, "steps": 3 if quick else 20, "step_ms": 5.0 if quick else 50.0, "poll_s": 0.01},
+    )
+
+
+def _daemon(quick: bool) -> list[Workload]:
+    """The daemon's CPU per scalar, per GB of histograms and per 100 PNGs, and its drain rate with 1
+    and 2 encoding workers (see daemon_costs.py); logger_client only."""
+    return [
+        Workload(
+            "daemon_scalars",
+            "daemon",
+            f"daemon CPU, {20_000 if quick else 1_000_000:,} add_scalar",
+            {"kind": "scalars", "calls": 20_000 if quick else 1_000_000, "workers": [1], "rounds": 1 if quick else 2},
+        ),
+        Workload(
+            "daemon_histograms",
+            "daemon",
+            f"daemon drain, {10 if quick else 200} x add_histogram {'1e5' if quick else '1e6'} float32",
+            {
+                "kind": "histograms",
+                "calls": 10 if quick else 200,
+                "values": 100_000 if quick else 1_000_000,
+                "repeats": 1 if quick else 2,
+                "workers": [1, 2],
+                "rounds": 1 if quick else 2,
+            },
+        ),
+        Workload(
+            "daemon_images",
+            "daemon",
+            f"daemon drain, {10 if quick else 100} x add_image 3x{64 if quick else 512}x{64 if quick else 512} float32",
+            {
+                "kind": "images",
+                "calls": 10 if quick else 100,
+                "shape": [3, 64, 64] if quick else [3, 512, 512],
+                "repeats": 1 if quick else 2,
+                "workers": [1, 2],
+                "rounds": 1,
+            },
+        ),
     ]
 
 
@@ -263,6 +321,33 @@ TARGETS = [
         20.0,
         "ratio_min",
         "mean_us",
+    ),
+    Target(
+        "model_burst_overhead",
+        "100 M parameters as histograms every ~50 ms step: training-loop overhead",
+        "model_burst",
+        5.0,
+        "max",
+        "overhead_pct",
+        "%",
+    ),
+    Target(
+        "model_burst_dropped",
+        "100 M parameters as histograms every step: dropped at the default bounds",
+        "model_burst",
+        0.0,
+        "max",
+        "dropped_total",
+        "records",
+    ),
+    Target(
+        "model_burst_latency_p99",
+        "100 M parameters as histograms every step: call to readable on disk, p99",
+        "model_burst",
+        2.0,
+        "max",
+        "latency_p99_s",
+        "s",
     ),
     Target("training_loop_overhead", "training-loop overhead <= 1 %", "training_loop", 1.0, "max", "overhead_pct"),
     Target(

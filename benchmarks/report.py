@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
 
+from benchmarks import daemon_costs
 from benchmarks import reduce as reduce_workload
 from benchmarks import soak as soak_workload
 from benchmarks.calls import SETTLE_S
@@ -49,6 +50,35 @@ METHOD = {
         "CPU tensors (floor: the same bytes). Sources: at most 40 distinct arrays, cycled. `dropped`: "
         "logger_client's records_dropped after the last burst. Ratios are tensorboardX's mean / this "
         "writer's, same run."
+    ),
+    "model_burst": (
+        "One fresh process per writer. A torch.nn model (Embedding, layers x TransformerEncoderLayer, "
+        "LayerNorm; full size ~100 M float32 parameters in 147 tensors, 400 MB); a compute step of "
+        "~step_ms (x = tanh(x @ w), rows calibrated once per suite run, one thread). steps plain "
+        "steps are timed, then steps logged steps (the compute step, then add_histogram(name, param, "
+        "step) for every named parameter, as the seed does; burst_ms = the calls' wall time per step), "
+        "then flush() (untimed in the loop: flush_s) and steps plain steps again. overhead_pct = the "
+        "logged steps' mean / the plain steps' mean (before and after) - 1. Copy floor: np.copyto of "
+        "every parameter's bytes into one warm buffer of their total size, median of 3 -> "
+        "copy_floor_ms; floor_overhead_pct = that floor / the plain step: the overhead of a single "
+        "copy of the burst, below which no writer that keeps the values can go. x_copy_floor = "
+        "burst_mean_ms / copy_floor_ms. For logger_client, the suite reads every event file's new "
+        "bytes every poll_s as TensorBoard would and times each histogram from the wall time stamped "
+        "at the call to the moment its whole record was readable (latency_s: median, p99 nearest "
+        "rank, max); every record must be seen once. dropped: logger_client's records_dropped at the "
+        "end, default bounds and overflow policy."
+    ),
+    "daemon": (
+        "logger_client only: one fresh child and daemon per (worker count, round), "
+        "LOGGER_ENCODE_WORKERS set for the daemon, worker counts alternating in order from round to "
+        "round; medians per worker count. Daemon CPU = utime + stime from /proc/<pid>/stat (10 ms "
+        "ticks) over the window. Scalars: the window runs from the first add_scalar until close() "
+        "returns with everything written, the client logging as fast as it can meanwhile. Histograms "
+        "and images: after a warm-up burst has been written, the daemon is stopped (SIGSTOP), the "
+        "burst is logged (within the client's 1 GiB buffer), the daemon is let go (SIGCONT) and the "
+        "window runs until flush() returns with everything acknowledged as written: the daemon drains "
+        "the queue alone (drain_s; throughput = input bytes / drain_s). repeats drains per child. "
+        "Scaling = the median throughput with 2 workers / with 1."
     ),
     "throughput": (
         "add_scalar calls, timed from the first call until close() returns; writer construction "
@@ -134,6 +164,7 @@ _LOWER_IS_BETTER = {
     *("mean_us", "median_us", "p99_us", "floor_us", "overhead_pct", "peak_rss_mb", "total_s", "read_s"),
     *("x_copy_floor", "first_burst_mean_us", "copy_floor_us"),
     *("latency_median_s", "latency_p99_s", "daemon_rss_at_end_mib", "daemon_cpu_mean_pct"),
+    *("burst_mean_ms", "daemon_cpu_us_per_scalar", "daemon_cpu_s_per_gb", "daemon_cpu_s_per_100"),
     *("visible_median_s", "visible_p99_s"),
 }
 
@@ -242,6 +273,9 @@ def add_ratios(workloads: dict[str, Any]) -> None:
             if entry["group"] == "bursts":
                 if result["mean_us"] > 0:
                     result[f"mean_x_lower_than_{REFERENCE}"] = reference["mean_us"] / result["mean_us"]
+            elif entry["group"] == "model_burst":
+                if result["burst_mean_ms"] > 0:
+                    result[f"burst_x_lower_than_{REFERENCE}"] = reference["burst_mean_ms"] / result["burst_mean_ms"]
             elif entry["group"] == "calls":
                 for metric in ("mean_us", "median_us", "p99_us"):
                     if result[metric] > 0:
@@ -254,7 +288,7 @@ def _metric(result: dict[str, Any], metric: str) -> Any:
     """A figure of a writer's result; `daemon_peak_rss_mb` is the peak of the daemon it used."""
     if metric == "daemon_peak_rss_mb":
         return (result.get("daemon") or {}).get("peak_rss_mb")
-    return result[metric]
+    return result.get(metric)
 
 
 def evaluate_targets(workloads: dict[str, Any]) -> list[dict[str, Any]]:
@@ -367,12 +401,15 @@ def build_document(
     reduction = workloads.pop("reduce", None)
     if reduction is not None:
         reduction["targets"] = reduce_workload.evaluate_targets(reduction)
+    # And the daemon's workloads (logger_client only).
+    daemon = {name: workloads.pop(name) for name in [n for n, e in workloads.items() if e["group"] == "daemon"]}
     add_ratios(workloads)
     ok = all(_accepted(w, r) for e in workloads.values() for w, r in e["writers"].items())
     ok = ok and read_back_ok(read_back) and (soak is None or ("error" not in soak and soak["nothing_lost"]))
     ok = ok and (
         reduction is None or ("error" not in reduction and all(r["verified"] for r in reduction["rows"].values()))
     )
+    ok = ok and all(entry["all_ran_and_verified"] for entry in daemon.values())
     return {
         "schema": SCHEMA,
         **started,
@@ -391,6 +428,7 @@ def build_document(
         "read_back": read_back,
         "soak": soak,
         "reduce": reduction,
+        "daemon": {"workloads": daemon, "targets": daemon_costs.evaluate_targets(daemon)} if daemon else None,
         **facts,
     }
 
@@ -462,7 +500,9 @@ def markdown(doc: dict[str, Any]) -> str:
     ]
     soak_targets = (doc.get("soak") or {}).get("targets") or []
     reduce_targets = (doc.get("reduce") or {}).get("targets") or []
-    for t in doc["targets"] + ((doc.get("read_back") or {}).get("targets") or []) + reduce_targets + soak_targets:
+    daemon_targets = (doc.get("daemon") or {}).get("targets") or []
+    targets = doc["targets"] + ((doc.get("read_back") or {}).get("targets") or []) + reduce_targets + soak_targets
+    for t in targets + daemon_targets:
         measured = t["measured"]
         if t.get("unit"):
             lines.append(f"| {t['description']} | {' | '.join(_with_unit(t))} | **{t['result']}** |")
@@ -512,6 +552,7 @@ def markdown(doc: dict[str, Any]) -> str:
         ]
 
     lines += _bursts_markdown([e for e in workloads.values() if e["group"] == "bursts"])
+    lines += _model_burst_markdown([e for e in workloads.values() if e["group"] == "model_burst"])
 
     tp_rows = [e for e in workloads.values() if e["group"] == "throughput"]
     if tp_rows:
@@ -567,6 +608,7 @@ def markdown(doc: dict[str, Any]) -> str:
     lines += _read_back_markdown(doc.get("read_back"))
     lines += reduce_workload.markdown(doc.get("reduce"))
     lines += soak_workload.markdown(doc.get("soak"))
+    lines += daemon_costs.markdown((doc.get("daemon") or {}).get("workloads") or {})
 
     writers = list(WRITERS)
     lines += [
@@ -618,6 +660,38 @@ def _bursts_markdown(entries: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _model_burst_markdown(entries: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for entry in entries:
+        p = entry["params"]
+        lines += [
+            "",
+            f"## A model's parameters as histograms every step: {entry['label']} ({p['layers']} layers, "
+            f"d_model {p['d_model']}; {p['steps']} steps of ~{p['calibrated_step_ms']:.0f} ms compute)",
+            "",
+            "| writer | parameters (MB) | plain step ms | logged step ms | overhead | burst on the training thread "
+            "ms: mean (median, max) | × lower than tensorboardX | copy floor ms | × copy floor | floor as overhead "
+            "| flush after s | call to readable s: median, p99 | dropped | verified on disk |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        ]
+        for writer, r in entry["writers"].items():
+            if not _ok(r):
+                lines.append(_error_row([writer], r, 14))
+                continue
+            latency = r.get("latency_s")
+            seen = f"{latency['median']:.2f}, {latency['p99']:.2f}" if latency and "p99" in latency else ""
+            dropped = ", ".join(f"{n} {reason}" for reason, n in r["dropped"].items()) or "none"
+            lines.append(
+                f"| {writer} | {r['parameters'] / 1e6:,.1f} M ({r['burst_bytes'] / 1e6:,.0f}) | "
+                f"{r['plain_step_ms']:.1f} | {r['logged_step_ms']:.1f} | **{r['overhead_pct']:.0f} %** | "
+                f"{r['burst_mean_ms']:.1f} ({r['burst_median_ms']:.1f}, {r['burst_max_ms']:.1f}) | "
+                f"{_x(r.get(f'burst_x_lower_than_{REFERENCE}'))} | {r['copy_floor_ms']:.1f} | "
+                f"{r['x_copy_floor']:.2f}× | {r['floor_overhead_pct']:.0f} % | {r['flush_s']:.2f} | {seen} | "
+                f"{dropped} | {_verified(r)} |"
+            )
+    return lines
+
+
 def _with_unit(target: dict[str, Any]) -> tuple[str, str]:
     """A target's measured figure and its goal, in the target's unit."""
     measured, unit, threshold = target["measured"], target["unit"], target["threshold"]
@@ -629,6 +703,12 @@ def _with_unit(target: dict[str, Any]) -> tuple[str, str]:
         shown = f"{measured:+.2f} MiB/h" + (f" (± {target['stderr']:.2f})" if target.get("stderr") is not None else "")
     elif unit == "s":
         shown = f"{measured:.3f} s"
+    elif unit == "%":
+        shown = f"{measured:,.1f} %" + (
+            f" (tensorboardX {target[f'{REFERENCE}_value']:,.0f} %)" if f"{REFERENCE}_value" in target else ""
+        )
+    elif unit in ("µs", "×"):
+        shown = f"{measured:.2f} {unit}"
     else:
         shown = f"{measured:,.0f} {unit}"
     return shown, f"{'≥' if target.get('higher') else '≤'} {threshold:,g} {unit}"
@@ -696,6 +776,7 @@ def _figures(doc: dict[str, Any]) -> dict[str, float]:
                 "bursts": ("mean_us", "first_burst_mean_us", "x_copy_floor"),
                 "throughput": ("scalars_per_s",),
                 "training_loop": ("overhead_pct",),
+                "model_burst": ("overhead_pct", "burst_mean_ms", "x_copy_floor", "latency_p99_s"),
             }.get(entry["group"], ())
             for key in (*keys, "peak_rss_mb"):
                 if r.get(key) is not None:
@@ -703,6 +784,11 @@ def _figures(doc: dict[str, Any]) -> dict[str, float]:
             daemon_peak = r.get("daemon", {}).get("peak_rss_mb")
             if daemon_peak is not None:
                 flat[f"{name} / {writer} / daemon_peak_rss_mb"] = daemon_peak
+    for name, entry in ((doc.get("daemon") or {}).get("workloads") or {}).items():
+        for workers, figures in entry["by_workers"].items():
+            for key in ("daemon_cpu_us_per_scalar", "daemon_cpu_s_per_gb", "daemon_cpu_s_per_100", "input_gb_per_s"):
+                if key in figures:
+                    flat[f"{name} / {workers} workers / {key}"] = figures[key]
     for reader, r in ((doc.get("read_back") or {}).get("readers") or {}).items():
         if _ok(r):
             flat[f"read_back / {reader} / read_s"] = r["read_s"]

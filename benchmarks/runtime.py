@@ -104,8 +104,14 @@ class Runtime:
     # -- children ----------------------------------------------------------------------------
 
     def start_child(
-        self, task: Task, spec: dict[str, Any], rank: int = 0, interactive: bool = False
+        self,
+        task: Task,
+        spec: dict[str, Any],
+        rank: int = 0,
+        interactive: bool = False,
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen:
+        """Starts a benchmark child on `spec`; `env` adds to its environment (and its daemon's)."""
         import json
 
         spec = {**spec, "logdir": task.logdir, "result_path": task.result_path(rank), "rank": rank}
@@ -115,7 +121,7 @@ class Runtime:
             child = subprocess.Popen(
                 [sys.executable, "-m", "benchmarks.child", task.spec_path(rank)],
                 cwd=REPO,
-                env=self.child_env(task),
+                env={**self.child_env(task), **(env or {})},
                 stdin=subprocess.PIPE if interactive else subprocess.DEVNULL,
                 stdout=subprocess.PIPE if interactive else log,
                 stderr=log,

@@ -50,7 +50,7 @@ _CLOSE_MARGIN_S = 120.0
 # -- the child: one training process -------------------------------------------------------------------
 
 
-def _images(shape: list[int], count: int) -> list[Any]:
+def smooth_images(shape: list[int], count: int) -> list[Any]:
     """`count` smooth float32 images in [0, 1] (they compress as pictures do, not as noise)."""
     import numpy as np
 
@@ -68,7 +68,7 @@ def run(adapter: Any, params: dict[str, Any], logdir: str, rank: int) -> dict[st
     """One soak process: constructs its writer, says READY, waits for GO, then logs at pace."""
     duration_s, step_s = params["duration_s"], params["step_ms"] / 1000
     tags = [PROBE_TAG] + [f"scalar/{index:02d}" for index in range(1, params["scalars_per_step"])]
-    images = _images(params["image_shape"], 16)
+    images = smooth_images(params["image_shape"], 16)
     writer = adapter.open(os.path.join(logdir, f"rank{rank}"))
     add_scalar, add_image = writer.add_scalar, writer.add_image
     sys.stdout.write("READY\n")
@@ -195,17 +195,20 @@ class DaemonSampler:
 
 class ProbeTailer:
     """Reads the new bytes of every event file under `logdir` every `poll_s`; notes when each probe
-    event is first readable, and its latency from the wall time stamped at the call."""
+    event (each summary event of tag `tag`; of any tag if None) is first readable, and its latency
+    from the wall time stamped at the call."""
 
-    def __init__(self, logdir: str, poll_s: float) -> None:
+    def __init__(self, logdir: str, poll_s: float, tag: str | None = PROBE_TAG) -> None:
         self.logdir = logdir
         self.poll_s = poll_s
+        self.tag = tag
         self.latencies_s: list[float] = []
         self.duplicates = 0
         self.damaged: list[str] = []
-        self._seen: set[tuple[str, int]] = set()
+        self._seen: set[tuple[str, str, int]] = set()
         self._files: dict[str, tuple[Any, bytes]] = {}  # path -> (open file, bytes of a torn record)
-        self._needle = b"\x0a" + bytes([len(PROBE_TAG)]) + PROBE_TAG.encode()  # Summary.Value.tag
+        # Summary.Value.tag, as it starts the value's bytes; without a tag every record is decoded.
+        self._needle = b"\x0a" + bytes([len(tag)]) + tag.encode() if tag is not None else None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="soak-tailer", daemon=True)
 
@@ -255,20 +258,30 @@ class ProbeTailer:
         if framing.problem not in (None, "torn"):
             self.damaged.append(f"{path}: {framing.problem} at byte {framing.stop}")
         starts, lengths = framing.starts, framing.lengths
+        if self._needle is None:
+            for start, length in zip(starts.tolist(), lengths.tolist()):
+                self._note(path, decode_event(memoryview(buf)[start + 12 : start + 12 + length]), readable_at)
+            return buf[framing.stop :]
         at = buf.find(self._needle, 0, framing.stop)
         while at >= 0:
             index = int(np.searchsorted(starts, at, side="right")) - 1
             start = int(starts[index]) + 12
-            event = decode_event(memoryview(buf)[start : start + int(lengths[index])])
-            if event.what == "summary" and any(value.tag == PROBE_TAG for value in event.data):
-                key = (os.path.dirname(path), event.step)
+            self._note(path, decode_event(memoryview(buf)[start : start + int(lengths[index])]), readable_at)
+            at = buf.find(self._needle, start + int(lengths[index]), framing.stop)
+        return buf[framing.stop :]
+
+    def _note(self, path: str, event: Any, readable_at: float) -> None:
+        if event.what != "summary":
+            return
+        for value in event.data:
+            if self.tag is None or value.tag == self.tag:
+                key = (os.path.dirname(path), value.tag, event.step)
                 if key in self._seen:
                     self.duplicates += 1
                 else:
                     self._seen.add(key)
                     self.latencies_s.append(readable_at - event.wall_time)
-            at = buf.find(self._needle, start + int(lengths[index]), framing.stop)
-        return buf[framing.stop :]
+                return
 
 
 def fit(ts: list[float], ys: list[float]) -> dict[str, float | None]:

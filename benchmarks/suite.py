@@ -8,6 +8,7 @@ benchmark's). It imports neither torch nor any writer.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import threading
@@ -16,7 +17,18 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from benchmarks import bursts, calls, read_back, reduce, soak, throughput, training_loop, verify
+from benchmarks import (
+    bursts,
+    calls,
+    daemon_costs,
+    model_burst,
+    read_back,
+    reduce,
+    soak,
+    throughput,
+    training_loop,
+    verify,
+)
 from benchmarks.memory import DaemonMonitor
 from benchmarks.plan import Workload
 from benchmarks.runtime import ChildFailed, Runtime, Task
@@ -29,6 +41,8 @@ CROSS_CHECK_MAX_BYTES = 4 * 2**20
 _EXPECTED: dict[str, Callable[[dict[str, Any]], dict[str, int]]] = {
     "calls": calls.expected_counts,
     "bursts": bursts.expected_counts,
+    "model_burst": model_burst.expected_counts,
+    "daemon": daemon_costs.expected_counts,
     "throughput": throughput.expected_counts,
     "training_loop": training_loop.expected_counts,
 }
@@ -56,9 +70,12 @@ class Suite:
         )
         return result
 
-    def run(self, workload: Workload, writer: str, params: dict[str, Any]) -> dict[str, Any]:
-        """One workload for one writer: child(ren), daemon peak, read-back. Never raises ChildFailed."""
-        task = self.runtime.task(f"{workload.name}/{writer}")
+    def run(
+        self, workload: Workload, writer: str, params: dict[str, Any], env: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """One workload for one writer: child(ren), daemon peak, read-back. Never raises ChildFailed.
+        `env` adds to the child's environment (and its daemon's)."""
+        task = self.runtime.task(f"{workload.name}/{writer}" + "".join(f"/{k}={v}" for k, v in (env or {}).items()))
         spec = {"group": workload.group, "workload": workload.name, "writer": writer, "params": params}
         t0 = time.monotonic()
         load_before = _load()
@@ -66,19 +83,36 @@ class Suite:
             monitor = DaemonMonitor(task.runtime_dir) if writer == SUBJECT else None
             if monitor is not None:
                 monitor.__enter__()
+            # Call to readable on disk of every record, where a daemon writes them as they come.
+            tailer = (
+                soak.ProbeTailer(task.logdir, params["poll_s"], tag=None)
+                if workload.group == "model_burst" and writer == SUBJECT
+                else None
+            )
+            if tailer is not None:
+                tailer.start()
             try:
                 if params.get("processes", 1) > 1:
                     result = self._run_processes(task, spec, params["processes"])
                 else:
-                    child = self.runtime.start_child(task, spec)
+                    child = self.runtime.start_child(task, spec, env=env)
                     result = self.runtime.finish_child(task, child, self.child_timeout_s)
             finally:
                 if monitor is not None:
                     monitor.__exit__()
+                if tailer is not None:
+                    tailer.stop()
             if "unsupported" not in result:  # else the child opened no writer (see writers.NEEDS)
                 if monitor is not None:
                     result["daemon"] = monitor.report()
+                if tailer is not None:
+                    result.update(_latency(tailer, params["poll_s"]))
                 self._verify(task, workload, params, result)
+                if tailer is not None:
+                    seen, logged = result["latency_s"], sum(result["expected"].values())
+                    if seen["seen"] != logged or seen["duplicates"] or seen["damaged"]:
+                        result["verify"]["ok"] = False
+                        result["verify"]["note"] = f"the tailer read {seen['seen']} of {logged} records as they came"
         except ChildFailed as exc:
             result = {"error": str(exc)}
         except Exception as exc:  # a bug of the suite's own: report it with this workload, go on
@@ -123,6 +157,22 @@ class Suite:
         finally:
             self.runtime.stop_daemon(task)
             self.runtime.remove_logs(task)
+
+    def run_daemon(self, workload: Workload) -> dict[str, Any]:
+        """A daemon workload (logger_client only, see daemon_costs.py): a fresh child and daemon per
+        worker count, the counts alternating in order from round to round; medians per count."""
+        params = dict(workload.params)
+        entry: dict[str, Any] = {"group": workload.group, "label": workload.label, "params": params, "runs": []}
+        counts = list(params["workers"])
+        for round_ in range(params["rounds"]):
+            for workers in counts if round_ % 2 == 0 else counts[::-1]:
+                env = {"LOGGER_ENCODE_WORKERS": str(workers)}
+                result = self.run(workload, SUBJECT, params, env)
+                result["round"] = round_
+                result.setdefault("workers", workers)
+                entry["runs"].append(result)
+        entry.update(daemon_costs.summarize(entry["runs"], params))
+        return entry
 
     def run_read_back(self, workload: Workload) -> dict[str, Any]:
         """Writes the workload's log directory once (logger_client), then reads it with each reader,
@@ -238,6 +288,16 @@ def _summary(workload: Workload, result: dict[str, Any]) -> str:
             f"mean {result['mean_us']:.1f} us a call ({result['x_copy_floor']:.2f}x the copy floor, first burst "
             f"{result['first_burst_mean_us']:.1f} us), dropped {result['dropped'] or 'none'}"
         )
+    elif workload.group == "model_burst":
+        figure = (
+            f"overhead {result['overhead_pct']:.0f} % on {result['plain_step_ms']:.0f} ms steps, burst "
+            f"{result['burst_mean_ms']:.0f} ms ({result['x_copy_floor']:.1f}x the copy floor, which is "
+            f"{result['floor_overhead_pct']:.0f} % of a step), dropped {result['dropped'] or 'none'}"
+        )
+        if "latency_s" in result:
+            figure += f", call to readable p99 {result['latency_s']['p99']:.2f} s"
+    elif workload.group == "daemon":
+        figure = daemon_costs.describe(result)
     elif workload.group == "throughput":
         figure = f"{result['scalars_per_s']:,.0f} scalars/s ({result['total_s']:.2f} s)"
     else:
@@ -274,11 +334,12 @@ def run_plan(
         readings = [workload for workload in plan if workload.group == "read_back"]
         reductions = [workload for workload in plan if workload.group == "reduce"]
         soaks = [workload for workload in plan if workload.group == "soak"]
+        daemons = [workload for workload in plan if workload.group == "daemon"]
         for workload in plan:
-            if workload.group in ("read_back", "reduce", "soak"):
-                continue  # not per writer: run after the others, alone (see read_back.py, reduce.py, soak.py)
+            if workload.group in ("read_back", "reduce", "soak", "daemon"):
+                continue  # not per writer: run after the others, alone (read_back, reduce, soak, daemon_costs)
             params = dict(workload.params)
-            if workload.group == "training_loop":
+            if workload.group in ("training_loop", "model_burst"):
                 calibration = suite.calibrate(params["step_ms"])
                 params["rows"] = calibration["rows"]
                 params["calibrated_step_ms"] = calibration["measured_step_ms"]
@@ -297,6 +358,8 @@ def run_plan(
             outcomes = [one(item) for item in entries]
         for (_, writer, entry), outcome in zip(entries, outcomes):
             entry["writers"][writer] = outcome
+        for workload in daemons:
+            results[workload.name] = suite.run_daemon(workload)
         for workload in readings:
             results[workload.name] = suite.run_read_back(workload)
         for workload in reductions:
@@ -307,6 +370,20 @@ def run_plan(
         runtime.close()
     facts["load_average_at_end"] = _load()
     return results, facts
+
+
+def _latency(tailer: soak.ProbeTailer, poll_s: float) -> dict[str, Any]:
+    """Call to readable on disk of every record the tailer saw: median, p99, max."""
+    ordered = sorted(tailer.latencies_s)
+    figures: dict[str, Any] = {"seen": tailer.seen, "duplicates": tailer.duplicates, "damaged": tailer.damaged}
+    if ordered:
+        figures.update(
+            median=ordered[len(ordered) // 2],
+            p99=ordered[min(len(ordered) - 1, max(0, math.ceil(0.99 * len(ordered)) - 1))],
+            max=ordered[-1],
+        )
+    figures["poll_s"] = poll_s
+    return {"latency_s": figures, "latency_p99_s": figures.get("p99")}
 
 
 def _load() -> list[float] | None:

@@ -158,7 +158,8 @@ def calibrate(step_ms: float) -> dict[str, Any]:
 
     rows = 256
     for _ in range(3):
-        rows = int(min(16384, max(16, round(rows * step_ms / 1e3 / step_s(rows)))))
+        # Up to 64 MiB of x: enough for the model burst's ~50 ms steps on a fast core.
+        rows = int(min(65536, max(16, round(rows * step_ms / 1e3 / step_s(rows)))))
     return {"rows": rows, "width": _WIDTH, "measured_step_ms": step_s(rows) * 1e3}
 
 

@@ -11,10 +11,13 @@
  * edges[i] <= x < edges[i + 1], the last bucket also x == edges[-1], and values outside
  * [edges[0], edges[-1]] (NaN and infinities among them) are not counted.
  *
- * count(values, itemsize, base, threshold, low, high, counts): values a C-contiguous buffer of
- *   float32 (itemsize 4) or float64 (itemsize 8); base an int32 table and threshold a float64
- *   table of 2 ** 13 (float32) or 2 ** 16 (float64) cells; low, high the first and last edge;
- *   counts an int64 buffer (one per bucket) that is added to.
+ * count(values, itemsize, base, threshold, low, high, counts, extremes): values a C-contiguous
+ *   buffer of float32 (itemsize 4) or float64 (itemsize 8); base an int32 table and threshold a
+ *   float64 table of 2 ** 13 (float32) or 2 ** 16 (float64) cells; low, high the first and last
+ *   edge; counts an int64 buffer (one per bucket) that is added to; extremes a float64 buffer of
+ *   two that receives the smallest and largest value (as doubles) in the same pass, which saves
+ *   the caller two passes over the values. Returns whether a NaN was seen (then the extremes
+ *   leave the NaNs out, where numpy's min and max would return NaN).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -34,6 +37,9 @@
         for (Py_ssize_t i = 0; i < n; i++) {                                                      \
             double x = (double)v[i];                                                              \
             int64_t *lane = lanes + (i & (LANES - 1)) * buckets;                                  \
+            smallest = x < smallest ? x : smallest;                                               \
+            largest = x > largest ? x : largest;                                                  \
+            nan |= x != x;                                                                        \
             if (x >= low && x < high) {                                                           \
                 UTYPE bits;                                                                       \
                 memcpy(&bits, &v[i], sizeof bits);                                                \
@@ -47,12 +53,12 @@
 
 static PyObject *count(PyObject *module, PyObject *args)
 {
-    Py_buffer values, base_buffer, threshold_buffer, counts_buffer;
+    Py_buffer values, base_buffer, threshold_buffer, counts_buffer, extremes_buffer;
     Py_ssize_t itemsize;
     double low, high;
     (void)module;
-    if (!PyArg_ParseTuple(args, "y*ny*y*ddw*:count", &values, &itemsize, &base_buffer, &threshold_buffer, &low,
-                          &high, &counts_buffer))
+    if (!PyArg_ParseTuple(args, "y*ny*y*ddw*w*:count", &values, &itemsize, &base_buffer, &threshold_buffer, &low,
+                          &high, &counts_buffer, &extremes_buffer))
         return NULL;
     PyObject *result = NULL;
     int64_t *lanes = NULL;
@@ -63,8 +69,9 @@ static PyObject *count(PyObject *module, PyObject *args)
         goto done;
     }
     if (base_buffer.len != cells * (Py_ssize_t)sizeof(int32_t)
-        || threshold_buffer.len != cells * (Py_ssize_t)sizeof(double) || buckets < 1) {
-        PyErr_SetString(PyExc_ValueError, "count: tables or counts of the wrong size");
+        || threshold_buffer.len != cells * (Py_ssize_t)sizeof(double) || buckets < 1
+        || extremes_buffer.len != 2 * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "count: tables, counts or extremes of the wrong size");
         goto done;
     }
     const int32_t *base = (const int32_t *)base_buffer.buf;
@@ -83,6 +90,8 @@ static PyObject *count(PyObject *module, PyObject *args)
     const double *threshold = (const double *)threshold_buffer.buf;
     const void *data = values.buf;
     Py_ssize_t n = values.len / itemsize;
+    double smallest = Py_HUGE_VAL, largest = -Py_HUGE_VAL;
+    int nan = 0;
     Py_BEGIN_ALLOW_THREADS
     {
         const void *values = data;
@@ -97,22 +106,25 @@ static PyObject *count(PyObject *module, PyObject *args)
         for (int l = 0; l < LANES; l++)
             counts[b] += lanes[l * buckets + b];
     }
-    result = Py_None;
-    Py_INCREF(result);
+    ((double *)extremes_buffer.buf)[0] = smallest;
+    ((double *)extremes_buffer.buf)[1] = largest;
+    result = PyBool_FromLong(nan);
 done:
     PyMem_Free(lanes);
     PyBuffer_Release(&values);
     PyBuffer_Release(&base_buffer);
     PyBuffer_Release(&threshold_buffer);
     PyBuffer_Release(&counts_buffer);
+    PyBuffer_Release(&extremes_buffer);
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"count", count, METH_VARARGS,
-     "count(values, itemsize, base, threshold, low, high, counts): adds to counts (int64, one per "
-     "bucket) the values (float32: itemsize 4, float64: itemsize 8) falling into each default "
-     "bucket, by the cell tables of logger_daemon.histogram; the GIL is released meanwhile."},
+     "count(values, itemsize, base, threshold, low, high, counts, extremes): adds to counts (int64, "
+     "one per bucket) the values (float32: itemsize 4, float64: itemsize 8) falling into each default "
+     "bucket, by the cell tables of logger_daemon.histogram, and writes the smallest and largest value "
+     "into extremes (two float64); returns whether a NaN was seen. The GIL is released meanwhile."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -70,16 +70,18 @@ def histogram_proto(values: np.ndarray, bins: Bins = TENSORFLOW_BINS, max_bins: 
     flat = np.asarray(values).astype(np.float64, copy=False).reshape(-1)
     if flat.size == 0:
         raise ValueError("values: cannot make a histogram of an empty array")
+    extremes: tuple[float, float] | None = None
     if isinstance(bins, str) and bins == TENSORFLOW_BINS:
-        counts, edges = _default_counts(np.asarray(values).reshape(-1), flat), default_bucket_edges()
+        (counts, extremes), edges = _default_counts(np.asarray(values).reshape(-1), flat), default_bucket_edges()
     else:
         try:
             counts, edges = np.histogram(flat, bins=bins)
         except (TypeError, ValueError) as err:  # e.g. non-finite values with an estimator, bad bins
             raise ValueError(f"values/bins: {err}") from err
 
+    minimum, maximum = extremes if extremes is not None else (flat.min(), flat.max())
     # dot, not sum of squares: same rounding as tensorboardX
-    return histogram_from_counts(counts, edges, flat.min(), flat.max(), flat.size, flat.sum(), flat.dot(flat), max_bins)
+    return histogram_from_counts(counts, edges, minimum, maximum, flat.size, flat.sum(), flat.dot(flat), max_bins)
 
 
 def histogram_from_counts(
@@ -176,15 +178,23 @@ def _cells(itemsize: int) -> _Cells:
     return _Cells(itemsize, 13 if itemsize == 4 else 16)
 
 
-def _default_counts(values: np.ndarray, flat: np.ndarray) -> np.ndarray:
-    """numpy.histogram's counts of `flat` (float64) in the default buckets. With the extension,
-    counted in one pass over `values` (the same numbers in the caller's dtype, flat) where they
-    are float32 (half the bytes to read), else over `flat`."""
+def _default_counts(values: np.ndarray, flat: np.ndarray) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """numpy.histogram's counts of `flat` (float64) in the default buckets, and where the pass
+    can tell them, `flat.min()` and `flat.max()` (else None). With the extension, counted in one
+    pass over `values` (the same numbers in the caller's dtype, flat) where they are float32 (half
+    the bytes to read), else over `flat`."""
     edges = default_bucket_edges()
     if _native is None:
-        return np.histogram(flat, bins=edges)[0]
+        return np.histogram(flat, bins=edges)[0], None
     source = np.ascontiguousarray(values if values.dtype == np.float32 else flat)
     cells = _cells(source.dtype.itemsize)
     counts = np.zeros(edges.size - 1, np.int64)
-    _native.count(source, source.dtype.itemsize, cells.base, cells.threshold, float(edges[0]), float(edges[-1]), counts)
-    return counts
+    extremes = np.empty(2, np.float64)
+    low, high = float(edges[0]), float(edges[-1])
+    nan = _native.count(source, source.dtype.itemsize, cells.base, cells.threshold, low, high, counts, extremes)
+    smallest, largest = extremes.tolist()
+    # numpy's min and max return NaN if there is one, and which of 0.0 and -0.0 their own order
+    # meets: those are left to numpy. Any other extreme is one value, whatever its bits.
+    if nan or smallest == 0.0 or largest == 0.0:
+        return counts, None
+    return counts, (smallest, largest)

@@ -48,6 +48,7 @@ CALLS = (
 FLOORED = CALLS[3:]
 BURSTS = ("burst_40_numpy", "burst_40_torch", "burst_200_numpy", "burst_200_torch")
 THROUGHPUT = ("e2e_one_writer", "e2e_four_processes")
+DAEMON = ("daemon_scalars", "daemon_histograms", "daemon_images")
 TARGETS = (
     "add_scalar_ratio",
     "add_scalar_abs",
@@ -60,6 +61,9 @@ TARGETS = (
     "e2e_one_writer_ratio",
     *(f"{name}_floor" for name in BURSTS),
     "burst_40_numpy_ratio",
+    "model_burst_overhead",
+    "model_burst_dropped",
+    "model_burst_latency_p99",
     "training_loop_overhead",
     "e2e_one_writer_daemon_rss",
 )
@@ -125,7 +129,8 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, str]
 def test_every_workload_ran_for_every_writer(quick_run: tuple[dict, str, str]) -> None:
     doc, _, _ = quick_run
     assert doc["quick"] is True
-    assert set(doc["workloads"]) == {*CALLS, *BURSTS, *THROUGHPUT, "training_loop"}
+    assert set(doc["workloads"]) == {*CALLS, *BURSTS, *THROUGHPUT, "training_loop", "model_burst"}
+    assert set(doc["daemon"]["workloads"]) == set(DAEMON)
     unsupported = set()
     for name, entry in doc["workloads"].items():
         assert set(entry["writers"]) == set(WRITERS), name
@@ -194,6 +199,33 @@ def test_figures_are_sane(quick_run: tuple[dict, str, str]) -> None:
         assert len(r["plain_s"]) == len(r["logged_s"]) == loop["params"]["repeats"]
         assert _positive(r["plain_median_s"]) and _positive(r["logged_median_s"])
         assert math.isfinite(r["overhead_pct"])
+    burst = workloads["model_burst"]
+    for writer, r in burst["writers"].items():
+        assert r["tensors"] == 1 + 12 * burst["params"]["layers"] + 2, writer
+        assert len(r["burst_ms"]) == r["steps"] == burst["params"]["steps"]
+        for key in ("plain_step_ms", "logged_step_ms", "burst_mean_ms", "copy_floor_ms", "x_copy_floor"):
+            assert _positive(r[key]), f"model_burst/{writer}: {key}={r[key]}"
+        assert math.isfinite(r["overhead_pct"])
+    ours = burst["writers"]["logger_client"]
+    assert ours["dropped"] == {} and ours["dropped_total"] == 0
+    # Every histogram was read as it came, once, its delay from the call timed.
+    assert ours["latency_s"]["seen"] == ours["expected"]["histogram"] and not ours["latency_s"]["duplicates"]
+    assert 0 < ours["latency_s"]["median"] <= ours["latency_s"]["p99"] <= ours["latency_s"]["max"]
+    # The daemon's own costs: each run read back whole, each worker count measured.
+    for name, entry in doc["daemon"]["workloads"].items():
+        assert entry["all_ran_and_verified"], name
+        for r in entry["runs"]:
+            assert r["verify"]["found"] == r["verify"]["expected"] == r["expected"], name
+            assert r["close_confirmed"] is True and r["dropped"] == {}, name
+            # CPU comes in 10 ms ticks: a quick run's small drain may read none.
+            assert math.isfinite(r["daemon_cpu_s"]) and r["daemon_cpu_s"] >= 0, name
+        assert set(entry["by_workers"]) == {str(w) for w in entry["params"]["workers"]}, name
+    assert doc["daemon"]["workloads"]["daemon_scalars"]["by_workers"]["1"]["daemon_cpu_us_per_scalar"] >= 0
+    for name in ("daemon_histograms", "daemon_images"):
+        entry = doc["daemon"]["workloads"][name]
+        assert _positive(entry["scaling"]["x_one_worker"]) and entry["scaling"]["workers"] == 2
+        for figures in entry["by_workers"].values():
+            assert _positive(figures["input_gb_per_s"]) and figures["daemon_cpu_s_per_gb"] >= 0
     # The daemon was seen and measured for every logger_client workload.
     for name, entry in workloads.items():
         daemon = entry["writers"]["logger_client"]["daemon"]
@@ -212,15 +244,18 @@ def test_report_has_context_and_targets(quick_run: tuple[dict, str, str]) -> Non
     assert all(row["verified"] and _positive(row["rank_values_per_s"]) for row in reduction["rows"].values())
     assert len(reduction["targets"]) == 4 and all(t["result"] in ("PASS", "FAIL") for t in reduction["targets"])
     assert [t["name"] for t in doc["targets"]] == list(TARGETS)
-    for target in doc["targets"]:
+    assert [t["name"] for t in doc["daemon"]["targets"]] == ["daemon_cpu_per_scalar", "daemon_histogram_scaling"]
+    for target in doc["targets"] + doc["daemon"]["targets"]:
         assert target["result"] in ("PASS", "FAIL"), target
     for heading in (
         "## Targets",
         "## Per-call cost",
         "## Bursts of array calls",
         "## End-to-end throughput",
+        "## A model's parameters as histograms every step",
         "## Training-loop overhead",
         "## Reduction across ranks",
+        "## The daemon: CPU per unit written",
         "## Peak resident memory",
     ):
         assert heading in stdout

@@ -1007,3 +1007,23 @@ def test_a_dead_pid_forgets_a_client_of_this_pid_namespace_only(daemon, runtime_
     finally:
         here.close()
         elsewhere.close()
+
+
+def _threads_after_a_dot(imports: str) -> int:
+    """Threads of a fresh interpreter, in a training's environment asking for 4 BLAS threads,
+    after `imports` and one large numpy dot (which starts a BLAS pool where there is one)."""
+    code = (
+        f"import os; {imports} import numpy; numpy.ones(10**6).dot(numpy.ones(10**6)); "
+        "print(len(os.listdir('/proc/self/task')))"
+    )
+    env = {**os.environ, "PYTHONPATH": REPO, "OPENBLAS_NUM_THREADS": "4", "OMP_NUM_THREADS": "4"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60)
+    return int(done.stdout)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_the_daemon_process_keeps_blas_to_one_thread_whatever_the_training_asks():
+    # Without the daemon's package imported first, this numpy starts a BLAS pool: the check can fail.
+    if _threads_after_a_dot("") == 1:
+        pytest.skip("this numpy's BLAS starts no threads of its own")
+    assert _threads_after_a_dot("import logger_daemon.cli;") == 1

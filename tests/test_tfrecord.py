@@ -22,11 +22,11 @@ from tensorboard.compat.proto.event_pb2 import Event as TbEvent
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as tb_masked_crc32c
 from tensorboard.util import tensor_util
 
-from logger_daemon import event_codec
+from logger_daemon import event_codec, tfrecord
 from logger_daemon.event_file import EventFile, event_file_name
 from logger_daemon.protos.event_pb2 import Event
 from logger_daemon.protos.summary_pb2 import Summary
-from logger_daemon.tfrecord import frame, masked_crc32c, read_records
+from logger_daemon.tfrecord import frame, frame_rows, masked_crc32c, read_records
 
 RNG = random.Random(20240601)
 
@@ -68,6 +68,17 @@ def test_frame_layout():
     assert struct.unpack_from("<I", record, 8)[0] == masked_crc32c(record[:8])
     assert record[12 : 12 + len(data)] == data
     assert struct.unpack_from("<I", record, 12 + len(data))[0] == masked_crc32c(data)
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["extension", "python"])
+@pytest.mark.parametrize("length", [1, 7, 8, 9, 38, 257])
+def test_frame_rows_equals_framing_each_row(native, length, monkeypatch):
+    if native and tfrecord._native is None:
+        pytest.skip("the _crc extension is not built here")
+    if not native:
+        monkeypatch.setattr(tfrecord, "_native", None)
+    rows = np.random.default_rng(length).integers(0, 256, (50, length), dtype=np.uint8)
+    assert frame_rows(rows) == b"".join(frame(row.tobytes()) for row in rows)
 
 
 def test_frame_read_records_round_trip():
