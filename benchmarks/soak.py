@@ -11,7 +11,9 @@ never made up in bursts. Meanwhile the suite process watches the daemon and the 
   it maps; RssFile), /proc/<pid>/stat (user + system CPU time) and /proc/<pid>/fd (open fds).
   After a warm-up (the first `warmup_fraction`, 20 %, of the run: event files, the arenas' pages
   and the allocator's pools settle there) a least-squares line through the samples gives the
-  growth per hour, with its standard error: a leak shows as a slope, noise as a wide error.
+  growth per hour, with its standard error: a leak shows as a slope, noise as a wide error. The
+  line through each half of that window is given too: a leak grows in both, while a single step
+  of the allocator (which a line through a short window reads as growth) shows in one only.
 * **Call to readable.** One of each step's scalars is a probe (tag `probe`), logged first. Its
   event carries the wall time the writer stamped at the call. A tailer thread reads each event
   file's new bytes every `poll_s` (10 ms), as TensorBoard would (no flush, no fsync asked for),
@@ -314,13 +316,18 @@ def analyse(samples: list[list[float]], warmup_s: float, end_s: float) -> dict[s
         values = columns[name]
         if not values or any(math.isnan(v) for v in values):
             continue
+        fitted = [values[i] for i in kept]
+        half = len(kept) // 2
         out[name] = {
             "first": values[0],
             "after_warmup": values[kept[0]] if kept else None,
             "at_end": values[kept[-1]] if kept else None,
             "after_close": values[-1],
             "max": max(values),
-            **fit(ts, [values[i] for i in kept]),
+            **fit(ts, fitted),
+            # A leak grows in both halves of the window alike; a step of the allocator shows in
+            # one of them only, though the line through the whole window takes it for growth.
+            "halves_per_h": [fit(ts[cut], fitted[cut])["slope_per_h"] for cut in (slice(half), slice(half, None))],
         }
     # CPU: the share of one core used between consecutive samples.
     t, cpu = columns["t_s"], columns["cpu_s"]
@@ -502,7 +509,8 @@ def markdown(entry: dict[str, Any] | None) -> list[str]:
         f"Daemon sampled every {p['sample_s']:g} s, fitted from {d['warmup_s']:.0f} s (the warm-up) to "
         f"{d['end_s']:.0f} s (the end of logging; the writers then close).",
         "",
-        "| figure | first | after warm-up | end of logging | after close | max | growth per hour (± std. error) |",
+        "| figure | first | after warm-up | end of logging | after close | max "
+        "| growth per hour (± std. error); in each half |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for key, label in (
@@ -516,7 +524,7 @@ def markdown(entry: dict[str, Any] | None) -> list[str]:
         if figure is None:
             continue
         slope = figure["slope_per_h"]
-        growth = "" if slope is None else f"{slope:+.2f} (± {figure['stderr_per_h']:.2f})"
+        growth = "" if slope is None else f"{slope:+.2f} (± {figure['stderr_per_h']:.2f})" + _halves(figure)
         lines.append(
             f"| {label} | {figure['first']:,.1f} | {_maybe(figure['after_warmup'])} | {_maybe(figure['at_end'])} | "
             f"{figure['after_close']:,.1f} | {figure['max']:,.1f} | {growth} |"
@@ -538,6 +546,13 @@ def markdown(entry: dict[str, Any] | None) -> list[str]:
         + (f". A step's 21 calls, p99 per process: {', '.join(f'{x:.0f}' for x in steps)} µs." if steps else "."),
     ]
     return lines
+
+
+def _halves(figure: dict[str, Any]) -> str:
+    halves = figure.get("halves_per_h") or []
+    if len(halves) != 2 or None in halves:
+        return ""
+    return f"; {halves[0]:+.2f}, {halves[1]:+.2f}"
 
 
 def _maybe(value: float | None) -> str:

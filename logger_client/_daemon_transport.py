@@ -40,6 +40,10 @@ _GRACE_AFTER_TIMEOUT_S = 0.5
 _JOIN_GRACE_S = 1.0
 #: How often the I/O thread checks that its daemon is alive (its lock is held).
 _PROBE_S = 0.5
+#: After its connection drops, how often and for how long it checks: a killed daemon's lock is
+#: released as its process ends, around the moment its sockets close.
+_PROBE_AFTER_DISCONNECT_S = 0.01
+_PROBE_WINDOW_AFTER_DISCONNECT_S = 1.0
 #: Waits between attempts to find or start a daemon, while none can be had.
 _RETRY_FIRST_S = 1.0
 _RETRY_MAX_S = 30.0
@@ -289,20 +293,37 @@ class DaemonTransport:
 
     def _serve(self, sender: Sender) -> bool:
         """Moves records until the transport stops (True) or the daemon is gone (False)."""
+        # The socket's monitor says at once when the connection drops (a killed daemon's socket
+        # closes with it), so the lock is probed then, not only every `_PROBE_S`.
+        monitor = sender.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        try:
+            return self._serve_connection(sender, monitor)
+        finally:
+            sender.sock.disable_monitor()
+            monitor.close(linger=0)
+
+    def _serve_connection(self, sender: Sender, monitor: zmq.Socket) -> bool:
         poller = zmq.Poller()
         poller.register(sender.sock, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         producer = self._producer
         last_sent = next_drain = last_probe = time.monotonic()
+        probe_quickly_until = 0.0
         while True:
-            timeout_ms = math.ceil(max(0.0, next_drain - time.monotonic()) * 1000)
-            events = dict(poller.poll(timeout_ms))
+            wait_s = max(0.0, next_drain - time.monotonic())
+            if probe_quickly_until:
+                wait_s = min(wait_s, _PROBE_AFTER_DISCONNECT_S)
+            events = dict(poller.poll(math.ceil(wait_s * 1000)))
             woken = self._wake_r in events
             if woken:
                 _empty_pipe(self._wake_r)
             if sender.sock in events:
                 self._receive(sender)
             now = time.monotonic()
+            if monitor in events:
+                _drain_monitor(monitor)
+                probe_quickly_until = now + _PROBE_WINDOW_AFTER_DISCONNECT_S
             # The queue is drained when the linger is up or something special (an array, a flush)
             # waits in it; a plain wake-up only sends what producers packed. Never merely because
             # an ack came in: that would send a trickle of tiny batches.
@@ -319,7 +340,9 @@ class DaemonTransport:
                 last_sent = now
             if sender.unknown_to_daemon:  # a daemon that restarted: it must hear HELLO first
                 return False
-            if now - last_probe > _PROBE_S:
+            if now > probe_quickly_until:
+                probe_quickly_until = 0.0  # the daemon outlived its dropped connection
+            if probe_quickly_until or now - last_probe > _PROBE_S:
                 last_probe = now
                 if not self._daemon_alive(self.settings):
                     return False
@@ -361,6 +384,15 @@ def _wake_pipe() -> tuple[int, int]:
     os.set_blocking(read, False)
     os.set_blocking(write, False)
     return read, write
+
+
+def _drain_monitor(monitor: zmq.Socket) -> None:
+    """Reads every event waiting on a socket monitor (only disconnections are asked for)."""
+    try:
+        while True:
+            monitor.recv_multipart(flags=zmq.NOBLOCK)
+    except zmq.Again:
+        pass
 
 
 def _empty_pipe(fd: int) -> None:

@@ -35,6 +35,10 @@ log = logging.getLogger("logger_client")
 
 #: Messages the socket queues towards the daemon before a send would block (then they are parked).
 SEND_HIGH_WATER_MARK = 10_000
+#: ZeroMQ's retries of a connection the daemon refused (a new daemon takes its lock just before it
+#: binds): from 10 ms, doubling up to 1 s, where ZeroMQ would wait a fixed 100 ms.
+RECONNECT_FIRST_MS = 10
+RECONNECT_MAX_MS = 1000
 
 
 def new_client_id() -> bytes:
@@ -55,6 +59,8 @@ def connect_dealer(
     sock.setsockopt(zmq.SNDHWM, SEND_HIGH_WATER_MARK)
     sock.setsockopt(zmq.RCVHWM, 0)
     sock.setsockopt(zmq.IDENTITY, uuid.uuid4().bytes)
+    sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_FIRST_MS)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
     sock.connect(endpoint)
     return sock
 

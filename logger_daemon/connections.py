@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import struct
 from typing import Any, cast
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 log = logging.getLogger("logger_daemon")
 
@@ -87,7 +87,7 @@ class ConnectionGuard:
         """Reads the monitor's pending events, hiding the path the moment the count reaches the cap."""
         while True:
             try:
-                event = recv_monitor_message(self.monitor, flags=zmq.NOBLOCK)["event"]
+                event = monitor_event(self.monitor.recv_multipart(flags=zmq.NOBLOCK))
             except zmq.Again:
                 break
             if event == zmq.EVENT_ACCEPTED:
@@ -135,6 +135,13 @@ class ConnectionGuard:
                 os.unlink(self._hidden_path)
             except FileNotFoundError:
                 pass
+
+
+def monitor_event(frames: list[bytes]) -> int:
+    """The event of a ZeroMQ monitor message (its first frame: a 16-bit event, a 32-bit value).
+    Parsed here rather than by pyzmq's helper, whose module imports asyncio: a restarting
+    daemon's start-up is what its clients wait for."""
+    return int(struct.unpack_from("=H", frames[0])[0])
 
 
 def _replace_link(existing: str, new: str) -> None:

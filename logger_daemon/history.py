@@ -10,6 +10,10 @@ Each tag's last step on disk continues the rule that a tag never goes back in st
 
 A mark is an Event that carries only a `log_message`, which TensorBoard's loaders (and our reader)
 ignore; not `source_metadata`, whose writer name TensorBoard logs as an error past 128 characters.
+
+Each file a daemon starts holds, after its opening mark, a checkpoint of the history it read (the
+same kind of Event): a daemon opening the run reads the files from the newest checkpoint on, not
+every file the run ever had, so a restart costs the same early and late in a long run.
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ import os
 from dataclasses import dataclass, field
 
 from logger_daemon.protos.event_pb2 import Event, LogMessage
-from logger_daemon.tfrecord import read_records
+from logger_daemon.tfrecord import read_head_records, read_records
 
 log = logging.getLogger("logger_daemon")
 
 #: The start of a delivery mark's `log_message.message`; a JSON map of client id (hex) to id follows.
 MARK_PREFIX = "tb-logger-service delivered "
+#: The start of a history checkpoint's `log_message.message`; a JSON object follows (`checkpoint`).
+CHECKPOINT_PREFIX = "tb-logger-service history "
+#: A checkpoint is among a file's first records: file_version, the opening mark, the checkpoint.
+_HEAD_RECORDS = 3
 #: The identity under which a SessionLog START is remembered (it has no tag).
 SESSION_START_TAG = ""
 
@@ -53,14 +61,41 @@ class RunHistory:
     unmarked: set[Identity] = field(default_factory=set)
 
 
+def checkpoint(history: RunHistory) -> str:
+    """`history` as a checkpoint's payload (JSON), made when a run is opened: a file started
+    later carries what its files held then, not what this daemon has done since."""
+    return json.dumps(
+        {
+            "delivered": {client.hex(): mid for client, mid in sorted(history.delivered.items())},
+            "last_steps": history.last_steps,
+            "unmarked": sorted(history.unmarked),
+        },
+        separators=(",", ":"),
+    )
+
+
+def checkpoint_event(wall_time: float, payload: str) -> bytes:
+    """The serialized Event carrying a checkpoint's payload (see `checkpoint`)."""
+    message = LogMessage(level=LogMessage.DEBUGGING, message=CHECKPOINT_PREFIX + payload)
+    return Event(wall_time=wall_time, log_message=message).SerializeToString()
+
+
 def read_history(directory: str) -> RunHistory:
-    """The history of `directory`'s event files, in the order TensorBoard reads them (by name).
+    """The history of `directory`'s event files, in the order TensorBoard reads them (by name):
+    from the newest file that starts with a checkpoint (what the files before it held), or from
+    the first file if none does.
 
     A file's tail after its last valid record (torn by a crash) is ignored, as TensorBoard does.
     Files with no delivery mark (another writer's, or an older daemon's) count for last steps only.
     """
-    history = RunHistory()
-    for path in sorted(glob.glob(os.path.join(glob.escape(directory), "events.out.tfevents.*"))):
+    paths = sorted(glob.glob(os.path.join(glob.escape(directory), "events.out.tfevents.*")))
+    history, first = RunHistory(), 0
+    for index in range(len(paths) - 1, -1, -1):
+        found = _checkpoint_of(paths[index])
+        if found is not None:
+            history, first = found, index
+            break
+    for path in paths[first:]:
         try:
             with open(path, "rb") as file:
                 records = read_records(file.read())
@@ -69,6 +104,36 @@ def read_history(directory: str) -> RunHistory:
             continue
         _read_file(records, history)
     return history
+
+
+def _checkpoint_of(path: str) -> RunHistory | None:
+    """The checkpoint among the first records of the file at `path`, if it has a valid one."""
+    try:
+        with open(path, "rb") as file:
+            head = read_head_records(file, _HEAD_RECORDS)
+    except OSError:
+        return None
+    for data in head:
+        try:
+            message = Event.FromString(data).log_message.message
+        except Exception:  # protobuf's DecodeError, and anything else a foreign file holds
+            return None
+        if message.startswith(CHECKPOINT_PREFIX):
+            return _parse_checkpoint(message[len(CHECKPOINT_PREFIX) :])
+    return None
+
+
+def _parse_checkpoint(payload: str) -> RunHistory | None:
+    try:
+        state = json.loads(payload)
+        return RunHistory(
+            delivered={bytes.fromhex(client): int(mid) for client, mid in state["delivered"].items()},
+            last_steps={str(tag): int(step) for tag, step in state["last_steps"].items()},
+            unmarked={(str(tag), int(step), float(wall)) for tag, step, wall in state["unmarked"]},
+        )
+    except (ValueError, KeyError, AttributeError, TypeError):
+        log.warning("ignoring a malformed history checkpoint %r", payload[:200])
+        return None
 
 
 def read_file_into(history: RunHistory, data: bytes) -> None:

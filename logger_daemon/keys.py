@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import TYPE_CHECKING
 
 import zmq
-import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
+
+if TYPE_CHECKING:
+    from zmq.auth.thread import ThreadAuthenticator
 
 __all__ = ["NODE", "ROOT", "BadKeys", "generate", "secure_client", "secure_server"]
 
@@ -27,6 +29,8 @@ class BadKeys(ValueError):
 
 def generate(directory: str) -> list[str]:
     """Writes a root and a node certificate into `directory` (made private); returns the paths."""
+    import zmq.auth  # here, not at the top: it imports asyncio, which a daemon without keys never needs
+
     os.makedirs(directory, mode=0o700, exist_ok=True)
     os.chmod(directory, 0o700)
     for name in (ROOT, NODE):
@@ -42,6 +46,8 @@ def generate(directory: str) -> list[str]:
 
 
 def _load(directory: str, name: str, secret: bool) -> tuple[bytes, bytes | None]:
+    import zmq.auth
+
     path = os.path.join(directory, f"{name}.key_secret" if secret else f"{name}.key")
     try:
         mode = os.stat(directory).st_mode
@@ -58,6 +64,8 @@ def _load(directory: str, name: str, secret: bool) -> tuple[bytes, bytes | None]
 def secure_server(context: zmq.Context, sock: zmq.Socket, directory: str) -> ThreadAuthenticator:
     """Makes `sock` (not yet bound) a CURVE server that only the directory's client keys may
     reach; returns the authenticator thread, to be stopped with the socket."""
+    from zmq.auth.thread import ThreadAuthenticator
+
     public, secret = _load(directory, ROOT, secret=True)
     authenticator = ThreadAuthenticator(context)
     authenticator.start()

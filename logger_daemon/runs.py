@@ -18,7 +18,14 @@ import numpy as np
 from logger_client.protocol import DropReason
 from logger_daemon.event_codec import session_start_event
 from logger_daemon.event_file import Backlog, EventFile
-from logger_daemon.history import SESSION_START_TAG, RunHistory, delivery_mark, read_history
+from logger_daemon.history import (
+    SESSION_START_TAG,
+    RunHistory,
+    checkpoint,
+    checkpoint_event,
+    delivery_mark,
+    read_history,
+)
 
 if TYPE_CHECKING:
     from logger_daemon.remote import Remotes
@@ -62,6 +69,7 @@ class RunLog:
         #: Events the files held after their last delivery mark: skipped if they come again.
         self.unmarked = history.unmarked
         self._disk_last_steps = history.last_steps  # by tag as written
+        self._checkpoint = checkpoint(history)  # what the files held, for the file this daemon starts
         #: Clients whose writer opened this run as a new session (see `restart_if_resumed`), each
         #: with the last steps the run held then: steps other writers log later are not its past.
         self.fresh: dict[bytes, dict[str, int]] = {}
@@ -76,12 +84,15 @@ class RunLog:
         return None
 
     def event_file(self) -> EventFile:
-        """The file this daemon appends to, starting with the delivery mark of what is on disk."""
+        """The file this daemon appends to, starting with the delivery mark and a checkpoint of what
+        is on disk (see `history`)."""
         if self.file is None:
             self.file = EventFile(
                 self.path, self.filename_suffix, self._backlog, _continuation_mark, self.newest_elsewhere()
             )
-            self.file.write(delivery_mark(time.time(), self._marked))
+            now = time.time()
+            self.file.write(delivery_mark(now, self._marked))
+            self.file.write(checkpoint_event(now, self._checkpoint))
         return self.file
 
     def mark_delivered(self) -> None:

@@ -1,4 +1,4 @@
-"""TFRecord framing, the container of event files: pure functions, no I/O.
+"""TFRecord framing, the container of event files: pure functions, and reading a file's first records.
 
 A record is ``u64le length | u32le masked_crc(length) | data | u32le masked_crc(data)`` where the
 CRC is CRC-32C, masked so that a CRC of bytes that themselves hold CRCs stays well distributed.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 from functools import lru_cache
+from typing import BinaryIO
 
 import crc32c
 import numpy as np
@@ -55,6 +56,25 @@ def read_records(blob: bytes) -> list[bytes]:
             break
         records.append(data)
         offset = end
+    return records
+
+
+def read_head_records(file: BinaryIO, count: int) -> list[bytes]:
+    """The payloads of the first `count` records of `file` (fewer where it ends or a record is
+    bad), read one by one: the rest of the file is never read."""
+    records: list[bytes] = []
+    while len(records) < count:
+        header = file.read(12)
+        if len(header) < 12:
+            break
+        (length,) = _LENGTH.unpack_from(header)
+        if _CRC.unpack_from(header, 8)[0] != masked_crc32c(header[:8]):
+            break
+        rest = file.read(length + 4)
+        valid = read_records(header + rest)
+        if not valid:
+            break
+        records.append(valid[0])
     return records
 
 

@@ -51,6 +51,19 @@ def test_the_analysis_fits_between_the_warm_up_and_the_end_of_logging():
     assert out["cpu_pct"]["mean"] == pytest.approx(25.0)
 
 
+def test_each_half_of_the_window_tells_a_step_from_a_leak():
+    """One step up in the first half: the line through the whole window reads it as growth, the
+    halves show it in one only; a steady leak grows alike in both."""
+    ts = range(241)
+    step = [[t, 27.0 + (1.0 if t >= 60 else 0.0), 27.0, 0.0, 0.0, 0.0, 20, 4] for t in ts]
+    out = soak.analyse([[float(x) for x in s] for s in step], warmup_s=0.0, end_s=240.0)["rss_mib"]
+    assert out["slope_per_h"] > 10
+    assert out["halves_per_h"][0] > 10 and out["halves_per_h"][1] == pytest.approx(0.0, abs=1e-9)
+    leak = [[t, 27.0 + t / 3600, 27.0, 0.0, 0.0, 0.0, 20, 4] for t in ts]
+    out = soak.analyse([[float(x) for x in s] for s in leak], warmup_s=0.0, end_s=240.0)["rss_mib"]
+    assert out["halves_per_h"] == [pytest.approx(1.0), pytest.approx(1.0)]
+
+
 def test_the_tailer_times_each_probe_once_when_its_whole_record_is_readable(tmp_path):
     run = tmp_path / "rank0"
     events = EventFile(str(run))

@@ -29,7 +29,7 @@ from logger_client import SummaryWriter, protocol
 from logger_client._writer_projector import EMBEDDING_RECORD_TAG
 from logger_client.in_memory import InMemoryTransport
 from logger_client.protocol import MessageKind, RecordKind
-from logger_daemon.history import MARK_PREFIX
+from logger_daemon.history import CHECKPOINT_PREFIX, MARK_PREFIX
 from logger_daemon.intake import Work
 from logger_daemon.pipeline import Pipeline
 from logger_daemon.projector import embedding_subdir, metadata_tsv, pbtxt_entry, tensors_tsv, write_embedding
@@ -206,9 +206,10 @@ def test_an_embedding_writes_no_event_and_its_record_keeps_the_tag_in_its_option
     np.testing.assert_array_equal(record.value["mat"], np.arange(6, dtype=np.float32).reshape(3, 2))
     run_through_pipeline(transport)
     for name in os.listdir(tmp_path):
-        if "tfevents" in name:  # the daemon opened the run's event file: its header and delivery marks only
+        if "tfevents" in name:  # the daemon opened the run's event file: its header, marks and checkpoint only
             events = list(EventFileLoader(str(tmp_path / name)).Load())
-            kept = [event for event in events if not event.log_message.message.startswith(MARK_PREFIX)]
+            own = (MARK_PREFIX, CHECKPOINT_PREFIX)
+            kept = [event for event in events if not event.log_message.message.startswith(own)]
             assert [event.WhichOneof("what") for event in kept] == ["file_version"]
     assert sorted(os.listdir(tmp_path / "00004" / "emb")) == ["metadata.tsv", "tensors.tsv"]
 

@@ -15,7 +15,7 @@ from test_pipeline import WALL, Harness, open_record, scalar
 from logger_client import protocol
 from logger_client.protocol import MessageKind, RecordKind
 from logger_daemon.event_file import EventFile
-from logger_daemon.history import delivery_mark, read_history
+from logger_daemon.history import RunHistory, delivery_mark, read_file_into, read_history
 from logger_daemon.intake import Work
 from logger_daemon.tfrecord import read_records
 
@@ -84,6 +84,33 @@ def test_records_written_after_the_last_delivery_mark_are_recognised(tmp_path):
     new.run(client.message(new, 0, [announced(logdir)]), client.message(new, 2, [scalar("loss", 1, 1.0)]))
     assert steps_and_values(logdir, "loss") == [(1, 1.0)]
     assert new.stats.snapshot()["records_duplicate"] == 1
+
+
+def test_a_new_daemon_reads_a_run_from_its_newest_checkpoint(tmp_path):
+    """Each daemon's file starts with a checkpoint of what the files before it held: a restart
+    reads the newest such file and those after it, and learns what a pass over every file would."""
+    logdir = str(tmp_path / "run")
+    client = Client()
+    first = Harness()
+    first.run(client.message(first, 1, [open_record(logdir)]), client.message(first, 2, [scalar("loss", 1, 1.0)]))
+    first.pipeline.stop()
+    (old_path,) = [os.path.join(logdir, name) for name in os.listdir(logdir)]
+    with open(old_path, "rb") as file:
+        data = file.read()
+    with open(old_path, "wb") as file:  # killed before its last mark: step 1 is on disk, unmarked
+        file.write(_without_last_record(data))
+    second = Harness()
+    second.run(client.message(second, 0, [announced(logdir)]), client.message(second, 3, [scalar("acc", 4, 0.5)]))
+    second.pipeline.stop()
+    every_file = RunHistory()
+    for name in sorted(os.listdir(logdir)):
+        with open(os.path.join(logdir, name), "rb") as file:
+            read_file_into(every_file, file.read())
+    assert every_file.unmarked and every_file.last_steps == {"loss": 1, "acc": 4}
+    assert read_history(logdir) == every_file
+    with open(old_path, "wb") as file:  # the older file is not read again: its history is carried
+        file.write(b"not an event file")
+    assert read_history(logdir) == every_file
 
 
 def _without_last_record(data: bytes) -> bytes:
