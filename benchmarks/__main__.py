@@ -1,6 +1,6 @@
 """`python -m benchmarks`: the whole suite, each workload against all three writers.
 
-    python -m benchmarks                      # full suite (~16 min on 2 cores)
+    python -m benchmarks                      # full suite (~14 min on 2 cores)
     python -m benchmarks --quick --out /tmp/q.json   # tiny sizes: checks that the suite works
     python -m benchmarks --only add_scalar,e2e_one_writer
     python -m benchmarks --only soak --soak-s 300   # the soak (not in a run that does not name it)
