@@ -186,10 +186,11 @@ class RecordKind(IntEnum):
     GRAPH = 20  # value: a plain description of the graph: {nodes, versions, run_metadata}
     ONNX_GRAPH = 21  # value: the model file's bytes
     # node daemon -> root daemon: values of several ranks combined so far (logger_daemon.reduce)
-    PARTIAL_SCALAR = 22  # value: {count, sum: [floats summing exactly], min, max}; options: reduce
+    # 22: retired (one partial scalar a record); PARTIAL_SCALARS carries them as columns
     PARTIAL_HISTOGRAM = 23  # value: {counts, edges} or {values}; options: bins, max_bins, min, max, num, sum, ...
-    # value: columns of PARTIAL_SCALARs, one entry per step {step, wall, count, sum, min, max} and
-    # the further parts of exact sums {extra_of: entry, extra}; step: the first entry's; options: reduce
+    # value: partial scalars as columns, one entry per step {step, wall, count, sum, min, max}
+    # (sum: an exact sum's first part) and its further parts {extra_of: entry, extra};
+    # step: the first entry's; options: reduce
     PARTIAL_SCALARS = 24
 
 
@@ -490,7 +491,6 @@ _VALUE_TYPES: dict[int, tuple[type, ...]] = {
     RecordKind.CUSTOM_SCALARS: (dict,),
     RecordKind.GRAPH: (dict,),
     RecordKind.ONNX_GRAPH: (bytes,),
-    RecordKind.PARTIAL_SCALAR: (dict,),
     RecordKind.PARTIAL_HISTOGRAM: (dict,),
     RecordKind.PARTIAL_SCALARS: (dict,),
 }

@@ -76,7 +76,7 @@ COMBINED_MARK = b"+"
 _SCALAR = RecordKind.SCALAR
 _HISTOGRAM = RecordKind.HISTOGRAM
 _SCALAR_MODES = frozenset(["mean", "sum", "min", "max"])
-_PARTIAL_KINDS = frozenset([RecordKind.PARTIAL_SCALAR, RecordKind.PARTIAL_SCALARS, RecordKind.PARTIAL_HISTOGRAM])
+_PARTIAL_KINDS = frozenset([RecordKind.PARTIAL_SCALARS, RecordKind.PARTIAL_HISTOGRAM])
 _NO_STEP = (-(1 << 63), -1)
 _NUMBER_TYPES = frozenset([int, float])
 
@@ -441,7 +441,6 @@ class Reducer:
             for _, steps, walls, values in combined.columns:
                 scalars[member.mode].append((steps, walls, values))
             listed: defaultdict[str, list[list[Any]]] = defaultdict(list)
-            partials: list[list[Any]] = []
             for record in combined.records:
                 kind = record[KIND]
                 if kind == _SCALAR:
@@ -449,8 +448,6 @@ class Reducer:
                         drops.add(DropReason.MALFORMED_RECORD, 1, work.client)
                         continue
                     listed[record_options(record).get("reduce", member.mode)].append(record)
-                elif kind == RecordKind.PARTIAL_SCALAR:
-                    partials.append(record)
                 elif kind == RecordKind.PARTIAL_SCALARS:
                     self._add_partial_columns(member, run, tag, owner, record, drops, now)
                 else:
@@ -470,8 +467,6 @@ class Reducer:
                     order = np.argsort(steps, kind="stable")
                     steps, walls, values = steps[order], walls[order], values[order]
                 self._add(member, run, tag, mode, False, owner, steps, walls, values, None, drops, now)
-            if partials:
-                self._add_partials(member, run, tag, owner, partials, drops, now)
             self._settle_owner(owner)
         if rest.records:
             rest.owners.append((work.client, len(rest.records)))
@@ -640,48 +635,6 @@ class Reducer:
             now,
             counts=np.array([partial.ranks], np.int64),
         )
-
-    def _add_partials(
-        self, member: Member, run: RunLog, tag: str, owner: int, records: list[list], drops: Drops, now: float
-    ) -> None:
-        """A node's partial aggregates (PARTIAL_SCALAR records, in step order), per mode at once."""
-        by_mode: defaultdict[str, list[tuple[int, float, list[float], int, float, float]]] = defaultdict(list)
-        for record in records:
-            value, options = record[VALUE], record_options(record)
-            try:
-                parts = [float(x) for x in value["sum"]]
-                count, low, high = int(value["count"]), float(value["min"]), float(value["max"])
-                mode = str(options.get("reduce", member.mode))
-                if not parts or count < 1 or mode not in _SCALAR_MODES:
-                    raise ValueError(f"partial of {count} value(s), mode {mode!r}")
-            except (ValueError, TypeError, KeyError) as exc:
-                log.warning("refusing a partial value %r at step %d: %r", tag, record[STEP], exc)
-                drops.add(DropReason.MALFORMED_RECORD, 1, self._owners[owner].client)
-                continue
-            by_mode[mode].append((record[STEP], float(record[WALL_TIME]), parts, count, low, high))
-        for mode, rows in by_mode.items():
-            sums = [row[2] for row in rows]
-            self._add(
-                member,
-                run,
-                tag,
-                mode,
-                False,
-                owner,
-                np.array([row[0] for row in rows], np.int64),
-                np.array([row[1] for row in rows], np.float64),
-                np.array([parts[0] for parts in sums], np.float64),
-                None,
-                drops,
-                now,
-                counts=np.array([row[3] for row in rows], np.int64),
-                lows=np.array([row[4] for row in rows], np.float64),
-                highs=np.array([row[5] for row in rows], np.float64),
-                extras=(
-                    np.repeat(np.arange(len(sums)), [len(parts) - 1 for parts in sums]),
-                    np.array([x for parts in sums for x in parts[1:]], np.float64),
-                ),
-            )
 
     def _add_partial_columns(
         self, member: Member, run: RunLog, tag: str, owner: int, record: list, drops: Drops, now: float
