@@ -83,8 +83,10 @@ class ConnectionGuard:
         """Whether the monitor has events to read (cheap enough to ask before each message)."""
         return bool(cast(int, self.monitor.get(zmq.EVENTS)) & zmq.POLLIN)
 
-    def on_events(self) -> None:
-        """Reads the monitor's pending events, hiding the path the moment the count reaches the cap."""
+    def on_events(self) -> int:
+        """Reads the monitor's pending events, hiding the path the moment the count reaches the cap;
+        how many connections closed."""
+        closed = 0
         while True:
             try:
                 event = monitor_event(self.monitor.recv_multipart(flags=zmq.NOBLOCK))
@@ -96,6 +98,7 @@ class ConnectionGuard:
                     self._stop_listening()
             elif event == zmq.EVENT_DISCONNECTED:
                 self.open = max(0, self.open - 1)
+                closed += 1
             elif event & _HANDSHAKE_FAILED:
                 self.refused_peers += 1
                 log.warning("refused a peer: its security handshake failed (event %d)", event)
@@ -105,6 +108,7 @@ class ConnectionGuard:
             _replace_link(self._hidden_path, self._path)
             self.listening = True
             log.info("%d connections: accepting again", self.open)
+        return closed
 
     def _stop_listening(self) -> None:
         if self._path is None:

@@ -42,6 +42,10 @@ _HANDSHAKE_MS = 5000
 _MIN_FRAME_BYTES = 64 << 20
 #: How often the daemon looks for clients of this host whose process is gone.
 _PROBE_CLIENTS_S = 1.0
+#: After a connection closes (a client may have been killed), how long and how often it looks:
+#: ranks waiting for a killed one should not wait out their bound for want of a look.
+_CLOSED_PROBE_S = 1.0
+_CLOSED_PROBE_MS = 20
 
 
 @dataclass
@@ -184,6 +188,8 @@ class Server:
         self.pipeline.root_flush_s = settings.flush_timeout_s
         self._stop_requested = threading.Event()
         self.connections: ConnectionGuard | None = None  # made by serve(), with the socket
+        #: Until when clients' pids are probed closely, after a connection closed.
+        self._probe_closely_until = 0.0
 
     def request_stop(self) -> None:
         """Stops the loop after everything received is written (safe from any thread or signal)."""
@@ -249,17 +255,19 @@ class Server:
                         # for having waited there.
                         self.reducer.pause(time.monotonic())
                     reading = not behind
-                events = dict(poller.poll(_POLL_MS))
+                closely = time.monotonic() < self._probe_closely_until
+                events = dict(poller.poll(_CLOSED_PROBE_MS if closely else _POLL_MS))
                 if self._wake_r in events:
                     self._drain_wake_pipe()
                 if connections.monitor in events:
-                    connections.on_events()
+                    self._read_connection_events(connections)
                 if sock in events:
                     self._receive(sock)
                 self._send_acks(sock)
                 now = time.monotonic()
                 self._forget_silent_clients(now)
-                if now - last_probe > _PROBE_CLIENTS_S:  # a killed rank is no longer waited for
+                every = _CLOSED_PROBE_MS / 1000 if now < self._probe_closely_until else _PROBE_CLIENTS_S
+                if now - last_probe > every:  # a killed rank is no longer waited for
                     last_probe = now
                     self._forget_dead_clients()
                 if self._clients or self.pipeline.queued()[0] or self.pipeline.uploading():
@@ -282,6 +290,10 @@ class Server:
         queued_records, queued_bytes = self.pipeline.queued()
         return queued_bytes > self.settings.daemon_queue_bytes or queued_records > self.settings.daemon_queue_records
 
+    def _read_connection_events(self, connections: ConnectionGuard) -> None:
+        if connections.on_events():  # a connection closed: its client may have been killed
+            self._probe_closely_until = time.monotonic() + _CLOSED_PROBE_S
+
     def _drain_wake_pipe(self) -> None:
         try:
             while os.read(self._wake_r, 4096):
@@ -293,7 +305,7 @@ class Server:
         connections = self.connections
         for _ in range(1000):  # bounded, so acks and status keep flowing under load
             if connections is not None and connections.pending():
-                connections.on_events()  # a burst of connections is noticed while busy too
+                self._read_connection_events(connections)  # a burst of connections is noticed while busy too
             if self._behind():  # checked per message: one turn may not run past the bounds
                 return
             try:
