@@ -64,11 +64,11 @@ for index in range(children):
             json.dump({"closed": ok, "dropped": stats["records_dropped"]}, out)
         sys.exit(0)
     pids.append(pid)
+stop.set()  # every fork happened mid-logging; more of the parent's scalars would only slow the read-back
+thread.join()
 for pid in pids:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, status
-stop.set()
-thread.join()
 assert writer.close(timeout=30)
 print(json.dumps({"parent_steps": parent_steps[0], "dropped": writer.stats()["records_dropped"]}))
 """
