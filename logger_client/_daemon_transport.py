@@ -93,12 +93,18 @@ class DaemonTransport:
         self._flush_lock = threading.Lock()
         self._drops_at_last_flush = 0
         self._sender: Sender | None = None  # the I/O thread's; read by `stats` from other threads
+        self._dormant = False  # a forked child's I/O thread, until the child logs
+        self._needed = threading.Event()  # wakes a dormant I/O thread
         self._thread = threading.Thread(target=self._run, name="logger-client-io", daemon=True)
         self._thread.start()
 
     def reset_after_fork(self) -> None:
         """In a forked child: a connection of its own, never the parent's socket or thread. The
-        child's writers stay open and are announced to its daemon again."""
+        child's writers stay open and are announced to its daemon again, once it logs.
+
+        Until then the child holds no socket and no ZeroMQ context: a child forked only to run
+        another program (`subprocess` with a `preexec_fn`) closes its fds before the exec, and
+        ZeroMQ's own thread aborts the process when its fds close under it."""
         self._producer.reset_after_fork()
         self._arena.close()
         self._arena = Arena(self.settings.arena_bytes)
@@ -117,7 +123,9 @@ class DaemonTransport:
         self._drops_at_last_flush = 0
         self._sender = None
         self._send_soon = False  # a ranked writer opened: drain the queue at the next wake-up
-        self._thread = threading.Thread(target=self._run, name="logger-client-io", daemon=True)
+        self._dormant = True
+        self._needed = threading.Event()
+        self._thread = threading.Thread(target=self._run_once_needed, name="logger-client-io", daemon=True)
         self._thread.start()
 
     # -- the Transport interface: any thread -------------------------------------------------------
@@ -210,7 +218,7 @@ class DaemonTransport:
             timeout_s = min(timeout_s, _GRACE_AFTER_TIMEOUT_S)
         if not self._thread.is_alive():
             flushed = False
-        elif self._producer.idle():
+        elif self._producer.idle() or (self._dormant and not self._producer.logged_since_fork()):
             flushed = True
         else:
             flushed = self.flush(timeout_s)
@@ -229,6 +237,8 @@ class DaemonTransport:
         return self._disconnected is None and not self._stopping.is_set() and self._thread.is_alive()
 
     def _wake(self) -> None:
+        if self._dormant:
+            self._needed.set()
         try:
             os.write(self._wake_w, b"\0")
         except BlockingIOError:
@@ -241,6 +251,17 @@ class DaemonTransport:
         self._connected.set()
 
     # -- the I/O thread ----------------------------------------------------------------------------
+
+    def _run_once_needed(self) -> None:
+        """A forked child's I/O thread: connects once the child logged, flushes or opened a
+        writer (looking every `linger_s`, as the I/O thread sends), or ends if it stops first."""
+        while not self._producer.logged_since_fork():
+            if self._stopping.is_set():
+                return
+            self._needed.wait(self._producer.linger_s)
+            self._needed.clear()
+        self._dormant = False
+        self._run()
 
     def _run(self) -> None:
         context = zmq.Context()

@@ -208,6 +208,7 @@ class Producer:
         self._specials_queued = 0  # counted by producers under `_lock` as they append them
         self._specials_taken = 0  # counted by the I/O thread as it takes them
         self._dropped: Counter[str] = Counter()
+        self._queued_at_fork = 0  # the announcements a forked child queued for its new daemon
 
     def reset_after_fork(self) -> None:
         """In a forked child: the parent sends what it queued and packed; the child starts empty,
@@ -225,6 +226,7 @@ class Producer:
         self._dropped = Counter()
         self._closing.clear()  # what they logged is the parent's to deliver
         self.announce_again()
+        self._queued_at_fork = len(self.queue)
 
     # -- writers: any thread -----------------------------------------------------------------------
 
@@ -513,6 +515,11 @@ class Producer:
         for item in list(self.queue):  # a snapshot: producers append meanwhile, without a lock
             if type(item) is tuple and item[KIND] == FLUSH_MARKER:
                 item[1].fail()
+
+    def logged_since_fork(self) -> bool:
+        """In a forked child: whether anything beyond the announcements of its writers is queued
+        or packed (a record, a flush, a new writer or key)."""
+        return len(self.queue) != self._queued_at_fork or bool(self._packed)
 
     def idle(self) -> bool:
         """Whether nothing is queued, packed or unacknowledged."""

@@ -89,6 +89,37 @@ def test_children_forked_while_the_parent_logs_deliver_everything_and_never_hang
     assert steps["parent"] == list(range(parent["parent_steps"]))  # nothing of the parent's twice
 
 
+SPAWN_WITH_PREEXEC_FN = """
+import json, subprocess, sys
+from logger_client import SummaryWriter
+
+logdir, runs, per_run = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+writer = SummaryWriter(logdir)
+failed = []
+for run in range(runs):
+    for step in range(per_run):
+        writer.add_scalar("parent", float(step), run * per_run + step)
+    assert writer.flush()
+    # The child runs the at-fork hooks, then closes every fd it inherited or made, then execs.
+    child = subprocess.run(
+        [sys.executable, "-c", "print('ran')"], preexec_fn=lambda: None, capture_output=True, text=True
+    )
+    if child.returncode != 0 or child.stdout != "ran\\n":
+        failed.append([child.returncode, child.stderr[-500:]])
+ok = writer.close(timeout=30)
+print(json.dumps({"failed": failed, "closed": ok, "dropped": writer.stats()["records_dropped"]}))
+"""
+
+
+def test_programs_run_with_a_preexec_fn_beside_an_open_writer_start_and_nothing_is_lost(daemon, logdir, tmp_path):
+    runs, per_run = 20, 100
+    done = run_script(tmp_path, SPAWN_WITH_PREEXEC_FN, logdir, runs, per_run, timeout_s=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"failed": [], "closed": True, "dropped": {}}
+    assert scalar_steps(logdir) == {"parent": list(range(runs * per_run))}
+
+
 DATALOADER = """
 import json, sys
 import torch
