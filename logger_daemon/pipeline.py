@@ -209,7 +209,9 @@ class Pipeline:
                 return
 
     def _take_cycle(self) -> list[Work]:
-        """The oldest messages of the inbox, up to `CYCLE_ARRAY_BYTES` of arrays; holds `_ready`."""
+        """The oldest messages of the inbox, up to `CYCLE_ARRAY_BYTES` of arrays and up to a client
+        that left (its writers close at the end of the cycle: what it sends once back, after a
+        HELLO, goes in the next one); holds `_ready`."""
         inbox = self._inbox
         taken = nbytes = records = 0
         for work in inbox:
@@ -219,6 +221,8 @@ class Pipeline:
             taken += 1
             nbytes += size
             records += work.count
+            if work.client_gone:
+                break
         batch = inbox[:taken]
         del inbox[:taken]
         self._inbox_bytes -= nbytes

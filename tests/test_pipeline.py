@@ -209,6 +209,23 @@ def test_closing_the_last_writer_of_a_directory_closes_its_file(harness, logdir,
     assert harness.refused[(A, "unknown_writer")] == 1
 
 
+def test_a_client_forgotten_and_back_in_the_same_cycle_keeps_what_it_sends_after(harness, logdir):
+    """A client the daemon forgot (a gap in its messages) says HELLO, announces its writers and
+    resends at once: its closing must not take the writers and acknowledgements of its return."""
+    pipeline = harness.pipeline
+    pipeline.put(harness.work(A, [open_record(logdir), scalar("loss", 1, 1.0)]))
+    pipeline.put(Work(A, 0, client_gone=True))
+    pipeline.put(harness.work(A, [open_record(logdir, announced=True), scalar("loss", 2, 2.0)]))
+    pipeline.put(harness.work(A, [scalar("loss", 3, 3.0)]))
+    last = harness.next_seq(A)
+    pipeline.put(Work(A, last, flush=True))
+    pipeline.start()
+    pipeline.stop(20)
+    assert harness.acks[-1] == {A: last}
+    assert harness.refused == {}
+    assert steps_and_values(logdir, "loss") == [(1, 1.0), (2, 2.0), (3, 3.0)]
+
+
 def test_an_event_file_that_cannot_be_created_is_an_io_error(harness, tmp_path):
     blocked = tmp_path / "blocked"
     blocked.mkdir()
