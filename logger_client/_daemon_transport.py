@@ -269,6 +269,7 @@ class DaemonTransport:
         try:
             sock = connect_dealer(context, self._find_endpoint(self.settings), self._secure)
             sender = Sender(sock, self._arena, self._producer.release, self._cid)
+            self._producer.travels_in_arena = sender.travels_in_arena
             sender.hello()
             self._sender = sender
             while not self._serve(sender):  # the daemon is gone: find or start the next one
@@ -394,6 +395,7 @@ class DaemonTransport:
         sender.receive()
         if sender.welcomed:  # the daemon answers: not presumed gone
             self._daemon_unresponsive = False
+            self._producer.max_frame_bytes = sender.max_frame_bytes
             if not self._connected.is_set():
                 self._connected.set()
         if sender.error:

@@ -27,6 +27,7 @@ from .protocol import (
     KIND,
     MAX_ARRAYS_PER_MESSAGE,
     MAX_ARRAYS_PER_RECORD,
+    MAX_MESSAGE_BYTES,
     MAX_SCALAR_KEYS,
     VALUE,
     DropReason,
@@ -191,6 +192,10 @@ class Producer:
         #: Whether a daemon may acknowledge what is held (set by the transport): if not, an array
         #: call past the bound does not wait.
         self.deliverable: Callable[[], bool] = lambda: True
+        #: The largest array the daemon takes as a frame (set by the transport from its WELCOME),
+        #: and whether an array goes as an offset in the shared arena instead.
+        self.max_frame_bytes = MAX_MESSAGE_BYTES
+        self.travels_in_arena: Callable[[np.ndarray], bool] = lambda array: False
         self._writers: dict[int, dict[str, Any]] = {}  # open writers: id -> their OPEN options
         # Writers closed since everything sent was last acknowledged: a new daemon must know them
         # too, to write what they logged before their CLOSE (which it may be sent again).
@@ -297,6 +302,10 @@ class Producer:
         within the byte bound: past it, waits up to `wait_s` for room, then drops and counts."""
         value = record[VALUE]
         nbytes = value.nbytes if type(value) is not dict else sum(array.nbytes for array in value.values())
+        if nbytes > self.max_frame_bytes and self._too_large_for_a_frame(value):
+            with self._lock:
+                self._dropped[DropReason.MESSAGE_TOO_LARGE.value] += 1
+            return
         bound = self.settings.max_buffer_bytes
         with self._lock:
             if self._array_bytes_held + nbytes > bound and not self._wait_for_room(nbytes, bound, wait_s):
@@ -314,6 +323,12 @@ class Producer:
             pressing = queued > quarter >= queued - nbytes
         if pressing:
             self._wake()
+
+    def _too_large_for_a_frame(self, value: Any) -> bool:
+        """Whether an array of `value` would go as a frame larger than the daemon takes: it would
+        break the connection, and break it again each time it is resent."""
+        arrays = value.values() if type(value) is dict else (value,)
+        return any(array.nbytes > self.max_frame_bytes and not self.travels_in_arena(array) for array in arrays)
 
     def _wait_for_room(self, nbytes: int, bound: int, wait_s: float) -> bool:
         """Waits, holding `_lock` (the wait releases it), until `nbytes` more fit within `bound`;

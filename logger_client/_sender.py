@@ -101,6 +101,8 @@ class Sender:
         self._on_release = on_release
         self._arena = arena
         self._arena_shared = False  # whether the daemon mapped the arena (its WELCOME says)
+        #: The largest frame the daemon takes (its WELCOME says): a larger one breaks the connection.
+        self.max_frame_bytes = protocol.MAX_MESSAGE_BYTES
         self._seq = 0
         self._mid = 0
         self._inflight: deque[_Message] = deque()
@@ -223,6 +225,10 @@ class Sender:
         header = {"cid": self.cid, "seq": message.seq, "mid": message.mid, "records": batch.records}
         message.frames = protocol.encode(MessageKind.RECORDS, header, arrays, offsets)
 
+    def travels_in_arena(self, array: np.ndarray) -> bool:
+        """Whether `array` reaches the daemon as an offset in the shared arena, not as a frame."""
+        return self._arena_shared and self._arena is not None and self._arena.offset_of(array) is not None
+
     def _try_send(self, frames: list[Any], framed: list[np.ndarray]) -> bool:
         """Sends without blocking (arrays without a copy); False if the daemon's queue is full.
 
@@ -257,6 +263,9 @@ class Sender:
                 self._on_ack(message.header)
             elif message.kind == MessageKind.WELCOME:
                 self._arena_shared = message.header.get("arena") is True
+                max_frame = message.header.get("max_frame_bytes")
+                if type(max_frame) is int and max_frame > 0:
+                    self.max_frame_bytes = min(max_frame, protocol.MAX_MESSAGE_BYTES)
                 self.welcomed = True
             elif message.kind == MessageKind.REFUSED:
                 if message.header.get("reason") == protocol.UNKNOWN_CLIENT:

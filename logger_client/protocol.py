@@ -233,7 +233,8 @@ class DropReason(str, Enum):
     BAD_ARRAY = "bad_array"
     #: A peer speaking another protocol version.
     VERSION_MISMATCH = "version_mismatch"
-    #: A message larger than `MAX_MESSAGE_BYTES`.
+    #: A message larger than `MAX_MESSAGE_BYTES`; client side: an array that would go as a frame
+    #: larger than the daemon takes (its WELCOME says how large).
     MESSAGE_TOO_LARGE = "message_too_large"
     #: A record of a writer the daemon does not know (never opened, or refused at open).
     UNKNOWN_WRITER = "unknown_writer"

@@ -188,6 +188,8 @@ class Server:
         self.pipeline.root_flush_s = settings.flush_timeout_s
         self._stop_requested = threading.Event()
         self.connections: ConnectionGuard | None = None  # made by serve(), with the socket
+        # ZeroMQ drops the connection of a peer that sends a larger frame; clients learn it at HELLO.
+        self._max_frame_bytes = max_frame_bytes(settings)
         #: Until when clients' pids are probed closely, after a connection closed.
         self._probe_closely_until = 0.0
 
@@ -225,7 +227,7 @@ class Server:
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         # A frame larger than any a client sends (an array fits its buffer bound) is refused as it
         # arrives, by closing its connection, not buffered whole first.
-        sock.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes(self.settings))
+        sock.setsockopt(zmq.MAXMSGSIZE, self._max_frame_bytes)
         # A connection that never completes the ZeroMQ handshake is closed: it only holds an fd.
         sock.setsockopt(zmq.HANDSHAKE_IVL, _HANDSHAKE_MS)
         sock.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
@@ -385,7 +387,8 @@ class Server:
                 arena=arena,
                 pid_visible=pid_visible,
             )
-            self._reply(sock, identity, MessageKind.WELCOME, {"daemon_pid": os.getpid(), "arena": arena is not None})
+            welcome = {"daemon_pid": os.getpid(), "arena": arena is not None, "max_frame_bytes": self._max_frame_bytes}
+            self._reply(sock, identity, MessageKind.WELCOME, welcome)
             self.pipeline.put(Work(identity, seq))
         elif kind == MessageKind.BYE:
             self._client_gone(identity)
