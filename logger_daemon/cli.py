@@ -37,6 +37,8 @@ log = logging.getLogger("logger_daemon")
 
 #: How long `stop --force` waits for a killed daemon to be gone.
 _KILL_WAIT_S = 10.0
+#: How long `stop --endpoint` waits for each STATUS answer while the daemon there winds down.
+_SILENT_PROBE_S = 0.5
 #: How long a starting daemon retries the lock: a client probing "is one running?" holds it briefly.
 _LOCK_RETRY_S = 1.0
 
@@ -245,8 +247,19 @@ def _wait_gone(runtime_dir: str, timeout_s: float) -> bool:
     return True
 
 
+def _wait_silent(at: str, keys_dir: str, timeout_s: float) -> bool:
+    """Waits until the daemon at endpoint `at` no longer answers STATUS (it has stopped serving)."""
+    deadline = time.monotonic() + timeout_s
+    while request("", MessageKind.STATUS, _SILENT_PROBE_S, at, keys_dir) is not None:
+        if time.monotonic() > deadline:
+            return False
+    return True
+
+
 def stop(args: argparse.Namespace) -> int:
     """Asks the daemon to write everything and exit; waits for it to be gone (`--force`: then kills)."""
+    if args.endpoint and not args.runtime_dir:  # a root on another host: no lock or pid to watch here
+        return _stop_at_endpoint(args)
     runtime_dir = args.runtime_dir or Settings.from_env().runtime_dir
     if not daemon_running(runtime_dir):
         print(f"no daemon is running for {runtime_dir}", file=sys.stderr)
@@ -265,6 +278,20 @@ def stop(args: argparse.Namespace) -> int:
             print(f"daemon killed after {args.timeout}s", file=sys.stderr)
             return 0
     print(f"the daemon is still running after {args.timeout}s", file=sys.stderr)
+    return 1
+
+
+def _stop_at_endpoint(args: argparse.Namespace) -> int:
+    if args.force:
+        print("stop --force kills a daemon of this host: give its --runtime-dir too", file=sys.stderr)
+        return 2
+    if request("", MessageKind.STOP, args.timeout, args.endpoint, args.keys or "") is None:
+        print(f"no daemon answered at {args.endpoint} within {args.timeout}s", file=sys.stderr)
+        return 1
+    if _wait_silent(args.endpoint, args.keys or "", args.timeout):
+        print("daemon stopped")
+        return 0
+    print(f"the daemon at {args.endpoint} still answers after {args.timeout}s", file=sys.stderr)
     return 1
 
 

@@ -297,12 +297,18 @@ def test_the_root_is_found_from_master_addr_and_started_by_rank_0(runtime_dir, t
         status = root_status(endpoint, keys)
         shown = cli("status", "--runtime-dir", job_dirs[2]).stdout  # node 1: what it forwarded
         got = written(logdir)
+        # The root as if on another host: reached at its endpoint alone, never killed from here.
+        refused_force = cli("stop", "--force", "--endpoint", endpoint, "--keys", keys)
+        stopped = cli("stop", "--endpoint", endpoint, "--keys", keys, "--timeout", "15")
+        wait_for(lambda: not daemon_running(root_dir), message="the root to stop")
     finally:
         cli("stop", "--runtime-dir", root_dir, "--endpoint", endpoint, "--keys", keys, "--timeout", "15")
         for node_dir in job_dirs[1:]:
             cli("stop", "--force", "--runtime-dir", node_dir)
         wait_for(lambda: not daemon_running(root_dir), message="the root to stop")
     assert [(r["flushed"], r["steps_on_disk"], r["closed"]) for r in results] == [(True, steps, True)] * RANKS
+    assert refused_force.returncode == 2 and "--runtime-dir" in refused_force.stderr
+    assert (stopped.returncode, stopped.stdout.strip()) == (0, "daemon stopped"), stopped.stderr
     assert f"root {endpoint}: " in shown and "dropped: 0" in shown
     assert got[0] == list(range(steps)) and got[2] == [RANKS] * steps
     np.testing.assert_allclose(got[1], [mean_of(range(RANKS), "loss", s) for s in range(steps)], rtol=1e-6)
