@@ -40,6 +40,8 @@ class GraphMethods(WriterBase):
         input_to_model: Any = None,
         verbose: bool = False,
         use_strict_trace: bool = True,
+        *,
+        reduce: str | None = None,
     ) -> None:
         """Logs the graph of a torch module, as torch.utils.tensorboard's `add_graph` does.
 
@@ -57,7 +59,7 @@ class GraphMethods(WriterBase):
         description = describe_torch_graph(model, input_to_model, bool(verbose), bool(use_strict_trace))
         self._queue_record(_GRAPH, GRAPH_RECORD_TAG, 0, walltime_or_now(None), description)
 
-    def add_onnx_graph(self, onnx_model_file: Any = None, *, prototxt: Any = None) -> None:
+    def add_onnx_graph(self, onnx_model_file: Any = None, *, prototxt: Any = None, reduce: str | None = None) -> None:
         """Logs the graph of an ONNX model file (a path, or a binary file object), as tensorboardX's
         `add_onnx_graph` does: a GraphDef with a `Variable` node per graph input and output (its
         element type and shape) and a node per operator (named after its first output, with its

@@ -98,6 +98,8 @@ class MediaMethods(WriterBase):
         bucket_counts: Any,
         global_step: int | None = None,
         walltime: float | None = None,
+        *,
+        reduce: str | None = None,
     ) -> None:
         """Logs a histogram given by its statistics and buckets, as tensorboardX.
 
@@ -138,6 +140,7 @@ class MediaMethods(WriterBase):
         dataformats: str | float = "CHW",
         labels: Sequence[str] | str | None = None,
         *args: Any,
+        reduce: str | None = None,
         **kwargs: Any,
     ) -> None:
         """Logs an image with bounding boxes drawn on it (by the daemon), as tensorboardX.
@@ -192,6 +195,8 @@ class MediaMethods(WriterBase):
         global_step: int | None = None,
         close: bool = True,
         walltime: float | None = None,
+        *,
+        reduce: str | None = None,
     ) -> None:
         """Logs a matplotlib figure (or a list of figures, as one grid of 8 per row) as an image.
 
@@ -245,6 +250,8 @@ class MediaMethods(WriterBase):
         fps: float = 4,
         walltime: float | None = None,
         dataformats: str = "NTCHW",
+        *,
+        reduce: str | None = None,
     ) -> None:
         """Logs a batch of videos as one animated GIF (encoded by the daemon), as tensorboardX.
 
@@ -284,6 +291,8 @@ class MediaMethods(WriterBase):
         global_step: int | None = None,
         sample_rate: int = 44100,
         walltime: float | None = None,
+        *,
+        reduce: str | None = None,
     ) -> None:
         """Logs a sound clip as a 16-bit PCM WAV (encoded by the daemon), as tensorboardX.
 
@@ -312,6 +321,8 @@ class MediaMethods(WriterBase):
         tensor: Any,
         global_step: int | None = None,
         walltime: float | None = None,
+        *,
+        reduce: str | None = None,
     ) -> None:
         """Logs a whole tensor (torch.utils.tensorboard's add_tensor; tensorboardX has none).
 

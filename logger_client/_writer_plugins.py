@@ -197,6 +197,8 @@ class PluginMethods(WriterBase):
         num_thresholds: int = 127,
         weights: Any = None,
         walltime: float | None = None,
+        *,
+        reduce: str | None = None,
     ) -> None:
         """Logs a precision-recall curve of binary `labels` against `predictions` in [0, 1].
 
@@ -243,6 +245,8 @@ class PluginMethods(WriterBase):
         num_thresholds: int = 127,
         weights: Any = None,
         walltime: float | None = None,
+        *,
+        reduce: str | None = None,
     ) -> None:
         """Logs a precision-recall curve from counts and rates computed elsewhere: six 1-D arrays
         of one length, one entry per threshold. `num_thresholds` (capped at 127) goes to the plugin
@@ -278,6 +282,8 @@ class PluginMethods(WriterBase):
         global_step: int | None = None,
         label: str | None = None,
         walltime: float | None = None,
+        *,
+        reduce: str | None = None,
     ) -> None:
         """Logs a curve of points (x[i], y[i]), e.g. a ROC curve (x = false positive rate, y = true
         positive rate), one curve per step. Neither tensorboardX nor torch has this method.
@@ -316,6 +322,7 @@ class PluginMethods(WriterBase):
         name: str | None = None,
         *,
         metric_scalars: bool = True,
+        reduce: str | None = None,
     ) -> None:
         """Logs a session of hyperparameters and its metrics for TensorBoard's HParams dashboard.
 
@@ -376,7 +383,9 @@ class PluginMethods(WriterBase):
 
     # -- custom scalars ----------------------------------------------------------------------
 
-    def add_custom_scalars(self, layout: Mapping[str, Mapping[str, Sequence[Any]]]) -> None:
+    def add_custom_scalars(
+        self, layout: Mapping[str, Mapping[str, Sequence[Any]]], *, reduce: str | None = None
+    ) -> None:
         """Lays out charts of scalar tags in TensorBoard's Custom Scalars dashboard.
 
         `layout` is `{category: {title: [type, tags]}}`, type "Multiline" (any number of tags, each
@@ -386,14 +395,14 @@ class PluginMethods(WriterBase):
         self._queue_record(_CUSTOM_SCALARS, CUSTOM_SCALARS_TAG, 0, time(), _check_layout(layout))
 
     def add_custom_scalars_multilinechart(
-        self, tags: Sequence[str], category: str = "default", title: str = "untitled"
+        self, tags: Sequence[str], category: str = "default", title: str = "untitled", *, reduce: str | None = None
     ) -> None:
         """A layout of one multiline chart of `tags` (see `add_custom_scalars`; it replaces the
         run's layout, as in tensorboardX)."""
         self.add_custom_scalars({category: {title: ["Multiline", _tags(tags, "tags")]}})
 
     def add_custom_scalars_marginchart(
-        self, tags: Sequence[str], category: str = "default", title: str = "untitled"
+        self, tags: Sequence[str], category: str = "default", title: str = "untitled", *, reduce: str | None = None
     ) -> None:
         """A layout of one margin chart: `tags` are the value, lower and upper tags (exactly 3)."""
         tags = _tags(tags, "tags")
@@ -412,6 +421,8 @@ class PluginMethods(WriterBase):
         config_dict: dict[str, Any] | None = None,
         global_step: int | None = None,
         walltime: float | None = None,
+        *,
+        reduce: str | None = None,
     ) -> None:
         """Logs a mesh or point cloud for TensorBoard's Mesh dashboard.
 

@@ -55,6 +55,8 @@ class ProjectorMethods(WriterBase):
         global_step: int | None = None,
         tag: str = "default",
         metadata_header: Sequence[Any] | Any = None,
+        *,
+        reduce: str | None = None,
     ) -> None:
         """Logs an embedding for TensorBoard's projector: files beside the run's events, no event.
 

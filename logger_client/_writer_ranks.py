@@ -5,8 +5,9 @@ which carry their mode to the daemon.
 Scalars and histograms of the combined modes (`mean`, `sum`, `min`, `max`; `merge`) go to the
 daemon, which combines the ranks' values per (run, tag, step). `rank0` is settled here: other ranks
 skip the call before any argument is converted or copied. `per_rank` sends the call to the sub-run
-`rank_<r>`. Every `add_*` method but `add_scalar` (which takes `reduce` itself, to keep its plain
-call in C) gets the keyword-only `reduce` argument from `install_reduce_argument`.
+`rank_<r>`. Every `add_*` method declares the keyword-only `reduce` argument (so type checkers and
+`help()` show it); `install_reduce_argument` wraps each but `add_scalar` (which applies `reduce`
+itself, to keep its plain call in C) in what applies it, before the method runs.
 """
 
 from __future__ import annotations
@@ -76,11 +77,8 @@ def _with_reduce(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             CALL_MODE.reset(token)
 
-    signature = inspect.signature(function)
-    parameters = list(signature.parameters.values())
-    keyword = inspect.Parameter("reduce", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="str | None")
-    at = next((i for i, p in enumerate(parameters) if p.kind == inspect.Parameter.VAR_KEYWORD), len(parameters))
-    method.__signature__ = signature.replace(parameters=[*parameters[:at], keyword, *parameters[at:]])  # type: ignore[attr-defined]
+    if "reduce" not in inspect.signature(function).parameters:
+        raise TypeError(f"{name} must declare the keyword-only argument reduce")
     method.__doc__ = (function.__doc__ or "") + (
         "\n\n        `reduce` (keyword only): how this call is combined across the ranks of a data-parallel"
         f" job, one of {', '.join(allowed)}; default: the writer's."
@@ -89,8 +87,8 @@ def _with_reduce(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def install_reduce_argument(cls: type) -> None:
-    """Gives every public `add_*` method of `cls` (but those taking it already) the keyword-only
-    `reduce` argument and the rank rules above."""
+    """Wraps every public `add_*` method of `cls` (but those applying it themselves) in what
+    applies its `reduce` argument and the rank rules above."""
     for name in dir(cls):
         function = getattr(cls, name)
         if name.startswith("add_") and name not in _NATIVE and inspect.isfunction(function):

@@ -335,6 +335,8 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
         tag_scalar_dict: Mapping[str, Number | Any],
         global_step: int | None = None,
         walltime: float | None = None,
+        *,
+        reduce: str | None = None,
     ) -> None:
         """Logs several scalars under one chart: each key is a run `<logdir>/<main_tag>/<key>`."""
         check_tag(main_tag, "main_tag")
@@ -375,6 +377,8 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
         bins: str | int | Sequence[float] = "tensorflow",
         walltime: float | None = None,
         max_bins: int | None = None,
+        *,
+        reduce: str | None = None,
     ) -> None:
         """Logs a histogram of `values`; the daemon computes it with tensorboardX's bucketing."""
         check_tag(tag)
@@ -397,6 +401,8 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
         global_step: int | None = None,
         walltime: float | None = None,
         dataformats: str = "CHW",
+        *,
+        reduce: str | None = None,
     ) -> None:
         """Logs an image: uint8 in [0, 255] or float in [0, 1]; layout given by `dataformats`."""
         check_tag(tag)
@@ -413,6 +419,8 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
         global_step: int | None = None,
         walltime: float | None = None,
         dataformats: str = "NCHW",
+        *,
+        reduce: str | None = None,
     ) -> None:
         """Logs a batch of images as one grid (8 per row). A list of CHW or HWC images is stacked."""
         check_tag(tag)
@@ -440,6 +448,8 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
         text_string: str,
         global_step: int | None = None,
         walltime: float | None = None,
+        *,
+        reduce: str | None = None,
     ) -> None:
         """Logs a string (markdown is rendered by TensorBoard's text plugin)."""
         check_tag(tag)
