@@ -860,7 +860,9 @@ def test_client_memory_is_bounded_when_the_daemon_is_frozen(daemon, runtime_dir,
     assert dropped + stats["array_bytes_held"] // 2**20 == 300  # each image kept or counted
     # Arrays held (in the arena or not) stay within the bound; the arena's pages come on top.
     assert result["rss_after"] - result["rss_before"] < bound + arena + 48 * 2**20
-    assert result["max_call_s"] < 0.05
+    # No call waited on the frozen daemon (it would wait for good); what a call costs is measured
+    # in benchmarks/, not here, where a busy machine may pause any call for tens of milliseconds.
+    assert result["max_call_s"] < 1.0
     proc.assert_ok(timeout_s=15)
 
 
