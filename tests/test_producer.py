@@ -356,3 +356,26 @@ def test_reset_after_fork_empties_the_queue_and_frees_locks_held_at_the_fork():
     assert time.monotonic() - start < 1
     (batch,) = producer.take_packed()
     assert decoded(batch)[0][protocol.KIND] == RecordKind.OPEN and batch.data == 7
+
+
+@pytest.mark.parametrize(
+    "log",
+    [
+        lambda producer, writer: append_rows(producer, 0, range(1)),  # one row, no batch packed
+        lambda producer, writer: append_rows(producer, 0, range(20)),  # batches packed
+        lambda producer, writer: producer.request_flush(),
+        lambda producer, writer: open_writer(producer),
+        lambda producer, writer: producer.scalar_key(writer, "", "new"),
+    ],
+    ids=["row", "batches", "flush", "writer", "key"],
+)
+def test_a_forked_child_has_logged_once_anything_beyond_its_announcements_is_queued(log):
+    """What wakes a forked child's I/O thread to connect: its announcements alone do not."""
+    producer = make()
+    writer = open_writer(producer)
+    producer.scalar_key(writer, "", "a")
+    append_rows(producer, 0, range(3))
+    producer.reset_after_fork()
+    assert not producer.logged_since_fork()
+    log(producer, writer)
+    assert producer.logged_since_fork()
