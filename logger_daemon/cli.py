@@ -39,6 +39,7 @@ log = logging.getLogger("logger_daemon")
 _KILL_WAIT_S = 10.0
 #: How long `stop --endpoint` waits for each STATUS answer while the daemon there winds down.
 _SILENT_PROBE_S = 0.5
+_SILENT_POLL_S = 0.05
 #: How long a starting daemon retries the lock: a client probing "is one running?" holds it briefly.
 _LOCK_RETRY_S = 1.0
 
@@ -253,6 +254,7 @@ def _wait_silent(at: str, keys_dir: str, timeout_s: float) -> bool:
     while request("", MessageKind.STATUS, _SILENT_PROBE_S, at, keys_dir) is not None:
         if time.monotonic() > deadline:
             return False
+        time.sleep(_SILENT_POLL_S)
     return True
 
 
