@@ -166,13 +166,19 @@ class DaemonTransport:
         """Whether no record was dropped (by this client or the daemon) since the previous flush
         returned: only then is everything logged before this flush on disk. The daemon reports
         its refusals with its acknowledgements, so they are all in by the time a flush is done."""
-        sender = self._sender
-        refused = sender.counts()[2] if sender is not None else Counter[str]()
-        total = sum(self._producer.dropped().values()) + sum(refused.values())
+        total = self.dropped_total()
         with self._flush_lock:
             clean = total == self._drops_at_last_flush
             self._drops_at_last_flush = total
         return clean
+
+    def dropped_total(self) -> int:
+        """Records dropped since this process connected, by this client or refused by the daemon:
+        the sum of `stats()["records_dropped"]`, without the rest of `stats()` (which counts
+        what is queued, item by item)."""
+        sender = self._sender
+        refused = sender.counts()[2] if sender is not None else Counter[str]()
+        return sum(self._producer.dropped().values()) + sum(refused.values())
 
     def stats(self) -> TransportStats:
         """Counts since this process connected.

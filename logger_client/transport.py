@@ -117,6 +117,10 @@ class Link(Transport, Protocol):
         """Queues a flush behind everything queued so far, without waiting for it."""
         ...
 
+    def dropped_total(self) -> int:
+        """Records dropped so far, all reasons: the sum of `stats()["records_dropped"]`, cheaply."""
+        ...
+
     def shutdown(self, timeout_s: float) -> bool:
         """Sends what is left, waits up to `timeout_s` for it to be acknowledged, and stops."""
         ...

@@ -167,11 +167,11 @@ class Forwarder:
     def _submit(self, transport: Link, record: tuple, values: int) -> None:
         """Queues an array record of `values` values; counts them dropped if the link's byte bound
         had no room (it drops at once, never waits: the pipeline thread calls)."""
-        before = _dropped(transport)
+        before = transport.dropped_total()
         transport.submit_array(record)
         self.records_sent += 1
         self.values_sent += values
-        if _dropped(transport) > before:
+        if transport.dropped_total() > before:
             self.values_dropped += values
 
     def as_is(self, member: Member, run_name: str, tag: str, group: Group) -> None:
@@ -205,7 +205,7 @@ class Forwarder:
     def request_flush(self, endpoints: set[str]) -> RootFlush:
         """Asks the roots at `endpoints` to write and fsync everything sent them so far."""
         transports = [self._transport(endpoint) for endpoint in sorted(endpoints)]
-        return RootFlush([(t.request_flush(), t, _dropped(t)) for t in transports])
+        return RootFlush([(t.request_flush(), t, t.dropped_total()) for t in transports])
 
     def status(self) -> dict[str, Any]:
         """The links' counters, summed: what they sent, what the roots have not acknowledged, what
@@ -243,10 +243,6 @@ def _pieces(columns: dict[str, np.ndarray], size: int) -> list[dict[str, np.ndar
     return pieces
 
 
-def _dropped(transport: Link) -> int:
-    return sum(transport.stats()["records_dropped"].values())
-
-
 @dataclass
 class RootFlush:
     """A node's flush of what it forwarded: done once every root acknowledged it; `clean` if each
@@ -258,4 +254,4 @@ class RootFlush:
         return all(request.done.is_set() for request, _, _ in self.requests)
 
     def clean(self) -> bool:
-        return all(request.ok and _dropped(link) == dropped for request, link, dropped in self.requests)
+        return all(request.ok and link.dropped_total() == dropped for request, link, dropped in self.requests)
